@@ -1,0 +1,1 @@
+"""Roost: a complete, self-hosted mail server distribution."""

@@ -1,0 +1,1 @@
+"""One module per daemon: configuration renderers with their templates."""

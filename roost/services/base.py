@@ -1,0 +1,92 @@
+"""The small interface every daemon module implements.
+
+A service module knows one daemon's file formats and nothing else does: it renders the
+daemon's complete configuration from settings (templates beside the module), applies the
+user's overrides from ``ROOT/overrides/<service>``, and tells the runner how to start the
+daemon in the foreground and how to tell that it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from roost.layout import Layout
+
+
+class ServiceConfigError(RuntimeError):
+    """A configuration or override that cannot be used; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How the runner knows a daemon accepts work: a Unix socket or TCP port answers."""
+
+    unix_sockets: tuple[Path, ...] = ()
+    tcp: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass
+class Service:
+    """Base class: subclasses set ``name`` and implement ``render`` and ``command``."""
+
+    layout: Layout
+    name: str = field(init=False, default="")
+    #: services that must be ready before this one starts
+    after: Sequence[str] = field(init=False, default=())
+
+    @property
+    def etc(self) -> Path:
+        return self.layout.service_etc(self.name)
+
+    @property
+    def overrides(self) -> Path:
+        return self.layout.overrides / self.name
+
+    def render(self) -> None:
+        """Write the complete configuration under ``etc``; raise ServiceConfigError."""
+        raise NotImplementedError
+
+    def command(self) -> list[str]:
+        """The foreground command the runner starts and supervises."""
+        raise NotImplementedError
+
+    def readiness(self) -> Readiness:
+        return Readiness()
+
+    def stop_command(self) -> list[str] | None:
+        """A command that stops the daemon cleanly, when SIGTERM alone is not enough."""
+        return None
+
+    def environment(self) -> dict[str, str]:
+        """Extra environment for the daemon's process."""
+        return {}
+
+
+def template_environment(module_file: str) -> jinja2.Environment:
+    """A Jinja environment over the ``templates`` folder beside a service module.
+
+    StrictUndefined: a template that names a value the renderer did not pass is a bug,
+    and must fail at render time, not produce an empty setting.
+    """
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(module_file).parent / "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def write_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write atomically, so a daemon reloading never reads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
