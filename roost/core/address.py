@@ -29,6 +29,7 @@ __all__ = [
     "check_wildcard_pattern",
     "domain_to_ascii",
     "domain_to_unicode",
+    "forbidden_char",
     "normalize_localpart",
     "parse_address",
     "split_detail",
@@ -150,9 +151,14 @@ class Address:
 # CommaSeparatedList), '<' '>' (path delimiters), '"' and '\' (quoted-string syntax,
 # refused since Mailu #3252).
 _FORBIDDEN = frozenset(',<>"\\')
+_FORBIDDEN_ASCII = re.compile(r'[\s,<>"\\\x00-\x1f\x7f]')
 
 
-def _bad_char(text: str) -> str | None:
+def forbidden_char(text: str) -> str | None:
+    """Return the first character an address may never contain (see above), else None."""
+    if text.isascii():
+        found = _FORBIDDEN_ASCII.search(text)
+        return found.group() if found else None
     for ch in text:
         if ch in _FORBIDDEN:
             return ch
@@ -190,7 +196,7 @@ def parse_address(text: str) -> Address:
     local, _, domain = text.partition("@")
     if not local:
         raise AddressError(f"{text!r}: empty local part")
-    bad = _bad_char(text)
+    bad = forbidden_char(text)
     if bad is not None:
         raise AddressError(f"{text!r}: contains the character {bad!r}")
     local = normalize_localpart(local)

@@ -23,18 +23,25 @@ class TransportError(ValueError):
 
 # Host names in relay targets are often internal names such as a container's "smtp_relay";
 # Postfix accepts underscores in host names (valid_hostname()), so ASCII names may use them.
-_ASCII_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+_HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_ASCII_HOST = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 
 
 def _port(relay: str, spec: str, text: str) -> str:
     if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
-        raise TransportError(f"relay {relay!r}: target {spec!r}: port {text!r} is not a number 1-65535")
+        raise TransportError(
+            f"relay {relay!r}: target {spec!r}: port {text!r} is not a number from 1 to 65535"
+        )
     return str(int(text))
 
 
 def _host(relay: str, spec: str, host: str) -> str:
     """IDNA-encode a host name (reference §7.1.4: hosts are IDNA-encoded)."""
-    if len(host) <= DOMAIN_MAX and _ASCII_HOST.fullmatch(host) and "--" not in host[2:4]:
+    if (
+        len(host) <= DOMAIN_MAX
+        and _ASCII_HOST.fullmatch(host)
+        and all(label[2:4] != "--" for label in host.split("."))
+    ):
         return host
     try:
         return domain_to_ascii(host, max_length=DOMAIN_MAX)

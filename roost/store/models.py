@@ -59,6 +59,8 @@ class CommaSeparatedList(TypeDecorator[list[str]]):
 
 
 class JSONEncoded(TypeDecorator[Any]):
+    """Mailu's JSON column: JSON text in a String(255), NULL stays None (reference §3.1)."""
+
     impl = String(255)
     cache_ok = True
 
@@ -277,7 +279,9 @@ class DomainAccess(Audited, Base):
     user: Mapped[User | None] = relationship(back_populates="domain_accesses")
 
 
-class Config(Base):
+class Config(Audited, Base):
+    """Mailu's key/value table; unused, kept so a Mailu database carries over (§3.2)."""
+
     __tablename__ = "config"
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
