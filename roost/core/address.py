@@ -76,6 +76,7 @@ def _to_ascii(domain: str, max_length: int) -> str:
         labels = lowered.split(".")
         if "" in labels:
             raise _fail_domain(domain, "empty label")
+        _check_label_lengths(domain, labels)
         if all(_LDH_LABEL.fullmatch(lb) and lb[2:4] != "--" for lb in labels):
             ascii_name = lowered
         else:
@@ -83,9 +84,7 @@ def _to_ascii(domain: str, max_length: int) -> str:
     else:
         ascii_name = _idna_encode(domain, name)
     labels = ascii_name.split(".")
-    for label in labels:
-        if len(label) > LABEL_MAX:
-            raise _fail_domain(domain, f"label {label!r} is longer than {LABEL_MAX} characters")
+    _check_label_lengths(domain, labels)
     if labels[-1].isdigit():
         # RFC 3696 §2: a top-level label is never all-numeric; "1.2.3.4" is an IP, not a name.
         raise _fail_domain(domain, "the last label is numeric (use a host name, not an IP)")
@@ -96,8 +95,14 @@ def _to_ascii(domain: str, max_length: int) -> str:
     return ascii_name
 
 
+def _check_label_lengths(domain: str, labels: list[str]) -> None:
+    for label in labels:
+        if len(label) > LABEL_MAX:
+            raise _fail_domain(domain, f"label {label!r} is longer than {LABEL_MAX} characters")
+
+
 def _idna_encode(original: str, name: str) -> str:
-    """IDNA 2008 with UTS #46 mapping (non-transitional: 'straße' stays distinct, RFC 5895)."""
+    """IDNA 2008 via UTS #46, non-transitional: 'straße' is not folded to 'strasse'."""
     if any(ch.isspace() for ch in name):
         raise _fail_domain(original, "contains white space")
     try:
@@ -226,7 +231,7 @@ def split_detail(local: str, delimiters: str) -> tuple[str, str]:
 
 
 # RFC 5322 §3.2.3 atext; the Mailu UI accepts exactly this dot-atom (reference §3.3).
-_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 # SQL LIKE wildcards: '%' any run, '_' one character (both are also atext). Dots may sit
 # anywhere, since a pattern such as '%.' is a legitimate way to say "ends with a dot-part".

@@ -1,0 +1,578 @@
+"""The in-memory directory the gate answers every daemon lookup from.
+
+DESIGN §1: the gate answers Postfix, Dovecot and Rspamd from an index of the store that is
+rebuilt when the store changes, so no lookup waits on SQL. This module is that index: built
+once from plain records (the gate loads them; core does no I/O), then read-only, with
+lookups that cost a few dictionary probes (and a scan of one domain's wildcard aliases).
+
+Behaviour follows Mailu (reference §7.2 address resolution, §7.1.3 sender ownership,
+§7.1.4 relayed-domain transports); deliberate differences are marked "Roost:".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from types import MappingProxyType
+
+from roost.core.address import (
+    DOMAIN_MAX,
+    AddressError,
+    domain_to_ascii,
+    forbidden_char,
+    split_detail,
+)
+from roost.core.transport import TransportError, relay_transport
+
+__all__ = [
+    "AliasEntry",
+    "Directory",
+    "RelayEntry",
+    "TokenEntry",
+    "TransportError",
+    "UserEntry",
+    "like_to_matcher",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """One mailbox, with the columns of reference §3.2 ``user`` that shape mail handling.
+
+    ``email`` is the canonical (lower-case, punycode) address; ``quota_bytes`` 0 = unlimited.
+    """
+
+    email: str
+    localpart: str
+    domain: str
+    password_hash: str
+    enabled: bool = True
+    enable_imap: bool = True
+    enable_pop: bool = True
+    global_admin: bool = False
+    allow_spoofing: bool = False
+    forward_enabled: bool = False
+    forward_destination: tuple[str, ...] = ()
+    forward_keep: bool = True
+    quota_bytes: int = 0
+    quota_bytes_used: int = 0
+    reply_enabled: bool = False
+    reply_subject: str | None = None
+    reply_body: str | None = None
+    reply_startdate: date = date(1900, 1, 1)
+    reply_enddate: date = date(2999, 12, 31)
+    displayed_name: str = ""
+    spam_enabled: bool = True
+    spam_mark_as_read: bool = True
+    spam_threshold: int = 80
+    change_pw_next_login: bool = False
+
+    def reply_active(self, today: date) -> bool:
+        """Mailu's ``reply_active``: enabled and start <= today <= end (reference §3.2)."""
+        return self.reply_enabled and self.reply_startdate <= today <= self.reply_enddate
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEntry:
+    """One alias (reference §3.2 ``alias``); for a wildcard, ``localpart`` is a LIKE pattern."""
+
+    email: str
+    localpart: str
+    domain: str
+    wildcard: bool
+    destination: tuple[str, ...]
+    disabled: bool = False
+    owner_email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    """An app password (reference §3.2 ``token``): ``ip`` lists CIDRs; empty = any address."""
+
+    id: int
+    user_email: str
+    password_hash: str
+    ip: tuple[str, ...] = ()
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEntry:
+    """A relayed domain (reference §3.2 ``relay``); ``smtp`` is the target spec of §7.1.4."""
+
+    name: str
+    smtp: str | None = None
+
+
+Matcher = Callable[[str], bool]
+
+
+def _match_all(_local: str) -> bool:
+    return True
+
+
+def like_to_matcher(pattern: str) -> Matcher:
+    """Compile an SQL LIKE pattern (``%`` any run, ``_`` one character) to a predicate.
+
+    Mailu matches wildcard aliases with ``:local LIKE alias.localpart`` (reference §3.2,
+    §7.2). Matching is case-insensitive: both sides are lower-cased. Common shapes skip
+    the regex engine: ``%`` (catch-all), ``prefix%`` and ``%suffix``.
+    """
+    pat = pattern.lower()
+    if pat and set(pat) == {"%"}:
+        return _match_all
+    if "_" not in pat:
+        core = pat.strip("%")
+        if "%" not in core:
+            if pat == core:
+                return core.__eq__
+            if pat == core + "%":
+                return _startswith(core)
+            if pat == "%" + core:
+                return _endswith(core)
+    parts = []
+    for ch in pat:
+        if ch == "%":
+            parts.append(".*")
+        elif ch == "_":
+            parts.append(".")
+        else:
+            parts.append(re.escape(ch))
+    regex = re.compile("".join(parts), re.DOTALL)
+    return lambda local: regex.fullmatch(local) is not None
+
+
+def _startswith(prefix: str) -> Matcher:
+    return lambda local: local.startswith(prefix)
+
+
+def _endswith(suffix: str) -> Matcher:
+    return lambda local: local.endswith(suffix)
+
+
+class _Wildcard:
+    """An active wildcard alias, ready to match (kept tiny: there may be thousands)."""
+
+    __slots__ = ("destinations", "match", "pattern")
+
+    def __init__(self, pattern: str, match: Matcher, destinations: tuple[str, ...]) -> None:
+        self.pattern = pattern
+        self.match = match
+        self.destinations = destinations
+
+
+def _insert_detail(destination: str, detail: str) -> str:
+    """``joe@x`` + ``+y`` -> ``joe+y@x`` (Mailu #2988, reference §7.2)."""
+    local, at, domain = destination.rpartition("@")
+    if not at:
+        return destination + detail
+    return f"{local}{detail}@{domain}"
+
+
+class Directory:
+    """Read-only index of domains, users, aliases, tokens and relays.
+
+    Build it with :meth:`build`; ``Directory()`` is the empty directory (answers nothing),
+    useful before the first load. Every lookup accepts untrusted text and never raises,
+    except :meth:`transport` which raises :class:`TransportError` for a relay whose target
+    cannot be parsed (so the gate can answer Postfix with a temporary error, not "not found").
+    """
+
+    def __init__(self) -> None:
+        self._domains: frozenset[str] = frozenset()
+        self._alternatives: dict[str, str] = {}
+        self._canon: dict[str, str] = {}
+        self._relays: dict[str, RelayEntry] = {}
+        self._transports: dict[str, str | TransportError] = {}
+        self._users: dict[str, UserEntry] = {}
+        self._forwards: dict[str, tuple[str, ...]] = {}
+        self._spoofers: dict[str, tuple[str, ...]] = {}
+        self._aliases: tuple[AliasEntry, ...] = ()
+        self._exact: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._wild: dict[str, tuple[_Wildcard, ...]] = {}
+        self._tokens: dict[str, tuple[TokenEntry, ...]] = {}
+        self._token_count = 0
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        domains: Iterable[str] = (),
+        alternatives: Mapping[str, str] | None = None,
+        relays: Iterable[RelayEntry] = (),
+        users: Iterable[UserEntry] = (),
+        aliases: Iterable[AliasEntry] = (),
+        tokens: Iterable[TokenEntry] = (),
+    ) -> Directory:
+        """Index plain records; ``alternatives`` maps alternative name -> primary domain.
+
+        Names are normalised defensively (lower-case, punycode) so a record written by an
+        older import still matches. Invalid names are skipped rather than failing the whole
+        build: one bad row must not take every mailbox offline.
+        """
+        self = cls()
+        ascii_cache: dict[str, str | None] = {}
+
+        def norm_domain(name: str | None) -> str | None:
+            if not name:
+                return None
+            try:
+                return ascii_cache[name]
+            except KeyError:
+                pass
+            try:
+                value: str | None = domain_to_ascii(name, max_length=DOMAIN_MAX)
+            except AddressError:
+                value = None
+            ascii_cache[name] = value
+            return value
+
+        def norm_email(email: str | None) -> str | None:
+            if not email:
+                return None
+            local, at, domain = email.rpartition("@")
+            if not at or not local:
+                return None
+            domain_ascii = norm_domain(domain)
+            if domain_ascii is None:
+                return None
+            return f"{local.lower()}@{domain_ascii}"
+
+        def norm_destinations(items: Iterable[str]) -> tuple[str, ...]:
+            """Punycode each destination's domain, drop blanks, de-duplicate and sort (§3.1)."""
+            out = set()
+            for item in items:
+                text = item.strip() if isinstance(item, str) else ""
+                if not text:
+                    continue
+                local, at, domain = text.rpartition("@")
+                if at:
+                    domain_ascii = norm_domain(domain)
+                    text = f"{local}@{domain_ascii if domain_ascii else domain.lower()}"
+                out.add(text)
+            return tuple(sorted(out))
+
+        self._domains = frozenset(d for d in map(norm_domain, domains) if d)
+        canon = {d: d for d in self._domains}
+        alts: dict[str, str] = {}
+        for alt, primary in (alternatives or {}).items():
+            alt_ascii, primary_ascii = norm_domain(alt), norm_domain(primary)
+            if alt_ascii and primary_ascii and alt_ascii not in self._domains:
+                alts[alt_ascii] = primary_ascii
+                canon[alt_ascii] = primary_ascii
+        self._alternatives = alts
+        self._canon = canon
+
+        for relay in relays:
+            name = norm_domain(relay.name)
+            if name is None:
+                continue
+            self._relays[name] = relay
+            try:
+                self._transports[name] = relay_transport(name, relay.smtp)
+            except TransportError as exc:
+                self._transports[name] = exc
+
+        spoofers: dict[str, list[str]] = {}
+        for user in users:
+            email = norm_email(user.email)
+            if email is None:
+                continue
+            if email != user.email:
+                local, _, domain = email.rpartition("@")
+                user = dataclasses.replace(user, email=email, localpart=local, domain=domain)
+            self._users[email] = user
+            if user.forward_destination:
+                self._forwards[email] = norm_destinations(user.forward_destination)
+            if user.allow_spoofing:
+                spoofers.setdefault(email.rpartition("@")[2], []).append(email)
+        self._spoofers = {d: tuple(sorted(emails)) for d, emails in spoofers.items()}
+
+        all_aliases = []
+        wild: dict[str, list[_Wildcard]] = {}
+        matchers: dict[str, Matcher] = {}
+        for alias in aliases:
+            all_aliases.append(alias)
+            if alias.disabled:
+                continue
+            if alias.owner_email:
+                # Active iff the owner is enabled (reference §3.2 alias). Roost: an owner
+                # missing from the index counts as not enabled, since deleting the owner
+                # deletes the alias in Mailu; a dangling row must not keep receiving.
+                owner = self._users.get(norm_email(alias.owner_email) or "")
+                if owner is None or not owner.enabled:
+                    continue
+            domain = norm_domain(alias.domain)
+            if domain is None or not alias.localpart:
+                continue
+            local = alias.localpart.lower()
+            destinations = norm_destinations(alias.destination)
+            if alias.wildcard:
+                match = matchers.get(local)
+                if match is None:
+                    match = matchers[local] = like_to_matcher(local)
+                wild.setdefault(domain, []).append(_Wildcard(local, match, destinations))
+            else:
+                self._exact[(domain, local)] = destinations
+        self._aliases = tuple(all_aliases)
+        # Preference among wildcards: longest pattern first (Mailu orders by
+        # char_length(localpart) desc); ties broken by the pattern text for a stable answer.
+        self._wild = {
+            d: tuple(sorted(items, key=lambda w: (-len(w.pattern), w.pattern)))
+            for d, items in wild.items()
+        }
+
+        by_user: dict[str, list[TokenEntry]] = {}
+        for token in tokens:
+            email = norm_email(token.user_email)
+            if email is None:
+                continue
+            by_user.setdefault(email, []).append(token)
+            self._token_count += 1
+        self._tokens = {e: tuple(sorted(ts, key=lambda t: t.id)) for e, ts in by_user.items()}
+        return self
+
+    # ------------------------------------------------------------------ counts and views
+
+    @property
+    def domains(self) -> frozenset[str]:
+        """Primary domain names (punycode)."""
+        return self._domains
+
+    @property
+    def alternatives(self) -> Mapping[str, str]:
+        """Alternative name -> primary domain."""
+        return MappingProxyType(self._alternatives)
+
+    @property
+    def relays(self) -> Mapping[str, RelayEntry]:
+        """Relayed domain name -> relay record."""
+        return MappingProxyType(self._relays)
+
+    @property
+    def users(self) -> Mapping[str, UserEntry]:
+        """Canonical email -> user."""
+        return MappingProxyType(self._users)
+
+    @property
+    def aliases(self) -> tuple[AliasEntry, ...]:
+        """Every alias record given to :meth:`build`, active or not."""
+        return self._aliases
+
+    def counts(self) -> dict[str, int]:
+        """Sizes for ``roost status`` and the gate's health answer."""
+        return {
+            "domains": len(self._domains),
+            "alternatives": len(self._alternatives),
+            "relays": len(self._relays),
+            "users": len(self._users),
+            "aliases": len(self._aliases),
+            "tokens": self._token_count,
+        }
+
+    # ------------------------------------------------------------------ domains
+
+    def canonical_domain(self, domain: str) -> str | None:
+        """The primary domain for ``domain`` (itself, or an alternative's primary), else None.
+
+        Reference §3.2 alternative: every address ``x@alt`` resolves as ``x@primary``.
+        """
+        if not isinstance(domain, str):
+            return None
+        found = self._canon.get(domain)
+        if found is not None:
+            return found
+        if not domain or domain.startswith("["):
+            return None
+        try:
+            return self._canon.get(domain_to_ascii(domain, max_length=DOMAIN_MAX))
+        except AddressError:
+            return None
+
+    def is_local_domain(self, domain: str) -> bool:
+        """True for a Domain or an Alternative (SRS and anti-spoofing treat both as local)."""
+        return self.canonical_domain(domain) is not None
+
+    def has_domain(self, domain: str) -> bool:
+        """Postfix ``virtual_mailbox_domains`` socketmap answer (Mailu ``/postfix/domain``).
+
+        A Domain or Alternative exists; an address literal such as ``[192.0.2.1]`` never
+        matches.
+        """
+        if not isinstance(domain, str) or domain.startswith("["):
+            return False
+        return self.canonical_domain(domain) is not None
+
+    def relay_domain(self, domain: str) -> bool:
+        """True when ``domain`` is a relayed domain (Postfix ``relay_domains``)."""
+        return self._relay_name(domain) is not None
+
+    def _relay_name(self, domain: str) -> str | None:
+        if not isinstance(domain, str):
+            return None
+        if domain in self._relays:
+            return domain
+        if not domain or domain.startswith("["):
+            return None
+        try:
+            name = domain_to_ascii(domain, max_length=DOMAIN_MAX)
+        except AddressError:
+            return None
+        return name if name in self._relays else None
+
+    # ------------------------------------------------------------------ users
+
+    def _split(self, address: str) -> tuple[str, str] | None:
+        """``(lower-case local, primary domain)`` for a local address, else None.
+
+        Refuses what Mailu answers 404 for (reference §7.1.3, #3252): more than one '@', a
+        leading '"', and (Roost) characters that would corrupt a comma-joined answer.
+        """
+        if not isinstance(address, str) or address.startswith('"') or address.count("@") != 1:
+            return None
+        local, _, domain = address.partition("@")
+        if not local or forbidden_char(local) is not None:
+            return None
+        canon = self.canonical_domain(domain)
+        if canon is None:
+            return None
+        return local.lower(), canon
+
+    def user(self, email: str) -> UserEntry | None:
+        """The user for ``email``, with ``x@alternative`` meaning ``x@primary``; else None."""
+        found = self._users.get(email) if isinstance(email, str) else None
+        if found is not None:
+            return found
+        split = self._split(email)
+        if split is None:
+            return None
+        return self._users.get(f"{split[0]}@{split[1]}")
+
+    def mailbox(self, email: str) -> str | None:
+        """Canonical email of the user behind ``email`` whether or not the user is enabled."""
+        found = self.user(email)
+        return found.email if found is not None else None
+
+    def tokens_of(self, email: str) -> tuple[TokenEntry, ...]:
+        """App tokens of the user with canonical address ``email`` (ordered by id)."""
+        return self._tokens.get(email, ())
+
+    def spoofers(self, domain: str) -> tuple[str, ...]:
+        """Users of ``domain``'s primary domain with ``allow_spoofing`` (reference §7.1.3)."""
+        canon = self.canonical_domain(domain)
+        return self._spoofers.get(canon, ()) if canon else ()
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolve(self, address: str, delimiter: str = "") -> tuple[str, ...] | None:
+        """Postfix ``virtual_alias_maps`` answer for ``address`` (reference §7.2).
+
+        ``delimiter`` is RECIPIENT_DELIMITER (each character is a delimiter). Returns the
+        destinations, de-duplicated, sorted and with punycode domains, or None (Postfix:
+        not found). A bare domain key returns ``(primary,)`` when the domain is local.
+        """
+        return self._resolve(address, delimiter, force_keep=False)
+
+    def resolve_for_sender(self, address: str, delimiter: str = "") -> tuple[str, ...] | None:
+        """:meth:`resolve` with forward-keep forced on, as sender ownership needs (§7.1.3).
+
+        A forwarding user still owns their own address even when they keep no copy.
+        """
+        return self._resolve(address, delimiter, force_keep=True)
+
+    def _resolve(self, address: str, delimiter: str, force_keep: bool) -> tuple[str, ...] | None:
+        if not isinstance(address, str) or not address or address.startswith('"'):
+            return None
+        if "@" not in address:
+            # Roost: Mailu echoes any bare key; answering only for local domains keeps
+            # Postfix's default virtual_alias_domains (= $virtual_alias_maps) from
+            # claiming every remote domain.
+            canon = self.canonical_domain(address)
+            return (canon,) if canon is not None else None
+        split = self._split(address)
+        if split is None:
+            return None
+        local, domain = split
+        stripped, detail = split_detail(local, delimiter)
+        email = f"{local}@{domain}"
+
+        # 1. A user, by the full local part or else by the stripped one. Users resolve
+        #    regardless of `enabled` (Mailu behaviour, reference §7.2 and §11.3 item 7).
+        user = self._users.get(email)
+        if user is None and detail:
+            user = self._users.get(f"{stripped}@{domain}")
+        if user is not None:
+            if not user.forward_enabled:
+                return (email,)
+            destinations = set(self._forwards.get(user.email, ()))
+            # Roost: forwarding on with an empty list keeps the mail instead of making the
+            # address unknown (Mailu answers 404 there and the mail bounces).
+            if user.forward_keep or force_keep or not destinations:
+                destinations.add(email)
+            return tuple(sorted(destinations))
+
+        # 2. Active aliases: exact before wildcard, then longest pattern first.
+        exact = self._exact.get((domain, local))
+        if exact is not None:
+            return exact or None
+        wildcards = self._wild.get(domain, ())
+        if detail:
+            exact = self._exact.get((domain, stripped))
+            if exact is not None:
+                if not exact:
+                    return None
+                return tuple(sorted({_insert_detail(d, detail) for d in exact}))
+            for wildcard in wildcards:
+                if wildcard.match(stripped):
+                    return wildcard.destinations or None
+        for wildcard in wildcards:
+            if wildcard.match(local):
+                return wildcard.destinations or None
+        return None
+
+    def sender_logins(
+        self, sender: str, delimiter: str = "", wildcard_senders: Sequence[str] = ()
+    ) -> tuple[str, ...] | None:
+        """Postfix ``smtpd_sender_login_maps`` answer: logins allowed to send as ``sender``.
+
+        Reference §7.1.3: the union of (1) the resolution of the sender with its detail
+        stripped and forward-keep forced on, (2) WILDCARD_SENDERS, (3) users of the sender's
+        own primary domain with ``allow_spoofing``. A key without '@' yields WILDCARD_SENDERS
+        only; more than one '@' or a leading '"' yields None.
+        """
+        if not isinstance(sender, str) or not sender or sender.startswith('"'):
+            return None
+        ats = sender.count("@")
+        if ats > 1:
+            return None
+        logins = {w.strip().lower() for w in wildcard_senders if w and w.strip()}
+        if ats == 1:
+            local, _, domain = sender.partition("@")
+            stripped, _detail = split_detail(local, delimiter)
+            resolved = self._resolve(f"{stripped}@{domain}", delimiter, force_keep=True)
+            if resolved:
+                logins.update(resolved)
+            logins.update(self.spoofers(domain))
+        return tuple(sorted(logins)) or None
+
+    def transport(self, key: str) -> str | None:
+        """Postfix ``transport_maps`` answer for a relayed domain (reference §7.1.4).
+
+        ``key`` is an address or a domain. ``*`` and address literals (``[...]`` or
+        ``x@[...]``) are never relayed. Raises :class:`TransportError` when the relay's
+        target cannot be parsed (Mailu answers 400 there).
+        """
+        if not isinstance(key, str) or key == "*" or key.endswith("]"):
+            return None
+        domain = key.rpartition("@")[2]
+        name = self._relay_name(domain)
+        if name is None:
+            return None
+        answer = self._transports[name]
+        if isinstance(answer, TransportError):
+            raise answer
+        return answer
