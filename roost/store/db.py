@@ -13,7 +13,7 @@ Two things make that safe and visible:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, create_engine, event, inspect, select, update
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
@@ -78,10 +78,7 @@ class Store:
     @classmethod
     def open(cls, uri: str) -> Store:
         """Connect to ``uri`` (an SQLAlchemy URL) and check that the database answers."""
-        try:
-            url = make_url(uri)
-        except ArgumentError:
-            raise StoreError(f"database URL {uri!r} is not a valid SQLAlchemy URL") from None
+        url = _parse_url(uri)
         try:
             engine = create_engine(url, **_engine_options(url))
         except (NoSuchModuleError, ImportError) as exc:
@@ -105,7 +102,7 @@ class Store:
     def from_settings(cls, settings: Settings) -> Store:
         """Open ``settings.database_uri``, creating the SQLite file's directory if needed."""
         uri = settings.database_uri
-        url = make_url(uri)
+        url = _parse_url(uri)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         return cls.open(uri)
@@ -129,6 +126,8 @@ class Store:
         short, so values read just before the commit are what the caller wants to show.
         A lost connection or a lock that outlasted the busy timeout raises StoreError;
         constraint violations (``IntegrityError``) pass through for the caller to explain.
+        Changes made through ORM objects and ``insert``/``update``/``delete`` statements
+        count towards the generation; raw SQL text does not, so do not write with it.
         """
         session = self._sessions()
         try:
@@ -177,10 +176,19 @@ class Store:
                 ).scalar()
         except DBAPIError as exc:
             raise StoreError(
-                f"cannot read the store generation from {self.url}: {_reason(exc)} "
-                "(has `roost` upgraded the database?)"
+                f"cannot read the store generation from {self.url}: {self._explain(exc)}"
             ) from None
         return int(value or 0)
+
+    def _explain(self, exc: DBAPIError) -> str:
+        """The driver's reason, or that the schema is missing when that is the cause."""
+        try:
+            migrated = inspect(self.engine).has_table(_generation.name)
+        except DBAPIError:
+            return _reason(exc)
+        if not migrated:
+            return "the database has no Roost schema yet; run the migrations (Store.upgrade)"
+        return _reason(exc)
 
     # -- migrating -------------------------------------------------------------------------
 
@@ -200,7 +208,7 @@ class Store:
         """Take the schema back to ``revision`` (``base`` drops every table)."""
         self._migrate(command.downgrade, revision)
 
-    def _migrate(self, step: Any, revision: str) -> None:
+    def _migrate(self, step: Callable[[Config, str], None], revision: str) -> None:
         """Run one Alembic command in a single transaction on one connection.
 
         On SQLite, foreign keys are switched off while migrating: Alembic's batch mode
@@ -237,6 +245,13 @@ class Store:
 
 
 # -- engine configuration ------------------------------------------------------------------
+
+
+def _parse_url(uri: str) -> URL:
+    try:
+        return make_url(uri)
+    except ArgumentError:
+        raise StoreError(f"database URL {uri!r} is not a valid SQLAlchemy URL") from None
 
 
 def _engine_options(url: URL) -> dict[str, Any]:
