@@ -1,0 +1,154 @@
+"""nginx configuration: rendered into a temporary ROOT and checked with ``nginx -t``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_services_postfix_support import make_settings, roost_root
+
+from roost import certs
+from roost.layout import Layout
+from roost.services.base import ServiceConfigError
+from roost.services.nginx import NginxService
+
+ADDRESS = "127.0.5.30"
+
+
+@pytest.fixture()
+def root() -> Iterator[Path]:
+    with roost_root() as path:
+        yield path
+
+
+def rendered(root: Path, **values: Any) -> tuple[NginxService, str]:
+    layout = Layout(make_settings(root, ADDRESS, **values))
+    certs.ensure_certificate(layout)
+    service = NginxService(layout)
+    service.render()
+    return service, service.conf.read_text()
+
+
+def block(text: str, opening: str) -> str:
+    """The text of the ``{...}`` block that starts at ``opening`` (braces balanced)."""
+    start = text.index(opening)
+    depth = 0
+    for index in range(text.index("{", start), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start : index + 1]
+    raise AssertionError(f"unbalanced block {opening!r}")
+
+
+def directives(text: str) -> list[str]:
+    """Directive lines without comments, whitespace-normalised."""
+    lines = (re.sub(r"#.*", "", line).strip() for line in text.splitlines())
+    return [" ".join(line.split()) for line in lines if line]
+
+
+def test_cert_flavor(root: Path) -> None:
+    _, text = rendered(root, MESSAGE_SIZE_LIMIT=1000)
+    top = directives(text)
+    run = root / "run" / "nginx"
+    assert "load_module /usr/lib/nginx/modules/ngx_mail_module.so;" in top
+    assert "user www-data;" in top
+    assert f"pid {run}/nginx.pid;" in top
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        assert f"{kind}_temp_path {run}/{kind};" in top
+    assert not any("/var/lib/nginx" in line for line in top)
+    # nginx -t created its temporary directories for the workers' user.
+    assert (run / "client_body").owner() == "www-data"
+
+    mail = directives(block(text, "mail {"))
+    assert f"auth_http http://{ADDRESS}:10080/auth/email;" in mail
+    assert f"listen {ADDRESS}:25;" in mail
+    for line in (
+        "server_name mail.example.test;",
+        "protocol smtp;",
+        "smtp_auth none;",
+        "starttls on;",
+        "xclient on;",
+        "proxy_pass_error_message on;",
+        "auth_http_header Auth-Port 25;",
+        'smtp_capabilities PIPELINING "SIZE 1000" 8BITMIME ENHANCEDSTATUSCODES DSN;',
+        f"ssl_certificate {root}/certs/cert.pem;",
+        "ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;",  # TLS_PERMISSIVE
+    ):
+        assert line in mail
+
+    http = block(text, "http {")
+    plain = directives(block(http, "# HTTP\n"))
+    assert f"listen {ADDRESS}:80;" in plain
+    assert "return 301 https://$host$request_uri;" in plain
+    assert not any(line.startswith("include") for line in plain)
+    secure = directives(block(http, "# HTTPS"))
+    assert f"listen {ADDRESS}:443 ssl http2;" in secure
+    assert f'include "{root}/overrides/nginx/*.conf";' in secure
+    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in secure
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in secure
+    assert "client_max_body_size 8389608;" in directives(http)
+
+
+def test_notls_serves_plain_http_without_tls(root: Path) -> None:
+    _, text = rendered(root, TLS_FLAVOR="notls")
+    lines = directives(text)
+    assert not any(":443" in line or "ssl" in line or "starttls" in line for line in lines)
+    plain = directives(block(block(text, "http {"), "# HTTP"))
+    assert f'include "{root}/overrides/nginx/*.conf";' in plain
+    assert "return 404;" in plain and "return 301 https://$host$request_uri;" not in plain
+    assert not (root / "certs").exists()
+
+
+def test_ports_and_addresses(root: Path) -> None:
+    _, text = rendered(root, PORTS=(25, 465), BIND_ADDRESS6="::1", TLS_PERMISSIVE=False)
+    http = block(text, "http {")
+    assert "server {" not in http  # neither 80 nor 443 enabled
+    mail = directives(block(text, "mail {"))
+    assert {f"listen {ADDRESS}:25;", "listen [::1]:25;"} <= set(mail)
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in mail
+
+
+def test_unlimited_message_size(root: Path) -> None:
+    _, text = rendered(root, MESSAGE_SIZE_LIMIT=0)
+    assert '"SIZE 0"' in text
+    assert "client_max_body_size 0;" in directives(text)
+
+
+def test_broken_override_names_file_and_line(root: Path) -> None:
+    override = root / "overrides" / "nginx" / "broken.conf"
+    override.parent.mkdir(parents=True)
+    override.write_text("# fine\nlocation = /x { return 200; }\nno_such_directive on;\n")
+    with pytest.raises(
+        ServiceConfigError, match=rf'unknown directive "no_such_directive" in {override}:3'
+    ):
+        rendered(root)
+
+
+def test_bad_certificate_is_refused_before_nginx(root: Path) -> None:
+    layout = Layout(make_settings(root, ADDRESS))
+    certs.ensure_certificate(layout)
+    layout.cert_file.write_text("not a certificate\n")
+    with pytest.raises(certs.CertificateError, match=str(layout.cert_file)):
+        NginxService(layout).render()
+
+
+def test_runner_interface(root: Path) -> None:
+    service = NginxService(Layout(make_settings(root, ADDRESS)))
+    conf = str(root / "etc" / "nginx" / "nginx.conf")
+    assert service.command() == ["nginx", "-c", conf, "-g", "daemon off; error_log stderr info;"]
+    assert service.readiness().tcp == ((ADDRESS, 25),)
+    assert service.stop_command() is None
+    wildcard = NginxService(Layout(make_settings(root, "0.0.0.0")))
+    assert wildcard.readiness().tcp == (("127.0.0.1", 25),)
+
+
+def test_command_is_accepted_by_nginx(root: Path) -> None:
+    """The -g directives must not clash with the file (e.g. a second "daemon")."""
+    service, _ = rendered(root)
+    args = service.command()
+    result = subprocess.run([args[0], "-t", *args[1:]], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

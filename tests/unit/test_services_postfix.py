@@ -1,0 +1,309 @@
+"""Postfix configuration: rendered into a temporary ROOT and judged by Postfix's own tools."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_services_postfix_support import make_settings, roost_root
+
+from roost import certs
+from roost.layout import Layout
+from roost.services.base import ServiceConfigError
+from roost.services.postfix import PostfixService, system_prerequisites
+from roost.services.postfix.tools import settle
+
+ADDRESS = "127.0.5.20"
+
+
+@pytest.fixture()
+def root() -> Iterator[Path]:
+    with roost_root() as path:
+        yield path
+
+
+def rendered(root: Path, **values: Any) -> PostfixService:
+    layout = Layout(make_settings(root, ADDRESS, **values))
+    certs.ensure_certificate(layout)
+    service = PostfixService(layout)
+    service.render()
+    return service
+
+
+def postconf(service: PostfixService, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["postconf", "-c", str(service.etc), *args], capture_output=True, text=True, check=True
+    )
+
+
+def param(service: PostfixService, name: str) -> str:
+    return postconf(service, "-xh", name).stdout.strip()
+
+
+def service_param(service: PostfixService, listener: str, name: str) -> str:
+    """A master.cf ``-o`` parameter of one service (``postconf -P``)."""
+    return postconf(service, "-Ph", f"{listener}/inet/{name}").stdout.strip()
+
+
+def services(service: PostfixService) -> dict[str, list[str]]:
+    """master.cf entries by ``name/type`` -> their fields."""
+    lines = postconf(service, "-Mf").stdout
+    entries: dict[str, list[str]] = {}
+    for entry in lines.replace("\n    ", " ").splitlines():
+        fields = entry.split()
+        entries[f"{fields[0]}/{fields[1]}"] = fields
+    return entries
+
+
+def override(root: Path, name: str, text: str, mode: int = 0o644) -> Path:
+    path = root / "overrides" / "postfix" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def postmap_query(service: PostfixService, key: str, table: str) -> str | None:
+    result = subprocess.run(
+        ["postmap", "-c", str(service.etc), "-q", key, table], capture_output=True, text=True
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def test_default_render_is_accepted_by_postfix_without_warnings(root: Path) -> None:
+    service = rendered(root)
+    listing = postconf(service, "-n")
+    assert listing.stderr == ""  # no unused or unknown parameter in our own templates
+    gate = f"socketmap:unix:{service.layout.gate_socketmap}"
+    expected = {
+        "compatibility_level": "3.6",
+        "queue_directory": str(root / "queue"),
+        "data_directory": str(root / "data" / "postfix"),
+        "maillog_file": "/dev/stdout",
+        "myhostname": "mail.example.test",
+        "mydomain": "example.test",
+        "mydestination": "",
+        "virtual_mailbox_domains": f"{gate}:domain",
+        "virtual_mailbox_maps": f"{gate}:mailbox",
+        "virtual_alias_maps": f"{gate}:alias",
+        "relay_domains": f"{gate}:transport",
+        "transport_maps": f"lmdb:{service.etc}/transport.map, {gate}:transport",
+        "smtpd_sender_login_maps": f"{gate}:senderlogin",
+        "virtual_transport": f"lmtp:unix:{root}/run/dovecot/lmtp",
+        "smtpd_sasl_type": "dovecot",
+        "smtpd_sasl_path": f"{root}/run/dovecot/auth-client",
+        "message_size_limit": "50000000",
+        "recipient_delimiter": "+",
+        "smtpd_helo_required": "yes",
+        "mynetworks": "127.0.0.1/32, [::1]/128",
+        "inet_interfaces": "loopback-only",
+        "proxy_interfaces": ADDRESS,
+        "smtp_tls_security_level": "dane",
+        "smtp_dns_support_level": "dnssec",
+        "smtp_tls_dane_insecure_mx_policy": "dane",
+        "smtpd_tls_chain_files": f"{root}/certs/key.pem, {root}/certs/cert.pem",
+        "smtpd_tls_mandatory_protocols": ">=TLSv1.2",
+        "polite_destination_concurrency_limit": "3",
+        "turtle_destination_rate_delay": "5s",
+    }
+    actual = {name: param(service, name) for name in expected}
+    assert actual == expected
+    # `postfix check` created the queue with the owners Postfix wants.
+    assert (root / "queue" / "maildrop").stat().st_gid != 0
+    assert (root / "data" / "postfix").is_dir()
+
+
+def test_master_cf_listeners_and_transports(root: Path) -> None:
+    service = rendered(root)
+    entries = services(service)
+    front = f"{ADDRESS}:10025"
+    assert set(entries) >= {
+        f"{front}/inet",
+        f"{ADDRESS}:465/inet",
+        f"{ADDRESS}:587/inet",
+        "polite/unix",
+        "turtle/unix",
+        "outclean/unix",
+        "postlog/unix-dgram",
+        "lmtp/unix",
+    }
+    # Nothing runs chrooted: the 5th field of every entry is "n".
+    assert {fields[4] for fields in entries.values()} == {"n"}
+    xclient = service_param(service, front, "smtpd_authorized_xclient_hosts")
+    assert xclient == "$roost_xclient_hosts"
+    assert ADDRESS in param(service, "roost_xclient_hosts")
+    assert service_param(service, front, "smtpd_sasl_auth_enable") == ""  # no AUTH on MX
+    assert service_param(service, f"{ADDRESS}:465", "smtpd_tls_wrappermode") == "yes"
+    assert service_param(service, f"{ADDRESS}:587", "smtpd_tls_security_level") == "encrypt"
+    assert service_param(service, f"{ADDRESS}:587", "smtpd_tls_auth_only") == "yes"
+    assert service_param(service, f"{ADDRESS}:587", "smtpd_sasl_auth_enable") == "yes"
+    assert service_param(service, f"{ADDRESS}:587", "cleanup_service_name") == "outclean"
+    assert "reject_authenticated_sender_login_mismatch" in param(
+        service, "roost_submission_sender_restrictions"
+    )
+
+
+def test_notls_has_no_465_and_587_allows_auth_without_tls(root: Path) -> None:
+    service = rendered(root, TLS_FLAVOR="notls", PORTS=(25, 80, 465, 587))
+    entries = services(service)
+    assert f"{ADDRESS}:465/inet" not in entries
+    assert service_param(service, f"{ADDRESS}:587", "smtpd_tls_security_level") == "none"
+    assert service_param(service, f"{ADDRESS}:587", "smtpd_tls_auth_only") == "no"
+    assert param(service, "smtpd_tls_chain_files") == ""
+    assert not (root / "certs").exists()
+
+
+def test_without_submission_ports_only_the_internal_listener(root: Path) -> None:
+    service = rendered(root, PORTS=(25, 80, 443))
+    listeners = [name for name in services(service) if name.endswith("/inet")]
+    assert listeners == [f"{ADDRESS}:10025/inet"]
+
+
+def test_wildcard_bind_and_ipv6(root: Path) -> None:
+    service = rendered(root, BIND_ADDRESS4="0.0.0.0", RELAYNETS=("192.0.2.0/24", "2001:db8::/32"))
+    entries = services(service)
+    # The internal hop never follows a wildcard: it stays on loopback.
+    assert {"127.0.0.1:10025/inet", "465/inet", "587/inet"} <= set(entries)
+    assert param(service, "inet_interfaces") == "all"
+    assert param(service, "mynetworks") == "127.0.0.1/32, [::1]/128, 192.0.2.0/24, [2001:db8::]/32"
+
+    service = rendered(root, BIND_ADDRESS6="::1")
+    assert {f"{ADDRESS}:465/inet", "[::1]:465/inet", "[::1]:587/inet"} <= set(services(service))
+    assert param(service, "inet_protocols") == "ipv4, ipv6"
+
+
+def test_relayhost_credentials_are_a_private_compiled_map(root: Path) -> None:
+    service = rendered(
+        root,
+        RELAYHOST="[smarthost.example.net]:587",
+        RELAYUSER="roost",
+        RELAYPASSWORD="s3cret",
+        OUTBOUND_TLS_LEVEL="encrypt",
+    )
+    assert param(service, "relayhost") == "[smarthost.example.net]:587"
+    assert param(service, "smtp_sasl_auth_enable") == "yes"
+    assert param(service, "smtp_tls_security_level") == "encrypt"
+    assert param(service, "smtp_dns_support_level") == ""  # DNSSEC only for dane
+    table = f"lmdb:{service.etc}/sasl_passwd"
+    assert postmap_query(service, "[smarthost.example.net]:587", table) == "roost:s3cret"
+    assert not (service.etc / "sasl_passwd").exists()  # only the compiled map remains
+    assert stat.S_IMODE((service.etc / "sasl_passwd.lmdb").stat().st_mode) == 0o600
+
+
+def test_dane_without_defer_on_tls_error(root: Path) -> None:
+    service = rendered(root, DEFER_ON_TLS_ERROR=False)
+    assert param(service, "smtp_tls_dane_insecure_mx_policy") == "may"
+
+
+def test_outclean_header_checks(root: Path) -> None:
+    service = rendered(root)
+    table = f"pcre:{service.etc}/outclean_header_checks.pcre"
+    for header in ("Received: from x", "X-Mailer: Foo", "user-agent: Bar", "X-Originating-IP: [1]"):
+        assert postmap_query(service, header, table) == "IGNORE"
+    assert postmap_query(service, "MIME-Version: 1.0 (Mac OS X Mail)", table) == (
+        "REPLACE MIME-Version: 1.0"
+    )
+    assert postmap_query(service, "Subject: Received: yes", table) is None
+
+
+def test_overrides_are_applied_like_mailu(root: Path) -> None:
+    override(root, "postfix.cf", "# a comment\n\nmessage_size_limit = 1234\n")
+    override(root, "postfix.master", "turtle/unix = turtle unix - - n - 2 smtp\n")
+    override(root, "transport.map", "yahoo.example polite:\n")
+    override(root, "custom.map", "a b\n", mode=0o600)
+    service = rendered(root)
+    assert param(service, "message_size_limit") == "1234"
+    assert services(service)["turtle/unix"][6] == "2"
+    assert postmap_query(service, "yahoo.example", f"lmdb:{service.etc}/transport.map") == (
+        "polite:"
+    )
+    custom = service.etc / "custom.map.lmdb"
+    assert stat.S_IMODE(custom.stat().st_mode) == 0o600  # a private source stays private
+
+    # Overrides removed: nothing of them survives the next render.
+    for path in (root / "overrides" / "postfix").iterdir():
+        path.unlink()
+    service = rendered(root)
+    assert param(service, "message_size_limit") == "50000000"
+    assert not custom.exists()
+    assert postmap_query(service, "yahoo.example", f"lmdb:{service.etc}/transport.map") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        (
+            "postfix.cf",
+            "# ok\nmessage_size_limit 12\n",
+            "postfix.cf, line 2: expected 'name = value'",
+        ),
+        ("postfix.cf", "mesage_size_limit = 12\n", "postfix.cf, line 1: Postfix has no parameter"),
+        ("postfix.cf", "\n\nmessage_size_limit = lots\n", "postfix.cf, line 3: "),
+        ("postfix.master", "turtle unix - - n - 2 smtp\n", "postfix.master, line 1: expected"),
+        ("postfix.master", "turtle/unix = turtle unix -\n", "postfix.master, line 1: postconf"),
+        ("transport.map", "good smtp:\nbroken\n", "transport.map: postmap refused it"),
+    ],
+)
+def test_broken_overrides_name_file_and_line(
+    root: Path, name: str, text: str, expected: str
+) -> None:
+    path = override(root, name, text)
+    with pytest.raises(ServiceConfigError) as error:
+        rendered(root)
+    message = str(error.value)
+    assert str(path.parent / expected) in message or expected in message
+    assert str(path) in message
+
+
+def test_broken_map_line_is_reported_with_the_user_file(root: Path) -> None:
+    path = override(root, "tls_policy.map", "example.net encrypt\nbroken\n")
+    with pytest.raises(ServiceConfigError, match=rf"{path}, line 2: expected format"):
+        rendered(root)
+
+
+def test_missing_or_mismatched_certificate_is_refused(root: Path) -> None:
+    layout = Layout(make_settings(root, ADDRESS))
+    certs.ensure_certificate(layout)
+    layout.key_file.unlink()
+    with pytest.raises(certs.CertificateError, match=str(layout.key_file)):
+        PostfixService(layout).render()
+
+
+def test_root_with_space_is_refused() -> None:
+    layout = Layout(make_settings(Path("/tmp/with space/root"), ADDRESS, TLS_FLAVOR="notls"))
+    with pytest.raises(ServiceConfigError, match="spaces or commas"):
+        PostfixService(layout).render()
+
+
+def test_runner_interface(root: Path) -> None:
+    service = PostfixService(Layout(make_settings(root, ADDRESS)))
+    etc = str(root / "etc" / "postfix")
+    assert service.command() == ["postfix", "-c", etc, "start-fg"]
+    assert service.stop_command() == ["postfix", "-c", etc, "stop"]
+    assert service.readiness().tcp == ((ADDRESS, 10025),)
+    assert list(service.after) == ["gate", "dovecot"]
+
+
+def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
+    system = root / "system-postfix"
+    system.mkdir()
+    main_cf = system / "main.cf"
+    main_cf.write_text("alternate_config_directories = /srv/other/etc/postfix\n")
+    settle(system)  # spare Postfix's wait for a freshly written main.cf
+    layout = Layout(make_settings(root, ADDRESS))
+    message = system_prerequisites(layout, default_config_dir=system)
+    assert message is not None and "alternate_config_directories" in message
+    settle(system)
+    assert system_prerequisites(layout, default_config_dir=system) is None
+    value = subprocess.run(
+        ["postconf", "-c", str(system), "-h", "alternate_config_directories"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert value == f"/srv/other/etc/postfix, {root}/etc/postfix"
