@@ -1,0 +1,1349 @@
+"""``config-export`` and ``config-import``: the whole configuration as Mailu's YAML or JSON.
+
+The format is Mailu's (reference §6.2), so an export from Mailu loads here and the other
+way round: sections ``domain``, ``user``, ``alias``, ``relay``; each item keyed by
+``name`` or ``email``; only values that differ from their defaults unless ``full``;
+secrets as ``<hidden>`` unless ``secrets``; names in Unicode.
+
+Import has two modes. *Replace* (the default) deletes every object of the section types
+the document contains -- with what the store cascades from them, as in Mailu: a
+``domain`` section takes the domains' users and aliases with it -- and recreates them from
+the document. *Update* merges: items are matched by key, absent fields keep their stored
+value, and Mailu's ``-key`` notation deletes (``- -name: x`` one object, ``- -name: null``
+every object not mentioned, ``- -value`` one list value, ``- -prune-`` every list value not
+mentioned, ``-field: null`` back to the default).
+
+Every problem found is collected with its path, and nothing is written unless there are
+none. The counters compare the store before and after, so re-importing an export says
+``No changes.`` in either mode (but for a fetch's last check and error, run-time state
+that only ``--full`` exports).
+
+Roost checks what Mailu's import does not: names and addresses must be valid, users and
+aliases must not share an address, and a name serves one of domain, alternative or relay.
+Domain limits (max_users, max_aliases) are not enforced here, as in Mailu: an import
+restores a state, it does not grow one. DKIM keys do not exist in Roost yet, so a
+``dkim_key`` other than empty or ``<hidden>`` is refused rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from roost.core.address import AddressError, check_localpart, check_wildcard_pattern
+from roost.core.passwords import hash_password, hash_token, verify_password, verify_token
+from roost.core.transport import TransportError, relay_transport
+from roost.settings import Settings
+from roost.store.manage import (
+    ManageError,
+    address_in_use,
+    domain_name,
+    domain_name_use,
+    parse_email,
+    parse_networks,
+    show_domain,
+    show_email,
+    strip_scheme,
+)
+from roost.store.models import Alias, Alternative, Domain, Fetch, Relay, Token, User
+
+__all__ = [
+    "HIDDEN",
+    "SECTIONS",
+    "ConfigValidationError",
+    "ImportResult",
+    "dump_json",
+    "dump_yaml",
+    "export_config",
+    "import_config",
+    "load_document",
+]
+
+HIDDEN = "<hidden>"
+SECTIONS = ("domain", "user", "alias", "relay")
+#: Object kinds in the order the counters list them.
+KINDS = ("domain", "alternative", "user", "token", "fetch", "alias", "relay")
+PRUNE = "-prune-"
+
+_REQUIRED = object()  # a field with no default: always exported, needed to create
+
+
+class ConfigValidationError(Exception):
+    """The document cannot be imported; ``errors`` holds ``(path, message)`` pairs."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} errors occurred during input validation")
+
+    def lines(self) -> list[str]:
+        """Mailu's report: one headline, then ``- <path> : <message>`` per problem."""
+        return [f"[ValidationError] {self}"] + [f"- {p} : {m}" for p, m in self.errors]
+
+
+# ======================================================================== export
+
+
+def _date(value: dt.date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _domain_record(domain: Domain) -> dict[str, Any]:
+    return {
+        "name": show_domain(domain.name),
+        "alternatives": sorted(show_domain(a.name) for a in domain.alternatives),
+        "anonmail_enabled": domain.anonmail_enabled,
+        "comment": domain.comment or "",
+        "max_aliases": domain.max_aliases,
+        "max_quota_bytes": domain.max_quota_bytes,
+        "max_users": domain.max_users,
+        "signup_enabled": domain.signup_enabled,
+    }
+
+
+def _token_record(token: Token) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "comment": token.comment or "",
+        "ip": list(token.ip or []),
+        "password": token.password,
+    }
+
+
+def _fetch_record(fetch: Fetch, secrets: bool) -> dict[str, Any]:
+    return {
+        "id": fetch.id,
+        "comment": fetch.comment or "",
+        "error": fetch.error,
+        "folders": list(fetch.folders or []),
+        "host": fetch.host,
+        "invisible": fetch.invisible,
+        "keep": fetch.keep,
+        "last_check": None if fetch.last_check is None else fetch.last_check.isoformat(),
+        "password": fetch.password if secrets else HIDDEN,
+        "port": fetch.port,
+        "protocol": fetch.protocol,
+        "scan": fetch.scan,
+        "tls": fetch.tls,
+        "username": fetch.username,
+    }
+
+
+def _user_record(user: User) -> dict[str, Any]:
+    return {
+        "email": show_email(user.email),
+        "allow_spoofing": user.allow_spoofing,
+        "change_pw_next_login": user.change_pw_next_login,
+        "comment": user.comment or "",
+        "displayed_name": user.displayed_name or "",
+        "enable_imap": user.enable_imap,
+        "enable_pop": user.enable_pop,
+        "enabled": user.enabled,
+        "forward_destination": [show_email(a) for a in user.forward_destination or []],
+        "forward_enabled": user.forward_enabled,
+        "forward_keep": user.forward_keep,
+        "global_admin": user.global_admin,
+        "manager_of": sorted(show_domain(d.name) for d in user.manager_of),
+        "password": user.password,
+        "quota_bytes": user.quota_bytes,
+        "reply_body": user.reply_body,
+        "reply_enabled": user.reply_enabled,
+        "reply_enddate": _date(user.reply_enddate),
+        "reply_startdate": _date(user.reply_startdate),
+        "reply_subject": user.reply_subject,
+        "spam_enabled": user.spam_enabled,
+        "spam_mark_as_read": user.spam_mark_as_read,
+        "spam_threshold": user.spam_threshold,
+    }
+
+
+def _alias_record(alias: Alias) -> dict[str, Any]:
+    return {
+        "email": show_email(alias.email),
+        "comment": alias.comment or "",
+        "destination": [show_email(a) for a in alias.destination or []],
+        "disabled": alias.disabled,
+        "hostname": alias.hostname,
+        "owner_email": None if alias.owner_email is None else show_email(alias.owner_email),
+        "wildcard": alias.wildcard,
+    }
+
+
+def _relay_record(relay: Relay) -> dict[str, Any]:
+    return {
+        "name": show_domain(relay.name),
+        "comment": relay.comment or "",
+        "smtp": relay.smtp or "",
+    }
+
+
+def _defaults(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each field's default; ``_REQUIRED`` fields have none. Import fills in the same."""
+    return {
+        "domain": {
+            "name": _REQUIRED,
+            "alternatives": [],
+            "anonmail_enabled": False,
+            "comment": "",
+            "dkim_key": "",
+            "max_aliases": -1,
+            "max_quota_bytes": 0,
+            "max_users": -1,
+            "signup_enabled": False,
+        },
+        "user": {
+            "email": _REQUIRED,
+            "allow_spoofing": False,
+            "change_pw_next_login": False,
+            "comment": "",
+            "displayed_name": "",
+            "enable_imap": True,
+            "enable_pop": True,
+            "enabled": True,
+            "fetches": [],
+            "forward_destination": [],
+            "forward_enabled": False,
+            "forward_keep": True,
+            "global_admin": False,
+            "manager_of": [],
+            "password": _REQUIRED,
+            "quota_bytes": settings.DEFAULT_QUOTA,
+            "reply_body": None,
+            "reply_enabled": False,
+            "reply_enddate": "2999-12-31",
+            "reply_startdate": "1900-01-01",
+            "reply_subject": None,
+            "spam_enabled": True,
+            "spam_mark_as_read": True,
+            "spam_threshold": settings.DEFAULT_SPAM_THRESHOLD,
+            "tokens": [],
+        },
+        "token": {"id": _REQUIRED, "comment": "", "ip": [], "password": _REQUIRED},
+        "fetch": {
+            "id": _REQUIRED,
+            "comment": "",
+            "error": None,
+            "folders": [],
+            "host": _REQUIRED,
+            "invisible": False,
+            "keep": False,
+            "last_check": None,
+            "password": _REQUIRED,
+            "port": _REQUIRED,
+            "protocol": _REQUIRED,
+            "scan": False,
+            "tls": False,
+            "username": _REQUIRED,
+        },
+        "alias": {
+            "email": _REQUIRED,
+            "comment": "",
+            "destination": _REQUIRED,
+            "disabled": False,
+            "hostname": None,
+            "owner_email": None,
+            "wildcard": False,
+        },
+        "relay": {"name": _REQUIRED, "comment": "", "smtp": ""},
+    }
+
+
+#: Exported only with ``full``: run-time state of a fetch, not configuration.
+_FULL_ONLY = {"fetch": {"last_check", "error"}}
+_KEYS = {"domain": "name", "user": "email", "alias": "email", "relay": "name"}
+
+
+def _trim(
+    record: dict[str, Any], defaults: dict[str, Any], kind: str, full: bool, forced: set[str]
+) -> dict[str, Any]:
+    """Drop defaults (unless ``full``) and order the item: key first, then alphabetical."""
+    first = next(iter(record))
+    out = {first: record[first]}
+    for name in sorted(record):
+        if name == first:
+            continue
+        default = defaults.get(name, _REQUIRED)
+        if name in forced or default is _REQUIRED:
+            out[name] = record[name]
+        elif name in _FULL_ONLY.get(kind, ()):
+            if full:
+                out[name] = record[name]
+        elif full or record[name] != default:
+            out[name] = record[name]
+    return out
+
+
+def _parse_filters(filters: Iterable[str]) -> dict[str, set[str] | None]:
+    """``user`` selects a section, ``user.spam_threshold`` one attribute of it."""
+    chosen: dict[str, set[str] | None] = {}
+    for text in filters:
+        section, _, attribute = text.partition(".")
+        if section not in SECTIONS:
+            raise ManageError(
+                f"filter {text!r}: unknown section {section!r} (accepts {', '.join(SECTIONS)})"
+            )
+        if not attribute:
+            chosen[section] = None
+            continue
+        fields = _EXPORT_FIELDS[section]
+        if attribute not in fields:
+            raise ManageError(
+                f"filter {text!r}: {section} has no attribute {attribute!r} "
+                f"(accepts {', '.join(sorted(fields))})"
+            )
+        if section not in chosen:
+            chosen[section] = set()
+        selected = chosen[section]
+        if selected is not None:
+            selected.add(attribute)
+    return chosen
+
+
+_EXPORT_FIELDS = {
+    "domain": {
+        "name",
+        "alternatives",
+        "anonmail_enabled",
+        "comment",
+        "max_aliases",
+        "max_quota_bytes",
+        "max_users",
+        "signup_enabled",
+    },
+    "user": {
+        "email",
+        "allow_spoofing",
+        "change_pw_next_login",
+        "comment",
+        "displayed_name",
+        "enable_imap",
+        "enable_pop",
+        "enabled",
+        "fetches",
+        "forward_destination",
+        "forward_enabled",
+        "forward_keep",
+        "global_admin",
+        "manager_of",
+        "password",
+        "quota_bytes",
+        "reply_body",
+        "reply_enabled",
+        "reply_enddate",
+        "reply_startdate",
+        "reply_subject",
+        "spam_enabled",
+        "spam_mark_as_read",
+        "spam_threshold",
+        "tokens",
+    },
+    "alias": {"email", "comment", "destination", "disabled", "hostname", "owner_email", "wildcard"},
+    "relay": {"name", "comment", "smtp"},
+}
+
+
+def export_config(
+    session: Session,
+    settings: Settings,
+    *,
+    full: bool = False,
+    secrets: bool = False,
+    filters: Iterable[str] = (),
+) -> dict[str, list[dict[str, Any]]]:
+    """The configuration as a document (dict of section lists), ready to dump.
+
+    Attributes named in ``filters`` are shown even when they hold their default, as in
+    Mailu; other attributes of a filtered section are left out.
+    """
+    chosen = _parse_filters(filters) or dict.fromkeys(SECTIONS)
+    defaults = _defaults(settings)
+    document: dict[str, list[dict[str, Any]]] = {}
+    for section in SECTIONS:
+        if section not in chosen:
+            continue
+        attributes = chosen[section]
+        items = []
+        for obj in _all(session, section):
+            record = _full_record(obj, section, full, secrets, defaults)
+            trimmed = _trim(record, defaults[section], section, full, attributes or set())
+            if attributes is not None:
+                key = _KEYS[section]
+                trimmed = {k: v for k, v in trimmed.items() if k == key or k in attributes}
+            items.append(trimmed)
+        document[section] = items
+    return document
+
+
+def _all(session: Session, section: str) -> list[Any]:
+    model = {"domain": Domain, "user": User, "alias": Alias, "relay": Relay}[section]
+    key = Domain.name if model is Domain else Relay.name if model is Relay else model.email
+    return list(session.scalars(select(model).order_by(key)))
+
+
+def _full_record(
+    obj: Any, section: str, full: bool, secrets: bool, defaults: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    if section == "domain":
+        return _domain_record(obj)
+    if section == "alias":
+        return _alias_record(obj)
+    if section == "relay":
+        return _relay_record(obj)
+    record = _user_record(obj)
+    record["tokens"] = [
+        _trim(_token_record(t), defaults["token"], "token", full, set())
+        for t in sorted(obj.tokens, key=lambda t: t.id)
+    ]
+    record["fetches"] = [
+        _trim(_fetch_record(f, secrets), defaults["fetch"], "fetch", full, set())
+        for f in sorted(obj.fetches, key=lambda f: f.id)
+    ]
+    return record
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style with list items indented under their key, as Mailu writes its YAML."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_yaml(document: dict[str, list[dict[str, Any]]]) -> str:
+    """YAML with a blank line between sections; ``{}`` for an empty selection."""
+    if not document:
+        return "{}\n"
+    parts = [
+        yaml.dump(
+            {section: items},
+            Dumper=_Dumper,
+            default_flow_style=False,
+            sort_keys=False,
+            allow_unicode=True,
+            width=1_000_000,
+        )
+        for section, items in document.items()
+    ]
+    return "\n".join(parts)
+
+
+def dump_json(document: dict[str, list[dict[str, Any]]]) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+# ======================================================================== import
+
+
+def load_document(text: str) -> Any:
+    """Parse YAML or JSON (JSON is YAML); a syntax error becomes a validation error."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigValidationError([("<input>", f"not YAML or JSON: {problem}{where}")]) from None
+    if document is None:
+        raise ConfigValidationError([("<input>", "the input is empty")])
+    return document
+
+
+@dataclass
+class ImportResult:
+    """What an import changed, per kind of object, and one line per change for ``-v``."""
+
+    created: dict[str, int] = field(default_factory=dict)
+    modified: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.modified or self.deleted)
+
+    def summary(self) -> str:
+        """``Created: user(2) / Modified: domain(1) / Deleted: alias(3)`` or ``No changes.``"""
+        groups = []
+        for label, counts in (
+            ("Created", self.created),
+            ("Modified", self.modified),
+            ("Deleted", self.deleted),
+        ):
+            if counts:
+                items = ", ".join(f"{k}({counts[k]})" for k in KINDS if k in counts)
+                groups.append(f"{label}: {items}")
+        return " / ".join(groups) if groups else "No changes."
+
+
+def import_config(
+    session: Session,
+    settings: Settings,
+    document: Any,
+    *,
+    update: bool = False,
+    secrets: bool = False,
+) -> ImportResult:
+    """Apply ``document`` to the session; raise ConfigValidationError listing every problem.
+
+    The caller commits (or rolls back for a dry run); on error nothing must be committed.
+    ``secrets`` shows secret values in the change lines instead of ``<hidden>``.
+    """
+    before = _snapshot(session)
+    importer = _Importer(session, settings, update)
+    importer.run(document)
+    if importer.errors:
+        raise ConfigValidationError(importer.errors)
+    session.flush()
+    return _compare(before, _snapshot(session), secrets)
+
+
+class _Skip(Exception):
+    """The current item has an error already recorded; go on with the next one."""
+
+
+class _Importer:
+    def __init__(self, session: Session, settings: Settings, update: bool) -> None:
+        self.session = session
+        self.settings = settings
+        self.update = update
+        self.defaults = _defaults(settings)
+        self.errors: list[tuple[str, str]] = []
+        self.old_passwords: dict[str, list[str]] = {}
+        self.old_tokens: dict[str, list[str]] = {}
+        self.old_fetches: dict[tuple[str, int], str] = {}
+
+    def fail(self, path: str, message: str) -> _Skip:
+        self.errors.append((path, message))
+        return _Skip()
+
+    # -- document and sections -----------------------------------------------------------
+
+    def run(self, document: Any) -> None:
+        if not isinstance(document, dict):
+            self.fail("<input>", "expected a mapping of sections (" + ", ".join(SECTIONS) + ")")
+            return
+        sections: dict[str, list[Any]] = {}
+        for name, items in document.items():
+            if name not in SECTIONS:
+                self.fail(str(name), f"unknown section (accepts {', '.join(SECTIONS)})")
+            elif items is None:
+                sections[name] = []
+            elif not isinstance(items, list):
+                self.fail(name, "expected a list of items")
+            else:
+                sections[name] = items
+        if self.errors:
+            return
+        if not self.update:
+            self._delete_all(sections)
+        for name in SECTIONS:
+            if name in sections:
+                self._section(name, sections[name])
+
+    def _delete_all(self, sections: dict[str, list[Any]]) -> None:
+        """Replace mode: drop the imported types first (dependants first, FK-safe).
+
+        The hashes of the users about to go are remembered, so that a ``hash_password``
+        plaintext that still matches keeps its hash and a repeated import changes nothing;
+        so are fetch passwords, so that an export without ``--secrets`` (``<hidden>``) can
+        be edited and imported back into the same store.
+        """
+        if "user" in sections or "domain" in sections:
+            for user in self.session.scalars(select(User)):
+                self.old_passwords[user.email] = [user.password]
+                self.old_tokens[user.email] = [t.password for t in user.tokens]
+                for fetch in user.fetches:
+                    self.old_fetches[(user.email, fetch.id)] = fetch.password
+        for name, model in (("alias", Alias), ("relay", Relay), ("user", User), ("domain", Domain)):
+            if name in sections:
+                for obj in self.session.scalars(select(model)):
+                    self.session.delete(obj)
+                self.session.flush()
+
+    def _section(self, section: str, items: list[Any]) -> None:
+        key = _KEYS[section]
+        apply = getattr(self, f"_apply_{section}")
+        seen: set[str] = set()
+        prune_path: str | None = None
+        deletions: list[tuple[str, str]] = []
+        for index, item in enumerate(items):
+            path = f"{section}[{index}]"
+            try:
+                if not isinstance(item, dict):
+                    raise self.fail(path, "expected a mapping")
+                if f"-{key}" in item:
+                    if not self.update:
+                        raise self.fail(f"{path}.-{key}", "deleting needs --update")
+                    if len(item) != 1:
+                        raise self.fail(path, f"a '-{key}' item holds nothing else")
+                    value = item[f"-{key}"]
+                    if value is None:
+                        prune_path = path
+                    else:
+                        stored = self._key(section, value, f"{path}.-{key}")
+                        seen.add(stored)
+                        deletions.append((stored, f"{path}.-{key}"))
+                    continue
+                if key not in item:
+                    raise self.fail(path, f"{key} is required")
+                stored = self._key(section, item[key], f"{path}.{key}")
+                if stored in seen:
+                    raise self.fail(f"{path}.{key}", f"{item[key]!r} appears more than once")
+                seen.add(stored)
+                mark = len(self.errors)
+                apply(item, stored, path)
+                if len(self.errors) == mark:
+                    self.session.flush()
+            except _Skip:
+                continue
+        for stored, path in deletions:
+            obj = self._find(section, stored)
+            if obj is None:
+                named = section in ("domain", "relay")
+                shown = show_domain(stored) if named else show_email(stored)
+                self.fail(path, f"{section} '{shown}' does not exist")
+            else:
+                self.session.delete(obj)
+        if prune_path is not None:
+            for obj in _all(self.session, section):
+                if getattr(obj, key) not in seen:
+                    self.session.delete(obj)
+        self.session.flush()
+
+    def _key(self, section: str, value: Any, path: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(path, "expected text")
+        try:
+            if section in ("domain", "relay"):
+                return domain_name(value)
+            local, at, domain = value.strip().rpartition("@")
+            if not at or not local:
+                raise self.fail(path, f"{value!r} is not an address (local@domain)")
+            return f"{local.lower()}@{domain_name(domain)}"
+        except ManageError as exc:
+            raise self.fail(path, str(exc)) from None
+
+    def _find(self, section: str, key: str) -> Any:
+        model = {"domain": Domain, "user": User, "alias": Alias, "relay": Relay}[section]
+        return self.session.get(model, key)
+
+    # -- fields --------------------------------------------------------------------------
+
+    def _values(
+        self,
+        item: dict[str, Any],
+        path: str,
+        kind: str,
+        parsers: dict[str, Callable[[Any], Any]],
+        special: Iterable[str] = (),
+        since: int | None = None,
+    ) -> dict[str, Any]:
+        """Check the plain fields of an item; ``-field: null`` gives the field's default.
+
+        Returns the parsed values; records an error for every bad or unknown field and
+        then skips the item, also when errors were recorded for it since ``since``.
+        Fields in ``special`` are left for the caller.
+        """
+        values: dict[str, Any] = {}
+        allowed = set(parsers) | set(special) | {_KEYS.get(kind, "id")}
+        mark = len(self.errors) if since is None else since
+        for name, raw in item.items():
+            reset = isinstance(name, str) and name.startswith("-")
+            base = name[1:] if reset else name
+            where = f"{path}.{name}"
+            if base not in allowed:
+                self.fail(where, "unknown field")
+                continue
+            if reset:
+                default = self.defaults[kind].get(base, _REQUIRED)
+                if not self.update:
+                    self.fail(where, "resetting a field needs --update")
+                elif raw is not None:
+                    self.fail(where, "a '-field' takes only null (reset to the default)")
+                elif base == "dkim_key":
+                    pass  # no key exists yet, so "back to no key" changes nothing
+                elif isinstance(default, list):
+                    values[base] = []
+                elif default is _REQUIRED or base in special:
+                    self.fail(where, "this field has no default to reset to")
+                else:
+                    values[base] = parsers[base](default)
+                continue
+            if base in special or base == _KEYS.get(kind, "id"):
+                continue
+            try:
+                values[base] = parsers[base](raw)
+            except (ManageError, AddressError, TransportError, ValueError) as exc:
+                self.fail(where, str(exc))
+        if len(self.errors) != mark:
+            raise _Skip()
+        return values
+
+    def _merge(
+        self,
+        current: list[str],
+        raw: Any,
+        path: str,
+        normalise: Callable[[str], str],
+    ) -> list[str]:
+        """Mailu's list notation: ``-value`` removes, ``-prune-`` drops what is not listed."""
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise self.fail(path, "expected a list of text values")
+        result: list[str] = []
+        removed: list[str] = []
+        prune = not self.update
+        try:
+            for text in (i.strip() for i in items):
+                if not text:
+                    continue
+                if text == PRUNE or text.startswith("-"):
+                    if not self.update:
+                        raise self.fail(path, f"{text!r}: removing needs --update")
+                    if text == PRUNE:
+                        prune = True
+                    else:
+                        removed.append(normalise(text[1:]))
+                    continue
+                value = normalise(text)
+                if value not in result:
+                    result.append(value)
+        except (ManageError, AddressError) as exc:
+            raise self.fail(path, str(exc)) from None
+        kept = [] if prune else [v for v in current if v not in result]
+        return [v for v in kept + result if v not in removed]
+
+    def _objects(
+        self, raw: Any, path: str, keep_unlisted_default: bool
+    ) -> tuple[list[tuple[int, dict[str, Any]]], list[int], bool]:
+        """Split a nested object list into (index, item) entries, ids to delete, prune flag."""
+        if not isinstance(raw, list):
+            raise self.fail(path, "expected a list")
+        entries: list[tuple[int, dict[str, Any]]] = []
+        delete: list[int] = []
+        prune = not keep_unlisted_default
+        for index, item in enumerate(raw):
+            where = f"{path}[{index}]"
+            if not isinstance(item, dict):
+                raise self.fail(where, "expected a mapping")
+            if "-id" in item:
+                if not self.update:
+                    raise self.fail(f"{where}.-id", "deleting needs --update")
+                if item["-id"] is None:
+                    prune = True
+                elif isinstance(item["-id"], int) and not isinstance(item["-id"], bool):
+                    delete.append(item["-id"])
+                else:
+                    raise self.fail(f"{where}.-id", "expected a number or null")
+                continue
+            entries.append((index, item))
+        return entries, delete, prune
+
+    # -- sections ------------------------------------------------------------------------
+
+    def _apply_domain(self, item: dict[str, Any], name: str, path: str) -> None:
+        values = self._values(
+            item,
+            path,
+            "domain",
+            {
+                "anonmail_enabled": _boolean,
+                "comment": _text(255),
+                "max_aliases": _integer(-1),
+                "max_quota_bytes": _integer(0),
+                "max_users": _integer(-1),
+                "signup_enabled": _boolean,
+            },
+            special=("alternatives", "dkim_key"),
+        )
+        dkim = item.get("dkim_key")
+        if dkim not in (None, "", HIDDEN):
+            raise self.fail(f"{path}.dkim_key", "DKIM keys are not supported yet")
+        domain = self.session.get(Domain, name)
+        if domain is None:
+            use = domain_name_use(self.session, name)
+            if use is not None:
+                raise self.fail(f"{path}.name", f"'{show_domain(name)}' is already {use}")
+            domain = Domain(name=name, **{k: self.defaults["domain"][k] for k in _DOMAIN_COLUMNS})
+            self.session.add(domain)
+        for key, value in values.items():
+            setattr(domain, key, value)
+        if "alternatives" in item:
+            self._alternatives(domain, item["alternatives"], f"{path}.alternatives")
+
+    def _alternatives(self, domain: Domain, raw: Any, path: str) -> None:
+        current = [a.name for a in domain.alternatives]
+        wanted = self._merge(current, raw, path, domain_name)
+        for alternative in list(domain.alternatives):
+            if alternative.name not in wanted:
+                domain.alternatives.remove(alternative)
+                self.session.delete(alternative)
+        for name in wanted:
+            if name in current:
+                continue
+            use = domain_name_use(self.session, name)
+            if use is not None:
+                raise self.fail(path, f"'{show_domain(name)}' is already {use}")
+            domain.alternatives.append(Alternative(name=name))
+
+    def _apply_user(self, item: dict[str, Any], email: str, path: str) -> None:
+        mark = len(self.errors)
+        local, _, domain_part = email.partition("@")
+        domain = self._address_domain(local, domain_part, False, f"{path}.email")
+        values = self._values(
+            item,
+            path,
+            "user",
+            {
+                "allow_spoofing": _boolean,
+                "change_pw_next_login": _boolean,
+                "comment": _text(255),
+                "displayed_name": _text(160),
+                "enable_imap": _boolean,
+                "enable_pop": _boolean,
+                "enabled": _boolean,
+                "forward_enabled": _boolean,
+                "forward_keep": _boolean,
+                "global_admin": _boolean,
+                "quota_bytes": _integer(0),
+                "reply_body": _optional(_text(None)),
+                "reply_enabled": _boolean,
+                "reply_enddate": _day,
+                "reply_startdate": _day,
+                "reply_subject": _optional(_text(255)),
+                "spam_enabled": _boolean,
+                "spam_mark_as_read": _boolean,
+                "spam_threshold": _integer(0, 100),
+            },
+            special=(
+                "password",
+                "hash_password",
+                "forward_destination",
+                "manager_of",
+                "tokens",
+                "fetches",
+            ),
+            since=mark,
+        )
+        user = self.session.get(User, email)
+        password = self._password(item, path, email, user)
+        if user is None:
+            use = address_in_use(self.session, email)
+            if use is not None:
+                raise self.fail(f"{path}.email", f"'{show_email(email)}' is already {use}")
+            if password is None:
+                raise self.fail(f"{path}.password", "required for a new user")
+            user = User(email=email, localpart=local, domain=domain, password=password)
+            for key in _USER_COLUMNS:
+                setattr(user, key, _parse_default(self.defaults["user"][key]))
+            self.session.add(user)
+        elif password is not None:
+            user.password = password
+        for key, value in values.items():
+            setattr(user, key, value)
+        if "forward_destination" in item:
+            user.forward_destination = self._merge(
+                list(user.forward_destination or []),
+                item["forward_destination"],
+                f"{path}.forward_destination",
+                parse_email,
+            )
+        if "manager_of" in item:
+            self._managers(user, item["manager_of"], f"{path}.manager_of")
+        if "tokens" in item:
+            self._tokens(user, item["tokens"], f"{path}.tokens")
+        if "fetches" in item:
+            self._fetches(user, item["fetches"], f"{path}.fetches")
+
+    def _address_domain(self, local: str, domain: str, wildcard: bool, path: str) -> Domain:
+        """Check an item's address; errors are recorded for ``_values`` to skip the item."""
+        try:
+            (check_wildcard_pattern if wildcard else check_localpart)(local)
+        except AddressError as exc:
+            self.fail(path, str(exc))
+        found = self.session.get(Domain, domain)
+        if found is None:
+            self.fail(path, f"domain '{show_domain(domain)}' does not exist")
+        return found  # type: ignore[return-value]  # None only with an error recorded
+
+    def _password(
+        self, item: dict[str, Any], path: str, email: str, user: User | None
+    ) -> str | None:
+        """The hash to store: given as a hash, or hashed from plaintext (``hash_password``).
+
+        A plaintext that still verifies keeps the stored hash, so re-running the same
+        import changes nothing (Mailu does the same).
+        """
+        hashed = item.get("hash_password", False)
+        if not isinstance(hashed, bool):
+            raise self.fail(f"{path}.hash_password", "expected true or false")
+        if "password" not in item:
+            if hashed:
+                raise self.fail(f"{path}.hash_password", "needs a password")
+            return None
+        raw = item["password"]
+        if not isinstance(raw, str) or not raw:
+            raise self.fail(f"{path}.password", "expected a non-empty text")
+        if hashed:
+            candidates = [user.password] if user is not None else self.old_passwords.get(email, [])
+            return _rehash(raw, candidates, verify_password, hash_password)
+        try:
+            return strip_scheme(raw)
+        except ManageError as exc:
+            raise self.fail(f"{path}.password", str(exc)) from None
+
+    def _managers(self, user: User, raw: Any, path: str) -> None:
+        current = [d.name for d in user.manager_of]
+        wanted = self._merge(current, raw, path, domain_name)
+        domains = []
+        for name in wanted:
+            domain = self.session.get(Domain, name)
+            if domain is None:
+                raise self.fail(path, f"domain '{show_domain(name)}' does not exist")
+            domains.append(domain)
+        user.manager_of = domains
+
+    def _tokens(self, user: User, raw: Any, path: str) -> None:
+        entries, delete, prune = self._objects(raw, path, keep_unlisted_default=self.update)
+        kept: set[int] = set()
+        for index, item in entries:
+            where = f"{path}[{index}]"
+            values = self._values(
+                item,
+                where,
+                "token",
+                {"comment": _text(255), "ip": _networks},
+                special=("password", "hash_password", "id"),
+            )
+            token = self._child(user.tokens, Token, item, where)
+            hashed = item.get("hash_password", False)
+            secret = item.get("password")
+            if not isinstance(hashed, bool):
+                raise self.fail(f"{where}.hash_password", "expected true or false")
+            if secret is not None and (not isinstance(secret, str) or not secret):
+                raise self.fail(f"{where}.password", "expected a non-empty text")
+            if token is None and secret is not None and self.update:
+                token = next(
+                    (
+                        t
+                        for t in user.tokens
+                        if (verify_token(t.password, secret)[0] if hashed else t.password == secret)
+                    ),
+                    None,
+                )
+            if token is None:
+                if secret is None:
+                    raise self.fail(f"{where}.password", "required for a new token")
+                token = Token(password="", ip=[], comment="")
+                if isinstance(item.get("id"), int):
+                    token.id = item["id"]
+                user.tokens.append(token)
+            if secret is not None and hashed:
+                candidates = (
+                    [token.password] if token.password else self.old_tokens.get(user.email, [])
+                )
+                token.password = _rehash(secret, candidates, verify_token, hash_token)
+            elif secret is not None:
+                token.password = secret
+            for key, value in values.items():
+                setattr(token, key, value)
+            self.session.flush()
+            kept.add(token.id)
+        self._drop_children(user.tokens, kept, delete, prune, path)
+
+    def _fetches(self, user: User, raw: Any, path: str) -> None:
+        entries, delete, prune = self._objects(raw, path, keep_unlisted_default=self.update)
+        kept: set[int] = set()
+        for index, item in entries:
+            where = f"{path}[{index}]"
+            values = self._values(
+                item,
+                where,
+                "fetch",
+                {
+                    "comment": _text(255),
+                    "error": _optional(_text(1023)),
+                    "folders": _folders,
+                    "host": _text(255, required=True),
+                    "invisible": _boolean,
+                    "keep": _boolean,
+                    "last_check": _optional(_moment),
+                    "port": _integer(1, 65535),
+                    "protocol": _choice("imap", "pop3"),
+                    "scan": _boolean,
+                    "tls": _boolean,
+                    "username": _text(255, required=True),
+                },
+                # Mailu's template shows hash_password on fetches too; fetchmail needs
+                # the plaintext, so the flag is accepted and the password kept as given.
+                special=("password", "hash_password", "id"),
+            )
+            fetch = self._child(user.fetches, Fetch, item, where)
+            secret = item.get("password")
+            if fetch is None and self.update:
+                fetch = next(
+                    (
+                        f
+                        for f in user.fetches
+                        if (f.host, f.port, f.protocol, f.username)
+                        == tuple(values.get(k) for k in ("host", "port", "protocol", "username"))
+                    ),
+                    None,
+                )
+            if secret is not None and (not isinstance(secret, str) or not secret):
+                raise self.fail(f"{where}.password", "expected a non-empty text")
+            if secret == HIDDEN and fetch is None:
+                secret = self.old_fetches.get((user.email, item.get("id")), HIDDEN)
+            if fetch is None:
+                missing = [k for k in ("host", "port", "protocol", "username") if k not in values]
+                if secret in (None, HIDDEN):
+                    missing.append("password")
+                if missing:
+                    raise self.fail(
+                        where,
+                        "a new fetch needs "
+                        + ", ".join(missing)
+                        + (
+                            " (export with --secrets to include passwords)"
+                            if secret == HIDDEN
+                            else ""
+                        ),
+                    )
+                fetch = Fetch(
+                    **{
+                        k: _parse_default(v)
+                        for k, v in self.defaults["fetch"].items()
+                        if v is not _REQUIRED
+                    }
+                )
+                if isinstance(item.get("id"), int):
+                    fetch.id = item["id"]
+                user.fetches.append(fetch)
+            if secret is not None and secret != HIDDEN:
+                fetch.password = secret
+            for key, value in values.items():
+                setattr(fetch, key, value)
+            self.session.flush()
+            kept.add(fetch.id)
+        self._drop_children(user.fetches, kept, delete, prune, path)
+
+    def _child(
+        self,
+        current: list[Any],
+        model: type[Token] | type[Fetch],
+        item: dict[str, Any],
+        path: str,
+    ) -> Any:
+        """The token or fetch an item's ``id`` names: this user's, or a new one with that id."""
+        if "id" not in item:
+            return None
+        ident = item["id"]
+        if not isinstance(ident, int) or isinstance(ident, bool) or ident < 1:
+            raise self.fail(f"{path}.id", "expected a positive number")
+        for obj in current:
+            if obj.id == ident:
+                if not self.update:
+                    raise self.fail(f"{path}.id", f"{ident} appears more than once")
+                return obj
+        other = self.session.get(model, ident)
+        if other is not None:
+            raise self.fail(f"{path}.id", f"{ident} belongs to '{show_email(other.user_email)}'")
+        return None
+
+    def _drop_children(
+        self, current: list[Any], kept: set[int], delete: list[int], prune: bool, path: str
+    ) -> None:
+        for ident in delete:
+            if not any(obj.id == ident for obj in current):
+                self.fail(path, f"no {ident} to delete")
+        for obj in list(current):
+            if obj.id in delete or (prune and obj.id not in kept):
+                current.remove(obj)
+                self.session.delete(obj)
+
+    def _apply_alias(self, item: dict[str, Any], email: str, path: str) -> None:
+        alias = self.session.get(Alias, email)
+        wildcard = item.get("wildcard", alias.wildcard if alias is not None else False)
+        if not isinstance(wildcard, bool):
+            raise self.fail(f"{path}.wildcard", "expected true or false")
+        mark = len(self.errors)
+        local, _, domain_part = email.partition("@")
+        domain = self._address_domain(local, domain_part, wildcard, f"{path}.email")
+        values = self._values(
+            item,
+            path,
+            "alias",
+            {
+                "comment": _text(255),
+                "disabled": _boolean,
+                "hostname": _optional(_text(255)),
+                "wildcard": _boolean,
+                "owner_email": _optional(parse_email),
+            },
+            special=("destination",),
+            since=mark,
+        )
+        owner = values.get("owner_email")
+        if owner is not None and self.session.get(User, owner) is None:
+            raise self.fail(f"{path}.owner_email", f"user '{show_email(owner)}' does not exist")
+        if alias is None:
+            use = address_in_use(self.session, email)
+            if use is not None:
+                raise self.fail(f"{path}.email", f"'{show_email(email)}' is already {use}")
+            if "destination" not in item:
+                raise self.fail(f"{path}.destination", "required for a new alias")
+            alias = Alias(email=email, localpart=local, domain=domain, destination=[])
+            self.session.add(alias)
+        if "destination" in item:
+            where = f"{path}.destination"
+            destination = self._merge(
+                list(alias.destination or []), item["destination"], where, parse_email
+            )
+            if not destination:
+                raise self.fail(where, "an alias needs at least one destination address")
+            alias.destination = destination
+        for key, value in values.items():
+            setattr(alias, key, value)
+
+    def _apply_relay(self, item: dict[str, Any], name: str, path: str) -> None:
+        values = self._values(item, path, "relay", {"comment": _text(255), "smtp": _relay_target})
+        if "smtp" in values:
+            try:
+                relay_transport(name, values["smtp"])
+            except TransportError as exc:
+                raise self.fail(f"{path}.smtp", str(exc)) from None
+        relay = self.session.get(Relay, name)
+        if relay is None:
+            use = domain_name_use(self.session, name)
+            if use is not None:
+                raise self.fail(f"{path}.name", f"'{show_domain(name)}' is already {use}")
+            relay = Relay(name=name, smtp="", comment="")
+            self.session.add(relay)
+        for key, value in values.items():
+            setattr(relay, key, value)
+
+
+def _rehash(
+    plain: str,
+    candidates: Iterable[str],
+    verify: Callable[[str, str], tuple[bool, str | None]],
+    make: Callable[[str], str],
+) -> str:
+    """The first stored hash ``plain`` verifies against, else a new one (stable re-imports)."""
+    for stored in candidates:
+        if verify(stored, plain)[0]:
+            return stored
+    return make(plain)
+
+
+_DOMAIN_COLUMNS = (
+    "anonmail_enabled",
+    "comment",
+    "max_aliases",
+    "max_quota_bytes",
+    "max_users",
+    "signup_enabled",
+)
+_USER_COLUMNS = (
+    "allow_spoofing",
+    "change_pw_next_login",
+    "comment",
+    "displayed_name",
+    "enable_imap",
+    "enable_pop",
+    "enabled",
+    "forward_enabled",
+    "forward_keep",
+    "global_admin",
+    "quota_bytes",
+    "reply_body",
+    "reply_enabled",
+    "reply_enddate",
+    "reply_startdate",
+    "reply_subject",
+    "spam_enabled",
+    "spam_mark_as_read",
+    "spam_threshold",
+)
+
+
+# -- value parsers: raise ValueError with a message that reads after the field's path ----
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected a whole number")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" to {maximum}" if maximum is not None else " or more"
+            raise ValueError(f"{value} is out of range ({minimum}{upper})")
+        return value
+
+    return parse
+
+
+def _text(limit: int | None, required: bool = False) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("expected text")
+        if limit is not None and len(value) > limit:
+            raise ValueError(f"longer than {limit} characters")
+        if required and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    return parse
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else parse(value)
+
+
+def _relay_target(value: Any) -> str:
+    """Mailu's API may store NULL; it means the same as empty (MX of the relayed domain)."""
+    return "" if value is None else _text(80)(value)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r}: accepts {', '.join(choices)}")
+        return str(value)
+
+    return parse
+
+
+def _day(value: Any) -> dt.date:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)")
+
+
+def _moment(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date and time (RFC 3339)")
+
+
+def _networks(value: Any) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of networks")
+    return parse_networks(str(i) for i in items)
+
+
+def _folders(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(i, str) and "," not in i for i in value):
+        raise ValueError("expected a list of folder names without commas")
+    return value
+
+
+def _parse_default(value: Any) -> Any:
+    """Defaults are written as they are exported (dates as text); give the column's type."""
+    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        return dt.date.fromisoformat(value)
+    return list(value) if isinstance(value, list) else value
+
+
+# ======================================================================== change counting
+
+_IGNORED_COLUMNS = {"created_at", "updated_at", "quota_bytes_used"}
+_SECRET_COLUMNS = {"password"}
+
+
+def _snapshot(session: Session) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every object's column values by (kind, key), to count what an import changed."""
+    session.flush()
+    snapshot: dict[tuple[str, str], dict[str, Any]] = {}
+    models: tuple[tuple[str, Any, Callable[[Any], str]], ...] = (
+        ("domain", Domain, lambda o: show_domain(o.name)),
+        ("alternative", Alternative, lambda o: show_domain(o.name)),
+        ("user", User, lambda o: show_email(o.email)),
+        ("token", Token, lambda o: f"{show_email(o.user_email)} #{o.id}"),
+        ("fetch", Fetch, lambda o: f"{show_email(o.user_email)} #{o.id}"),
+        ("alias", Alias, lambda o: show_email(o.email)),
+        ("relay", Relay, lambda o: show_domain(o.name)),
+    )
+    for kind, model, key in models:
+        for obj in session.scalars(select(model)):
+            values = {
+                column.key: _comparable(column.key, getattr(obj, column.key))
+                for column in model.__table__.columns
+                if column.key not in _IGNORED_COLUMNS
+            }
+            if kind == "user":
+                values["manager_of"] = sorted(d.name for d in obj.manager_of)
+            snapshot[(kind, key(obj))] = values
+    return snapshot
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """Values as the store keeps them: lists sorted and unique, no comment the same as ''."""
+    if isinstance(value, list):
+        return sorted(set(value))
+    if value is None and name in ("comment", "smtp"):
+        return ""
+    return value
+
+
+def _compare(
+    before: dict[tuple[str, str], dict[str, Any]],
+    after: dict[tuple[str, str], dict[str, Any]],
+    secrets: bool,
+) -> ImportResult:
+    result = ImportResult()
+
+    def count(counter: dict[str, int], kind: str) -> None:
+        counter[kind] = counter.get(kind, 0) + 1
+
+    def shown(name: str, value: Any) -> str:
+        return HIDDEN if name in _SECRET_COLUMNS and not secrets else repr(value)
+
+    order = {kind: index for index, kind in enumerate(KINDS)}
+    for kind, key in sorted(set(before) | set(after), key=lambda k: (order[k[0]], k[1])):
+        old, new = before.get((kind, key)), after.get((kind, key))
+        if old is None:
+            count(result.created, kind)
+            result.changes.append(f"Created {kind}: {key!r}")
+        elif new is None:
+            count(result.deleted, kind)
+            result.changes.append(f"Deleted {kind}: {key!r}")
+        else:
+            diffs = [name for name in new if old.get(name) != new[name]]
+            if diffs:
+                count(result.modified, kind)
+                for name in diffs:
+                    result.changes.append(
+                        f"Modified {kind}: {key!r} {name}: "
+                        f"{shown(name, old.get(name))} -> {shown(name, new[name])}"
+                    )
+    return result

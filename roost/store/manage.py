@@ -1,0 +1,662 @@
+"""Validated changes to the store: the operations behind the CLI, the web UI and the API.
+
+Mailu's CLI writes whatever it is given and lets the database or the mail flow fail later
+(a duplicate user is an IntegrityError traceback, an alias whose address is also a user
+silently shadows it, a domain name used twice breaks routing). Every operation here checks
+first and raises :class:`ManageError` with one line naming the problem, so each front end
+only has to show the message.
+
+All functions take an open SQLAlchemy session and leave committing to the caller (one
+``Store.session()`` block per command), so a failed check never leaves a half-made change.
+Names are stored as the core spells them (lower case, punycode domains) and shown to people
+in Unicode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from roost.core.address import (
+    AddressError,
+    check_localpart,
+    check_wildcard_pattern,
+    domain_to_ascii,
+    domain_to_unicode,
+    parse_address,
+)
+from roost.core.passwords import generate_token, hash_password, hash_token
+from roost.core.transport import TransportError, relay_transport
+from roost.settings import Settings
+from roost.store.models import Alias, Alternative, Domain, Relay, Token, User
+
+__all__ = [
+    "ADMIN_MODES",
+    "ManageError",
+    "add_alternative",
+    "add_relay",
+    "add_token",
+    "address_in_use",
+    "admin",
+    "check_domain_name_free",
+    "check_limits",
+    "create_alias",
+    "create_domain",
+    "create_user",
+    "default_quota",
+    "delete_alias",
+    "delete_alternative",
+    "delete_domain",
+    "delete_relay",
+    "delete_token",
+    "delete_user",
+    "domain_name",
+    "domain_name_use",
+    "ensure_domain",
+    "import_user",
+    "list_aliases",
+    "list_alternatives",
+    "list_domains",
+    "list_relays",
+    "list_tokens",
+    "list_users",
+    "parse_destinations",
+    "parse_email",
+    "parse_networks",
+    "require_domain",
+    "require_user",
+    "set_domain",
+    "set_limits",
+    "set_manager",
+    "set_password",
+    "show_domain",
+    "show_email",
+    "strip_scheme",
+    "user_email",
+]
+
+ADMIN_MODES = ("create", "ifmissing", "update")
+
+
+class ManageError(ValueError):
+    """A change the store must not take; the message names the object and the problem."""
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def domain_name(text: str) -> str:
+    """The stored (lower-case punycode) form of a domain name typed by a person."""
+    try:
+        return domain_to_ascii(text.strip())
+    except AddressError as exc:
+        raise ManageError(str(exc)) from None
+
+
+def user_email(localpart: str, domain: str, *, wildcard: bool = False) -> str:
+    """Build ``local@domain`` for a new user or alias, checking the local part's syntax.
+
+    Stricter than Mailu's CLI, which stores anything: the local part must be the dot-atom
+    the UI accepts (reference §3.3), so every address Roost creates can be written in an
+    SMTP command and the store's comma lists, without quoting.
+    """
+    try:
+        local = check_wildcard_pattern(localpart) if wildcard else check_localpart(localpart)
+    except AddressError as exc:
+        raise ManageError(str(exc)) from None
+    return f"{local}@{domain_name(domain)}"
+
+
+def parse_email(text: str) -> str:
+    """The stored form of a full address (``EMAIL`` arguments: user-delete, alias-delete)."""
+    try:
+        return str(parse_address(text.strip()))
+    except AddressError as exc:
+        raise ManageError(str(exc)) from None
+
+
+def show_domain(name: str) -> str:
+    """A stored domain name as people write it (Unicode); unchanged if it cannot decode."""
+    try:
+        return domain_to_unicode(name)
+    except AddressError:
+        return name
+
+
+def show_email(email: str) -> str:
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{show_domain(domain)}" if local else email
+
+
+_SCHEME = re.compile(r"^\{[A-Za-z0-9._-]+\}")
+
+
+def strip_scheme(password_hash: str) -> str:
+    """Drop a Dovecot ``{SCHEME}`` prefix as Mailu does on import (reference §3.4)."""
+    value = password_hash.strip()
+    stripped = _SCHEME.sub("", value, count=1)
+    if not stripped or any(ch.isspace() for ch in stripped):
+        raise ManageError(f"password hash {value!r} is empty or contains white space")
+    return stripped
+
+
+# -- lookups -----------------------------------------------------------------------------
+
+
+def domain_name_use(session: Session, name: str) -> str | None:
+    """What already uses ``name`` among domains, alternatives and relays, as a phrase.
+
+    The three share one name space: Postfix would otherwise see one name both as a local
+    and as a relayed domain (reference §3.3, "Name collisions").
+    """
+    if session.get(Domain, name) is not None:
+        return "a domain"
+    alternative = session.get(Alternative, name)
+    if alternative is not None:
+        return f"an alternative domain of '{show_domain(alternative.domain_name)}'"
+    if session.get(Relay, name) is not None:
+        return "a relayed domain"
+    return None
+
+
+def check_domain_name_free(session: Session, name: str) -> None:
+    use = domain_name_use(session, name)
+    if use is not None:
+        raise ManageError(f"'{show_domain(name)}' is already {use}")
+
+
+def require_domain(session: Session, name: str) -> Domain:
+    """The domain ``name`` (stored form), or an error that says what the name is instead."""
+    domain = session.get(Domain, name)
+    if domain is not None:
+        return domain
+    use = domain_name_use(session, name)
+    if use is not None:
+        raise ManageError(f"'{show_domain(name)}' is {use}, not a domain")
+    raise ManageError(f"domain '{show_domain(name)}' does not exist")
+
+
+def ensure_domain(session: Session, name: str) -> Domain:
+    """The domain ``name``, created with default limits if no name of that kind exists.
+
+    Mailu's ``admin``, ``user`` and ``alias`` commands create a missing domain and scripts
+    rely on it; an alternative or relayed name is still refused rather than shadowed.
+    """
+    domain = session.get(Domain, name)
+    if domain is not None:
+        return domain
+    use = domain_name_use(session, name)
+    if use is not None:
+        raise ManageError(f"'{show_domain(name)}' is {use}, not a domain")
+    domain = Domain(name=name, max_users=-1, max_aliases=-1, max_quota_bytes=0)
+    session.add(domain)
+    return domain
+
+
+def address_in_use(session: Session, email: str) -> str | None:
+    """'a user' or 'an alias' when ``email`` is taken (compared case-insensitively)."""
+    wanted = email.lower()
+    if session.scalar(select(User.email).where(func.lower(User.email) == wanted)) is not None:
+        return "a user"
+    if session.scalar(select(Alias.email).where(func.lower(Alias.email) == wanted)) is not None:
+        return "an alias"
+    return None
+
+
+def _check_address_free(session: Session, email: str) -> None:
+    use = address_in_use(session, email)
+    if use is not None:
+        raise ManageError(f"'{show_email(email)}' is already {use}")
+
+
+def require_user(session: Session, email: str) -> User:
+    user = session.get(User, email)
+    if user is None:
+        raise ManageError(f"user '{show_email(email)}' does not exist")
+    return user
+
+
+def _count(session: Session, model: type[User] | type[Alias], domain: str) -> int:
+    return (
+        session.scalar(select(func.count()).select_from(model).where(model.domain_name == domain))
+        or 0
+    )
+
+
+# -- domains -----------------------------------------------------------------------------
+
+
+def check_limits(max_users: int, max_aliases: int, max_quota_bytes: int) -> None:
+    """-1 means unlimited for counts (Mailu), 0 means no per-user cap for the quota."""
+    if max_users < -1:
+        raise ManageError(f"max_users {max_users}: accepts -1 (unlimited) or a count")
+    if max_aliases < -1:
+        raise ManageError(f"max_aliases {max_aliases}: accepts -1 (unlimited) or a count")
+    if max_quota_bytes < 0:
+        raise ManageError(
+            f"max_quota_bytes {max_quota_bytes}: accepts 0 (no cap) or a number of bytes"
+        )
+
+
+def create_domain(
+    session: Session,
+    name: str,
+    max_users: int = -1,
+    max_aliases: int = -1,
+    max_quota_bytes: int = 0,
+) -> Domain:
+    stored = domain_name(name)
+    check_limits(max_users, max_aliases, max_quota_bytes)
+    check_domain_name_free(session, stored)
+    domain = Domain(
+        name=stored, max_users=max_users, max_aliases=max_aliases, max_quota_bytes=max_quota_bytes
+    )
+    session.add(domain)
+    return domain
+
+
+def set_domain(
+    session: Session,
+    name: str,
+    max_users: int | None = None,
+    max_aliases: int | None = None,
+    max_quota_bytes: int | None = None,
+) -> tuple[Domain, bool]:
+    """Create the domain, or change the limits given for an existing one.
+
+    Mailu's ``domain`` command ignores its options for an existing domain; here running it
+    again with other limits applies them, and running it unchanged is harmless. Returns the
+    domain and whether it was created.
+    """
+    stored = domain_name(name)
+    domain = session.get(Domain, stored)
+    if domain is None:
+        return (
+            create_domain(
+                session,
+                stored,
+                -1 if max_users is None else max_users,
+                -1 if max_aliases is None else max_aliases,
+                0 if max_quota_bytes is None else max_quota_bytes,
+            ),
+            True,
+        )
+    set_limits(session, stored, max_users, max_aliases, max_quota_bytes)
+    return domain, False
+
+
+def set_limits(
+    session: Session,
+    name: str,
+    max_users: int | None,
+    max_aliases: int | None,
+    max_quota_bytes: int | None,
+) -> Domain:
+    """Change a domain's limits; ``None`` keeps a value. Existing users stay as they are."""
+    domain = require_domain(session, domain_name(name))
+    new_users = domain.max_users if max_users is None else max_users
+    new_aliases = domain.max_aliases if max_aliases is None else max_aliases
+    new_quota = domain.max_quota_bytes if max_quota_bytes is None else max_quota_bytes
+    check_limits(new_users, new_aliases, new_quota)
+    domain.max_users, domain.max_aliases, domain.max_quota_bytes = (
+        new_users,
+        new_aliases,
+        new_quota,
+    )
+    return domain
+
+
+def delete_domain(session: Session, name: str, really: bool = False) -> None:
+    """Delete a domain with its alternatives; one with users or aliases needs ``really``.
+
+    Deleting a domain deletes its users and aliases with it (the store cascades), which is
+    rarely what a typo meant.
+    """
+    domain = require_domain(session, domain_name(name))
+    users, aliases = _count(session, User, domain.name), _count(session, Alias, domain.name)
+    if (users or aliases) and not really:
+        raise ManageError(
+            f"domain '{show_domain(domain.name)}' has {users} users and {aliases} aliases; "
+            "add --really to delete them with it"
+        )
+    session.delete(domain)
+
+
+def add_alternative(session: Session, name: str, domain: str) -> Alternative:
+    """Make ``name`` an alternative domain: every ``x@name`` is ``x@domain``."""
+    stored = domain_name(name)
+    parent = require_domain(session, domain_name(domain))
+    check_domain_name_free(session, stored)
+    alternative = Alternative(name=stored, domain=parent)
+    session.add(alternative)
+    return alternative
+
+
+def delete_alternative(session: Session, name: str) -> None:
+    stored = domain_name(name)
+    alternative = session.get(Alternative, stored)
+    if alternative is None:
+        raise ManageError(f"alternative domain '{show_domain(stored)}' does not exist")
+    session.delete(alternative)
+
+
+def add_relay(session: Session, name: str, smtp: str = "") -> Relay:
+    """Relay mail for ``name`` to ``smtp`` (reference §7.1.4; empty: the domain's MX)."""
+    stored = domain_name(name)
+    check_domain_name_free(session, stored)
+    target = smtp.strip()
+    try:
+        relay_transport(stored, target)
+    except TransportError as exc:
+        raise ManageError(str(exc)) from None
+    if len(target) > 80:
+        raise ManageError(f"relay target {target!r} is longer than 80 characters")
+    relay = Relay(name=stored, smtp=target)
+    session.add(relay)
+    return relay
+
+
+def delete_relay(session: Session, name: str) -> None:
+    stored = domain_name(name)
+    relay = session.get(Relay, stored)
+    if relay is None:
+        raise ManageError(f"relayed domain '{show_domain(stored)}' does not exist")
+    session.delete(relay)
+
+
+# -- users -------------------------------------------------------------------------------
+
+
+def default_quota(settings: Settings, domain: Domain) -> int:
+    """DEFAULT_QUOTA, capped by the domain's max_quota_bytes (0 means no cap on either)."""
+    quota = settings.DEFAULT_QUOTA
+    cap = domain.max_quota_bytes
+    if cap and (quota == 0 or cap < quota):
+        return cap
+    return quota
+
+
+def _check_room(session: Session, domain: Domain, model: type[User] | type[Alias]) -> None:
+    """Enforce max_users / max_aliases, which Mailu's CLI ignores (reference §3.3)."""
+    limit = domain.max_users if model is User else domain.max_aliases
+    if limit < 0:
+        return
+    if _count(session, model, domain.name) >= limit:
+        kind = "users" if model is User else "aliases"
+        raise ManageError(
+            f"domain '{show_domain(domain.name)}' already has its maximum of {limit} {kind}"
+        )
+
+
+def _check_password(password: str) -> None:
+    if not password:
+        raise ManageError("password is empty")
+
+
+def _new_user(
+    session: Session,
+    settings: Settings,
+    localpart: str,
+    domain: str,
+    password_hash: str,
+    *,
+    global_admin: bool,
+    change_pw_next_login: bool,
+) -> User:
+    email = user_email(localpart, domain)
+    local, _, stored_domain = email.partition("@")
+    parent = ensure_domain(session, stored_domain)
+    _check_address_free(session, email)
+    _check_room(session, parent, User)
+    user = User(
+        email=email,
+        localpart=local,
+        domain=parent,
+        password=password_hash,
+        quota_bytes=default_quota(settings, parent),
+        spam_threshold=settings.DEFAULT_SPAM_THRESHOLD,
+        global_admin=global_admin,
+        change_pw_next_login=change_pw_next_login,
+    )
+    session.add(user)
+    return user
+
+
+def create_user(
+    session: Session,
+    settings: Settings,
+    localpart: str,
+    domain: str,
+    password: str,
+    *,
+    global_admin: bool = False,
+    change_pw_next_login: bool = True,
+) -> User:
+    """Create a user (Mailu ``user``: a new password must be changed at first login)."""
+    _check_password(password)
+    return _new_user(
+        session,
+        settings,
+        localpart,
+        domain,
+        hash_password(password),
+        global_admin=global_admin,
+        change_pw_next_login=change_pw_next_login,
+    )
+
+
+def import_user(
+    session: Session, settings: Settings, localpart: str, domain: str, password_hash: str
+) -> User:
+    """Create a user whose password is already hashed (Mailu ``user-import``).
+
+    The hash is stored as given, minus a ``{SCHEME}`` prefix; any format the core verifies
+    works, and it is replaced by Argon2id at the user's first login.
+    """
+    return _new_user(
+        session,
+        settings,
+        localpart,
+        domain,
+        strip_scheme(password_hash),
+        global_admin=False,
+        change_pw_next_login=False,
+    )
+
+
+def admin(
+    session: Session,
+    settings: Settings,
+    localpart: str,
+    domain: str,
+    password: str,
+    mode: str = "create",
+) -> str:
+    """Mailu's ``admin`` command; returns the line to print.
+
+    ``create`` refuses an existing user, ``ifmissing`` leaves one alone (for start-up
+    scripts that run every time) and ``update`` resets its password.
+    """
+    if mode not in ADMIN_MODES:
+        raise ManageError(f"mode {mode!r}: accepts " + ", ".join(ADMIN_MODES))
+    _check_password(password)
+    email = user_email(localpart, domain)
+    existing = session.get(User, email)
+    if existing is not None:
+        if mode == "create":
+            raise ManageError(f"user '{show_email(email)}' exists, not created")
+        if mode == "ifmissing":
+            return f"user '{show_email(email)}' exists, not updating"
+        existing.password = hash_password(password)
+        return "updated admin password"
+    create_user(
+        session,
+        settings,
+        localpart,
+        domain,
+        password,
+        global_admin=True,
+        change_pw_next_login=False,
+    )
+    return "created admin user"
+
+
+def set_password(session: Session, email: str, password: str) -> User:
+    """Reset a password; as in Mailu the user must choose a new one at the next login."""
+    _check_password(password)
+    user = require_user(session, email)
+    user.password = hash_password(password)
+    user.change_pw_next_login = True
+    return user
+
+
+def delete_user(session: Session, email: str, really: bool = False) -> None:
+    """Disable a user (Mailu's default: the address cannot be reused by accident), or
+    delete it with ``really``; its tokens, fetches and anonymous aliases go with it."""
+    user = require_user(session, email)
+    if really:
+        session.delete(user)
+    else:
+        user.enabled = False
+
+
+def set_manager(session: Session, domain: str, localpart: str) -> User:
+    """Make ``localpart@domain`` a manager of ``domain`` (no change if it already is)."""
+    parent = require_domain(session, domain_name(domain))
+    user = require_user(session, user_email(localpart, parent.name))
+    if parent not in user.manager_of:
+        user.manager_of.append(parent)
+    return user
+
+
+# -- aliases -----------------------------------------------------------------------------
+
+
+def parse_destinations(destination: str | Iterable[str]) -> list[str]:
+    """Split and check an alias's destinations; each must be a full address."""
+    items = destination.split(",") if isinstance(destination, str) else list(destination)
+    result: list[str] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            address = str(parse_address(text))
+        except AddressError as exc:
+            raise ManageError(f"destination {exc}") from None
+        if address not in result:
+            result.append(address)
+    if not result:
+        raise ManageError("an alias needs at least one destination address")
+    return result
+
+
+def create_alias(
+    session: Session,
+    localpart: str,
+    domain: str,
+    destination: str | Sequence[str],
+    wildcard: bool = False,
+) -> Alias:
+    """Create an alias; with ``wildcard`` the local part is a LIKE pattern (``%`` = all)."""
+    email = user_email(localpart, domain, wildcard=wildcard)
+    local, _, stored_domain = email.partition("@")
+    destinations = parse_destinations(destination)
+    parent = ensure_domain(session, stored_domain)
+    _check_address_free(session, email)
+    _check_room(session, parent, Alias)
+    alias = Alias(
+        email=email, localpart=local, domain=parent, wildcard=wildcard, destination=destinations
+    )
+    session.add(alias)
+    return alias
+
+
+def delete_alias(session: Session, email: str) -> None:
+    alias = session.get(Alias, email)
+    if alias is None:
+        raise ManageError(f"alias '{show_email(email)}' does not exist")
+    session.delete(alias)
+
+
+# -- app tokens --------------------------------------------------------------------------
+
+
+def parse_networks(items: Iterable[str]) -> list[str]:
+    """Networks a token is limited to, as CIDR text (a bare address is a /32 or /128)."""
+    networks: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            text = part.strip()
+            if not text:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(text, strict=False)))
+            except ValueError:
+                raise ManageError(f"{text!r} is not an IP address or network") from None
+    return networks
+
+
+def add_token(
+    session: Session, email: str, comment: str = "", networks: Iterable[str] = ()
+) -> tuple[Token, str]:
+    """Create an app token; returns it and the raw secret, which is never stored."""
+    user = require_user(session, email)
+    raw = generate_token()
+    token = Token(user=user, password=hash_token(raw), ip=parse_networks(networks), comment=comment)
+    session.add(token)
+    return token, raw
+
+
+def delete_token(session: Session, email: str, token_id: int) -> None:
+    user = require_user(session, email)
+    token = session.get(Token, token_id)
+    if token is None or token.user_email != user.email:
+        raise ManageError(f"user '{show_email(user.email)}' has no token {token_id}")
+    session.delete(token)
+
+
+# -- listing -----------------------------------------------------------------------------
+
+
+def list_tokens(session: Session, email: str) -> list[Token]:
+    user = require_user(session, email)
+    return list(
+        session.scalars(select(Token).where(Token.user_email == user.email).order_by(Token.id))
+    )
+
+
+def list_domains(session: Session) -> list[Domain]:
+    return list(session.scalars(select(Domain).order_by(Domain.name)))
+
+
+def _in_domain(session: Session, domain: str | None) -> str | None:
+    return None if domain is None else require_domain(session, domain_name(domain)).name
+
+
+def list_users(session: Session, domain: str | None = None) -> list[User]:
+    query = select(User).order_by(User.domain_name, User.localpart)
+    stored = _in_domain(session, domain)
+    if stored is not None:
+        query = query.where(User.domain_name == stored)
+    return list(session.scalars(query))
+
+
+def list_aliases(session: Session, domain: str | None = None) -> list[Alias]:
+    query = select(Alias).order_by(Alias.domain_name, Alias.localpart)
+    stored = _in_domain(session, domain)
+    if stored is not None:
+        query = query.where(Alias.domain_name == stored)
+    return list(session.scalars(query))
+
+
+def list_alternatives(session: Session) -> list[Alternative]:
+    return list(session.scalars(select(Alternative).order_by(Alternative.name)))
+
+
+def list_relays(session: Session) -> list[Relay]:
+    return list(session.scalars(select(Relay).order_by(Relay.name)))
