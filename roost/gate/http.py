@@ -1,0 +1,259 @@
+"""A small HTTP/1.1 server for the gate's internal endpoints (RFC 9110, RFC 9112).
+
+Only local daemons talk to it: nginx's mail module (``auth_http``, one HTTP/1.0 request per
+connection) and Dovecot's Lua HTTP client (HTTP/1.1, persistent connections). It therefore
+speaks the small part of HTTP they use — GET and HEAD, no request bodies — and refuses
+everything else in a well-defined way instead of guessing: a malformed request gets a 400
+and the connection is closed, an oversized head a 431 (RFC 6585 §5). A bug in a handler
+becomes a 500 for that request; the server itself keeps running.
+
+A full framework would cost more per request than the whole auth decision and bring a
+dependency into the daemons' hot path; this module is the framing and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from urllib.parse import unquote_to_bytes
+
+__all__ = [
+    "MAX_HEAD",
+    "MAX_HEADERS",
+    "HttpServer",
+    "Request",
+    "Response",
+    "start_http_server",
+]
+
+log = logging.getLogger("roost.gate")
+
+#: Largest request line plus header block accepted, in bytes. nginx's auth_http request
+#: with a maximal login and percent-encoded password stays far below this.
+MAX_HEAD = 16384
+#: Most header fields accepted in one request.
+MAX_HEADERS = 64
+#: Seconds a connection may sit idle (or send a partial request head) before it is closed.
+IDLE_TIMEOUT = 60.0
+
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    505: "HTTP Version Not Supported",
+}
+
+# RFC 9110 §5.6.2 token characters, the syntax of methods and field names.
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
+# RFC 9110 §5.5: field values are visible characters, spaces and tabs (obs-text allowed).
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One parsed request; ``headers`` maps lower-case names to Latin-1 decoded values."""
+
+    method: str
+    path: str
+    query: str
+    version: tuple[int, int]
+    headers: dict[str, str]
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+
+@dataclass(slots=True)
+class Response:
+    """A response; header values must already be safe (no CR or LF)."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    content_type: str | None = None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class _DateCache:
+    """RFC 9110 §6.6.1: a server with a clock sends Date; formatting once a second is enough."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def get(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True)
+        return self._value
+
+
+def _parse_head(head: bytes) -> Request:
+    """Parse the request line and header block (without the final blank line)."""
+    # RFC 9112 §2.2: empty lines before a request line (a client's stray CRLF after the
+    # previous request) are ignored.
+    lines = head.lstrip(b"\r\n").split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise _BadRequest(400, "malformed request line")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method):
+        raise _BadRequest(400, "malformed method")
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise _BadRequest(400, "malformed HTTP version")
+    major, minor = int(match.group(1)), int(match.group(2))
+    if major != 1:
+        raise _BadRequest(505, "only HTTP/1.x is served")
+    # RFC 9112 §3.2.1: origin-form only; this server is nobody's proxy.
+    if not target.startswith(b"/") or not target.isascii() or b"#" in target:
+        raise _BadRequest(400, "malformed request target")
+    raw_path, _, raw_query = target.partition(b"?")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise _BadRequest(431, "too many header fields")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        # RFC 9112 §5.1: no white space before the colon; §5.2: obs-fold may be refused.
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _BadRequest(400, "malformed header field")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise _BadRequest(400, "control character in a header field")
+        key = name.decode("ascii").lower()
+        if key in headers:
+            # Daemons never repeat a field; two different Auth-User values would be ambiguous.
+            raise _BadRequest(400, f"repeated header field {key}")
+        headers[key] = value.decode("latin-1")
+    if (major, minor) >= (1, 1) and "host" not in headers:
+        raise _BadRequest(400, "HTTP/1.1 request without Host")  # RFC 9112 §3.2
+    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
+        # GET and HEAD carry no content here; reading one would need framing we refuse.
+        raise _BadRequest(400, "request content is not accepted")
+    try:
+        path = unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadRequest(400, "request path is not UTF-8") from None
+    return Request(
+        method.decode("ascii"), path, raw_query.decode("ascii"), (major, minor), headers
+    )
+
+
+def _keep_alive(request: Request) -> bool:
+    """RFC 9112 §9.3: 1.1 persists unless ``close``; 1.0 only with ``keep-alive``."""
+    tokens = {t.strip().lower() for t in request.header("connection").split(",")}
+    if request.version >= (1, 1):
+        return "close" not in tokens
+    return "keep-alive" in tokens
+
+
+class HttpServer:
+    """Serves one handler over asyncio streams; one task per connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._dates = _DateCache()
+        self.server: asyncio.Server | None = None
+
+    def _encode(self, response: Response, head_only: bool, keep: bool, http10: bool) -> bytes:
+        status = response.status
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+            f"Date: {self._dates.get()}",
+            f"Content-Length: {len(response.body)}",
+        ]
+        if response.content_type:
+            lines.append(f"Content-Type: {response.content_type}")
+        lines.extend(f"{name}: {value}" for name, value in response.headers)
+        if not keep:
+            lines.append("Connection: close")
+        elif http10:
+            lines.append("Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+        return head if head_only else head + response.body
+
+    def _error(self, status: int, reason: str) -> bytes:
+        body = (reason + "\n").encode("utf-8")
+        return self._encode(
+            Response(status, body=body, content_type="text/plain; charset=utf-8"),
+            head_only=False, keep=False, http10=False,
+        )
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(
+                        reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT
+                    )
+                except asyncio.LimitOverrunError:
+                    writer.write(self._error(431, "request head too large"))
+                    break
+                except (asyncio.IncompleteReadError, TimeoutError):
+                    break
+                try:
+                    request = _parse_head(head[:-4])
+                except _BadRequest as exc:
+                    # The request line only: the header block may carry a password.
+                    line = head.split(b"\r\n", 1)[0][:200]
+                    log.info("HTTP request refused (%s): %r", exc, line)
+                    writer.write(self._error(exc.status, str(exc)))
+                    break
+                keep = _keep_alive(request)
+                head_only = request.method == "HEAD"
+                if request.method not in ("GET", "HEAD"):
+                    response = Response(405, [("Allow", "GET, HEAD")], b"only GET\n",
+                                        "text/plain; charset=utf-8")
+                else:
+                    try:
+                        response = await self._handler(request)
+                    except Exception:
+                        log.exception("HTTP handler failed for %s %s", request.method,
+                                      request.path)
+                        response = Response(500, body=b"internal error\n",
+                                            content_type="text/plain; charset=utf-8")
+                        keep = False
+                writer.write(self._encode(response, head_only, keep, request.version < (1, 1)))
+                await writer.drain()
+                if not keep:
+                    break
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        self.server = await asyncio.start_server(
+            self._serve, host, port, limit=MAX_HEAD, reuse_address=True
+        )
+        return self.server
+
+
+async def start_http_server(handler: Handler, host: str, port: int) -> HttpServer:
+    """Listen on ``host:port`` and answer every request with ``handler``."""
+    server = HttpServer(handler)
+    await server.start(host, port)
+    return server

@@ -1,0 +1,384 @@
+"""Authentication rate limits: moving windows in Redis, with an in-process fallback.
+
+Reference §7.5.3. Two budgets, both moving windows:
+
+* per client network (``auth-ip``, AUTH_RATELIMIT_IP): one hit per *distinct* username that
+  failed from the network within the window, and one per AUTH attempt on port 25;
+* per account (``auth-user``, AUTH_RATELIMIT_USER): one hit per *distinct* wrong password,
+  which also counts against the client's network.
+
+Exempt from both: addresses in AUTH_RATELIMIT_EXEMPTION, and an address that logged in
+successfully (not on port 25) within AUTH_RATELIMIT_EXEMPTION_LENGTH seconds.
+
+Storage follows Mailu's Redis layout (db 2), so the FAQ's manual unblock — delete
+``LIMITER/auth-ip/<network>/*`` — works: windows are lists of hit times under
+``LIMITER/<namespace>/<key>/<amount>/<seconds>`` (newest first, trimmed to ``amount``, as the
+``limits`` library's moving window keeps them), deduplication markers are
+``dedup-<network>-<user>`` and ``dedup2-<user>-<fingerprint>``, exemptions ``exempt-<ip>``.
+
+Why not the ``limits`` library that DESIGN §2 suggests: its Redis storage always prefixes keys
+with ``<prefix>:``, which breaks the ``LIMITER/...`` layout above; the deduplication and
+exemption markers are outside its model anyway; and one Lua script per decision (check, or
+dedup-and-hit across both budgets) gives a single atomic round trip. The whole algorithm is
+the list discipline described above.
+
+Redis is an optimisation of where counters live, never a condition for logging in: when it
+cannot be reached the limiter logs one warning, keeps counting in this process (the same
+algorithm), retries Redis every few seconds and logs again when it is back. Counts made in
+the meantime stay in memory only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from roost.core.ipnet import parse_ip
+from roost.core.ratelimit import Rate, client_network, is_exempt, parse_rate
+from roost.settings import Settings
+
+__all__ = ["REDIS_DB", "AuthLimiter", "MemoryCounters", "RedisCounters"]
+
+log = logging.getLogger("roost.gate")
+
+#: Mailu keeps rate limits in Redis database 2 (reference §1.7).
+REDIS_DB = 2
+#: Seconds one Redis operation may take before the limiter falls back to memory.
+REDIS_TIMEOUT = 0.5
+#: Seconds between attempts to get back to Redis while counting in memory.
+RETRY_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One budget a failure counts against: optional dedup marker, then a window hit.
+
+    When the marker already exists the failure was counted before, and the chain stops
+    (Mailu: a repeated wrong password counts neither against the user nor the network).
+    """
+
+    dedup: str | None
+    window: str
+    rate: Rate
+
+
+class Counters(Protocol):
+    """Where windows and markers live; both implementations share these semantics."""
+
+    async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
+        """True when ``window`` holds ``rate.amount`` hits newer than ``rate.seconds``."""
+        ...
+
+    async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
+        """Record a failure through ``stages``; returns how many windows were hit."""
+        ...
+
+    async def mark(self, key: str, ttl: int) -> None:
+        """Set marker ``key`` for ``ttl`` seconds (renewing it)."""
+        ...
+
+
+# Lua keeps each decision atomic and one round trip (Redis EVAL; scripts are cached by SHA).
+_CHECK = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+local amount = tonumber(ARGV[2])
+if amount <= 0 then return 1 end
+local entry = redis.call('lindex', KEYS[2], amount - 1)
+if entry and tonumber(entry) > tonumber(ARGV[1]) - tonumber(ARGV[3]) then return 1 end
+return 0
+"""
+
+_HIT = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+local now = tonumber(ARGV[1])
+local hits = 0
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local dedup, window = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local ttl = tonumber(ARGV[2 + 3 * i])
+  local amount = tonumber(ARGV[3 + 3 * i])
+  local seconds = tonumber(ARGV[4 + 3 * i])
+  if ttl > 0 and not redis.call('set', dedup, '1', 'NX', 'EX', ttl) then return hits end
+  if amount > 0 then
+    local entry = redis.call('lindex', window, amount - 1)
+    if not entry or tonumber(entry) <= now - seconds then
+      redis.call('lpush', window, ARGV[1])
+      redis.call('ltrim', window, 0, amount - 1)
+      redis.call('expire', window, seconds)
+      hits = hits + 1
+    end
+  end
+end
+return hits
+"""
+
+
+class RedisCounters:
+    """Counters in the stack's Redis (unix socket, db 2)."""
+
+    def __init__(self, socket_path: Path, timeout: float = REDIS_TIMEOUT) -> None:
+        self.client = aioredis.Redis(
+            unix_socket_path=str(socket_path),
+            db=REDIS_DB,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # Fail fast: the fallback is the retry. redis-py's own retries would make a
+            # login wait several timeouts while Redis is down.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._check = self.client.register_script(_CHECK)
+        self._hit = self.client.register_script(_HIT)
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
+        args = [repr(now), rate.amount, rate.seconds]
+        return bool(await self._check(keys=[exempt, window], args=args))
+
+    async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
+        keys = [exempt]
+        args: list[str | int] = [repr(now)]
+        for stage in stages:
+            keys += [stage.dedup or stage.window, stage.window]
+            args += [stage.rate.seconds if stage.dedup else 0, stage.rate.amount,
+                     stage.rate.seconds]
+        return int(await self._hit(keys=keys, args=args))
+
+    async def mark(self, key: str, ttl: int) -> None:
+        await self.client.set(key, 1, ex=ttl)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryCounters:
+    """The same counters in this process, for when Redis cannot be reached.
+
+    Times are wall-clock like Redis's entries. Expired entries are dropped as they are met and
+    in a sweep whenever the tables grow past ``sweep_at`` entries, so a flood of distinct
+    usernames cannot grow memory without bound for longer than one window.
+    """
+
+    def __init__(self, sweep_at: int = 50_000) -> None:
+        self._windows: dict[str, deque[float]] = {}
+        self._expiry: dict[str, float] = {}  # window and marker key -> expiry time
+        self._sweep_at = sweep_at
+        self._next_sweep = sweep_at
+
+    def _alive(self, key: str, now: float) -> bool:
+        expires = self._expiry.get(key)
+        if expires is None:
+            return False
+        if expires <= now:
+            del self._expiry[key]
+            self._windows.pop(key, None)
+            return False
+        return True
+
+    def _sweep(self, now: float) -> None:
+        if len(self._expiry) < self._next_sweep:
+            return
+        for key in [k for k, t in self._expiry.items() if t <= now]:
+            self._alive(key, now)
+        # While every entry is still live, sweep again only after the tables have doubled:
+        # a sweep per call would make a flood quadratic.
+        self._next_sweep = max(self._sweep_at, 2 * len(self._expiry))
+
+    def _full(self, window: str, rate: Rate, now: float) -> bool:
+        if rate.amount <= 0:
+            return True
+        if not self._alive(window, now):
+            return False
+        hits = self._windows.get(window)
+        if hits is None or len(hits) < rate.amount:
+            return False
+        return hits[rate.amount - 1] > now - rate.seconds
+
+    async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
+        if self._alive(exempt, now):
+            return False
+        return self._full(window, rate, now)
+
+    async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
+        self._sweep(now)
+        if self._alive(exempt, now):
+            return 0
+        hits = 0
+        for stage in stages:
+            if stage.dedup is not None:
+                if self._alive(stage.dedup, now):
+                    return hits
+                self._expiry[stage.dedup] = now + stage.rate.seconds
+            if stage.rate.amount > 0 and not self._full(stage.window, stage.rate, now):
+                window = self._windows.get(stage.window)
+                if window is None or not self._alive(stage.window, now):
+                    window = self._windows[stage.window] = deque(maxlen=stage.rate.amount)
+                window.appendleft(now)
+                self._expiry[stage.window] = now + stage.rate.seconds
+                hits += 1
+        return hits
+
+    async def mark(self, key: str, ttl: int) -> None:
+        self._expiry[key] = time.time() + ttl
+
+    def clear(self) -> None:
+        self._windows.clear()
+        self._expiry.clear()
+        self._next_sweep = self._sweep_at
+
+
+class AuthLimiter:
+    """The two login budgets and the exemptions, over Redis or, when it is down, memory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_socket: Path,
+        *,
+        retry_interval: float = RETRY_INTERVAL,
+        timeout: float = REDIS_TIMEOUT,
+    ) -> None:
+        self.ip_rate = parse_rate(settings.AUTH_RATELIMIT_IP)
+        self.user_rate = parse_rate(settings.AUTH_RATELIMIT_USER)
+        self._v4_mask = settings.AUTH_RATELIMIT_IP_V4_MASK
+        self._v6_mask = settings.AUTH_RATELIMIT_IP_V6_MASK
+        self._exemptions = tuple(settings.AUTH_RATELIMIT_EXEMPTION)
+        self._exemption_length = settings.AUTH_RATELIMIT_EXEMPTION_LENGTH
+        self._ip_suffix = f"{self.ip_rate.amount}/{self.ip_rate.seconds}"
+        self._user_suffix = f"{self.user_rate.amount}/{self.user_rate.seconds}"
+        self.redis = RedisCounters(redis_socket, timeout)
+        self.memory = MemoryCounters()
+        self._retry_interval = retry_interval
+        self._in_memory = False
+        self._retry_at = 0.0
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def network(self, ip: str) -> str:
+        """The client network ``ip`` counts under (``192.0.2.0/24``); ValueError for junk."""
+        return client_network(ip, self._v4_mask, self._v6_mask)
+
+    @staticmethod
+    def _exempt_key(ip: str) -> str:
+        addr = parse_ip(ip)
+        return f"exempt-{addr if addr is not None else ip}"
+
+    def _ip_window(self, network: str) -> str:
+        return f"LIMITER/auth-ip/{network}/{self._ip_suffix}"
+
+    def _user_window(self, user: str) -> str:
+        return f"LIMITER/auth-user/{user}/{self._user_suffix}"
+
+    def statically_exempt(self, ip: str) -> bool:
+        """True for an address in AUTH_RATELIMIT_EXEMPTION."""
+        return bool(self._exemptions) and is_exempt(ip, self._exemptions)
+
+    # -- storage with fallback ----------------------------------------------------------------
+
+    @property
+    def in_memory(self) -> bool:
+        """True while Redis is unreachable and counts are kept in this process."""
+        return self._in_memory
+
+    async def _counters(self) -> Counters:
+        if not self._in_memory:
+            return self.redis
+        if time.monotonic() < self._retry_at:
+            return self.memory
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError, TimeoutError):
+            self._retry_at = time.monotonic() + self._retry_interval
+            return self.memory
+        log.warning("Redis is reachable again; rate limits are counted in Redis")
+        self._in_memory = False
+        self.memory.clear()
+        return self.redis
+
+    def _fall_back(self, exc: BaseException) -> MemoryCounters:
+        if not self._in_memory:
+            log.warning(
+                "Redis unreachable (%s); counting rate limits in the gate's memory until it "
+                "is back", exc or type(exc).__name__,
+            )
+            self._in_memory = True
+        self._retry_at = time.monotonic() + self._retry_interval
+        return self.memory
+
+    async def _limited(self, exempt: str, window: str, rate: Rate) -> bool:
+        counters = await self._counters()
+        now = time.time()
+        try:
+            return await counters.limited(exempt, window, rate, now)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return await self._fall_back(exc).limited(exempt, window, rate, now)
+
+    async def _hit(self, exempt: str, stages: tuple[Stage, ...]) -> int:
+        counters = await self._counters()
+        now = time.time()
+        try:
+            return await counters.hit(exempt, stages, now)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return await self._fall_back(exc).hit(exempt, stages, now)
+
+    # -- the budgets ---------------------------------------------------------------------------
+
+    async def ip_limited(self, ip: str) -> bool:
+        """True when ``ip``'s network has used up AUTH_RATELIMIT_IP and ``ip`` is not exempt."""
+        if self.statically_exempt(ip):
+            return False
+        return await self._limited(
+            self._exempt_key(ip), self._ip_window(self.network(ip)), self.ip_rate
+        )
+
+    async def user_limited(self, user: str, ip: str) -> bool:
+        """True when ``user`` has used up AUTH_RATELIMIT_USER and ``ip`` is not exempt."""
+        if self.statically_exempt(ip):
+            return False
+        return await self._limited(self._exempt_key(ip), self._user_window(user), self.user_rate)
+
+    def _ip_stage(self, network: str, username: str | None) -> Stage:
+        dedup = f"dedup-{network}-{username}" if username is not None else None
+        return Stage(dedup, self._ip_window(network), self.ip_rate)
+
+    async def fail_ip(self, ip: str, username: str | None = None) -> int:
+        """Count a failure against ``ip``'s network, once per ``username`` per window.
+
+        Without a username (an AUTH attempt on port 25) every call counts.
+        """
+        if self.statically_exempt(ip):
+            return 0
+        stage = self._ip_stage(self.network(ip), username)
+        return await self._hit(self._exempt_key(ip), (stage,))
+
+    async def fail_user(self, user: str, ip: str, fingerprint: str) -> int:
+        """Count a wrong password for existing ``user``: once per distinct password, and
+        then against the network once per username (reference §7.5.3)."""
+        if self.statically_exempt(ip):
+            return 0
+        user_stage = Stage(f"dedup2-{user}-{fingerprint}", self._user_window(user), self.user_rate)
+        ip_stage = self._ip_stage(self.network(ip), user)
+        return await self._hit(self._exempt_key(ip), (user_stage, ip_stage))
+
+    async def exempt(self, ip: str) -> None:
+        """Exempt ``ip`` for AUTH_RATELIMIT_EXEMPTION_LENGTH seconds after a good login."""
+        if self._exemption_length <= 0 or self.statically_exempt(ip):
+            return
+        key = self._exempt_key(ip)
+        counters = await self._counters()
+        try:
+            await counters.mark(key, self._exemption_length)
+        except (RedisError, OSError, TimeoutError) as exc:
+            await self._fall_back(exc).mark(key, self._exemption_length)
+
+    async def close(self) -> None:
+        await self.redis.close()

@@ -1,0 +1,175 @@
+"""The gate's HTTP/1.1 framing (RFC 9112) and its userdb and health endpoints."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.unit.test_gate_support import ALTERNATIVE, DOMAIN, GateHarness, running_gate
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateHarness]:
+    with running_gate(tmp_path_factory.mktemp("http"), "127.0.4.3") as harness:
+        yield harness
+
+
+def exchange(gate: GateHarness, raw: bytes) -> bytes:
+    """Send raw bytes, read until the server closes; what a careless client would see."""
+    with socket.create_connection((gate.address, gate.http_port), timeout=5) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+
+def test_userdb_answers_the_canonical_user_and_quota(gate: GateHarness) -> None:
+    status, headers, body = gate.get(f"/dovecot/userdb/Joe%40{ALTERNATIVE}")
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"user": f"joe@{DOMAIN}", "quota_rule": "*:bytes=1000000000"}
+
+
+def test_userdb_quota_zero_is_unlimited(gate: GateHarness) -> None:
+    status, _headers, body = gate.get(f"/dovecot/userdb/quota@{DOMAIN}")
+    assert status == 200
+    assert json.loads(body)["quota_rule"] == "*:bytes=0"
+
+
+@pytest.mark.parametrize(
+    ("email", "status"),
+    [
+        (f"nobody@{DOMAIN}", 404),
+        ("joe@remote.test", 404),
+        (f"a@b@{DOMAIN}", 404),
+        (f"%22joe%22@{DOMAIN}", 404),
+        ("", 404),
+        (f"%FF@{DOMAIN}", 400),  # a path that is not UTF-8 is not a request we can read
+    ],
+)
+def test_userdb_unknown_or_malformed(gate: GateHarness, email: str, status: int) -> None:
+    assert gate.get(f"/dovecot/userdb/{email}")[0] == status
+
+
+def test_health_reports_generation_and_counts(gate: GateHarness) -> None:
+    status, _headers, body = gate.get("/health")
+    assert status == 200
+    health = json.loads(body)
+    assert health["generation"] == gate.store.generation()
+    assert health["counts"]["users"] == 6
+    assert health["counts"]["domains"] == 2
+    assert health["rate_limits"] == "redis"
+
+
+def test_unknown_path_is_404(gate: GateHarness) -> None:
+    assert gate.get("/internal/postfix/domain/example.test")[0] == 404
+
+
+# -- framing -------------------------------------------------------------------------------------
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(gate: GateHarness) -> None:
+    conn = http.client.HTTPConnection(gate.address, gate.http_port, timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            assert response.status == 200
+            response.read()
+            assert response.getheader("Connection") is None
+        sock = conn.sock
+        conn.request("GET", f"/dovecot/userdb/joe@{DOMAIN}")
+        assert conn.getresponse().status == 200
+        assert conn.sock is sock  # the same connection
+    finally:
+        conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(gate: GateHarness) -> None:
+    one = b"GET /health HTTP/1.1\r\nHost: gate\r\n\r\n"
+    two = b"GET /nothing HTTP/1.1\r\nHost: gate\r\nConnection: close\r\n\r\n"
+    response = exchange(gate, one + two)
+    first, second = response.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ") and second.startswith(b"404 ")
+    assert b"Connection: close" in second
+
+
+def test_a_stray_empty_line_between_requests_is_ignored(gate: GateHarness) -> None:
+    one = b"GET /health HTTP/1.1\r\nHost: gate\r\n\r\n"
+    two = b"\r\nGET /health HTTP/1.1\r\nHost: gate\r\nConnection: close\r\n\r\n"
+    response = exchange(gate, one + two)
+    assert [part[:4] for part in response.split(b"HTTP/1.1 ")[1:]] == [b"200 ", b"200 "]
+
+
+def test_http_10_closes_unless_asked_to_keep_alive(gate: GateHarness) -> None:
+    response = exchange(gate, b"GET /health HTTP/1.0\r\n\r\n")
+    assert status_of(response) == 200 and b"Connection: close" in response
+    with socket.create_connection((gate.address, gate.http_port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        first = sock.recv(65536)
+        assert b"Connection: keep-alive" in first
+        sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        assert status_of(sock.recv(65536)) == 200
+
+
+def test_head_has_the_headers_without_the_body(gate: GateHarness) -> None:
+    response = exchange(gate, b"HEAD /health HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert status_of(head) == 200 and b"Content-Length: " in head and body == b""
+
+
+def test_other_methods_are_405(gate: GateHarness) -> None:
+    response = exchange(gate, b"DELETE /health HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
+    assert status_of(response) == 405
+    assert b"Allow: GET, HEAD" in response
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /health\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1 extra\r\nHost: g\r\n\r\n", 400),
+        (b"GET health HTTP/1.1\r\nHost: g\r\n\r\n", 400),
+        (b"GET http://x/health HTTP/1.1\r\nHost: g\r\n\r\n", 400),
+        (b"GET /health HTTP/2.0\r\nHost: g\r\n\r\n", 505),
+        (b"GET /health HTTP/1.1\r\n\r\n", 400),  # RFC 9112 §3.2: Host is required
+        (b"GET /health HTTP/1.1\r\nHost: g\r\nNo-Colon\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost : g\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: g\r\n folded\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: g\r\nHost: h\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: g\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\n\r\nhello", 400),
+        (b"GET /health HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"GET /\xff HTTP/1.1\r\nHost: g\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: g\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        (b"GET /health HTTP/1.1\r\nHost: g\r\n" + b"X-A: b\r\n" * 70 + b"\r\n", 431),
+    ],
+)
+def test_malformed_requests_get_an_error_and_a_closed_connection(
+    gate: GateHarness, raw: bytes, status: int
+) -> None:
+    response = exchange(gate, raw)
+    assert status_of(response) == status
+    assert b"Connection: close" in response
+    # And the server is still there.
+    assert gate.get("/health")[0] == 200
+
+
+def test_a_client_vanishing_mid_request_does_not_hurt(gate: GateHarness) -> None:
+    for partial in (b"GET /heal", b"GET /health HTTP/1.1\r\nHost: g\r\nAuth-"):
+        with socket.create_connection((gate.address, gate.http_port), timeout=5) as sock:
+            sock.sendall(partial)
+    assert gate.get("/health")[0] == 200
