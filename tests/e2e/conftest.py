@@ -11,11 +11,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
+from tests.e2e.dns import private_resolv_conf, start_dns
 from tests.e2e.stack import Stack, running
 
 pytestmark = pytest.mark.e2e
 
-# The outside world: an MX for remote.test on its own loopback address.
+# Before any thread starts: the daemons must see the test DNS, not the machine's resolver.
+IN_PRIVATE_NAMESPACE = private_resolv_conf()
+
+# The outside world: remote.test's MX (tests/e2e/dns.py) on its own loopback address.
 RECEIVER_ADDRESS = "127.0.9.1"
 RECEIVER_PORT = 25
 REMOTE_DOMAIN = "remote.test"
@@ -38,6 +42,16 @@ class Receiver:
         return [item for item in self.envelopes if item[2]["Subject"] == subject]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dns() -> Iterator[None]:
+    servers = start_dns()
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def receiver() -> Iterator[Receiver]:
     handler = Receiver()
@@ -50,7 +64,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def require_root() -> None:
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or not IN_PRIVATE_NAMESPACE:
         pytest.skip("end-to-end tests start Postfix, Dovecot and nginx and need root")
 
 
@@ -58,8 +72,5 @@ def require_root() -> None:
 def stack(receiver: Receiver) -> Iterator[Stack]:
     """The shared stack on 127.0.0.2; tests create their own users in it."""
     require_root()
-    transport = f"{REMOTE_DOMAIN} smtp:[{RECEIVER_ADDRESS}]:{RECEIVER_PORT}\n"
-    with running(
-        Stack("main", "127.0.0.2", files={"overrides/postfix/transport.map": transport})
-    ) as started:
+    with running(Stack("main", "127.0.0.2")) as started:
         yield started

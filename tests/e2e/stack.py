@@ -210,33 +210,38 @@ class Stack:
         """IMAP on 993 from ``source``, checking the certificate against HOSTNAMES[0]."""
         return _BoundIMAP4_SSL(self.address, source, self.tls_context(check_hostname=True))
 
+    def search(self, user: str, password: str, subject: str, fetch: bool = False) -> list[bytes]:
+        """Messages in the user's INBOX whose subject contains ``subject``."""
+        client = self.imap()
+        try:
+            client.login(user, password)
+            client.select("INBOX", readonly=True)
+            _, data = client.search(None, "SUBJECT", f'"{subject}"')
+            ids = data[0].split()
+            if not fetch:
+                return ids
+            return [client.fetch(i, "(RFC822)")[1][0][1] for i in ids]
+        finally:
+            try:
+                client.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+
     def wait_for_message(
         self, user: str, password: str, subject: str, timeout: float = 20.0
     ) -> bytes:
         """Poll the user's INBOX over IMAP until a message with ``subject`` is there."""
         deadline = time.monotonic() + timeout
         while True:
-            with contextlib.closing(self.imap()) as client:
-                client.login(user, password)
-                client.select("INBOX")
-                _, data = client.search(None, "SUBJECT", f'"{subject}"')
-                ids = data[0].split()
-                if ids:
-                    _, fetched = client.fetch(ids[-1], "(RFC822)")
-                    client.logout()
-                    return fetched[0][1]
-                client.logout()
+            found = self.search(user, password, subject, fetch=True)
+            if found:
+                return found[-1]
             if time.monotonic() > deadline:
                 raise AssertionError(f"{subject!r} did not arrive for {user}:\n{self.log_tail()}")
             time.sleep(0.5)
 
     def count_messages(self, user: str, password: str, subject: str) -> int:
-        with contextlib.closing(self.imap()) as client:
-            client.login(user, password)
-            client.select("INBOX")
-            _, data = client.search(None, "SUBJECT", f'"{subject}"')
-            client.logout()
-            return len(data[0].split())
+        return len(self.search(user, password, subject))
 
 
 class _BoundIMAP4_SSL(imaplib.IMAP4_SSL):

@@ -38,7 +38,8 @@ def pop_login(stack: Stack, user: str, password: str, source: str) -> str:
         client.user(user)
         client.pass_(password)
     except poplib.error_proto as exc:
-        return str(exc)
+        reply = exc.args[0]
+        return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
     finally:
         client.close()
     return "OK"
