@@ -1,0 +1,71 @@
+"""Which daemons make up a stack, in which order, and how each is handed to the supervisor.
+
+The order comes from each service's ``after``: a daemon starts only once every daemon it
+names is ready (docs/ARCHITECTURE.md: redis, gate, dovecot, postfix, nginx). Services that
+do not depend on each other keep the order in which they are listed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from roost.layout import Layout
+from roost.runner.supervisor import ChildSpec
+from roost.services.base import Service, ServiceConfigError
+
+
+def enabled_services(layout: Layout) -> list[Service]:
+    """Every daemon this stack runs, in start order."""
+    from roost.services.dovecot import DovecotService
+    from roost.services.gate import GateService
+    from roost.services.nginx import NginxService
+    from roost.services.postfix import PostfixService
+    from roost.services.redis import RedisService
+
+    return in_start_order(
+        [
+            RedisService(layout),
+            GateService(layout),
+            DovecotService(layout),
+            PostfixService(layout),
+            NginxService(layout),
+        ]
+    )
+
+
+def in_start_order(services: Sequence[Service]) -> list[Service]:
+    """Order ``services`` so each comes after those it names in ``after``.
+
+    A name in ``after`` that is not among ``services`` (a disabled daemon) is ignored; a
+    cycle is a programming error reported as a configuration error, before anything starts.
+    """
+    by_name = {service.name: service for service in services}
+    placed: list[Service] = []
+    done: set[str] = set()
+    remaining = list(services)
+    while remaining:
+        for service in remaining:
+            needs = {name for name in service.after if name in by_name}
+            if needs <= done:
+                placed.append(service)
+                done.add(service.name)
+                remaining.remove(service)
+                break
+        else:
+            names = ", ".join(service.name for service in remaining)
+            raise ServiceConfigError(f"services wait for each other in a cycle: {names}")
+    return placed
+
+
+def child_spec(service: Service, environ: Mapping[str, str] | None = None) -> ChildSpec:
+    """The supervisor's view of a service: the runner's environment plus the service's own."""
+    base = os.environ if environ is None else environ
+    stop = service.stop_command()
+    return ChildSpec(
+        name=service.name,
+        argv=tuple(service.command()),
+        env={**base, **service.environment()},
+        readiness=service.readiness(),
+        stop_argv=tuple(stop) if stop else None,
+    )

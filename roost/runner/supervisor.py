@@ -1,0 +1,547 @@
+"""Start daemons in order, keep them running, stop them all: the heart of ``roost up``.
+
+Each daemon runs as a child in a process group (and session) of its own, so one signal
+reaches all of its processes and a terminal's Ctrl-C reaches only the runner, which then
+stops the children in reverse order. Everything the children print is merged into the
+runner's stdout, line by line, behind the service's name.
+
+A child that dies is restarted after a back-off (1 s, 2 s, 4 s ... capped at 30 s, reset once
+it has stayed up a minute), but only after whatever it left behind is gone: a daemon's
+workers that outlive their master still hold its ports and locks, and would make the new
+master fail. The first start is different: a daemon that cannot start then is a
+configuration problem, so ``roost up`` stops with an error naming the daemon and showing
+its last lines instead of looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roost.runner import procs
+from roost.runner.probe import first_silent
+from roost.runner.statusfile import (
+    FAILED,
+    RESTARTING,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    readiness_to_json,
+    write_status,
+)
+from roost.services.base import Readiness
+
+__all__ = ["ChildSpec", "Policy", "Supervisor"]
+
+TAIL_LINES = 15
+#: how often to look whether a child has exited (see _exit_of): while stopping one, and
+#: while it runs (a crash is noticed this much later at most)
+EXIT_POLL = 0.05
+WATCH_POLL = 0.2
+CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One daemon as the supervisor sees it: how to start, probe and stop it."""
+
+    name: str
+    argv: tuple[str, ...]
+    #: the complete environment of the child; None inherits the runner's
+    env: Mapping[str, str] | None = None
+    readiness: Readiness = field(default_factory=Readiness)
+    #: run instead of sending SIGTERM when the daemon has its own way to stop
+    stop_argv: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Timings; the defaults are the production ones, tests shorten them."""
+
+    ready_timeout: float = 30.0
+    stop_grace: float = 10.0
+    backoff_first: float = 1.0
+    backoff_cap: float = 30.0
+    stable_after: float = 60.0
+    probe_interval: float = 0.2
+    #: become a child subreaper so daemons that leave their process group (Postfix's
+    #: master) are handed back to us when their parent dies; off for in-process tests
+    adopt_orphans: bool = True
+
+    def backoff(self, failures: int) -> float:
+        return float(min(self.backoff_first * 2**failures, self.backoff_cap))
+
+
+class _Child:
+    """The mutable state of one supervised daemon."""
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.process: asyncio.subprocess.Process | None = None
+        self.ticks: int | None = None
+        self.state = STOPPED
+        self.restarts = 0
+        self.failures = 0
+        self.since = time.time()
+        self.started = 0.0
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.groups: set[int] = set()
+        self.group_ticks: dict[int, int] = {}
+        self.life: asyncio.Task[None] | None = None
+        self.pumps: list[asyncio.Task[None]] = []
+        self.first_ready: asyncio.Future[str | None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+class Supervisor:
+    """Runs ``specs`` in order until a signal (or a failed first start) ends it."""
+
+    def __init__(
+        self,
+        specs: Sequence[ChildSpec],
+        policy: Policy | None = None,
+        status_file: Path | None = None,
+        on_ready: Callable[[], None] | None = None,
+        out: Callable[[str], None] | None = None,
+        err: Callable[[str], None] | None = None,
+    ) -> None:
+        self.children = [_Child(spec) for spec in specs]
+        self.policy = policy or Policy()
+        self.status_file = status_file
+        self.on_ready = on_ready
+        self._out = out or _print_to(sys.stdout)
+        self._err = err or _print_to(sys.stderr)
+        self._width = max((len(spec.name) for spec in specs), default=0)
+        self._tracked: set[int] = set()
+        self._stopping = asyncio.Event()
+        self._urgent = False
+        self._started = time.time()
+
+    # -- the whole run ------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, supervise until SIGTERM/SIGINT, stop everything; exit code."""
+        loop = asyncio.get_running_loop()
+        if self.policy.adopt_orphans:
+            procs.become_subreaper()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        reaper = asyncio.create_task(self._reap_orphans()) if self.policy.adopt_orphans else None
+        code = 0
+        try:
+            self._write_status()
+            code = await self._start_all()
+            if code == 0 and not self._stopping.is_set():
+                if self.on_ready is not None:
+                    self.on_ready()
+                await self._stopping.wait()
+        finally:
+            await self._stop_all()
+            if reaper is not None:
+                reaper.cancel()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        return code
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM would (for an embedding program, or a test)."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.is_set():
+            self._urgent = True
+            self._say(f"received {name} again, stopping without waiting")
+            return
+        self._say(f"received {name}, stopping")
+        self._stopping.set()
+
+    async def _start_all(self) -> int:
+        """Start each child once ready is the one before; 1 when one cannot start."""
+        loop = asyncio.get_running_loop()
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            for child in self.children:
+                child.first_ready = loop.create_future()
+                child.life = asyncio.create_task(self._life(child))
+                await asyncio.wait({child.first_ready, stop_wait}, return_when="FIRST_COMPLETED")
+                if self._stopping.is_set():
+                    return 0
+                problem = child.first_ready.result()
+                if problem is not None:
+                    self._err(f"roost: error: {problem}")
+                    return 1
+            return 0
+        finally:
+            stop_wait.cancel()
+
+    # -- one child's life -----------------------------------------------------------------
+
+    async def _life(self, child: _Child) -> None:
+        """Start, wait for ready, wait for exit, back off, again, until stopping."""
+        assert child.first_ready is not None
+        while not self._stopping.is_set():
+            problem = await self._start_once(child)
+            if problem is None:
+                child.state = RUNNING
+                child.since = time.time()
+                self._note_groups(child)
+                self._write_status()
+                if not child.first_ready.done():
+                    child.first_ready.set_result(None)
+                assert child.process is not None
+                returncode = await _exit_of(child.process, WATCH_POLL)
+                if self._stopping.is_set():
+                    return
+                problem = f"exited with {procs.signal_name(returncode)}"
+            if self._stopping.is_set():
+                return
+            await self._end(child)
+            if not child.first_ready.done():
+                if child.pumps:
+                    await asyncio.wait(child.pumps, timeout=1)
+                child.state = FAILED
+                self._write_status()
+                child.first_ready.set_result(self._explain(child, problem))
+                return
+            if time.monotonic() - child.started >= self.policy.stable_after:
+                child.failures = 0
+            delay = self.policy.backoff(child.failures)
+            child.failures += 1
+            child.restarts += 1
+            child.state = RESTARTING
+            child.since = time.time()
+            self._write_status()
+            self._say(f"{child.name} {problem}, restarting in {delay:g}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _start_once(self, child: _Child) -> str | None:
+        """Spawn the child and wait until it answers; None when ready, else what went wrong."""
+        child.state = STARTING
+        child.since = time.time()
+        child.started = time.monotonic()
+        child.tail.clear()
+        child.groups = set()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *child.spec.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(child.spec.env) if child.spec.env is not None else None,
+                start_new_session=True,
+                limit=CHUNK,
+            )
+        except OSError as exc:
+            child.process = None
+            return f"could not be started ({child.spec.argv[0]}: {exc.strerror or exc})"
+        child.process = process
+        child.ticks = procs.start_ticks(process.pid)
+        child.groups = {process.pid}
+        self._tracked.add(process.pid)
+        assert process.stdout is not None
+        child.pumps = [p for p in child.pumps if not p.done()]
+        child.pumps.append(asyncio.create_task(self._pump(child, process.stdout)))
+        self._write_status()
+        return await self._wait_ready(child)
+
+    async def _wait_ready(self, child: _Child) -> str | None:
+        assert child.process is not None
+        deadline = time.monotonic() + self.policy.ready_timeout
+        while True:
+            if self._stopping.is_set():
+                return "was stopped before it was ready"
+            if child.process.returncode is not None:
+                code = procs.signal_name(child.process.returncode)
+                return f"exited with {code} before it was ready"
+            silent = await first_silent(child.spec.readiness)
+            if silent is None:
+                return None
+            if time.monotonic() >= deadline:
+                return (
+                    f"was not ready after {self.policy.ready_timeout:g}s "
+                    f"(nothing answered on {silent})"
+                )
+            await asyncio.sleep(self.policy.probe_interval)
+
+    def _explain(self, child: _Child, problem: str) -> str:
+        lines = [f"{child.name} {problem}"]
+        if child.tail:
+            lines.append("its last lines were:")
+            lines.extend(f"  {self._prefix(child)}{line}" for line in child.tail)
+        else:
+            lines.append("it printed nothing")
+        return "\n".join(lines)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _prefix(self, child: _Child) -> str:
+        return f"{child.name:<{self._width}} | "
+
+    async def _pump(self, child: _Child, stream: asyncio.StreamReader) -> None:
+        """Copy the child's output to ours line by line; long lines are cut into pieces."""
+        buffer = b""
+        while True:
+            chunk = await stream.read(CHUNK)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self._emit(child, line)
+            if len(buffer) >= CHUNK:
+                self._emit(child, buffer)
+                buffer = b""
+        if buffer:
+            self._emit(child, buffer)
+
+    def _emit(self, child: _Child, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        child.tail.append(text)
+        self._out(self._prefix(child) + text)
+
+    def _say(self, text: str) -> None:
+        self._out(f"roost: {text}")
+
+    # -- stopping -----------------------------------------------------------------------
+
+    async def _stop_all(self) -> None:
+        """Stop every started child, last started first, then wait for their output."""
+        self._stopping.set()
+        for child in reversed(self.children):
+            await self._stop_child(child)
+        lives = [child.life for child in self.children if child.life is not None]
+        await asyncio.gather(*lives, return_exceptions=True)
+        # A child whose restart was being spawned while the loop above passed it.
+        for child in reversed(self.children):
+            if child.alive:
+                await self._stop_child(child)
+        pumps = [pump for child in self.children for pump in child.pumps]
+        if pumps:
+            await asyncio.wait(pumps, timeout=2)
+            for pump in pumps:
+                pump.cancel()
+        self._say("stopped")
+
+    async def _stop_child(self, child: _Child) -> None:
+        if child.process is None:
+            return
+        if child.alive:
+            child.state = STOPPING
+            self._write_status()
+            self._say(f"stopping {child.name}")
+            await self._terminate(child)
+        await self._end(child)
+        child.state = STOPPED
+        child.since = time.time()
+        self._write_status()
+
+    async def _terminate(self, child: _Child) -> None:
+        """Ask a running child to stop (its stop command or SIGTERM), wait up to the grace;
+        then SIGKILL all its process groups."""
+        assert child.process is not None
+        self._note_groups(child)
+        deadline = time.monotonic() + self.policy.stop_grace
+        stopper = None
+        if child.spec.stop_argv and not self._urgent:
+            stopper = await self._run_stop_command(child)
+        if stopper is None:
+            # The leaders only: a daemon's master stops its own workers in order, and
+            # workers signalled directly only complain that they were killed.
+            for pgid in self._groups_to_signal(child):
+                procs.signal_process(pgid, signal.SIGTERM)
+        while child.alive and time.monotonic() < deadline and not self._urgent:
+            await asyncio.sleep(EXIT_POLL)
+        if child.alive:
+            if not self._urgent:
+                self._say(f"{child.name} did not stop in {self.policy.stop_grace:g}s, killing it")
+            for pgid in self._groups_to_signal(child):
+                procs.signal_group(pgid, signal.SIGKILL)
+            await _exit_of(child.process)
+        if stopper is not None and stopper.returncode is None:
+            procs.signal_group(stopper.pid, signal.SIGKILL)
+            await _exit_of(stopper)
+
+    async def _run_stop_command(self, child: _Child) -> asyncio.subprocess.Process | None:
+        assert child.spec.stop_argv is not None
+        try:
+            stopper = await asyncio.create_subprocess_exec(
+                *child.spec.stop_argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(child.spec.env) if child.spec.env is not None else None,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._say(f"cannot run the stop command of {child.name}: {exc}; sending SIGTERM")
+            return None
+        self._tracked.add(stopper.pid)
+        assert stopper.stdout is not None
+        child.pumps.append(asyncio.create_task(self._pump(child, stopper.stdout)))
+        return stopper
+
+    async def _end(self, child: _Child) -> None:
+        """Make sure nothing of a child whose main process has exited is left running.
+
+        Its process groups (its own and those its descendants made) and any orphan the
+        kernel handed to us get SIGTERM, then SIGKILL once the grace period is over.
+        """
+        if child.process is not None and child.alive:
+            for pgid in self._groups_to_signal(child):
+                procs.signal_group(pgid, signal.SIGKILL)
+            await _exit_of(child.process)
+        if child.process is not None:
+            self._tracked.discard(child.process.pid)
+        deadline = time.monotonic() + self.policy.stop_grace
+        signum = signal.SIGTERM
+        while True:
+            leftovers = self._leftovers(child)
+            if not leftovers:
+                return
+            if self._urgent or time.monotonic() >= deadline:
+                signum = signal.SIGKILL
+            for pgid, pids in leftovers.items():
+                if pgid is None:
+                    for pid in pids:
+                        procs.signal_process(pid, signum)
+                else:
+                    procs.signal_group(pgid, signum)
+            await asyncio.sleep(0.1)
+            if self.policy.adopt_orphans:
+                procs.reap_zombies(os.getpid(), self._tracked)
+
+    def _protected_groups(self, child: _Child) -> set[int]:
+        """Groups never to signal: ours, and those of the other children still running."""
+        protected = {os.getpgrp()}
+        for other in self.children:
+            if other is not child and other.alive and other.process is not None:
+                protected.add(other.process.pid)
+        return protected
+
+    def _groups_to_signal(self, child: _Child) -> list[int]:
+        self._note_groups(child)
+        protected = self._protected_groups(child)
+        return sorted(pgid for pgid in child.groups if pgid not in protected)
+
+    def _note_groups(self, child: _Child) -> None:
+        """Remember the process groups of the child's descendants (Postfix's master
+        makes its own), so they can still be found once the child itself is gone."""
+        if child.process is None or child.process.returncode is not None:
+            return
+        for info in procs.descendants(child.process.pid):
+            if info.pgid not in child.groups and info.pgid == info.pid:
+                child.groups.add(info.pgid)
+                child.group_ticks[info.pgid] = info.start_ticks
+        if child.ticks is not None:
+            child.group_ticks[child.process.pid] = child.ticks
+
+    def _leftovers(self, child: _Child) -> dict[int | None, list[int]]:
+        """Live processes of the child's groups, and orphans handed to us, by group.
+
+        An orphan whose group is protected (ours, or another running child's) is listed
+        under None and is signalled alone, never its group.
+        """
+        table = procs.all_processes()
+        me = os.getpid()
+        protected = self._protected_groups(child)
+        groups = {pgid for pgid in child.groups if pgid not in protected}
+        loners: list[int] = []
+        if self.policy.adopt_orphans:
+            for info in table:
+                if info.ppid == me and not info.zombie and info.pid not in self._tracked:
+                    if info.pgid in protected:
+                        loners.append(info.pid)
+                    else:
+                        groups.add(info.pgid)
+        found: dict[int | None, list[int]] = {}
+        for info in table:
+            if info.pgid in groups and not info.zombie and info.pid != me:
+                found.setdefault(info.pgid, []).append(info.pid)
+        if loners:
+            found[None] = loners
+        return found
+
+    async def _reap_orphans(self) -> None:
+        """Adopted orphans that die on their own become zombies until someone waits."""
+        while True:
+            await asyncio.sleep(2)
+            procs.reap_zombies(os.getpid(), self._tracked)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _write_status(self) -> None:
+        if self.status_file is None:
+            return
+        write_status(self.status_file, self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The status file's content (see roost.runner.statusfile)."""
+        services: dict[str, Any] = {}
+        for child in self.children:
+            alive = child.alive and child.process is not None
+            services[child.name] = {
+                "pid": child.process.pid if alive and child.process else None,
+                "start_ticks": child.ticks if alive else None,
+                "state": child.state,
+                "restarts": child.restarts,
+                "since": child.since,
+                "readiness": readiness_to_json(child.spec.readiness),
+                "groups": sorted(
+                    [pgid, ticks]
+                    for pgid, ticks in child.group_ticks.items()
+                    if pgid in child.groups
+                )
+                if alive
+                else [],
+            }
+        return {
+            "runner": {
+                "pid": os.getpid(),
+                "start_ticks": procs.start_ticks(os.getpid()),
+                "started": self._started,
+            },
+            "updated": time.time(),
+            "services": services,
+        }
+
+
+async def _exit_of(process: asyncio.subprocess.Process, poll: float = EXIT_POLL) -> int:
+    """Wait for the process itself to exit.
+
+    Not ``process.wait()``: before Python 3.12 it also waits until every holder of the
+    child's stdout pipe has closed it, and a daemon's orphaned workers hold it open.
+    """
+    while process.returncode is None:
+        await asyncio.sleep(poll)
+    return process.returncode
+
+
+def _print_to(stream: Any) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # nobody reads our output any more; keep supervising
+
+    return write

@@ -1,0 +1,49 @@
+"""The gate as a supervised service: Roost's own daemon, started like the others.
+
+It has no configuration file to render: it reads the same settings as the runner, handed
+over in its environment, so the gate and the daemons it answers can never disagree about
+ROOT, the bind address or a limit. It is ready when both of its faces answer: the
+socketmap socket Postfix uses and the HTTP port nginx and Dovecot use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import roost
+from roost.layout import GATE_HTTP_PORT
+from roost.services.base import Readiness, Service
+
+
+@dataclass
+class GateService(Service):
+    name: str = field(init=False, default="gate")
+    after: tuple[str, ...] = field(init=False, default=("redis",))
+
+    def render(self) -> None:
+        """Nothing to write; only the directory for its sockets must exist."""
+        self.layout.gate_socketmap.parent.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "roost", "gate"]
+
+    def readiness(self) -> Readiness:
+        return Readiness(
+            unix_sockets=(self.layout.gate_socketmap,),
+            tcp=((self.layout.internal_address, GATE_HTTP_PORT),),
+        )
+
+    def environment(self) -> dict[str, str]:
+        """Every setting, and the import path of this very copy of Roost.
+
+        ``python -m roost`` must import the code the runner runs, also when Roost runs
+        from a source checkout that is not installed.
+        """
+        env = self.layout.settings.to_environ()
+        source = str(Path(roost.__file__).resolve().parent.parent)
+        inherited = os.environ.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = f"{source}{os.pathsep}{inherited}" if inherited else source
+        return env

@@ -1,0 +1,268 @@
+"""``roost up`` around the supervisor: lock, bootstrap, render errors, leftovers, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from roost import runner
+from roost.layout import GATE_HTTP_PORT, Layout
+from roost.runner import procs
+from roost.runner.leftovers import stop_leftovers
+from roost.runner.lock import AlreadyRunning, RunLock
+from roost.runner.stack import child_spec, in_start_order
+from roost.runner.summary import listening, summary_lines
+from roost.runner.supervisor import Policy
+from roost.services.base import Readiness, Service, ServiceConfigError
+from roost.services.gate import GateService
+from roost.settings import Settings, load_settings
+
+FAST = Policy(ready_timeout=5, stop_grace=2, probe_interval=0.05, adopt_orphans=False)
+# Prints, then listens on the socket named by argv[2]: ready means it has printed.
+SLEEPER = (
+    "import socket, sys, time; print('fake ' + sys.argv[1], flush=True); "
+    "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[2]); s.listen(); time.sleep(60)"
+)
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A 0755 directory: bootstrap refuses a ROOT other users could not traverse."""
+    path = Path(tempfile.mkdtemp(prefix="roost-unit-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_settings(base: Path, **extra: str) -> Settings:
+    environ = {
+        "ROOT": str(base / "root"),
+        "DOMAIN": "example.test",
+        "HOSTNAMES": "mail.example.test",
+        "TLS_FLAVOR": "notls",
+        "BIND_ADDRESS4": "127.0.7.1",
+        **extra,
+    }
+    return load_settings(environ=environ)
+
+
+class Fake(Service):
+    """A service whose daemon is a sleeping Python program."""
+
+    def __init__(
+        self, layout: Layout, name: str, after: tuple[str, ...] = (), broken: str | None = None
+    ) -> None:
+        super().__init__(layout)
+        self.name = name
+        self.after = after
+        self.broken = broken
+
+    def render(self) -> None:
+        if self.broken:
+            raise ServiceConfigError(self.broken)
+        (self.layout.etc / f"{self.name}.rendered").write_text("ok\n")
+
+    @property
+    def socket(self) -> Path:
+        return self.layout.run / f"{self.name}.sock"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", SLEEPER, self.name, str(self.socket)]
+
+    def readiness(self) -> Readiness:
+        return Readiness(unix_sockets=(self.socket,))
+
+
+def stop_when_running(status: Path, names: set[str]) -> threading.Thread:
+    """SIGTERM this process (the running `up`) once every service in ``names`` runs."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                services = json.loads(status.read_text())["services"]
+            except (OSError, ValueError, KeyError):
+                services = {}
+            if names and all(services.get(n, {}).get("state") == "running" for n in names):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_up_prepares_root_renders_runs_and_stops_on_sigterm(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(base)
+    layout = Layout(settings)
+    services = [Fake(layout, "b", after=("a",)), Fake(layout, "a")]
+    watcher = stop_when_running(layout.runner_status, {"a", "b"})
+    assert runner.up(settings, services=services, policy=FAST) == 0
+    watcher.join()
+    out = capsys.readouterr().out
+    assert (layout.etc / "a.rendered").exists() and (layout.etc / "b.rendered").exists()
+    assert "roost: created ROOT" in out
+    assert "a | fake a" in out and "b | fake b" in out
+    assert "roost: ready on 127.0.7.1: smtp 25" in out
+    assert out.index("roost: stopping b") < out.index("roost: stopping a")
+    states = json.loads(layout.runner_status.read_text())["services"]
+    assert {name: entry["state"] for name, entry in states.items()} == {
+        "a": "stopped",
+        "b": "stopped",
+    }
+    # A clean exit empties the lock file: the next start finds no stale runner.
+    assert (layout.run / "roost.pid").read_text() == ""
+
+
+def test_a_configuration_error_stops_before_anything_starts(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(base)
+    layout = Layout(settings)
+    services = [
+        Fake(layout, "a"),
+        Fake(layout, "b", broken="overrides/b/b.conf, line 3: unknown setting"),
+    ]
+    assert runner.up(settings, services=services, policy=FAST) == runner.EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert captured.err == "roost: error: overrides/b/b.conf, line 3: unknown setting\n"
+    assert "fake a" not in captured.out
+    assert not layout.runner_status.exists()
+
+
+def test_a_second_up_for_the_same_root_is_refused(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(base)
+    layout = Layout(settings)
+    lock = RunLock(layout.run / "roost.pid")
+    lock.acquire()
+    try:
+        assert runner.up(settings, services=[Fake(layout, "a")], policy=FAST) == 1
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert "another `roost up`" in err
+    assert f"(pid {os.getpid()})" in err
+
+
+def test_the_lock_is_held_by_a_running_process_not_by_the_file() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "roost.pid"
+        path.write_text("999999\n")  # left by a runner that was killed
+        first = RunLock(path)
+        assert first.acquire() == 999999
+        with pytest.raises(AlreadyRunning) as refused:
+            RunLock(path).acquire()
+        assert refused.value.pid == os.getpid()
+        first.release()
+        assert RunLock(path).acquire() is None
+
+
+def test_a_stale_lock_is_taken_over_and_reported(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(base)
+    layout = Layout(settings)
+    layout.run.mkdir(parents=True)
+    (layout.run / "roost.pid").write_text("424242\n")
+    watcher = stop_when_running(layout.runner_status, {"a"})
+    assert runner.up(settings, services=[Fake(layout, "a")], policy=FAST) == 0
+    watcher.join()
+    assert "the previous `roost up` (pid 424242) did not stop cleanly" in capsys.readouterr().out
+
+
+def test_leftovers_of_a_killed_runner_are_stopped_by_recorded_group_and_start_time() -> None:
+    survivor = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        ticks = procs.start_ticks(survivor.pid)
+        data = {
+            "services": {
+                "postfix": {"groups": [[survivor.pid, ticks]]},
+                # Same pid recorded with another start time: a different process now.
+                "dovecot": {"groups": [[stranger.pid, 1]]},
+            }
+        }
+        messages = stop_leftovers(data, grace=2)
+        assert messages == ["stopped postfix left running by the previous `roost up`"]
+        assert survivor.wait(timeout=5) == -signal.SIGTERM
+        assert stranger.poll() is None
+    finally:
+        for process in (survivor, stranger):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_services_start_after_those_they_name() -> None:
+    layout = Layout(Settings())
+    nginx = Fake(layout, "nginx", after=("postfix",))
+    postfix = Fake(layout, "postfix", after=("gate", "dovecot", "rspamd"))
+    dovecot = Fake(layout, "dovecot", after=("gate",))
+    gate = Fake(layout, "gate", after=("redis",))
+    redis = Fake(layout, "redis")
+    ordered = in_start_order([nginx, postfix, dovecot, gate, redis])
+    assert [s.name for s in ordered] == ["redis", "gate", "dovecot", "postfix", "nginx"]
+    with pytest.raises(ServiceConfigError, match="cycle: a, b"):
+        in_start_order([Fake(layout, "a", after=("b",)), Fake(layout, "b", after=("a",))])
+
+
+def test_the_gate_runs_this_roost_with_the_same_settings(base: Path) -> None:
+    settings = make_settings(base, MESSAGE_SIZE_LIMIT="1234")
+    layout = Layout(settings)
+    gate = GateService(layout)
+    assert gate.name == "gate"
+    assert gate.command() == [sys.executable, "-m", "roost", "gate"]
+    assert gate.readiness() == Readiness(
+        unix_sockets=(layout.gate_socketmap,), tcp=(("127.0.7.1", GATE_HTTP_PORT),)
+    )
+    spec = child_spec(gate, environ={"PATH": "/usr/bin", "MESSAGE_SIZE_LIMIT": "1"})
+    assert spec.env is not None
+    assert spec.env["PATH"] == "/usr/bin"
+    assert spec.env["MESSAGE_SIZE_LIMIT"] == "1234"
+    assert spec.env["ROOT"] == str(layout.root)
+    assert load_settings(environ=spec.env) == settings
+    source = Path(spec.env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (source / "roost" / "runner" / "__init__.py").exists()
+
+
+def test_summary_names_ports_host_and_admin(base: Path) -> None:
+    settings = make_settings(
+        base,
+        TLS_FLAVOR="cert",
+        INITIAL_ADMIN_ACCOUNT="admin",
+        INITIAL_ADMIN_DOMAIN="example.test",
+        BIND_ADDRESS6="::1",
+    )
+    assert listening(settings) == (
+        "smtp 25, submissions 465, imaps 993, pop3s 995, sieve 4190, http 80, https 443"
+    )
+    lines = summary_lines(settings)
+    assert lines[0].startswith("ready on 127.0.7.1 and ::1: smtp 25")
+    assert "server mail.example.test" in lines[1]
+    assert "IMAP 993" in lines[1] and "SMTP 465" in lines[1]
+    assert lines[2] == "administrator account: admin@example.test"
+
+
+def test_summary_without_tls_lists_only_plain_ports(base: Path) -> None:
+    settings = make_settings(base, PORTS="25,80,110,143,443,465,587,993,995,4190")
+    assert listening(settings) == "smtp 25, submission 587, imap 143, pop3 110, sieve 4190, http 80"
+    assert any("TLS_FLAVOR=notls" in line for line in summary_lines(settings))
+    assert any("no administrator account" in line for line in summary_lines(settings))
