@@ -62,10 +62,13 @@ def child_spec(service: Service, environ: Mapping[str, str] | None = None) -> Ch
     """The supervisor's view of a service: the runner's environment plus the service's own."""
     base = os.environ if environ is None else environ
     stop = service.stop_command()
+    refresh = service.refresh_command()
     return ChildSpec(
         name=service.name,
         argv=tuple(service.command()),
         env={**base, **service.environment()},
         readiness=service.readiness(),
         stop_argv=tuple(stop) if stop else None,
+        after=tuple(service.after),
+        refresh_argv=tuple(refresh) if refresh else None,
     )

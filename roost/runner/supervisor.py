@@ -62,6 +62,10 @@ class ChildSpec:
     readiness: Readiness = field(default_factory=Readiness)
     #: run instead of sending SIGTERM when the daemon has its own way to stop
     stop_argv: tuple[str, ...] | None = None
+    #: the daemons this one waits for at start
+    after: tuple[str, ...] = ()
+    #: run when one of ``after`` is ready again after a restart (Service.refresh_command)
+    refresh_argv: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,8 @@ class Supervisor:
                 self._write_status()
                 if not child.first_ready.done():
                     child.first_ready.set_result(None)
+                else:
+                    await self._refresh_dependants(child)
                 assert child.process is not None
                 returncode = await _exit_of(child.process, WATCH_POLL)
                 if self._stopping.is_set():
@@ -233,6 +239,29 @@ class Supervisor:
             self._say(f"{child.name} {problem}, restarting in {delay:g}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _refresh_dependants(self, restarted: _Child) -> None:
+        """Tell the running daemons that wait for ``restarted`` that it is back."""
+        for child in self.children:
+            argv = child.spec.refresh_argv
+            if argv and restarted.name in child.spec.after and child.state == RUNNING:
+                try:
+                    refresher = await asyncio.create_subprocess_exec(
+                        *argv,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.STDOUT,
+                        env=dict(child.spec.env) if child.spec.env is not None else None,
+                    )
+                except OSError as exc:
+                    self._say(f"cannot refresh {child.name} after {restarted.name}: {exc}")
+                    continue
+                self._tracked.add(refresher.pid)
+                assert refresher.stdout is not None
+                await self._pump(child, refresher.stdout)
+                await refresher.wait()
+                self._tracked.discard(refresher.pid)
+                self._say(f"{restarted.name} is back: refreshed {child.name}")
 
     async def _start_once(self, child: _Child) -> str | None:
         """Spawn the child and wait until it answers; None when ready, else what went wrong."""

@@ -62,6 +62,14 @@ class Service:
         """A command that stops the daemon cleanly, when SIGTERM alone is not enough."""
         return None
 
+    def refresh_command(self) -> list[str] | None:
+        """Run when a daemon this one waits for (``after``) is back after a restart.
+
+        Postfix uses it to flush mail it deferred while Dovecot or the gate was down, so
+        that mail does not wait for the next queue run minutes later.
+        """
+        return None
+
     def environment(self) -> dict[str, str]:
         """Extra environment for the daemon's process."""
         return {}

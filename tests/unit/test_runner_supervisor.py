@@ -242,6 +242,36 @@ def test_a_killed_child_is_restarted_and_reported_by_signal(workdir: Path) -> No
     assert run.said("roost: victim exited with signal SIGKILL, restarting in 0.1s")
 
 
+def test_dependants_are_refreshed_when_what_they_wait_for_comes_back(workdir: Path) -> None:
+    """Postfix flushes its queue once Dovecot is back: the refresh command runs then, only."""
+    status = workdir / "status.json"
+    marker = workdir / "refreshed"
+    refresh = (sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')")
+    specs = [
+        listener(workdir, "backend"),
+        replace(listener(workdir, "mta"), after=("backend",), refresh_argv=refresh),
+    ]
+    run = Run(specs, status=status)
+
+    async def main() -> int:
+        task = asyncio.create_task(run.supervisor.run())
+        deadline = time.monotonic() + 10
+        while run.ready_at is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not marker.exists()
+        first = json.loads(status.read_text())["services"]["backend"]["pid"]
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        run.supervisor.request_stop()
+        return await task
+
+    assert asyncio.run(main()) == 0
+    assert marker.read_text() == "x"
+    assert run.said("backend is back: refreshed mta")
+
+
 def test_first_start_that_never_answers_fails_with_its_last_lines(workdir: Path) -> None:
     sock = workdir / "sockets" / "never.sock"
     specs = [

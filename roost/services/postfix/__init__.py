@@ -29,6 +29,7 @@ from roost.services.base import (
 )
 from roost.services.postfix.tools import (
     POSTFIX,
+    POSTQUEUE,
     apply_override_files,
     check_instance,
     compile_map,
@@ -212,6 +213,10 @@ class PostfixService(Service):
     def command(self) -> list[str]:
         # start-fg keeps master(8) attached to our stdout so maillog_file=/dev/stdout works.
         return [POSTFIX, "-c", str(self.etc), "start-fg"]
+
+    def refresh_command(self) -> list[str]:
+        """``postqueue -f``: deliver what was deferred while LMTP or the gate was away."""
+        return [POSTQUEUE, "-c", str(self.etc), "-f"]
 
     def stop_command(self) -> list[str]:
         """``postfix stop``: SIGTERM to start-fg reaches only its shell, not master(8).

@@ -21,6 +21,7 @@ from roost.services.base import ServiceConfigError
 POSTFIX = "postfix"
 POSTCONF = "postconf"
 POSTMAP = "postmap"
+POSTQUEUE = "postqueue"
 
 _PARAMETER_LINE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=(.*)$")
 _SERVICE_LINE = re.compile(r"^\s*([^\s/=]+)/([a-z-]+)\s*=\s*\S")
