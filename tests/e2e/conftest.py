@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
 from tests.e2e.dns import private_resolv_conf, start_dns
-from tests.e2e.stack import Stack, running
+from tests.e2e.stack import Stack, e2e_address, running
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 IN_PRIVATE_NAMESPACE = private_resolv_conf()
 
 # The outside world: remote.test's MX (tests/e2e/dns.py) on its own loopback address.
-RECEIVER_ADDRESS = "127.0.9.1"
+RECEIVER_ADDRESS = e2e_address(91)
 RECEIVER_PORT = 25
 REMOTE_DOMAIN = "remote.test"
 
@@ -70,7 +70,7 @@ def require_root() -> None:
 
 @pytest.fixture(scope="session")
 def stack(receiver: Receiver) -> Iterator[Stack]:
-    """The shared stack on 127.0.0.2; tests create their own users in it."""
+    """The shared stack; tests create their own users in it."""
     require_root()
-    with running(Stack("main", "127.0.0.2")) as started:
+    with running(Stack("main", e2e_address(2))) as started:
         yield started

@@ -16,17 +16,19 @@ from pathlib import Path
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-DNS_ADDRESS = "127.0.0.53"
+from tests.e2e.stack import e2e_address
+
+DNS_ADDRESS = e2e_address(53)
 CLONE_NEWNS = 0x00020000
 
-ZONE = """
+ZONE = f"""
 sender.test.        300 IN MX 10 mx.sender.test.
-mx.sender.test.     300 IN A  127.0.9.2
-outside.test.       300 IN A  127.0.9.3
+mx.sender.test.     300 IN A  {e2e_address(92)}
+outside.test.       300 IN A  {e2e_address(93)}
 remote.test.        300 IN MX 10 mx.remote.test.
-mx.remote.test.     300 IN A  127.0.9.1
+mx.remote.test.     300 IN A  {e2e_address(91)}
 example.test.       300 IN MX 10 mail.example.test.
-mail.example.test.  300 IN A  127.0.0.2
+mail.example.test.  300 IN A  {e2e_address(2)}
 """
 
 

@@ -1,6 +1,6 @@
 """A whole Roost stack for end-to-end tests: ``roost up`` on its own loopback address.
 
-Each stack has its own ROOT and binds the standard ports on its own address (127.0.0.N),
+Each stack has its own ROOT and binds the standard ports on its own address (ROOST_E2E_NET.N),
 so stacks never collide. Everything is driven through the real command line, the way a user
 would: the settings file, ``roost up``, ``roost user ...``.
 """
@@ -24,7 +24,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-E2E_BASE = Path("/tmp/roost-e2e")
+#: Every address the e2e tests own is in this /24, so two test runs (say, two developers'
+#: sessions) on one machine can use different ones: ROOST_E2E_NET=127.0.1 ./test.sh
+E2E_NET = os.environ.get("ROOST_E2E_NET", "127.0.0")
+E2E_BASE = Path(f"/tmp/roost-e2e-{E2E_NET}")
+
+
+def e2e_address(host: int) -> str:
+    return f"{E2E_NET}.{host}"
+
+
 DOMAIN = "example.test"
 HOSTNAME = "mail.example.test"
 # Outside clients connect from this network: not loopback's 127.0.0.1, so not trusted.
@@ -222,10 +231,8 @@ class Stack:
                 return ids
             return [client.fetch(i, "(RFC822)")[1][0][1] for i in ids]
         finally:
-            try:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
                 client.logout()
-            except (imaplib.IMAP4.error, OSError):
-                pass
 
     def wait_for_message(
         self, user: str, password: str, subject: str, timeout: float = 20.0

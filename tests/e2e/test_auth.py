@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import poplib
 import re
@@ -25,10 +26,8 @@ def imap_login(stack: Stack, user: str, password: str, source: str) -> str:
     except imaplib.IMAP4.error as exc:
         return str(exc)
     finally:
-        try:
+        with contextlib.suppress(imaplib.IMAP4.error, OSError):
             client.logout()
-        except (imaplib.IMAP4.error, OSError):
-            pass
     return "OK"
 
 

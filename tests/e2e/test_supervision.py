@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import require_root
-from tests.e2e.stack import Stack, running
+from tests.e2e.stack import Stack, e2e_address, running
 from tests.e2e.test_inbound import message
 
 pytestmark = pytest.mark.e2e
@@ -24,13 +24,13 @@ SERVICES = ("redis", "gate", "dovecot", "postfix", "nginx")
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[Stack]:
     require_root()
-    with running(Stack("supervised", "127.0.0.3")) as started:
+    with running(Stack("supervised", e2e_address(3))) as started:
         yield started
 
 
 def status(stack: Stack) -> dict[str, dict[str, object]]:
     data = json.loads((stack.root / "run" / "status.json").read_text())
-    return data["services"] if "services" in data else data
+    return data.get("services", data)
 
 
 def wait_restarted(stack: Stack, service: str, old_pid: int, timeout: float = 30) -> int:
