@@ -13,6 +13,8 @@ from tests.e2e.stack import DOMAIN, Stack
 
 pytestmark = pytest.mark.e2e
 
+SENDER = "someone@sender.test"
+
 
 def message(sender: str, rcpt: str, subject: str, body: str = "Hello from the test.") -> str:
     return (
@@ -25,7 +27,7 @@ def test_inbound_mail_lands_in_inbox(stack: Stack) -> None:
     user = stack.add_user("inbound", "inbound-pw-1")
     subject = f"inbound {uuid.uuid4()}"
     with stack.smtp() as client:
-        client.sendmail("someone@sender.test", [user], message("someone@sender.test", user, subject))
+        client.sendmail(SENDER, [user], message(SENDER, user, subject))
     raw = stack.wait_for_message(user, "inbound-pw-1", subject)
     assert b"Hello from the test." in raw
     # The real client address reached Postfix through nginx's XCLIENT.
@@ -77,7 +79,7 @@ def test_message_over_size_limit_is_refused_with_552(stack: Stack) -> None:
     limit = int(stack.settings["MESSAGE_SIZE_LIMIT"])
     body = ("x" * 76 + "\r\n") * (limit // 78 + 100)
     with pytest.raises(smtplib.SMTPException) as refused, stack.smtp() as client:
-        client.sendmail("someone@sender.test", [user], message("someone@sender.test", user, "big", body))
+        client.sendmail(SENDER, [user], message(SENDER, user, "big", body))
     error = refused.value
     code = getattr(error, "smtp_code", None)
     if code is None and isinstance(error, smtplib.SMTPRecipientsRefused):

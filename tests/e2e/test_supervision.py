@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ def own_stack() -> Iterator[Stack]:
 
 def status(stack: Stack) -> dict[str, dict[str, object]]:
     data = json.loads((stack.root / "run" / "status.json").read_text())
-    return data.get("services", data)
+    return data["services"]
 
 
 def wait_restarted(stack: Stack, service: str, old_pid: int, timeout: float = 30) -> int:
@@ -78,8 +79,8 @@ def processes_mentioning(text: str) -> list[str]:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
-            environ = open(f"/proc/{entry}/environ", "rb").read()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
             cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
