@@ -31,13 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert
 
-from roost.core.passwords import hash_password  # noqa: E402
-from roost.layout import Layout  # noqa: E402
-from roost.settings import load_settings  # noqa: E402
-from roost.store import models  # noqa: E402
-from roost.store.db import Store  # noqa: E402
+from roost.core.passwords import hash_password
+from roost.layout import Layout
+from roost.settings import load_settings
+from roost.store import models
+from roost.store.db import Store
 
 DOMAINS = 100
 USERS = 10_000

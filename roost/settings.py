@@ -89,11 +89,14 @@ def _rate(name: str, raw: str) -> str:
     return raw.strip()
 
 
+_NO_BRACKETS = str.maketrans("", "", "[]")
+
+
 def _networks(name: str, raw: str) -> tuple[str, ...]:
     nets = []
     for item in _list(raw):
         try:
-            nets.append(str(ipaddress.ip_network(item.strip("[]"), strict=False)))
+            nets.append(str(ipaddress.ip_network(item.translate(_NO_BRACKETS), strict=False)))
         except ValueError:
             raise SettingsError(
                 f"{name}={raw!r}: {item!r} is not a network; accepts a comma list of "
@@ -238,7 +241,7 @@ class Settings:
         return ("127.0.0.1/32", "::1/128", *self.RELAYNETS)
 
 
-def _parse(name: str, raw: str, current: Settings) -> Any:
+def _parse(name: str, raw: str) -> Any:
     """Turn one raw string into the typed value of setting ``name``."""
     if name == "ROOT":
         if not raw.strip():
@@ -256,7 +259,7 @@ def _parse(name: str, raw: str, current: Settings) -> Any:
         return hosts
     if name == "POSTMASTER":
         local = raw.strip()
-        if not local or "@" in local or not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+", local):
+        if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+", local):
             raise SettingsError(f"POSTMASTER={raw!r}: accepts a local part such as postmaster")
         return local.lower()
     if name == "TLS_FLAVOR":
@@ -433,22 +436,20 @@ def load_settings(
             try:
                 raw[name[:-5]] = secret_path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise SettingsError(f"{name}={raw[name]!r}: cannot be read ({exc.strerror})") from None
+                raise SettingsError(
+                    f"{name}={raw[name]!r}: cannot be read ({exc.strerror})"
+                ) from None
 
-    settings = Settings()
-    values: dict[str, Any] = {}
-    for name in sorted(raw):
-        if name in _FIELDS:
-            values[name] = _parse(name, raw[name], settings)
+    values = {name: _parse(name, raw[name]) for name in sorted(raw) if name in _FIELDS}
     settings = Settings(**values)
     _check_consistency(settings)
     return settings
 
 
 def _check_consistency(settings: Settings) -> None:
-    if settings.DB_FLAVOR != "sqlite" and not settings.SQLALCHEMY_DATABASE_URI:
-        if not settings.DB_HOST:
-            raise SettingsError("DB_HOST='': accepts the database server's host name")
+    server = settings.DB_FLAVOR != "sqlite" and not settings.SQLALCHEMY_DATABASE_URI
+    if server and not settings.DB_HOST:
+        raise SettingsError("DB_HOST='': accepts the database server's host name")
     if bool(settings.RELAYUSER) != bool(settings.RELAYPASSWORD):
         raise SettingsError("RELAYUSER/RELAYPASSWORD: set both or neither")
     if settings.RELAYUSER and not settings.RELAYHOST:
