@@ -25,15 +25,6 @@ ETC=/etc/roost
 SETTINGS=$ETC/mailu.env
 UNIT=/etc/systemd/system/roost.service
 LINK=/usr/local/bin/roost
-PACKAGES=(
-    python3 python3-venv
-    postfix postfix-pcre postfix-lmdb
-    dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-managesieved
-    dovecot-sieve dovecot-auth-lua
-    nginx libnginx-mod-mail
-    redis-server
-    openssl ca-certificates
-)
 # System services that would hold Roost's ports: always stopped and disabled.
 CONFLICTING=(postfix dovecot nginx)
 
@@ -108,6 +99,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 REDIS_WAS_INSTALLED=0
 installed redis-server && REDIS_WAS_INSTALLED=1
 
+# The same list test.sh installs, so what the tests run is what users run.
+mapfile -t PACKAGES < <(grep -v '^\s*\(#\|$\)' "$SOURCE/deploy/debian-packages.txt")
 say "installing Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q

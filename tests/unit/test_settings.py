@@ -123,7 +123,7 @@ def test_x_file_reads_a_secret_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret-value\n")
     assert load(SECRET_KEY_FILE=str(secret)).SECRET_KEY == "s3cret-value"
-    with pytest.raises(SettingsError, match="SECRET_KEY_FILE=.*cannot be read"):
+    with pytest.raises(SettingsError, match=r"SECRET_KEY_FILE=.*cannot be read"):
         load(SECRET_KEY_FILE=str(tmp_path / "nope"))
 
 
