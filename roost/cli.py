@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,6 +29,7 @@ from roost.settings import Settings, SettingsError, load_settings
 from roost.store import configio, manage
 from roost.store.db import Store, StoreError, alembic_config
 from roost.store.manage import ManageError, show_domain, show_email
+from roost.store.models import User
 
 __all__ = ["DEFAULT_ENV_FILE", "EXIT_ERROR", "cli", "main"]
 
@@ -294,6 +296,39 @@ def alias_delete(email: str) -> None:
         manage.delete_alias(session, manage.parse_email(email))
 
 
+@cli.command()
+@click.argument("email")
+@click.argument("destination", required=False)
+@click.option(
+    "--keep/--no-keep",
+    default=None,
+    help="Also keep a copy in EMAIL's own mailbox (the default for new forwards).",
+)
+@click.option("--off", is_flag=True, help="Stop forwarding (the destinations are kept).")
+def forward(email: str, destination: str | None, keep: bool | None, off: bool) -> None:
+    """Forward EMAIL's mail to DESTINATION (comma-separated addresses), or show it.
+
+    Mailu users set this on the user's page; every message to EMAIL then also goes to each
+    destination, with its envelope sender rewritten (SRS) so it passes SPF on the way.
+    """
+    address = manage.parse_email(email)
+    if off and destination is not None:
+        raise click.UsageError("--off takes no DESTINATION")
+    if not off and destination is None and keep is None:
+        with _session() as session:
+            user = manage.require_user(session, address)
+            state = "on" if user.forward_enabled else "off"
+            copy = "keeps a copy" if user.forward_keep else "keeps no copy"
+            targets = ", ".join(show_email(d) for d in user.forward_destination or [])
+            click.echo(f"{show_email(user.email)}: forwarding {state}, {copy}")
+            click.echo(f"Destinations: {targets}")
+        return
+    with _changing() as session:
+        manage.set_forward(
+            session, address, destination, keep=keep, enabled=False if off else None
+        )
+
+
 # -- Roost's own verbs -------------------------------------------------------------------------
 
 
@@ -464,6 +499,97 @@ _LISTERS: dict[str, Callable[[Session, str | None], list[tuple[str, ...]]]] = {
 def _table(rows: list[tuple[str, ...]]) -> None:
     for row in rows:
         click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
+
+
+# -- mailboxes: quotas and auto-replies ---------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("email", required=False)
+@click.argument("quota_bytes", type=int, required=False)
+def quota(email: str | None, quota_bytes: int | None) -> None:
+    """Show mailbox usage, or set EMAIL's quota to QUOTA_BYTES (0: unlimited).
+
+    \b
+    Shows email, bytes used, quota in bytes (tab-separated) for EMAIL or every user.
+    Usage is what Dovecot last reported, a second or so after each change.
+    """
+    if email is None:
+        with _session() as session:
+            users = manage.list_users(session)
+    elif quota_bytes is None:
+        with _session() as session:
+            users = [manage.require_user(session, manage.parse_email(email))]
+    else:
+        with _changing() as session:
+            manage.set_quota(session, manage.parse_email(email), quota_bytes)
+        return
+    _table([(show_email(u.email), str(u.quota_bytes_used), str(u.quota_bytes)) for u in users])
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--subject", help="The reply's subject (default: Auto: and the original's).")
+@click.option("--body", help="The reply's text; - reads it from standard input.")
+@click.option("--start", help="First day, YYYY-MM-DD (empty: no first day).")
+@click.option("--end", help="Last day, YYYY-MM-DD (empty: no last day).")
+@click.option("--off", is_flag=True, help="Turn the auto-reply off (its texts are kept).")
+def autoreply(
+    email: str,
+    subject: str | None,
+    body: str | None,
+    start: str | None,
+    end: str | None,
+    off: bool,
+) -> None:
+    """Turn EMAIL's auto-reply on (any option but --off), off (--off), or show it.
+
+    Each sender gets at most one reply a day; no-reply addresses, mailing lists and
+    automatic mail get none.
+    """
+    address = manage.parse_email(email)
+    if not (off or subject is not None or body is not None or start is not None
+            or end is not None):
+        with _session() as session:
+            user = manage.require_user(session, address)
+            lines = _autoreply_lines(user)
+        click.echo("\n".join(lines))
+        return
+    if body == "-":
+        body = click.get_text_stream("stdin").read()
+    with _changing() as session:
+        manage.set_autoreply(
+            session,
+            address,
+            enabled=not off,
+            subject=subject,
+            body=body,
+            start=None if start is None
+            else manage.parse_reply_date(start, manage.REPLY_START_DEFAULT),
+            end=None if end is None else manage.parse_reply_date(end, manage.REPLY_END_DEFAULT),
+        )
+
+
+def _autoreply_lines(user: User) -> list[str]:
+    """The auto-reply as people read it: state and days, then subject and text."""
+    if not user.reply_enabled:
+        state = "off"
+    elif user.reply_startdate <= date.today() <= user.reply_enddate:
+        state = "on"
+    else:
+        state = "on, but not today"
+    first = "" if user.reply_startdate == manage.REPLY_START_DEFAULT else (
+        f" from {user.reply_startdate.isoformat()}"
+    )
+    last = "" if user.reply_enddate == manage.REPLY_END_DEFAULT else (
+        f" until {user.reply_enddate.isoformat()}"
+    )
+    return [
+        f"{show_email(user.email)}: auto-reply {state}{first}{last}",
+        f"Subject: {user.reply_subject or ''}",
+        "",
+        user.reply_body or "",
+    ]
 
 
 # -- configuration export and import -----------------------------------------------------------

@@ -89,6 +89,15 @@ class Layout:
         return self.run / "gate" / "control.sock"
 
     @property
+    def gate_dict(self) -> Path:
+        """Dovecot's dict lookups (``proxy:...``): the Sieve before script, quota usage.
+
+        In a directory of its own: Dovecot's mail processes (the mail user) open it, and
+        must not reach the socketmap beside the others.
+        """
+        return self.run / "gate-dict" / "dict.sock"
+
+    @property
     def redis_socket(self) -> Path:
         return self.run / "redis" / "redis.sock"
 

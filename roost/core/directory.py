@@ -190,6 +190,8 @@ class Directory:
         self._users: dict[str, UserEntry] = {}
         self._forwards: dict[str, tuple[str, ...]] = {}
         self._spoofers: dict[str, tuple[str, ...]] = {}
+        #: Canonical emails of users who are not enabled (empty: nothing to filter).
+        self._disabled: frozenset[str] = frozenset()
         self._aliases: tuple[AliasEntry, ...] = ()
         self._exact: dict[tuple[str, str], tuple[str, ...]] = {}
         self._wild: dict[str, tuple[_Wildcard, ...]] = {}
@@ -291,6 +293,7 @@ class Directory:
             if user.allow_spoofing:
                 spoofers.setdefault(email.rpartition("@")[2], []).append(email)
         self._spoofers = {d: tuple(sorted(emails)) for d, emails in spoofers.items()}
+        self._disabled = frozenset(e for e, u in self._users.items() if not u.enabled)
 
         all_aliases = []
         wild: dict[str, list[_Wildcard]] = {}
@@ -497,42 +500,100 @@ class Directory:
         if split is None:
             return None
         local, domain = split
-        stripped, detail = split_detail(local, delimiter)
         email = f"{local}@{domain}"
 
-        # 1. A user, by the full local part or else by the stripped one. Users resolve
-        #    regardless of `enabled` (Mailu behaviour, reference §7.2 and §11.3 item 7).
-        user = self._users.get(email)
-        if user is None and detail:
-            user = self._users.get(f"{stripped}@{domain}")
+        # 1. A user, by the full local part or else by the stripped one. A disabled user's
+        #    own address still resolves to itself, so Postfix knows it (reject_unlisted_
+        #    sender); mail to it is refused at RCPT instead (:meth:`recipient_disabled`).
+        user = self._user_of(local, domain, delimiter)
         if user is not None:
             if not user.forward_enabled:
                 return (email,)
-            destinations = set(self._forwards.get(user.email, ()))
-            # Roost: forwarding on with an empty list keeps the mail instead of making the
-            # address unknown (Mailu answers 404 there and the mail bounces).
+            destinations = set(self._live(self._forwards.get(user.email, ()), delimiter))
+            # Roost: forwarding on with an empty list (or a list of disabled users) keeps
+            # the mail instead of making the address unknown (Mailu answers 404 there and
+            # the mail bounces).
             if user.forward_keep or force_keep or not destinations:
                 destinations.add(email)
             return tuple(sorted(destinations))
 
-        # 2. Active aliases: exact before wildcard, then longest pattern first.
+        # 2. Active aliases, without the disabled users among their destinations.
+        targets = self._alias_targets(local, domain, delimiter)
+        if not targets:
+            return None
+        return self._live(targets, delimiter) or None
+
+    def _user_of(self, local: str, domain: str, delimiter: str) -> UserEntry | None:
+        """The user of a split address (lower-case local, primary domain): the full local
+        part first, else the local part without its detail (reference §7.2 step 1)."""
+        user = self._users.get(f"{local}@{domain}")
+        if user is None:
+            stripped, detail = split_detail(local, delimiter)
+            if detail:
+                user = self._users.get(f"{stripped}@{domain}")
+        return user
+
+    def _alias_targets(self, local: str, domain: str, delimiter: str) -> tuple[str, ...] | None:
+        """Destinations of the active alias that matches (reference §7.2 step 2), or None.
+
+        Exact aliases before wildcards, then the longest pattern; an explicit alias matched
+        on the stripped local part gets the detail back in every destination (#2988).
+        """
         exact = self._exact.get((domain, local))
         if exact is not None:
-            return exact or None
+            return exact
+        stripped, detail = split_detail(local, delimiter)
         wildcards = self._wild.get(domain, ())
         if detail:
             exact = self._exact.get((domain, stripped))
             if exact is not None:
-                if not exact:
-                    return None
                 return tuple(sorted({_insert_detail(d, detail) for d in exact}))
             for wildcard in wildcards:
                 if wildcard.match(stripped):
-                    return wildcard.destinations or None
+                    return wildcard.destinations
         for wildcard in wildcards:
             if wildcard.match(local):
-                return wildcard.destinations or None
+                return wildcard.destinations
         return None
+
+    def _disabled_user(self, address: str, delimiter: str) -> bool:
+        """True when ``address`` is the mailbox of a user who is not enabled."""
+        split = self._split(address)
+        if split is None:
+            return False
+        user = self._user_of(split[0], split[1], delimiter)
+        return user is not None and not user.enabled
+
+    def _live(self, destinations: Iterable[str], delimiter: str) -> tuple[str, ...]:
+        """``destinations`` without the mailboxes of disabled users (Roost's rule, see
+        :meth:`recipient_disabled`): an alias keeps delivering to everyone else."""
+        if not self._disabled:
+            return tuple(destinations)
+        return tuple(d for d in destinations if not self._disabled_user(d, delimiter))
+
+    def recipient_disabled(self, address: str, delimiter: str = "") -> bool:
+        """True when mail to ``address`` would reach only disabled users.
+
+        Mailu's documentation says a disabled user receives no mail while its code delivers
+        anyway (reference §11.3 item 7). Roost keeps the documented promise: the gate's
+        ``recipientaccess`` map makes Postfix refuse such a recipient at RCPT with
+        ``550 5.2.1 Mailbox disabled`` (RFC 3463: X.2.1, mailbox disabled, not accepting
+        messages), so the sender learns it at once and nothing is accepted and then lost.
+        That covers the user's own address (detail and alternative domains included, and
+        whatever it forwards to) and an alias all of whose destinations are disabled users;
+        an alias with other destinations keeps delivering to them (:meth:`resolve`).
+        """
+        if not self._disabled or not isinstance(address, str) or "@" not in address:
+            return False
+        split = self._split(address)
+        if split is None:
+            return False
+        local, domain = split
+        user = self._user_of(local, domain, delimiter)
+        if user is not None:
+            return not user.enabled
+        targets = self._alias_targets(local, domain, delimiter)
+        return bool(targets) and not self._live(targets, delimiter)
 
     def sender_logins(
         self, sender: str, delimiter: str = "", wildcard_senders: Sequence[str] = ()

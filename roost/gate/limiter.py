@@ -10,6 +10,11 @@ Reference §7.5.3. Two budgets, both moving windows:
 Exempt from both: addresses in AUTH_RATELIMIT_EXEMPTION, and an address that logged in
 successfully (not on port 25) within AUTH_RATELIMIT_EXEMPTION_LENGTH seconds.
 
+A third window is not about logins: outbound messages per authenticated sender (``sender``,
+MESSAGE_RATELIMIT, reference §7.1.6), asked by Postfix through the gate's ``senderrate``
+socketmap. Each message that fits takes one place in the window; one that does not is
+refused and takes none, as the ``limits`` library's moving window does for Mailu.
+
 Storage follows Mailu's Redis layout (db 2), so the FAQ's manual unblock — delete
 ``LIMITER/auth-ip/<network>/*`` — works: windows are lists of hit times under
 ``LIMITER/<namespace>/<key>/<amount>/<seconds>`` (newest first, trimmed to ``amount``, as the
@@ -46,7 +51,7 @@ from roost.core.ipnet import parse_ip
 from roost.core.ratelimit import Rate, client_network, is_exempt, parse_rate
 from roost.settings import Settings
 
-__all__ = ["REDIS_DB", "AuthLimiter", "MemoryCounters", "RedisCounters"]
+__all__ = ["NO_EXEMPTION", "REDIS_DB", "AuthLimiter", "MemoryCounters", "RedisCounters"]
 
 log = logging.getLogger("roost.gate")
 
@@ -56,6 +61,8 @@ REDIS_DB = 2
 REDIS_TIMEOUT = 0.5
 #: Seconds between attempts to get back to Redis while counting in memory.
 RETRY_INTERVAL = 5.0
+#: The exemption marker of a budget that has none (the message rate): nothing sets it.
+NO_EXEMPTION = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +244,8 @@ class MemoryCounters:
 
 
 class AuthLimiter:
-    """The two login budgets and the exemptions, over Redis or, when it is down, memory."""
+    """The two login budgets, their exemptions and the outbound message budget, over Redis
+    or, when it is down, memory."""
 
     def __init__(
         self,
@@ -253,8 +261,10 @@ class AuthLimiter:
         self._v6_mask = settings.AUTH_RATELIMIT_IP_V6_MASK
         self._exemptions = tuple(settings.AUTH_RATELIMIT_EXEMPTION)
         self._exemption_length = settings.AUTH_RATELIMIT_EXEMPTION_LENGTH
+        self.message_rate = parse_rate(settings.MESSAGE_RATELIMIT)
         self._ip_suffix = f"{self.ip_rate.amount}/{self.ip_rate.seconds}"
         self._user_suffix = f"{self.user_rate.amount}/{self.user_rate.seconds}"
+        self._message_suffix = f"{self.message_rate.amount}/{self.message_rate.seconds}"
         self.redis = RedisCounters(redis_socket, timeout)
         self.memory = MemoryCounters()
         self._retry_interval = retry_interval
@@ -277,6 +287,9 @@ class AuthLimiter:
 
     def _user_window(self, user: str) -> str:
         return f"LIMITER/auth-user/{user}/{self._user_suffix}"
+
+    def _message_window(self, login: str) -> str:
+        return f"LIMITER/sender/{login}/{self._message_suffix}"
 
     def statically_exempt(self, ip: str) -> bool:
         """True for an address in AUTH_RATELIMIT_EXEMPTION."""
@@ -368,6 +381,15 @@ class AuthLimiter:
         user_stage = Stage(f"dedup2-{user}-{fingerprint}", self._user_window(user), self.user_rate)
         ip_stage = self._ip_stage(self.network(ip), user)
         return await self._hit(self._exempt_key(ip), (user_stage, ip_stage))
+
+    async def message_allowed(self, login: str) -> bool:
+        """Count one outbound message for ``login``; False when MESSAGE_RATELIMIT is used up.
+
+        A refused message is not counted, so a sender who waits gets the next free place
+        as soon as the oldest message leaves the window.
+        """
+        stage = Stage(None, self._message_window(login), self.message_rate)
+        return await self._hit(NO_EXEMPTION, (stage,)) == 1
 
     async def exempt(self, ip: str) -> None:
         """Exempt ``ip`` for AUTH_RATELIMIT_EXEMPTION_LENGTH seconds after a good login."""

@@ -1,4 +1,6 @@
-"""The gate's HTTP endpoints (ARCHITECTURE "The gate's protocols").
+"""The gate's answers to the daemons: HTTP endpoints and Dovecot's dicts.
+
+HTTP (ARCHITECTURE "The gate's protocols"):
 
 * ``GET /auth/email`` — nginx's auth_http protocol (ngx_mail_auth_http_module) and Dovecot's
   Lua passdb: always HTTP 200 with the decision in ``Auth-*`` headers (reference §1.4);
@@ -7,20 +9,38 @@
 * ``GET /dovecot/userdb/<email>`` — Dovecot's userdb answer: ``{"user", "quota_rule"}``
   (reference §1.3; ``*:bytes=0`` is Dovecot's "no limit"), 404 for an unknown address.
 * ``GET /health`` — the index generation and sizes, and where rate limits are counted.
+
+Dovecot's dicts (:mod:`roost.gate.dictproxy`, reference §1.5), one backend for both:
+
+* ``sieve`` — Pigeonhole's ``sieve_before`` location: ``priv/sieve/name/<name>`` gives the
+  data ID of the user's before script and ``priv/sieve/data/<id>`` its text, rendered from
+  the index at each delivery (:mod:`roost.core.sieve`), so a change of the user's settings
+  or of the date is seen by the next message without anything written to disk.
+* ``quota`` — Dovecot's quota_clone sets ``priv/quota/storage`` (bytes) and
+  ``priv/quota/messages`` after each change of a mailbox; the bytes are written back to
+  ``user.quota_bytes_used`` in batches (:class:`QuotaUsageWriter`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
+from roost.core.directory import UserEntry
+from roost.core.sieve import before_script, script_id
 from roost.gate.auth import AuthRequest, Gate, RequestError
+from roost.gate.dictproxy import DictError
 from roost.gate.http import Request, Response
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
+from roost.store.db import Store, StoreError
+from roost.store.manage import record_quota_usage
 
-__all__ = ["Routes"]
+__all__ = ["MailboxDict", "QuotaUsageWriter", "Routes"]
 
 log = logging.getLogger("roost.gate")
 
@@ -79,3 +99,81 @@ class Routes:
             "counts": index.directory.counts(),
             "rate_limits": "memory" if self._limiter.in_memory else "redis",
         })
+
+
+class QuotaUsageWriter:
+    """Collects quota_clone's figures and writes them to the store in batches.
+
+    Every delivery and every expunge reports a new total; the latest per user is all that
+    matters, so figures wait up to ``interval`` seconds and go out in one transaction. A
+    store that cannot be written keeps them for the next round (newer figures win).
+    """
+
+    def __init__(self, store: Store, interval: float = 1.0) -> None:
+        self._store = store
+        self._interval = interval
+        self._pending: dict[str, int] = {}
+        self._wake = asyncio.Event()
+
+    def note(self, email: str, used: int) -> None:
+        self._pending[email] = used
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Write what is pending now."""
+        batch, self._pending = self._pending, {}
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, record_quota_usage, self._store, batch)
+        except StoreError as exc:
+            log.warning("cannot record quota usage, keeping it for later: %s", exc)
+            self._pending = batch | self._pending
+
+    async def run(self) -> None:
+        """Flush whenever figures arrive, at most once per interval (cancel to stop)."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self._interval)
+            self._wake.clear()
+            await self.flush()
+
+
+class MailboxDict:
+    """The dict backend Dovecot's mail processes ask: before scripts and quota usage."""
+
+    SIEVE_NAME = "priv/sieve/name/"
+    SIEVE_DATA = "priv/sieve/data/"
+    QUOTA_STORAGE = "priv/quota/storage"
+
+    def __init__(self, index: Index, usage: QuotaUsageWriter) -> None:
+        self._index = index
+        self._usage = usage
+
+    def _user(self, user: str) -> UserEntry | None:
+        return self._index.directory.user(user)
+
+    def lookup(self, user: str, key: str) -> str | None:
+        if not key.startswith((self.SIEVE_NAME, self.SIEVE_DATA)):
+            return None
+        entry = self._user(user)
+        if entry is None:
+            return None
+        # Today in the gate's local time: the reply's first and last days are whole days.
+        script = before_script(entry, date.today())
+        # The name maps to the ID of the script as it is now; the data lookup that follows
+        # renders again, so a change in between is never served half-applied.
+        return script_id(script) if key.startswith(self.SIEVE_NAME) else script
+
+    def commit(self, user: str, changes: Mapping[str, str | None]) -> None:
+        raw = changes.get(self.QUOTA_STORAGE)
+        if raw is None:
+            return
+        try:
+            used = int(raw)
+        except ValueError:
+            raise DictError(f"{self.QUOTA_STORAGE}: {raw!r} is not a number of bytes") from None
+        entry = self._user(user)
+        if entry is not None and used >= 0:
+            self._usage.note(entry.email, used)

@@ -13,6 +13,9 @@ Sockets (``roost.layout``):
   users; the control socket beside it is ``0600``.
 * ``INTERNAL:10080`` — HTTP for nginx and Dovecot.
 * ``run/gate/control.sock`` — reload requests.
+* ``run/gate-dict/dict.sock`` — Dovecot's dict lookups (before scripts, quota usage). The
+  directory is ``0750 root:mail`` and the socket ``0660 root:mail``: Dovecot's mail
+  processes run as the mail user, and nobody else needs it.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from pathlib import Path
 
 from roost.gate.auth import Gate
 from roost.gate.control import request_reload, start_control_server
+from roost.gate.dictproxy import start_dict_server
 from roost.gate.http import start_http_server
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
-from roost.gate.routes import Routes
+from roost.gate.routes import MailboxDict, QuotaUsageWriter, Routes
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
 from roost.layout import GATE_HTTP_PORT, Layout
 from roost.settings import Settings
@@ -43,15 +47,44 @@ log = logging.getLogger("roost.gate")
 
 #: The group of the Postfix daemons, which alone may query the socketmap.
 POSTFIX_GROUP = "postfix"
+#: The group of Dovecot's mail processes (mail_gid), which alone may open the dict socket.
+MAIL_GROUP = "mail"
 #: Longest path a Unix socket can have on Linux (``sun_path`` is 108 bytes with its NUL).
 _SUN_PATH_MAX = 107
 
 
-def _postfix_gid() -> int | None:
+def _group_id(name: str) -> int | None:
     try:
-        return grp.getgrnam(POSTFIX_GROUP).gr_gid
+        return grp.getgrnam(name).gr_gid
     except KeyError:
         return None
+
+
+def _postfix_gid() -> int | None:
+    return _group_id(POSTFIX_GROUP)
+
+
+def _give_to_mail_group(path: Path) -> None:
+    gid = _group_id(MAIL_GROUP)
+    if gid is None:
+        return
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        log.warning("cannot give %s to group %s; Dovecot may not reach the dict", path,
+                    MAIL_GROUP)
+
+
+def _prepare_dict_socket(layout: Layout) -> None:
+    """Create ``run/gate-dict`` as 0750 root:mail and clear a dead gate's socket."""
+    path = layout.gate_dict
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise RuntimeError(f"socket path {path} is longer than {_SUN_PATH_MAX} bytes; "
+                           "use a shorter ROOT")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o750)
+    _give_to_mail_group(path.parent)
+    path.unlink(missing_ok=True)
 
 
 def _prepare_socket_dir(layout: Layout) -> None:
@@ -106,13 +139,15 @@ async def run(
     index = Index(store)
     limiter = AuthLimiter(settings, layout.redis_socket)
     gate = Gate(settings, index, limiter)
+    usage = QuotaUsageWriter(store)
     servers: list[asyncio.Server] = []
-    watcher: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = []
     try:
         generation = await index.load()
         _prepare_socket_dir(layout)
+        _prepare_dict_socket(layout)
         loop = asyncio.get_running_loop()
-        maps = Socketmaps(index, settings)
+        maps = Socketmaps(index, settings, limiter)
         socketmap = await loop.create_unix_server(
             lambda: SocketmapProtocol(maps.answer), path=str(layout.gate_socketmap)
         )
@@ -123,11 +158,16 @@ async def run(
         assert http.server is not None
         servers.append(http.server)
         servers.append(await start_control_server(index, layout.gate_control))
-        watcher = loop.create_task(index.watch())
+        servers.append(await start_dict_server(MailboxDict(index, usage), layout.gate_dict))
+        layout.gate_dict.chmod(0o660)
+        _give_to_mail_group(layout.gate_dict)
+        tasks += [loop.create_task(index.watch()), loop.create_task(usage.run())]
         log.info(
-            "gate ready: socketmap %s, http %s:%d, control %s (store generation %d, %s)",
+            "gate ready: socketmap %s, http %s:%d, control %s, dict %s (store generation %d, "
+            "%s)",
             layout.gate_socketmap, layout.internal_address, http_port, layout.gate_control,
-            generation, ", ".join(f"{n} {k}" for k, n in index.directory.counts().items()),
+            layout.gate_dict, generation,
+            ", ".join(f"{n} {k}" for k, n in index.directory.counts().items()),
         )
         if ready is not None:
             ready.set()
@@ -136,14 +176,16 @@ async def run(
     finally:
         for server in servers:
             server.close()
-        if watcher is not None:
-            watcher.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await task
+        # Usage reported just before the stop is still written.
+        await usage.flush()
         await gate.close()
         await limiter.close()
         if servers:
-            for path in (layout.gate_socketmap, layout.gate_control):
+            for path in (layout.gate_socketmap, layout.gate_control, layout.gate_dict):
                 path.unlink(missing_ok=True)
         if own_store:
             store.dispose()

@@ -9,8 +9,9 @@ pipeline several requests into one write or split one across several.
 Every recipient Postfix accepts costs several lookups (domain, alias, mailbox, transport), so
 this is the gate's hottest path. It is an :class:`asyncio.Protocol` parsing netstrings by hand
 from the bytes the loop hands over, which avoids the StreamReader's per-read task wake-ups.
-Answers come from the in-memory :class:`~roost.core.directory.Directory`; nothing here
-waits on I/O.
+Answers come from the in-memory :class:`~roost.core.directory.Directory`; only the
+message rate limit (``senderrate``) waits, on Redis, and its answers are written in the
+order the requests came, behind any that are ready earlier.
 
 Failure policy, chosen so mail is never lost: a lookup that cannot be answered for a reason
 on our side is ``TEMP`` (Postfix defers and retries, reference §1.5 podop does the same); a
@@ -23,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
 from roost.core.address import forbidden_char
 from roost.core.directory import Directory, TransportError
+from roost.core.srs import SRS, srs_key
 from roost.gate.index import Index
+from roost.gate.limiter import AuthLimiter
 from roost.settings import Settings
 
 __all__ = ["MAX_REQUEST", "SocketmapProtocol", "Socketmaps", "netstring"]
@@ -53,6 +56,15 @@ PERM_TOO_LARGE = netstring(b"PERM request too large")
 PERM_MALFORMED = netstring(b"PERM malformed netstring")
 # Answers that say something about our state rather than the key: never cached.
 _UNCACHED = frozenset({TEMP_INTERNAL, TEMP_BAD_RELAY})
+#: Maps whose answer depends on the day as well as the index (SRS stamps): never cached.
+_UNCACHED_MAPS = frozenset({b"sendermap", b"recipientmap"})
+
+#: Postfix access(5) answers: the text after the code reaches the client.
+MAILBOX_DISABLED = "550 5.2.1 Mailbox disabled"
+#: Mailu's answer over MESSAGE_RATELIMIT (reference §7.1.6), word for word.
+SENDING_TOO_FAST = "450 4.2.1 You are sending too many emails too fast."
+
+Reply = bytes | Awaitable[bytes]
 
 
 class Socketmaps:
@@ -70,10 +82,13 @@ class Socketmaps:
     #: Longest request cached; addresses are far shorter (RFC 5321 §4.5.3.1.3: 256).
     CACHE_KEY_MAX = 512
 
-    def __init__(self, index: Index, settings: Settings) -> None:
+    def __init__(self, index: Index, settings: Settings, limiter: AuthLimiter) -> None:
         self._index = index
         self._delimiter = settings.RECIPIENT_DELIMITER
         self._wildcard = tuple(settings.WILDCARD_SENDERS)
+        self._rate_exempt = tuple(settings.MESSAGE_RATELIMIT_EXEMPTION)
+        self._srs = SRS(srs_key(settings.SECRET_KEY), settings.DOMAIN)
+        self._limiter = limiter
         self._cache: dict[bytes, bytes] = {}
         self._cached_for: Directory | None = None
         # The maps Postfix names in ``socketmap:unix:PATH:<name>``.
@@ -83,7 +98,14 @@ class Socketmaps:
             b"alias": self._alias,
             b"transport": self._transport,
             b"senderlogin": self._senderlogin,
+            b"recipientaccess": self._recipientaccess,
+            b"sendermap": self._sendermap,
+            b"recipientmap": self._recipientmap,
         }
+        # Maps that wait on something other than the index.
+        self._async_handlers: dict[
+            bytes, Callable[[Directory, str], Awaitable[str | None]]
+        ] = {b"senderrate": self._senderrate}
 
     # -- the maps (reference §1.3, §7.1.3, §7.1.4, §7.2) -----------------------------------
 
@@ -107,10 +129,62 @@ class Socketmaps:
         logins = directory.sender_logins(key, self._delimiter, self._wildcard)
         return ",".join(logins) if logins else None
 
+    def _recipientaccess(self, directory: Directory, key: str) -> str | None:
+        """``check_recipient_access``: refuse recipients that reach only disabled users."""
+        return MAILBOX_DISABLED if directory.recipient_disabled(key, self._delimiter) else None
+
+    def _sendermap(self, directory: Directory, key: str) -> str | None:
+        """``sender_canonical_maps``: SRS for every envelope sender of a foreign domain.
+
+        Reference §7.1.7: senders of our domains and alternatives keep their address; every
+        other one is rewritten to ``SRS0=...@DOMAIN``, so mail we pass on (forwards,
+        aliases to outside addresses) still passes SPF at the next hop. Postfix also asks
+        for ``@domain`` and bare local parts; those have no local part to encode.
+        """
+        domain = key.rpartition("@")[2]
+        if "@" not in key or directory.is_local_domain(domain):
+            return None
+        return self._srs.forward(key)
+
+    def _recipientmap(self, directory: Directory, key: str) -> str | None:
+        """``recipient_canonical_maps``: a bounce to one of our SRS addresses goes back to
+        the original sender; a forged or expired one is left alone (and so unknown)."""
+        local, at, domain = key.rpartition("@")
+        if not at or local[:4].lower() not in ("srs0", "srs1"):
+            return None
+        if domain.lower() != self._srs.domain and not directory.is_local_domain(domain):
+            return None
+        original = self._srs.reverse(key)
+        if original is None or _malformed(original):
+            return None
+        return original
+
+    async def _senderrate(self, directory: Directory, key: str) -> str | None:
+        """``check_sasl_access``: MESSAGE_RATELIMIT per login (reference §7.1.6).
+
+        Each lookup is one message against the login's moving window; unknown logins and
+        MESSAGE_RATELIMIT_EXEMPTION are not limited. The login is counted under its
+        canonical address, so logging in as user@alternative or in capitals does not open
+        a second budget.
+        """
+        user = directory.user(key)
+        if user is None:
+            return None
+        exempt = {directory.mailbox(login) or login for login in self._rate_exempt}
+        if user.email in exempt:
+            return None
+        if await self._limiter.message_allowed(user.email):
+            return None
+        log.info("socketmap senderrate: %s is over MESSAGE_RATELIMIT", user.email)
+        return SENDING_TOO_FAST
+
     # -- dispatch ----------------------------------------------------------------------------
 
-    def answer(self, payload: bytes) -> bytes:
-        """The framed reply to one request payload; never raises."""
+    def answer(self, payload: bytes) -> Reply:
+        """The framed reply to one request payload, or an awaitable of it; never raises.
+
+        Only the maps in ``_async_handlers`` give an awaitable; every other answer is ready.
+        """
         directory = self._index.directory
         if directory is not self._cached_for:
             self._cache = {}
@@ -118,19 +192,26 @@ class Socketmaps:
         cached = self._cache.get(payload)
         if cached is not None:
             return cached
+        name = payload.partition(b" ")[0]
+        if name in self._async_handlers:  # never cached: each lookup counts
+            return self._answer_later(directory, payload)
         reply = self._compute(directory, payload)
-        if reply not in _UNCACHED and len(payload) <= self.CACHE_KEY_MAX:
+        if (
+            reply not in _UNCACHED
+            and name not in _UNCACHED_MAPS
+            and len(payload) <= self.CACHE_KEY_MAX
+        ):
             if len(self._cache) >= self.CACHE_SIZE:
                 self._cache = {}
             self._cache[payload] = reply
         return reply
 
-    def _compute(self, directory: Directory, payload: bytes) -> bytes:
+    def _parse(self, payload: bytes) -> tuple[bytes, str] | bytes:
+        """``(map name, key)`` of a request, or the framed reply that ends it here."""
         name, space, raw_key = payload.partition(b" ")
         if not space:
             return PERM_NO_SPACE
-        handler = self._handlers.get(name)
-        if handler is None:
+        if name not in self._handlers and name not in self._async_handlers:
             log.info("socketmap: no such map %r", name)
             return TEMP_NO_SUCH_MAP
         try:
@@ -143,8 +224,15 @@ class Socketmaps:
             # with a NUL or a comma would otherwise still match WILDCARD_SENDERS).
             log.info("socketmap %s: malformed key %r", name.decode(), key)
             return NOTFOUND
+        return name, key
+
+    def _compute(self, directory: Directory, payload: bytes) -> bytes:
+        parsed = self._parse(payload)
+        if isinstance(parsed, bytes):
+            return parsed
+        name, key = parsed
         try:
-            value = handler(directory, key)
+            value = self._handlers[name](directory, key)
         except TransportError as exc:
             # A relay target that cannot be turned into a transport is an operator's error;
             # deferring keeps the mail queued until it is fixed (podop's TEMP for Mailu's 400).
@@ -153,9 +241,25 @@ class Socketmaps:
         except Exception:
             log.exception("socketmap %s: lookup of %r failed", name.decode(), key)
             return TEMP_INTERNAL
-        if value is None:
-            return NOTFOUND
-        return netstring(b"OK " + value.encode("utf-8"))
+        return _framed(value)
+
+    async def _answer_later(self, directory: Directory, payload: bytes) -> bytes:
+        parsed = self._parse(payload)
+        if isinstance(parsed, bytes):
+            return parsed
+        name, key = parsed
+        try:
+            value = await self._async_handlers[name](directory, key)
+        except Exception:
+            log.exception("socketmap %s: lookup of %r failed", name.decode(), key)
+            return TEMP_INTERNAL
+        return _framed(value)
+
+
+def _framed(value: str | None) -> bytes:
+    if value is None:
+        return NOTFOUND
+    return netstring(b"OK " + value.encode("utf-8"))
 
 
 def _malformed(key: str) -> bool:
@@ -169,14 +273,23 @@ def _malformed(key: str) -> bool:
 
 
 class SocketmapProtocol(asyncio.Protocol):
-    """One Postfix connection; parses netstrings from whatever chunks arrive."""
+    """One Postfix connection; parses netstrings from whatever chunks arrive.
 
-    __slots__ = ("_answer", "_pending", "_transport")
+    Replies go out in request order. While none has to wait they are written at once; once
+    one is an awaitable (a rate-limit lookup), it and everything after it go through a
+    chain of write tasks, one per chunk of requests, each waiting for the one before.
+    """
 
-    def __init__(self, answer: Callable[[bytes], bytes]) -> None:
+    __slots__ = ("_answer", "_closing", "_pending", "_tail", "_transport")
+
+    def __init__(self, answer: Callable[[bytes], Reply]) -> None:
         self._answer = answer
         self._pending = b""
         self._transport: asyncio.Transport | None = None
+        #: The last write task still running, if any: later replies queue behind it.
+        self._tail: asyncio.Task[None] | None = None
+        #: Set after a framing error: nothing more is read from this connection.
+        self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -186,13 +299,15 @@ class SocketmapProtocol(asyncio.Protocol):
         self._pending = b""
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
         if self._pending:
             data = self._pending + data
             self._pending = b""
         answer = self._answer
         size = len(data)
         pos = 0
-        replies: list[bytes] = []
+        replies: list[Reply] = []
         failure = b""
         while pos < size:
             colon = data.find(b":", pos, pos + _MAX_DIGITS + 1)
@@ -224,16 +339,51 @@ class SocketmapProtocol(asyncio.Protocol):
                 break
             replies.append(answer(data[colon + 1 : end]))
             pos = end + 1
-        transport = self._transport
-        if transport is None:
-            return
         if failure:
             log.info("socketmap: closing a connection after a bad request: %s",
                      failure.split(b":", 1)[1][:-1].decode())
             replies.append(failure)
-            transport.write(b"".join(replies))
             self._pending = b""
-            transport.close()
+            self._closing = True
+        if not replies:
             return
-        if replies:
-            transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
+        if self._tail is None and all(isinstance(reply, bytes) for reply in replies):
+            transport = self._transport
+            if transport is not None:
+                ready: list[bytes] = replies  # type: ignore[assignment]
+                transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
+                if failure:
+                    transport.close()
+            return
+        self._tail = asyncio.ensure_future(
+            self._write_in_order(self._tail, replies, close=bool(failure))
+        )
+
+    async def _write_in_order(
+        self, previous: asyncio.Task[None] | None, replies: Sequence[Reply], close: bool
+    ) -> None:
+        """Write ``replies`` once those before them are out, awaiting the ones not ready;
+        ``close``: the last one answers a framing error, so the connection ends after it."""
+        done: list[bytes] = []
+        try:
+            if previous is not None:
+                await previous
+            for reply in replies:
+                done.append(reply if isinstance(reply, bytes) else await reply)
+        except asyncio.CancelledError:
+            _discard(replies[len(done):])
+            raise
+        transport = self._transport
+        if transport is not None:
+            transport.write(b"".join(done))
+            if close:
+                transport.close()
+        if self._tail is asyncio.current_task():
+            self._tail = None
+
+
+def _discard(replies: Sequence[Reply]) -> None:
+    """Close answers that will never be awaited (the gate is stopping), quietly."""
+    for reply in replies:
+        if isinstance(reply, Coroutine):
+            reply.close()

@@ -14,11 +14,13 @@ in Unicode.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from roost.core.address import (
@@ -32,6 +34,7 @@ from roost.core.address import (
 from roost.core.passwords import generate_token, hash_password, hash_token
 from roost.core.transport import TransportError, relay_transport
 from roost.settings import Settings
+from roost.store.db import Store, StoreError
 from roost.store.models import Alias, Alternative, Domain, Relay, Token, User
 
 __all__ = [
@@ -67,12 +70,17 @@ __all__ = [
     "parse_destinations",
     "parse_email",
     "parse_networks",
+    "parse_reply_date",
+    "record_quota_usage",
     "require_domain",
     "require_user",
+    "set_autoreply",
     "set_domain",
+    "set_forward",
     "set_limits",
     "set_manager",
     "set_password",
+    "set_quota",
     "show_domain",
     "show_email",
     "strip_scheme",
@@ -536,8 +544,8 @@ def set_manager(session: Session, domain: str, localpart: str) -> User:
 # -- aliases -----------------------------------------------------------------------------
 
 
-def parse_destinations(destination: str | Iterable[str]) -> list[str]:
-    """Split and check an alias's destinations; each must be a full address."""
+def parse_destinations(destination: str | Iterable[str], what: str = "an alias") -> list[str]:
+    """Split and check the destinations of ``what``; each must be a full address."""
     items = destination.split(",") if isinstance(destination, str) else list(destination)
     result: list[str] = []
     for item in items:
@@ -551,7 +559,7 @@ def parse_destinations(destination: str | Iterable[str]) -> list[str]:
         if address not in result:
             result.append(address)
     if not result:
-        raise ManageError("an alias needs at least one destination address")
+        raise ManageError(f"{what} needs at least one destination address")
     return result
 
 
@@ -581,6 +589,48 @@ def delete_alias(session: Session, email: str) -> None:
     if alias is None:
         raise ManageError(f"alias '{show_email(email)}' does not exist")
     session.delete(alias)
+
+
+# -- forwarding --------------------------------------------------------------------------
+
+#: Width of the store's list columns (reference §3.1 CommaSeparatedList).
+LIST_COLUMN_MAX = 4096
+
+
+def set_forward(
+    session: Session,
+    email: str,
+    destination: str | Sequence[str] | None = None,
+    *,
+    keep: bool | None = None,
+    enabled: bool | None = None,
+) -> User:
+    """Change a user's forwarding (reference §3.2 forward_*); ``None`` keeps a value.
+
+    New destinations turn forwarding on unless ``enabled`` says otherwise; turning it off
+    keeps the destinations, so turning it on again needs none. ``keep`` is forward_keep:
+    a copy stays in the mailbox too.
+    """
+    user = require_user(session, email)
+    if destination is not None:
+        targets = parse_destinations(destination, what="forwarding")
+        if len(",".join(targets)) > LIST_COLUMN_MAX:
+            raise ManageError(
+                f"forward destinations of '{show_email(user.email)}' are longer than "
+                f"{LIST_COLUMN_MAX} characters in all"
+            )
+        user.forward_destination = targets
+        if enabled is None:
+            enabled = True
+    if enabled and not user.forward_destination:
+        raise ManageError(
+            f"'{show_email(user.email)}' has no forward destination: name one or more"
+        )
+    if enabled is not None:
+        user.forward_enabled = enabled
+    if keep is not None:
+        user.forward_keep = keep
+    return user
 
 
 # -- app tokens --------------------------------------------------------------------------
@@ -660,3 +710,124 @@ def list_alternatives(session: Session) -> list[Alternative]:
 
 def list_relays(session: Session) -> list[Relay]:
     return list(session.scalars(select(Relay).order_by(Relay.name)))
+
+
+# -- quotas ------------------------------------------------------------------------------
+
+
+def set_quota(session: Session, email: str, quota_bytes: int) -> User:
+    """Set a user's quota (0: unlimited), within the domain's max_quota_bytes.
+
+    Mailu's UI enforces the cap with its slider and the API not at all (reference §3.3);
+    here every change is checked, so no front end can hand out more than the domain allows.
+    """
+    user = require_user(session, email)
+    if quota_bytes < 0:
+        raise ManageError(f"quota {quota_bytes}: accepts 0 (unlimited) or a number of bytes")
+    cap = user.domain.max_quota_bytes
+    if cap and (quota_bytes == 0 or quota_bytes > cap):
+        wanted = "unlimited" if quota_bytes == 0 else f"{quota_bytes} bytes"
+        raise ManageError(
+            f"quota for '{show_email(user.email)}': {wanted} is above the {cap} bytes domain "
+            f"'{show_domain(user.domain_name)}' allows (its max_quota_bytes)"
+        )
+    user.quota_bytes = quota_bytes
+    return user
+
+
+def record_quota_usage(store: Store, usage: Mapping[str, int]) -> None:
+    """Store what Dovecot's quota_clone reports: the bytes each user's mailbox holds.
+
+    Written with one Core statement outside :meth:`Store.session`, on purpose: usage is
+    not configuration, so it must not count as a change of the store (every change makes
+    the gate reload its whole index) nor touch ``updated_at`` (Mailu leaves it alone too).
+    An address that is no longer a user matches no row and is ignored.
+    """
+    if not usage:
+        return
+    table = User.__table__
+    statement = (
+        update(table)
+        .where(table.c.email == bindparam("mailbox"))
+        .values(quota_bytes_used=bindparam("used"), updated_at=table.c.updated_at)
+    )
+    rows = [{"mailbox": email, "used": used} for email, used in usage.items()]
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(statement, rows)
+    except DBAPIError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise StoreError(f"database {store.url}: {reason}") from None
+
+
+# -- auto-reply --------------------------------------------------------------------------
+
+#: Mailu's column defaults: no start, no end (reference §3.2).
+REPLY_START_DEFAULT = dt.date(1900, 1, 1)
+REPLY_END_DEFAULT = dt.date(2999, 12, 31)
+#: The subject column's width.
+REPLY_SUBJECT_MAX = 255
+#: Longest reply body: a letter, not an attachment. Dovecot compiles the whole before
+#: script, body included, at each delivery (and refuses scripts over 1 MiB).
+REPLY_BODY_MAX = 100_000
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_BODY_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def parse_reply_date(text: str, default: dt.date) -> dt.date:
+    """A ``YYYY-MM-DD`` date; an empty text means ``default`` (no limit on that side)."""
+    value = text.strip()
+    if not value:
+        return default
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ManageError(f"date {text!r}: accepts YYYY-MM-DD, such as 2025-07-31") from None
+
+
+def set_autoreply(
+    session: Session,
+    email: str,
+    *,
+    enabled: bool,
+    subject: str | None = None,
+    body: str | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> User:
+    """Change a user's auto-reply; ``None`` keeps a stored value.
+
+    The texts are checked here rather than cleaned up later: a subject is one line, and
+    neither text carries control characters, so what the sender reads is what was typed.
+    Whatever they contain is safe in the generated Sieve script (roost.core.sieve).
+    """
+    user = require_user(session, email)
+    if subject is not None:
+        if len(subject) > REPLY_SUBJECT_MAX:
+            raise ManageError(
+                f"auto-reply subject is {len(subject)} characters; at most {REPLY_SUBJECT_MAX}"
+            )
+        if _HEADER_UNSAFE.search(subject):
+            raise ManageError("auto-reply subject must be one line without control characters")
+        user.reply_subject = subject
+    if body is not None:
+        body = body.replace("\r\n", "\n")
+        if len(body) > REPLY_BODY_MAX:
+            raise ManageError(
+                f"auto-reply body is {len(body)} characters; at most {REPLY_BODY_MAX}"
+            )
+        if _BODY_UNSAFE.search(body):
+            raise ManageError("auto-reply body must not contain control characters")
+        user.reply_body = body
+    if start is not None:
+        user.reply_startdate = start
+    if end is not None:
+        user.reply_enddate = end
+    if user.reply_startdate > user.reply_enddate:
+        raise ManageError(
+            f"auto-reply ends ({user.reply_enddate}) before it starts ({user.reply_startdate})"
+        )
+    if enabled and not (user.reply_body or "").strip():
+        raise ManageError(f"auto-reply for '{show_email(user.email)}' needs a body (--body)")
+    user.reply_enabled = enabled
+    return user

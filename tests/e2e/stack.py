@@ -220,13 +220,24 @@ class Stack:
         return _BoundIMAP4_SSL(self.address, source, self.tls_context(check_hostname=True))
 
     def search(self, user: str, password: str, subject: str, fetch: bool = False) -> list[bytes]:
-        """Messages in the user's INBOX whose subject contains ``subject``."""
+        """Messages in the user's INBOX whose subject contains ``subject``.
+
+        Compares the Subject headers here rather than with IMAP SEARCH, whose matching
+        full-text search changes (word-based, not substrings).
+        """
         client = self.imap()
         try:
             client.login(user, password)
-            client.select("INBOX", readonly=True)
-            _, data = client.search(None, "SUBJECT", f'"{subject}"')
-            ids = data[0].split()
+            _, count = client.select("INBOX", readonly=True)
+            if int(count[0] or 0) == 0:
+                return []
+            _, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            wanted = subject.encode()
+            ids = [
+                item[0].split()[0]
+                for item in data
+                if isinstance(item, tuple) and wanted in item[1].replace(b"\r\n ", b" ")
+            ]
             if not fetch:
                 return ids
             return [client.fetch(i, "(RFC822)")[1][0][1] for i in ids]

@@ -125,11 +125,65 @@ def test_bare_domain_key() -> None:
 # ---------------------------------------------------------------------- users
 
 
-def test_user_regardless_of_enabled() -> None:
-    # Reference §7.2 / §11.3 item 7: disabled users keep receiving mail.
-    directory = build(users=[user("joe@example.com", enabled=False)])
+def test_disabled_user_still_resolves_to_itself_but_is_refused() -> None:
+    # Reference §11.3 item 7: Mailu delivers anyway; Roost keeps the address known to
+    # Postfix (reject_unlisted_sender) and refuses it at RCPT through recipient_disabled.
+    directory = build(users=[user("joe@example.com", enabled=False), user("ann@example.com")])
     assert directory.resolve("joe@example.com", "+") == ("joe@example.com",)
     assert directory.mailbox("joe@example.com") == "joe@example.com"
+    for address in ("joe@example.com", "Joe+tag@example.com", "joe@example.net"):
+        assert directory.recipient_disabled(address, "+")
+    for address in ("ann@example.com", "nobody@example.com", "example.com", "joe@", "x@y@z"):
+        assert not directory.recipient_disabled(address, "+")
+
+
+def test_disabled_user_is_refused_even_when_forwarding() -> None:
+    joe = user(
+        "joe@example.com",
+        enabled=False,
+        forward_enabled=True,
+        forward_destination=("a@elsewhere.org",),
+    )
+    assert build(users=[joe]).recipient_disabled("joe@example.com", "+")
+
+
+def test_aliases_skip_disabled_users_and_keep_delivering_to_the_others() -> None:
+    directory = build(
+        users=[user("joe@example.com", enabled=False), user("ann@example.com")],
+        aliases=[
+            alias("team@example.com", "joe@example.com", "ann@example.com", "x@elsewhere.org"),
+            alias("solo@example.com", "joe+work@example.net"),
+            alias("%@other.org", "joe@example.com", wildcard=True),
+        ],
+    )
+    assert directory.resolve("team@example.com", "+") == ("ann@example.com", "x@elsewhere.org")
+    assert directory.resolve("team+x@example.com", "+") == (
+        "ann+x@example.com",
+        "x+x@elsewhere.org",
+    )
+    assert not directory.recipient_disabled("team@example.com", "+")
+    # Every destination disabled: the alias is refused like the user.
+    assert directory.resolve("solo@example.com", "+") is None
+    assert directory.recipient_disabled("solo@example.com", "+")
+    assert directory.recipient_disabled("anyone@other.org", "+")
+
+
+def test_forwarding_to_a_disabled_user_keeps_the_mail() -> None:
+    ann = user(
+        "ann@example.com",
+        forward_enabled=True,
+        forward_destination=("joe@example.com", "a@elsewhere.org"),
+        forward_keep=False,
+    )
+    only_joe = user(
+        "bea@example.com",
+        forward_enabled=True,
+        forward_destination=("joe@example.com",),
+        forward_keep=False,
+    )
+    directory = build(users=[ann, only_joe, user("joe@example.com", enabled=False)])
+    assert directory.resolve("ann@example.com", "+") == ("a@elsewhere.org",)
+    assert directory.resolve("bea@example.com", "+") == ("bea@example.com",)
 
 
 def test_forward_with_keep() -> None:

@@ -108,6 +108,21 @@ def test_ipv6_clients_are_counted_per_48(tmp_path: Path, redis_socket: Path) -> 
     assert run_with(limiter_for(tmp_path, redis_socket), body) == (True, True, False)
 
 
+def test_message_budget_counts_messages_that_fit_only(tmp_path: Path, redis_socket: Path) -> None:
+    async def body(limiter: AuthLimiter) -> list[bool]:
+        # A login exemption marker for an address says nothing about the message budget.
+        await limiter.exempt("203.0.113.9")
+        return [await limiter.message_allowed(f"joe@{DOMAIN}") for _ in range(4)]
+
+    limiter = limiter_for(tmp_path, redis_socket, MESSAGE_RATELIMIT="2/minute")
+    assert run_with(limiter, body) == [True, True, False, False]
+    client = db2(redis_socket)
+    window = f"LIMITER/sender/joe@{DOMAIN}/2/60"
+    assert client.llen(window) == 2  # refused messages took no place
+    assert 0 < client.ttl(window) <= 60
+    client.close()
+
+
 # -- the moving window, the same in Redis and in memory ------------------------------------------
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from roost.gate.control import GateControlError, request_reload
 from roost.gate.socketmap import MAX_REQUEST
@@ -17,7 +18,9 @@ from tests.unit.test_gate_support import (
     ALTERNATIVE,
     DOMAIN,
     GateHarness,
+    add_alias,
     add_user,
+    flush_limits,
     make_settings,
     netstring,
     read_netstrings,
@@ -109,7 +112,7 @@ def test_a_request_without_a_key_is_perm_but_the_connection_stays(gate: GateHarn
 
 
 def test_unknown_map_is_temp_like_podop(gate: GateHarness) -> None:
-    assert gate.lookup("recipientmap", f"joe@{DOMAIN}") == "TEMP no such map"
+    assert gate.lookup("virtual", f"joe@{DOMAIN}") == "TEMP no such map"
 
 
 def test_a_client_that_disconnects_mid_request_does_not_hurt(gate: GateHarness) -> None:
@@ -131,7 +134,7 @@ def test_a_client_that_disconnects_mid_request_does_not_hurt(gate: GateHarness) 
         ("domain", "[192.0.2.1]", "NOTFOUND "),
         ("mailbox", f"joe@{DOMAIN}", f"OK joe@{DOMAIN}"),
         ("mailbox", f"Joe@{ALTERNATIVE}", f"OK joe@{DOMAIN}"),
-        ("mailbox", f"off@{DOMAIN}", f"OK off@{DOMAIN}"),  # disabled users keep receiving
+        ("mailbox", f"off@{DOMAIN}", f"OK off@{DOMAIN}"),  # refused by recipientaccess
         ("mailbox", f"nobody@{DOMAIN}", "NOTFOUND "),
         ("alias", f"joe@{DOMAIN}", f"OK joe@{DOMAIN}"),
         ("alias", f"joe+box@{DOMAIN}", f"OK joe+box@{DOMAIN}"),
@@ -151,10 +154,49 @@ def test_a_client_that_disconnects_mid_request_does_not_hurt(gate: GateHarness) 
         ("senderlogin", f"team@{DOMAIN}", f"OK fwd@{DOMAIN},joe@{DOMAIN},wild@example.test"),
         ("senderlogin", f"fwd@{DOMAIN}", f"OK far@remote.test,fwd@{DOMAIN},wild@example.test"),
         ("senderlogin", "stranger@remote.test", "OK wild@example.test"),
+        ("recipientaccess", f"off@{DOMAIN}", "OK 550 5.2.1 Mailbox disabled"),
+        ("recipientaccess", f"Off+x@{ALTERNATIVE}", "OK 550 5.2.1 Mailbox disabled"),
+        ("recipientaccess", f"joe@{DOMAIN}", "NOTFOUND "),
+        ("recipientaccess", f"team@{DOMAIN}", "NOTFOUND "),
+        ("recipientaccess", DOMAIN, "NOTFOUND "),
+        ("sendermap", f"joe@{DOMAIN}", "NOTFOUND "),  # our own domains keep their address
+        ("sendermap", f"joe@{ALTERNATIVE}", "NOTFOUND "),
+        ("sendermap", "@remote.test", "NOTFOUND "),
+        ("sendermap", "remote.test", "NOTFOUND "),
+        ("recipientmap", f"joe@{DOMAIN}", "NOTFOUND "),
+        ("recipientmap", f"SRS0=AAAA=JQ=remote.test=someone@{DOMAIN}", "NOTFOUND "),
     ],
 )
 def test_map_answers(gate: GateHarness, name: str, key: str, answer: str) -> None:
     assert gate.lookup(name, key) == answer
+
+
+def test_foreign_senders_are_srs_rewritten_and_bounces_reversed(gate: GateHarness) -> None:
+    answer = gate.lookup("sendermap", "Someone@remote.test")
+    assert answer.startswith("OK SRS0=") and answer.endswith(f"=remote.test=Someone@{DOMAIN}")
+    srs = answer.removeprefix("OK ")
+    assert gate.lookup("recipientmap", srs) == "OK Someone@remote.test"
+    # Postfix may hand the key over in lower case; the hash still holds.
+    assert gate.lookup("recipientmap", srs.lower()) == "OK someone@remote.test"
+    # Only SRS addresses of our own domains are reversed.
+    assert gate.lookup("recipientmap", srs.replace(DOMAIN, "remote.test")) == "NOTFOUND "
+    # A sender that is itself someone else's SRS0 becomes SRS1, bouncing to them.
+    hop = gate.lookup("sendermap", "SRS0=abcd=XY=first.test=bob@hop.test")
+    assert hop.startswith("OK SRS1=")
+    assert hop.endswith(f"=hop.test==abcd=XY=first.test=bob@{DOMAIN}")
+    assert gate.lookup("recipientmap", hop[3:]) == "OK SRS0=abcd=XY=first.test=bob@hop.test"
+
+
+def test_an_alias_of_only_disabled_users_is_refused(gate: GateHarness) -> None:
+    add_alias(gate.store, f"offteam@{DOMAIN}", [f"off@{DOMAIN}"])
+    add_alias(gate.store, f"mixed@{DOMAIN}", [f"off@{DOMAIN}", f"joe@{DOMAIN}"])
+    request_reload(gate.layout)
+    assert gate.lookup("recipientaccess", f"offteam@{DOMAIN}") == (
+        "OK 550 5.2.1 Mailbox disabled"
+    )
+    assert gate.lookup("alias", f"offteam@{DOMAIN}") == "NOTFOUND "
+    assert gate.lookup("recipientaccess", f"mixed@{DOMAIN}") == "NOTFOUND "
+    assert gate.lookup("alias", f"mixed@{DOMAIN}") == f"OK joe@{DOMAIN}"
 
 
 def test_a_relay_that_cannot_be_parsed_defers_and_is_logged(
@@ -193,6 +235,77 @@ def test_malformed_keys_are_notfound_and_logged(
         and repr(key)[2:-1][:8] in r.getMessage()
         for r in caplog.records
     )
+
+
+# -- the message rate limit (check_sasl_access, reference §7.1.6) ------------------------------
+
+RATE_LIMITED = "OK 450 4.2.1 You are sending too many emails too fast."
+
+
+@pytest.fixture(scope="module")
+def limited_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateHarness]:
+    with running_gate(
+        tmp_path_factory.mktemp("rate"),
+        "127.0.4.20",
+        MESSAGE_RATELIMIT="2/hour",
+        MESSAGE_RATELIMIT_EXEMPTION=(f"noimap@{ALTERNATIVE}",),
+    ) as harness:
+        yield harness
+
+
+def test_each_lookup_is_one_message_and_the_third_is_refused(limited_gate: GateHarness) -> None:
+    flush_limits(limited_gate)
+    assert limited_gate.lookup("senderrate", f"joe@{DOMAIN}") == "NOTFOUND "
+    # The same login in another spelling shares the budget.
+    assert limited_gate.lookup("senderrate", f"JOE@{ALTERNATIVE}") == "NOTFOUND "
+    assert limited_gate.lookup("senderrate", f"joe@{DOMAIN}") == RATE_LIMITED
+    assert limited_gate.lookup("senderrate", f"joe@{DOMAIN}") == RATE_LIMITED
+    # Other logins have budgets of their own; refusals took no place in joe's window.
+    assert limited_gate.lookup("senderrate", f"fwd@{DOMAIN}") == "NOTFOUND "
+    client = redis.Redis(unix_socket_path=str(limited_gate.layout.redis_socket), db=2)
+    try:
+        assert client.llen(f"LIMITER/sender/joe@{DOMAIN}/2/3600") == 2
+    finally:
+        client.close()
+
+
+def test_unknown_and_exempt_logins_are_never_limited(limited_gate: GateHarness) -> None:
+    flush_limits(limited_gate)
+    for _ in range(4):
+        assert limited_gate.lookup("senderrate", f"nobody@{DOMAIN}") == "NOTFOUND "
+        assert limited_gate.lookup("senderrate", f"noimap@{DOMAIN}") == "NOTFOUND "
+
+
+def test_rate_answers_keep_request_order_among_ready_ones(limited_gate: GateHarness) -> None:
+    flush_limits(limited_gate)
+    requests = [
+        b"senderrate nopop@" + DOMAIN.encode(),
+        b"domain " + DOMAIN.encode(),
+        b"senderrate nopop@" + DOMAIN.encode(),
+        b"mailbox joe@" + DOMAIN.encode(),
+        b"senderrate nopop@" + DOMAIN.encode(),
+    ]
+    with limited_gate.socketmap_connection() as sock:
+        sock.sendall(b"".join(netstring(r) for r in requests))
+        sock.sendall(netstring(b"domain other.test"))
+        assert read_netstrings(sock, 6) == [
+            b"NOTFOUND ",
+            b"OK " + DOMAIN.encode(),
+            b"NOTFOUND ",
+            f"OK joe@{DOMAIN}".encode(),
+            RATE_LIMITED.encode(),
+            b"OK other.test",
+        ]
+        # A framing error after a waiting answer still comes last, then the connection ends.
+        sock.sendall(netstring(b"senderrate nopop@" + DOMAIN.encode()) + b"x:")
+        assert read_netstrings(sock, 2) == [RATE_LIMITED.encode(), b"PERM malformed netstring"]
+        assert closed(sock)
+
+
+def test_rate_limits_fall_back_to_memory_without_redis(tmp_path: Path) -> None:
+    with running_gate(tmp_path, "127.0.4.21", redis=False, MESSAGE_RATELIMIT="1/hour") as gate:
+        assert gate.lookup("senderrate", f"joe@{DOMAIN}") == "NOTFOUND "
+        assert gate.lookup("senderrate", f"joe@{DOMAIN}") == RATE_LIMITED
 
 
 # -- reloads -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 from roost.layout import Layout
 from roost.services.base import ServiceConfigError
 from roost.services.dovecot import DovecotService
-from roost.settings import Settings
+from roost.settings import Settings, load_settings
 
 BIND = "127.0.6.1"
 
@@ -183,16 +183,55 @@ def test_delivery_quota_and_sieve(root: Path) -> None:
 
     assert effective(service, "recipient_delimiter") == "+"
     assert effective(service, "lmtp_save_to_detail_mailbox") == "no"
-    assert effective(service, "mail_plugins", "protocol=lmtp").split() == ["quota", "sieve"]
-    assert effective(service, "mail_plugins", "protocol=imap").split() == ["quota", "imap_quota"]
+    mail_plugins = ["quota", "quota_clone"]
+    assert effective(service, "mail_plugins", "protocol=lmtp").split() == [*mail_plugins, "sieve"]
+    assert effective(service, "mail_plugins", "protocol=imap").split() == [
+        *mail_plugins, "imap_quota"
+    ]
+    assert effective(service, "mail_plugins", "protocol=pop3").split() == mail_plugins
     assert effective(service, "plugin/quota") == "count:User quota"
     assert effective(service, "plugin/quota_vsizes") == "yes"
+    assert effective(service, "plugin/quota_full_tempfail") == "no"
     assert effective(service, "plugin/sieve") == "file:~/sieve;active=~/.dovecot.sieve"
     assert effective(service, "submission_host") == f"{BIND}:10025"
     for mailbox, use in (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
                          ("Junk", "\\Junk")):
         assert effective(service, f"namespace/inbox/mailbox/{mailbox}/special_use") == use
         assert effective(service, f"namespace/inbox/mailbox/{mailbox}/auto") == "subscribe"
+
+
+def test_dicts_are_the_gates_socket(root: Path) -> None:
+    """The before script and quota_clone both go to the gate's dict socket."""
+    service = dovecot(root)
+    service.render()
+
+    socket = root / "run/gate-dict/dict.sock"
+    assert effective(service, "plugin/quota_clone_dict") == f"proxy:{socket}:quota"
+    assert effective(service, "plugin/sieve_before") == f"dict:proxy:{socket}:sieve;name=roost"
+
+
+def test_spam_test_and_vacation_settings(root: Path) -> None:
+    service = dovecot(root)
+    service.render()
+
+    assert effective(service, "plugin/sieve_extensions").split() == ["+spamtest", "+spamtestplus"]
+    assert effective(service, "plugin/sieve_spamtest_status_type") == "strlen"
+    assert effective(service, "plugin/sieve_spamtest_status_header") == "X-Spam-Level"
+    assert effective(service, "plugin/sieve_spamtest_max_value") == "15"
+    for setting in ("dont_check_recipient", "send_from_recipient", "to_header_ignore_envelope"):
+        assert effective(service, f"plugin/sieve_vacation_{setting}") == "yes"
+
+
+def test_full_text_search_setting_adds_no_index(root: Path) -> None:
+    """Mailu's FULL_TEXT_SEARCH is read, but IMAP search stays Dovecot's exact search."""
+    env_file = root.parent / "mailu.env"
+    env_file.write_text("FULL_TEXT_SEARCH=en,de\n")
+    load_settings(env_file=env_file, environ={})
+    service = dovecot(root)
+    service.render()
+
+    assert effective(service, "mail_plugins").split() == ["quota", "quota_clone"]
+    assert effective(service, "plugin/fts") == ""
 
 
 def test_no_recipient_delimiter_by_default(root: Path) -> None:

@@ -2,8 +2,10 @@
 
 The stand-in answers ``/auth/email`` and ``/dovecot/userdb/<user>`` for a few users and
 records every request, so the tests see both sides: what a client is told, and what the
-Lua passdb/userdb asked the gate. Logins use real clients (imaplib, poplib, smtplib's
-LMTP) and small ones written here for ManageSieve and Dovecot's auth protocol.
+Lua passdb/userdb asked the gate. Dovecot's dicts are the gate's own code (the dict
+protocol server and :class:`MailboxDict`) over a directory of those users. Logins use real
+clients (imaplib, poplib, smtplib's LMTP) and small ones written here for ManageSieve and
+Dovecot's auth protocol.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from roost.core.directory import Directory, UserEntry
+from roost.gate.dictproxy import DictError, start_dict_server
+from roost.gate.routes import MailboxDict
 from roost.layout import GATE_HTTP_PORT, Layout
 from roost.services.dovecot import DovecotService
 from roost.settings import Settings
@@ -54,6 +59,10 @@ ALICE, ALICE_PW = "alice@example.com", "secret"
 BOB, BOB_PW = "bob@example.com", "p a%s\u00e9+\u2603 ss"
 #: Two messages of quota.
 CAROL, CAROL_PW = "carol@example.com", "carol-pw"
+#: 2000 bytes of quota, filled over IMAP.
+ERIN, ERIN_PW = "erin@example.com", "erin-pw"
+#: Her before script cannot be read: the gate's dict fails her lookups.
+DANA, DANA_PW = "dana@example.com", "dana-pw"
 LIMITED = "limited@example.com"
 BROKEN = "broken@example.com"
 RATE_LIMITED = "Temporary authentication failure (rate-limit)"
@@ -164,11 +173,38 @@ class GateStandIn:
 
 
 @dataclass
+class StandInIndex:
+    """What :class:`MailboxDict` reads: the directory the gate would have loaded."""
+
+    directory: Directory
+
+
+@dataclass
+class RecordedUsage:
+    """Takes quota_clone's figures where the gate's writer would store them."""
+
+    figures: dict[str, int] = field(default_factory=dict)
+
+    def note(self, email: str, used: int) -> None:
+        self.figures[email] = used
+
+
+class FailingForDana(MailboxDict):
+    """The gate's dict, failing as it would if it could not answer for one user."""
+
+    def lookup(self, user: str, key: str) -> str | None:
+        if user == DANA:
+            raise DictError("cannot answer for now")
+        return super().lookup(user, key)
+
+
+@dataclass
 class RunningDovecot:
     layout: Layout
     gate: GateStandIn
     log_file: Path
     tls: ssl.SSLContext
+    usage: RecordedUsage = field(default_factory=RecordedUsage)
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -183,19 +219,27 @@ class RunningDovecot:
             time.sleep(0.1)
 
 
-def start_gate(gate: GateStandIn) -> Callable[[], None]:
-    """Serve the stand-in on the gate's address in a thread; return the stop function."""
+def start_gate(
+    gate: GateStandIn, mailbox_dict: MailboxDict, dict_socket: Path
+) -> Callable[[], None]:
+    """Serve the stand-in and the dict in a thread; return the stop function."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     server = asyncio.run_coroutine_threadsafe(
         asyncio.start_server(gate.handle, BIND, GATE_HTTP_PORT), loop
     ).result(timeout=10)
+    dict_socket.parent.mkdir(parents=True, exist_ok=True)
+    dict_server = asyncio.run_coroutine_threadsafe(
+        start_dict_server(mailbox_dict, dict_socket), loop
+    ).result(timeout=10)
+    dict_socket.chmod(0o666)  # Dovecot's mail processes run as the mail user
 
     def stop() -> None:
         async def close() -> None:
-            server.close()
-            await server.wait_closed()
+            for listening in (server, dict_server):
+                listening.close()
+                await listening.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
@@ -236,11 +280,20 @@ def running() -> Iterator[RunningDovecot]:
     layout = Layout(settings)
     write_certificate(layout.cert_file, layout.key_file)
     gate = GateStandIn(
-        passwords={ALICE: ALICE_PW, BOB: BOB_PW, CAROL: CAROL_PW},
-        quotas={ALICE: 1_000_000, BOB: 1_000_000, CAROL: 3_000},
+        passwords={ALICE: ALICE_PW, BOB: BOB_PW, CAROL: CAROL_PW, DANA: DANA_PW, ERIN: ERIN_PW},
+        quotas={ALICE: 1_000_000, BOB: 1_000_000, CAROL: 3_000, DANA: 1_000_000, ERIN: 2_000},
         aliases={"alice@alias.example": ALICE},
     )
-    stop_gate = start_gate(gate)
+    directory = Directory.build(
+        domains=["example.com"],
+        users=[
+            UserEntry(email, email.split("@")[0], "example.com", "unused")
+            for email in gate.passwords
+        ],
+    )
+    usage = RecordedUsage()
+    mailbox_dict = FailingForDana(StandInIndex(directory), usage)  # type: ignore[arg-type]
+    stop_gate = start_gate(gate, mailbox_dict, layout.gate_dict)
     service = DovecotService(layout)
     service.render()
     log_file = base / "dovecot.log"
@@ -249,7 +302,7 @@ def running() -> Iterator[RunningDovecot]:
     tls = ssl.create_default_context(cafile=str(layout.cert_file))
     try:
         wait_ready(service, process, log_file)
-        yield RunningDovecot(layout, gate, log_file, tls)
+        yield RunningDovecot(layout, gate, log_file, tls, usage)
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -278,11 +331,21 @@ def imap_plain_auth(client: imaplib.IMAP4, user: str, password: str) -> tuple[st
 
 
 class ManageSieve:
-    """Just enough RFC 5804: STARTTLS, AUTHENTICATE PLAIN, PUTSCRIPT, SETACTIVE."""
+    """Just enough RFC 5804: STARTTLS, AUTHENTICATE PLAIN, PUTSCRIPT, SETACTIVE.
 
-    def __init__(self, tls: ssl.SSLContext) -> None:
+    The end-to-end tests use it too, against a whole stack's address and host name.
+    """
+
+    def __init__(
+        self,
+        tls: ssl.SSLContext,
+        address: str = BIND,
+        source: str = CLIENT,
+        server_hostname: str = "localhost",
+    ) -> None:
         self.tls = tls
-        self.sock: socket.socket = socket.create_connection((BIND, 4190), 10, (CLIENT, 0))
+        self.server_hostname = server_hostname
+        self.sock: socket.socket = socket.create_connection((address, 4190), 10, (source, 0))
         self.file = self.sock.makefile("rb")
         self.capabilities = self.response()[1]
 
@@ -302,7 +365,7 @@ class ManageSieve:
 
     def starttls(self) -> None:
         assert self.command("STARTTLS").startswith("OK")
-        self.sock = self.tls.wrap_socket(self.sock, server_hostname="localhost")
+        self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.server_hostname)
         self.file = self.sock.makefile("rb")
         self.capabilities = self.response()[1]
 
@@ -355,11 +418,19 @@ class DovecotAuthClient:
         self.sock.close()
 
 
-def lmtp_deliver(running: RunningDovecot, rcpt: str, subject: str, body: str = "hello") -> None:
+def lmtp_deliver(
+    running: RunningDovecot,
+    rcpt: str,
+    subject: str,
+    body: str = "hello",
+    headers: dict[str, str] | None = None,
+) -> None:
     message = EmailMessage()
     message["From"] = "sender@example.net"
     message["To"] = rcpt
     message["Subject"] = subject
+    for name, value in (headers or {}).items():
+        message[name] = value
     message.set_content(body)
     with smtplib.LMTP(str(running.layout.lmtp_socket)) as lmtp:
         lmtp.sendmail("sender@example.net", [rcpt], message.as_bytes())
@@ -518,6 +589,61 @@ def test_quota_from_the_userdb_is_enforced(running: RunningDovecot) -> None:
         lmtp_deliver(running, CAROL, "large", body="x" * 5000)
     assert b"Quota exceeded" in str(full.value).encode()
     assert subjects(running, CAROL, CAROL_PW, "INBOX") == ["small"]
+
+
+def test_before_script_from_the_gates_dict_files_spam(running: RunningDovecot) -> None:
+    """13 of 15 stars is 86 %, above the default threshold of 80: Junk, marked read."""
+    lmtp_deliver(running, BOB, "spam by score", headers={"X-Spam-Level": "*" * 13})
+    lmtp_deliver(running, BOB, "ham by score", headers={"X-Spam-Level": "*" * 12})
+
+    assert "spam by score" in subjects(running, BOB, BOB_PW, "Junk")
+    assert "ham by score" in subjects(running, BOB, BOB_PW, "INBOX")
+    with imaps(running) as client:
+        imap_plain_auth(client, BOB, BOB_PW)
+        client.select("Junk", readonly=True)
+        _, found = client.search(None, "SEEN", "SUBJECT", '"spam by score"')
+        assert len(found[0].split()) == 1
+    running.wait_for_log(r"lmtp\(bob@example\.com\).*fileinto action: stored mail into "
+                         r"mailbox 'Junk'")
+
+
+def test_quota_clone_reports_the_mailbox_size_to_the_gate(running: RunningDovecot) -> None:
+    lmtp_deliver(running, ALICE, "counted", body="x" * 2000)
+
+    with imaps(running) as client:
+        imap_plain_auth(client, ALICE, ALICE_PW)
+        client.select("INBOX", readonly=True)
+        _, sizes = client.fetch("1:*", "(RFC822.SIZE)")
+    total = sum(int(re.search(rb"RFC822.SIZE (\d+)", item).group(1)) for item in sizes)
+    # The figure quota_clone sends is Dovecot's quota: the virtual sizes of every message.
+    deadline = time.monotonic() + 5
+    while running.usage.figures.get(ALICE) != total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.usage.figures.get(ALICE) == total
+
+
+def test_unreadable_before_script_defers_delivery(running: RunningDovecot) -> None:
+    """No script, no delivery: a temporary failure, so Postfix keeps the message queued."""
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        lmtp_deliver(running, DANA, "waits in the queue")
+    assert deferred.value.smtp_code == 451
+    assert b"Sieve" in deferred.value.smtp_error
+    assert subjects(running, DANA, DANA_PW, "INBOX") == []
+
+
+def test_imap_append_over_quota_is_refused(running: RunningDovecot) -> None:
+    """Saving stops at the limit: a message that would cross it is refused, with no grace."""
+
+    def append(size: int) -> tuple[str, list[Any]]:
+        message = f"Subject: {size}\r\n\r\n".encode() + b"x" * size
+        return client.append("INBOX", None, None, message)
+
+    with imaps(running) as client:
+        imap_plain_auth(client, ERIN, ERIN_PW)
+        assert append(1800)[0] == "OK"  # 1817 of 2000 bytes
+        status, answer = append(200)  # 2034 would be over
+        assert status == "NO" and answer[0].startswith(b"[OVERQUOTA] Quota exceeded")
+        assert append(150)[0] == "OK"  # 1984 fits
 
 
 def test_sasl_for_postfix(running: RunningDovecot) -> None:

@@ -94,12 +94,13 @@ def test_cert_flavor(root: Path) -> None:
 
 
 def test_notls_serves_plain_http_without_tls(root: Path) -> None:
-    _, text = rendered(root, TLS_FLAVOR="notls")
+    service, text = rendered(root, TLS_FLAVOR="notls")
     lines = directives(text)
     assert not any(":443" in line or "ssl" in line or "starttls" in line for line in lines)
     plain = directives(block(block(text, "http {"), "# HTTP"))
     assert f'include "{root}/overrides/nginx/*.conf";' in plain
-    assert "return 404;" in plain and "return 301 https://$host$request_uri;" not in plain
+    assert f"root {service.no_web_root};" in plain
+    assert "return 301 https://$host$request_uri;" not in plain
     assert not (root / "certs").exists()
 
 
@@ -122,10 +123,26 @@ def test_broken_override_names_file_and_line(root: Path) -> None:
     override = root / "overrides" / "nginx" / "broken.conf"
     override.parent.mkdir(parents=True)
     override.write_text("# fine\nlocation = /x { return 200; }\nno_such_directive on;\n")
-    with pytest.raises(
-        ServiceConfigError, match=rf'unknown directive "no_such_directive" in {override}:3'
-    ):
+    with pytest.raises(ServiceConfigError) as refused:
         rendered(root)
+    # Only what says what and where: no time stamp, level or pid of nginx's log format.
+    assert str(refused.value).endswith(
+        f': unknown directive "no_such_directive" in {override}:3'
+    )
+    assert not re.search(r"\d{4}/\d\d/\d\d", str(refused.value))
+
+
+def test_an_override_may_take_the_root_location(root: Path) -> None:
+    # Mailu FAQ: with WEBROOT_REDIRECT=none, overrides/nginx may define "location /".
+    override = root / "overrides" / "nginx" / "website.conf"
+    override.parent.mkdir(parents=True)
+    override.write_text('location / {\n    return 200 "our own home page";\n}\n')
+    service, text = rendered(root)
+    secure = directives(block(block(text, "http {"), "# HTTPS"))
+    assert "location / {" not in secure  # nothing of ours to collide with (nginx -t passed)
+    assert f"root {service.no_web_root};" in secure
+    assert "log_not_found off;" in secure
+    assert not service.no_web_root.exists()
 
 
 def test_bad_certificate_is_refused_before_nginx(root: Path) -> None:

@@ -94,11 +94,16 @@ def test_default_render_is_accepted_by_postfix_without_warnings(root: Path) -> N
         "relay_domains": f"{gate}:transport",
         "transport_maps": f"lmdb:{service.etc}/transport.map, {gate}:transport",
         "smtpd_sender_login_maps": f"{gate}:senderlogin",
+        "sender_canonical_maps": f"{gate}:sendermap",
+        "sender_canonical_classes": "envelope_sender",
+        "recipient_canonical_maps": f"{gate}:recipientmap",
+        "recipient_canonical_classes": "envelope_recipient, header_recipient",
         "virtual_transport": f"lmtp:unix:{root}/run/dovecot/lmtp",
         "smtpd_sasl_type": "dovecot",
         "smtpd_sasl_path": f"{root}/run/dovecot/auth-client",
         "message_size_limit": "50000000",
         "recipient_delimiter": "+",
+        "smtputf8_enable": "no",
         "smtpd_helo_required": "yes",
         "mynetworks": "127.0.0.1/32, [::1]/128",
         "inet_interfaces": "loopback-only",
@@ -146,6 +151,18 @@ def test_master_cf_listeners_and_transports(root: Path) -> None:
     assert "reject_authenticated_sender_login_mismatch" in param(
         service, "roost_submission_sender_restrictions"
     )
+    gate = f"socketmap:unix:{service.layout.gate_socketmap}"
+    # The message rate limit is one lookup per message, at DATA, on submission only.
+    assert service_param(service, f"{ADDRESS}:587", "smtpd_data_restrictions") == (
+        "$roost_submission_data_restrictions"
+    )
+    assert param(service, "roost_submission_data_restrictions") == (
+        f"check_sasl_access {gate}:senderrate"
+    )
+    assert service_param(service, front, "smtpd_data_restrictions") == ""
+    # Disabled mailboxes are refused first, before mynetworks may skip the other checks.
+    for name in ("smtpd_recipient_restrictions", "roost_submission_recipient_restrictions"):
+        assert param(service, name).startswith(f"check_recipient_access {gate}:recipientaccess,")
 
 
 def test_notls_has_no_465_and_587_allows_auth_without_tls(root: Path) -> None:

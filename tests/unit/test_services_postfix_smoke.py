@@ -206,3 +206,73 @@ def test_notls_submission_and_clean_stop() -> None:
             pid = int((Path(notls.layout.queue) / "pid" / "master.pid").read_text().split()[0])
         # running_postfix stopped it with the service's stop_command: master is gone.
         assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+
+
+def test_disabled_mailbox_is_refused_at_rcpt_even_for_mynetworks(stack: PostfixStack) -> None:
+    stack.gate.maps["recipientaccess"]["bob@example.test"] = "550 5.2.1 Mailbox disabled"
+    try:
+        for source in (OUTSIDE, ("127.0.0.1", 0)):
+            with mx(source) as client:
+                client.mail("sender@example.test")
+                code, text = client.rcpt("bob@example.test")
+                assert (code, text.endswith(b"Mailbox disabled")) == (550, True), text
+                assert text.startswith(b"5.2.1 ")
+    finally:
+        stack.gate.maps["recipientaccess"].clear()
+
+
+def test_a_bounce_to_a_reversible_srs_address_goes_to_the_original_sender(
+    stack: PostfixStack,
+) -> None:
+    srs = "SRS0=HHHH=TT=relay.test=Bob@example.test"
+    # smtpd asks with the key lower-cased, cleanup as the client wrote it (the gate
+    # reverses both: SRS hashes are compared without regard to case).
+    stack.gate.maps["recipientmap"][srs.lower()] = "bob@relay.test"
+    stack.gate.maps["recipientmap"][srs] = "Bob@relay.test"
+    try:
+        with mx() as client:
+            # Known through recipient_canonical_maps, so accepted though no user has it.
+            client.sendmail("", [srs], b"Subject: bounce\r\n\r\nundeliverable\r\n")
+        wait_for(lambda: len(stack.remote.messages) == 1, 15, "the reversed bounce")
+        assert stack.remote.messages[0].rcpt_tos == ["Bob@relay.test"]
+        with mx() as client:
+            client.mail("")
+            assert client.rcpt("SRS0=FAKE=TT=relay.test=eve@example.test")[0] == 550
+    finally:
+        stack.gate.maps["recipientmap"].clear()
+
+
+def test_foreign_envelope_senders_go_through_sendermap(stack: PostfixStack) -> None:
+    stack.gate.maps["sendermap"]["someone@foreign.example"] = "SRS0=HHHH=TT=x@example.test"
+    try:
+        # From mynetworks: no DNS here to find the sender's domain.
+        with mx(source=("127.0.0.1", 0)) as client:
+            client.sendmail(
+                "someone@foreign.example", ["alice@example.test"], b"Subject: s\r\n\r\n.\r\n"
+            )
+        wait_for(lambda: len(stack.mailboxes.messages) == 1, 15, "LMTP delivery")
+        assert stack.mailboxes.messages[0].mail_from == "SRS0=HHHH=TT=x@example.test"
+    finally:
+        stack.gate.maps["sendermap"].clear()
+
+
+def test_message_rate_is_asked_once_per_message_at_data(stack: PostfixStack) -> None:
+    too_fast = "450 4.2.1 You are sending too many emails too fast."
+    stack.gate.queries.clear()
+    with smtplib.SMTP_SSL(ADDRESS, 465, source_address=OUTSIDE, context=client_tls()) as client:
+        client.login("alice@example.test", "alice-secret")
+        client.sendmail(
+            "alice@example.test",
+            ["bob@example.test", "alice@example.test", "x@relay.test"],
+            b"Subject: three recipients\r\n\r\n.\r\n",
+        )
+        assert stack.gate.queries.count(("senderrate", "alice@example.test")) == 1
+        stack.gate.maps["senderrate"]["alice@example.test"] = too_fast
+        try:
+            client.mail("alice@example.test")
+            assert client.rcpt("bob@example.test")[0] == 250
+            code, text = client.docmd("DATA")
+        finally:
+            stack.gate.maps["senderrate"].clear()
+    assert code == 450
+    assert text.startswith(b"4.2.1 ") and text.endswith(too_fast[10:].encode()), text

@@ -232,6 +232,10 @@ def standard_maps(remote: tuple[str, int]) -> dict[str, dict[str, str]]:
         },
         "transport": {RELAY_DOMAIN: f"smtp:[{host}]:{port}"},
         "senderlogin": {user: user for user in USERS},
+        "recipientaccess": {},
+        "sendermap": {},
+        "recipientmap": {},
+        "senderrate": {},
     }
 
 

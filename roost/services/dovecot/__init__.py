@@ -5,7 +5,9 @@ with its own base_dir, state_dir and logs, so it never meets a system Dovecot or
 stack's. Dovecot decides nothing about users: a Lua passdb hands every login, password
 included, to the gate over HTTP (the nginx auth_http header protocol), and a Lua userdb asks
 the gate for the canonical name and quota of a user. Mail is stored as Maildir under
-``ROOT/mail/<email>``, owned by the system ``mail`` user.
+``ROOT/mail/<email>``, owned by the system ``mail`` user. The mail processes read each
+user's "before" Sieve script from the gate and report mailbox sizes to it over Dovecot's
+dict protocol (``layout.gate_dict``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost.core.sieve import SPAM_SCORE_MAX
 from roost.layout import POSTFIX_FRONT_PORT
 from roost.services.base import (
     Readiness,
@@ -262,6 +265,8 @@ class DovecotService(Service):
             "mail_gid": mail.pw_gid,
             "recipient_delimiter": settings.RECIPIENT_DELIMITER,
             "submission_host": f"{layout.internal_address}:{POSTFIX_FRONT_PORT}",
+            "dict_socket": layout.gate_dict,
+            "spam_score_max": SPAM_SCORE_MAX,
             "ports": ports,
             "lmtp_listener": self._socket_name(layout.lmtp_socket),
             "auth_listener": self._socket_name(layout.dovecot_auth_socket),

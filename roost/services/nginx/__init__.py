@@ -10,6 +10,7 @@ TLS_FLAVOR=cert, sends everything else to HTTPS; the web application comes later
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ MAIL_MODULE = Path("/usr/lib/nginx/modules/ngx_mail_module.so")
 # Slack above MESSAGE_SIZE_LIMIT for uploads through the web (MIME encoding grows a
 # message by a third; Mailu allows 8 MiB).
 BODY_SLACK = 8 * 1024 * 1024
+# The time, level and pid nginx puts before each message: "2024/01/31 12:00:00 [emerg] 7#7: ".
+# The message itself names the file and line; the rest is noise in a one-line error.
+_LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] \d+#\d+: ")
 
 
 def _listen(address: str, port: int, extra: str = "") -> str:
@@ -58,6 +62,11 @@ class NginxService(Service):
     def run_directory(self) -> Path:
         """pid file and temporary files."""
         return self.layout.run / "nginx"
+
+    @property
+    def no_web_root(self) -> Path:
+        """The main server's document root, which is never created (see the template)."""
+        return self.run_directory / "no-web-root"
 
     def _http_servers(self) -> list[dict[str, Any]]:
         settings = self.layout.settings
@@ -91,6 +100,7 @@ class NginxService(Service):
             "conf": self.conf,
             "run": self.run_directory,
             "overrides": self.overrides,
+            "no_web_root": self.no_web_root,
             "mail_module": MAIL_MODULE,
             "hostname": settings.hostname,
             "server_names": " ".join(settings.HOSTNAMES),
@@ -132,7 +142,7 @@ class NginxService(Service):
             ) from None
         if result.returncode != 0:
             lines = [
-                line.removeprefix("nginx: ")
+                _LOG_PREFIX.sub("", line.removeprefix("nginx: "))
                 for line in (result.stderr + result.stdout).splitlines()
                 if line.strip() and "test failed" not in line
             ]
