@@ -11,12 +11,12 @@ CLI's changes immediate and lets it report a gate that is not there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from pathlib import Path
 
 from roost.gate.index import Index
+from roost.gate.streams import close_quietly
 from roost.layout import Layout
 
 __all__ = ["GateControlError", "request_reload", "start_control_server"]
@@ -55,9 +55,7 @@ async def _serve(index: Index, reader: asyncio.StreamReader, writer: asyncio.Str
     except (ConnectionError, OSError):
         pass
     finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
+        await close_quietly(writer)
 
 
 async def start_control_server(index: Index, path: Path) -> asyncio.Server:

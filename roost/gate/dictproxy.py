@@ -26,12 +26,13 @@ next command, and nothing it sent after the broken line could be trusted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from roost.gate.streams import close_quietly
 
 __all__ = [
     "DictBackend",
@@ -226,9 +227,7 @@ async def _serve(
     except (ConnectionError, OSError):
         pass
     finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
+        await close_quietly(writer)
 
 
 async def start_dict_server(backend: DictBackend, path: Path) -> asyncio.Server:

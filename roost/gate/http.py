@@ -14,7 +14,6 @@ dependency into the daemons' hot path; this module is the framing and nothing el
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -22,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
+
+from roost.gate.streams import close_quietly
 
 __all__ = [
     "MAX_HEAD",
@@ -241,9 +242,7 @@ class HttpServer:
         except (ConnectionError, OSError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+            await close_quietly(writer)
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self.server = await asyncio.start_server(
