@@ -62,6 +62,8 @@ SYSTEM_SENDERS = (
 )
 #: How often one sender may get the auto-reply (RFC 5230 §4.1 ``:days``).
 REPLY_INTERVAL_DAYS = 1
+#: How long a delivered Message-ID is remembered per mailbox (see _duplicate_rule).
+DUPLICATE_WINDOW_SECONDS = 7200
 
 # C0 controls and DEL, except tab and line feed: a Sieve string may carry them, but in a
 # subject or a reply they are never meant and only garble what the sender reads.
@@ -92,6 +94,24 @@ def sieve_string(text: str) -> str:
 
 def _string_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(sieve_string(item) for item in items) + "]"
+
+
+def _duplicate_rule() -> tuple[list[str], list[str]]:
+    """Store a message once even when it is delivered twice (RFC 7352 duplicate).
+
+    LMTP is at-least-once: when Dovecot dies after saving a message but before answering,
+    Postfix rightly tries again and the user would see the message twice. Remembering the
+    Message-ID for a while makes the retry harmless, as Cyrus's duplicate suppression
+    does; the same message reaching one mailbox through two aliases is stored once too.
+    Messages without a Message-ID are never treated as duplicates.
+    """
+    return ["duplicate"], [
+        "# A message this mailbox already stored (same Message-ID) is not stored again.",
+        f"if duplicate :seconds {DUPLICATE_WINDOW_SECONDS} {{",
+        "    discard;",
+        "    stop;",
+        "}",
+    ]
 
 
 def _spam_rule(user: UserEntry) -> tuple[list[str], list[str]]:
@@ -142,10 +162,9 @@ def _reply_rule(user: UserEntry) -> tuple[list[str], list[str]]:
 def before_script(user: UserEntry, today: date) -> str:
     """The script for one delivery to ``user`` on ``today`` (the reply's date window).
 
-    Only the extensions a rule uses are required, so a user with neither rule gets a
-    script that does nothing and needs nothing.
+    Only the extensions a rule uses are required.
     """
-    rules = []
+    rules = [_duplicate_rule()]
     if user.spam_enabled:
         rules.append(_spam_rule(user))
     if user.reply_active(today):
