@@ -9,6 +9,7 @@ daemon in the foreground and how to tell that it is ready.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ class Readiness:
 
 
 @dataclass
-class Service:
+class Service(ABC):
     """Base class: subclasses set ``name`` and implement ``render`` and ``command``."""
 
     layout: Layout
@@ -47,13 +48,13 @@ class Service:
     def overrides(self) -> Path:
         return self.layout.overrides / self.name
 
+    @abstractmethod
     def render(self) -> None:
         """Write the complete configuration under ``etc``; raise ServiceConfigError."""
-        raise NotImplementedError
 
+    @abstractmethod
     def command(self) -> list[str]:
         """The foreground command the runner starts and supervises."""
-        raise NotImplementedError
 
     def readiness(self) -> Readiness:
         return Readiness()
