@@ -1,35 +1,9 @@
-"""``config-export`` and ``config-import``: the whole configuration as Mailu's YAML or JSON.
-
-The format is Mailu's (reference §6.2), so an export from Mailu loads here and the other
-way round: sections ``domain``, ``user``, ``alias``, ``relay``; each item keyed by
-``name`` or ``email``; only values that differ from their defaults unless ``full``;
-secrets as ``<hidden>`` unless ``secrets``; names in Unicode.
-
-Import has two modes. *Replace* (the default) deletes every object of the section types
-the document contains -- with what the store cascades from them, as in Mailu: a
-``domain`` section takes the domains' users and aliases with it -- and recreates them from
-the document. *Update* merges: items are matched by key, absent fields keep their stored
-value, and Mailu's ``-key`` notation deletes (``- -name: x`` one object, ``- -name: null``
-every object not mentioned, ``- -value`` one list value, ``- -prune-`` every list value not
-mentioned, ``-field: null`` back to the default).
-
-Every problem found is collected with its path, and nothing is written unless there are
-none. The counters compare the store before and after, so re-importing an export says
-``No changes.`` in either mode (but for a fetch's last check and error, run-time state
-that only ``--full`` exports).
-
-Roost checks what Mailu's import does not: names and addresses must be valid, users and
-aliases must not share an address, and a name serves one of domain, alternative or relay.
-Domain limits (max_users, max_aliases) are not enforced here, as in Mailu: an import
-restores a state, it does not grow one. DKIM keys do not exist in Roost yet, so a
-``dkim_key`` other than empty or ``<hidden>`` is refused rather than silently dropped.
-"""
+"""``config-import``: Mailu's YAML or JSON into the store, replacing or merging."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +15,17 @@ from roost.core.address import AddressError, check_localpart, check_wildcard_pat
 from roost.core.passwords import hash_password, hash_token, verify_password, verify_token
 from roost.core.transport import TransportError, relay_transport
 from roost.settings import Settings
+from roost.store.configio.common import (
+    HIDDEN,
+    KEYS,
+    KINDS,
+    PRUNE,
+    REQUIRED,
+    SECTIONS,
+    ConfigValidationError,
+    all_rows,
+    default_values,
+)
 from roost.store.manage import (
     ManageError,
     address_in_use,
@@ -53,398 +38,6 @@ from roost.store.manage import (
     strip_scheme,
 )
 from roost.store.models import Alias, Alternative, Domain, Fetch, Relay, Token, User
-
-__all__ = [
-    "HIDDEN",
-    "SECTIONS",
-    "ConfigValidationError",
-    "ImportResult",
-    "dump_json",
-    "dump_yaml",
-    "export_config",
-    "import_config",
-    "load_document",
-]
-
-HIDDEN = "<hidden>"
-SECTIONS = ("domain", "user", "alias", "relay")
-#: Object kinds in the order the counters list them.
-KINDS = ("domain", "alternative", "user", "token", "fetch", "alias", "relay")
-PRUNE = "-prune-"
-
-_REQUIRED = object()  # a field with no default: always exported, needed to create
-
-
-class ConfigValidationError(Exception):
-    """The document cannot be imported; ``errors`` holds ``(path, message)`` pairs."""
-
-    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
-        self.errors = list(errors)
-        super().__init__(f"{len(self.errors)} errors occurred during input validation")
-
-    def lines(self) -> list[str]:
-        """Mailu's report: one headline, then ``- <path> : <message>`` per problem."""
-        return [f"[ValidationError] {self}"] + [f"- {p} : {m}" for p, m in self.errors]
-
-
-# ======================================================================== export
-
-
-def _date(value: dt.date | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _domain_record(domain: Domain) -> dict[str, Any]:
-    return {
-        "name": show_domain(domain.name),
-        "alternatives": sorted(show_domain(a.name) for a in domain.alternatives),
-        "anonmail_enabled": domain.anonmail_enabled,
-        "comment": domain.comment or "",
-        "max_aliases": domain.max_aliases,
-        "max_quota_bytes": domain.max_quota_bytes,
-        "max_users": domain.max_users,
-        "signup_enabled": domain.signup_enabled,
-    }
-
-
-def _token_record(token: Token) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "comment": token.comment or "",
-        "ip": list(token.ip or []),
-        "password": token.password,
-    }
-
-
-def _fetch_record(fetch: Fetch, secrets: bool) -> dict[str, Any]:
-    return {
-        "id": fetch.id,
-        "comment": fetch.comment or "",
-        "error": fetch.error,
-        "folders": list(fetch.folders or []),
-        "host": fetch.host,
-        "invisible": fetch.invisible,
-        "keep": fetch.keep,
-        "last_check": None if fetch.last_check is None else fetch.last_check.isoformat(),
-        "password": fetch.password if secrets else HIDDEN,
-        "port": fetch.port,
-        "protocol": fetch.protocol,
-        "scan": fetch.scan,
-        "tls": fetch.tls,
-        "username": fetch.username,
-    }
-
-
-def _user_record(user: User) -> dict[str, Any]:
-    return {
-        "email": show_email(user.email),
-        "allow_spoofing": user.allow_spoofing,
-        "change_pw_next_login": user.change_pw_next_login,
-        "comment": user.comment or "",
-        "displayed_name": user.displayed_name or "",
-        "enable_imap": user.enable_imap,
-        "enable_pop": user.enable_pop,
-        "enabled": user.enabled,
-        "forward_destination": [show_email(a) for a in user.forward_destination or []],
-        "forward_enabled": user.forward_enabled,
-        "forward_keep": user.forward_keep,
-        "global_admin": user.global_admin,
-        "manager_of": sorted(show_domain(d.name) for d in user.manager_of),
-        "password": user.password,
-        "quota_bytes": user.quota_bytes,
-        "reply_body": user.reply_body,
-        "reply_enabled": user.reply_enabled,
-        "reply_enddate": _date(user.reply_enddate),
-        "reply_startdate": _date(user.reply_startdate),
-        "reply_subject": user.reply_subject,
-        "spam_enabled": user.spam_enabled,
-        "spam_mark_as_read": user.spam_mark_as_read,
-        "spam_threshold": user.spam_threshold,
-    }
-
-
-def _alias_record(alias: Alias) -> dict[str, Any]:
-    return {
-        "email": show_email(alias.email),
-        "comment": alias.comment or "",
-        "destination": [show_email(a) for a in alias.destination or []],
-        "disabled": alias.disabled,
-        "hostname": alias.hostname,
-        "owner_email": None if alias.owner_email is None else show_email(alias.owner_email),
-        "wildcard": alias.wildcard,
-    }
-
-
-def _relay_record(relay: Relay) -> dict[str, Any]:
-    return {
-        "name": show_domain(relay.name),
-        "comment": relay.comment or "",
-        "smtp": relay.smtp or "",
-    }
-
-
-def _defaults(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Each field's default; ``_REQUIRED`` fields have none. Import fills in the same."""
-    return {
-        "domain": {
-            "name": _REQUIRED,
-            "alternatives": [],
-            "anonmail_enabled": False,
-            "comment": "",
-            "dkim_key": "",
-            "max_aliases": -1,
-            "max_quota_bytes": 0,
-            "max_users": -1,
-            "signup_enabled": False,
-        },
-        "user": {
-            "email": _REQUIRED,
-            "allow_spoofing": False,
-            "change_pw_next_login": False,
-            "comment": "",
-            "displayed_name": "",
-            "enable_imap": True,
-            "enable_pop": True,
-            "enabled": True,
-            "fetches": [],
-            "forward_destination": [],
-            "forward_enabled": False,
-            "forward_keep": True,
-            "global_admin": False,
-            "manager_of": [],
-            "password": _REQUIRED,
-            "quota_bytes": settings.DEFAULT_QUOTA,
-            "reply_body": None,
-            "reply_enabled": False,
-            "reply_enddate": "2999-12-31",
-            "reply_startdate": "1900-01-01",
-            "reply_subject": None,
-            "spam_enabled": True,
-            "spam_mark_as_read": True,
-            "spam_threshold": settings.DEFAULT_SPAM_THRESHOLD,
-            "tokens": [],
-        },
-        "token": {"id": _REQUIRED, "comment": "", "ip": [], "password": _REQUIRED},
-        "fetch": {
-            "id": _REQUIRED,
-            "comment": "",
-            "error": None,
-            "folders": [],
-            "host": _REQUIRED,
-            "invisible": False,
-            "keep": False,
-            "last_check": None,
-            "password": _REQUIRED,
-            "port": _REQUIRED,
-            "protocol": _REQUIRED,
-            "scan": False,
-            "tls": False,
-            "username": _REQUIRED,
-        },
-        "alias": {
-            "email": _REQUIRED,
-            "comment": "",
-            "destination": _REQUIRED,
-            "disabled": False,
-            "hostname": None,
-            "owner_email": None,
-            "wildcard": False,
-        },
-        "relay": {"name": _REQUIRED, "comment": "", "smtp": ""},
-    }
-
-
-#: Exported only with ``full``: run-time state of a fetch, not configuration.
-_FULL_ONLY = {"fetch": {"last_check", "error"}}
-_KEYS = {"domain": "name", "user": "email", "alias": "email", "relay": "name"}
-
-
-def _trim(
-    record: dict[str, Any], defaults: dict[str, Any], kind: str, full: bool, forced: set[str]
-) -> dict[str, Any]:
-    """Drop defaults (unless ``full``) and order the item: key first, then alphabetical."""
-    first = next(iter(record))
-    out = {first: record[first]}
-    for name in sorted(record):
-        if name == first:
-            continue
-        default = defaults.get(name, _REQUIRED)
-        if name in forced or default is _REQUIRED:
-            out[name] = record[name]
-        elif name in _FULL_ONLY.get(kind, ()):
-            if full:
-                out[name] = record[name]
-        elif full or record[name] != default:
-            out[name] = record[name]
-    return out
-
-
-def _parse_filters(filters: Iterable[str]) -> dict[str, set[str] | None]:
-    """``user`` selects a section, ``user.spam_threshold`` one attribute of it."""
-    chosen: dict[str, set[str] | None] = {}
-    for text in filters:
-        section, _, attribute = text.partition(".")
-        if section not in SECTIONS:
-            raise ManageError(
-                f"filter {text!r}: unknown section {section!r} (accepts {', '.join(SECTIONS)})"
-            )
-        if not attribute:
-            chosen[section] = None
-            continue
-        fields = _EXPORT_FIELDS[section]
-        if attribute not in fields:
-            raise ManageError(
-                f"filter {text!r}: {section} has no attribute {attribute!r} "
-                f"(accepts {', '.join(sorted(fields))})"
-            )
-        if section not in chosen:
-            chosen[section] = set()
-        selected = chosen[section]
-        if selected is not None:
-            selected.add(attribute)
-    return chosen
-
-
-_EXPORT_FIELDS = {
-    "domain": {
-        "name",
-        "alternatives",
-        "anonmail_enabled",
-        "comment",
-        "max_aliases",
-        "max_quota_bytes",
-        "max_users",
-        "signup_enabled",
-    },
-    "user": {
-        "email",
-        "allow_spoofing",
-        "change_pw_next_login",
-        "comment",
-        "displayed_name",
-        "enable_imap",
-        "enable_pop",
-        "enabled",
-        "fetches",
-        "forward_destination",
-        "forward_enabled",
-        "forward_keep",
-        "global_admin",
-        "manager_of",
-        "password",
-        "quota_bytes",
-        "reply_body",
-        "reply_enabled",
-        "reply_enddate",
-        "reply_startdate",
-        "reply_subject",
-        "spam_enabled",
-        "spam_mark_as_read",
-        "spam_threshold",
-        "tokens",
-    },
-    "alias": {"email", "comment", "destination", "disabled", "hostname", "owner_email", "wildcard"},
-    "relay": {"name", "comment", "smtp"},
-}
-
-
-def export_config(
-    session: Session,
-    settings: Settings,
-    *,
-    full: bool = False,
-    secrets: bool = False,
-    filters: Iterable[str] = (),
-) -> dict[str, list[dict[str, Any]]]:
-    """The configuration as a document (dict of section lists), ready to dump.
-
-    Attributes named in ``filters`` are shown even when they hold their default, as in
-    Mailu; other attributes of a filtered section are left out.
-    """
-    chosen = _parse_filters(filters) or dict.fromkeys(SECTIONS)
-    defaults = _defaults(settings)
-    document: dict[str, list[dict[str, Any]]] = {}
-    for section in SECTIONS:
-        if section not in chosen:
-            continue
-        attributes = chosen[section]
-        items = []
-        for obj in _all(session, section):
-            record = _full_record(obj, section, full, secrets, defaults)
-            trimmed = _trim(record, defaults[section], section, full, attributes or set())
-            if attributes is not None:
-                key = _KEYS[section]
-                trimmed = {k: v for k, v in trimmed.items() if k == key or k in attributes}
-            items.append(trimmed)
-        document[section] = items
-    return document
-
-
-def _all(session: Session, section: str) -> list[Any]:
-    model = {"domain": Domain, "user": User, "alias": Alias, "relay": Relay}[section]
-    key = Domain.name if model is Domain else Relay.name if model is Relay else model.email
-    return list(session.scalars(select(model).order_by(key)))
-
-
-def _full_record(
-    obj: Any, section: str, full: bool, secrets: bool, defaults: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    if section == "domain":
-        return _domain_record(obj)
-    if section == "alias":
-        return _alias_record(obj)
-    if section == "relay":
-        return _relay_record(obj)
-    record = _user_record(obj)
-    record["tokens"] = [
-        _trim(_token_record(t), defaults["token"], "token", full, set())
-        for t in sorted(obj.tokens, key=lambda t: t.id)
-    ]
-    record["fetches"] = [
-        _trim(_fetch_record(f, secrets), defaults["fetch"], "fetch", full, set())
-        for f in sorted(obj.fetches, key=lambda f: f.id)
-    ]
-    return record
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style with list items indented under their key, as Mailu writes its YAML."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
-def dump_yaml(document: dict[str, list[dict[str, Any]]]) -> str:
-    """YAML with a blank line between sections; ``{}`` for an empty selection."""
-    if not document:
-        return "{}\n"
-    parts = [
-        yaml.dump(
-            {section: items},
-            Dumper=_Dumper,
-            default_flow_style=False,
-            sort_keys=False,
-            allow_unicode=True,
-            width=1_000_000,
-        )
-        for section, items in document.items()
-    ]
-    return "\n".join(parts)
-
-
-def dump_json(document: dict[str, list[dict[str, Any]]]) -> str:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False) + "\n"
-
-
-# ======================================================================== import
 
 
 def load_document(text: str) -> Any:
@@ -462,6 +55,8 @@ def load_document(text: str) -> Any:
 
 
 @dataclass
+
+
 class ImportResult:
     """What an import changed, per kind of object, and one line per change for ``-v``."""
 
@@ -519,7 +114,7 @@ class _Importer:
         self.session = session
         self.settings = settings
         self.update = update
-        self.defaults = _defaults(settings)
+        self.defaults = default_values(settings)
         self.errors: list[tuple[str, str]] = []
         self.old_passwords: dict[str, list[str]] = {}
         self.old_tokens: dict[str, list[str]] = {}
@@ -574,7 +169,7 @@ class _Importer:
                 self.session.flush()
 
     def _section(self, section: str, items: list[Any]) -> None:
-        key = _KEYS[section]
+        key = KEYS[section]
         apply = getattr(self, f"_apply_{section}")
         seen: set[str] = set()
         prune_path: str | None = None
@@ -618,7 +213,7 @@ class _Importer:
             else:
                 self.session.delete(obj)
         if prune_path is not None:
-            for obj in _all(self.session, section):
+            for obj in all_rows(self.session, section):
                 if getattr(obj, key) not in seen:
                     self.session.delete(obj)
         self.session.flush()
@@ -658,7 +253,7 @@ class _Importer:
         Fields in ``special`` are left for the caller.
         """
         values: dict[str, Any] = {}
-        allowed = set(parsers) | set(special) | {_KEYS.get(kind, "id")}
+        allowed = set(parsers) | set(special) | {KEYS.get(kind, "id")}
         mark = len(self.errors) if since is None else since
         for name, raw in item.items():
             reset = isinstance(name, str) and name.startswith("-")
@@ -668,7 +263,7 @@ class _Importer:
                 self.fail(where, "unknown field")
                 continue
             if reset:
-                default = self.defaults[kind].get(base, _REQUIRED)
+                default = self.defaults[kind].get(base, REQUIRED)
                 if not self.update:
                     self.fail(where, "resetting a field needs --update")
                 elif raw is not None:
@@ -677,12 +272,12 @@ class _Importer:
                     pass  # no key exists yet, so "back to no key" changes nothing
                 elif isinstance(default, list):
                     values[base] = []
-                elif default is _REQUIRED or base in special:
+                elif default is REQUIRED or base in special:
                     self.fail(where, "this field has no default to reset to")
                 else:
                     values[base] = parsers[base](default)
                 continue
-            if base in special or base == _KEYS.get(kind, "id"):
+            if base in special or base == KEYS.get(kind, "id"):
                 continue
             try:
                 values[base] = parsers[base](raw)
@@ -1026,7 +621,7 @@ class _Importer:
                     **{
                         k: _parse_default(v)
                         for k, v in self.defaults["fetch"].items()
-                        if v is not _REQUIRED
+                        if v is not REQUIRED
                     }
                 )
                 if isinstance(item.get("id"), int):
