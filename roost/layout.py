@@ -17,6 +17,8 @@ from roost.settings import Settings
 # Internal TCP ports on ``internal_address``; none of them is reachable from outside.
 POSTFIX_FRONT_PORT = 10025  # Postfix smtpd behind nginx's port 25 (XCLIENT from nginx)
 GATE_HTTP_PORT = 10080  # the gate's HTTP side: nginx auth_http, Dovecot Lua
+#: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
+MAIL_OWNER = "mail"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class Layout:
     @property
     def mail(self) -> Path:
         return self.root / "mail"
+
+    def mail_home(self, email: str) -> Path:
+        """A user's home and Maildir: Dovecot's ``mail_home`` with %u = the address."""
+        return self.mail / email
 
     @property
     def queue(self) -> Path:

@@ -34,6 +34,7 @@ from roost.core.directory import UserEntry
 from roost.core.sieve import before_script, script_id
 from roost.gate.auth import AuthRequest, Gate, RequestError
 from roost.gate.dictproxy import DictError
+from roost.gate.homes import MailHomes
 from roost.gate.http import Request, Response
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
@@ -60,10 +61,13 @@ def _not_found() -> Response:
 class Routes:
     """The request handler given to :class:`~roost.gate.http.HttpServer`."""
 
-    def __init__(self, gate: Gate, index: Index, limiter: AuthLimiter) -> None:
+    def __init__(
+        self, gate: Gate, index: Index, limiter: AuthLimiter, homes: MailHomes | None = None
+    ) -> None:
         self._gate = gate
         self._index = index
         self._limiter = limiter
+        self._homes = homes
 
     async def __call__(self, request: Request) -> Response:
         path = request.path
@@ -88,6 +92,8 @@ class Routes:
         user = self._index.directory.user(email)
         if user is None:
             return _not_found()
+        if self._homes is not None:
+            self._homes.ensure(user.email)
         return _json(200, {"user": user.email, "quota_rule": f"*:bytes={user.quota_bytes}"})
 
     def health(self) -> Response:

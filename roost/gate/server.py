@@ -32,6 +32,7 @@ from pathlib import Path
 from roost.gate.auth import Gate
 from roost.gate.control import request_reload, start_control_server
 from roost.gate.dictproxy import start_dict_server
+from roost.gate.homes import MailHomes
 from roost.gate.http import start_http_server
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
@@ -153,7 +154,7 @@ async def run(
         )
         servers.append(socketmap)
         _restrict_socketmap(layout.gate_socketmap)
-        http = await start_http_server(Routes(gate, index, limiter),
+        http = await start_http_server(Routes(gate, index, limiter, MailHomes(layout)),
                                        layout.internal_address, http_port)
         assert http.server is not None
         servers.append(http.server)

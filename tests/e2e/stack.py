@@ -100,6 +100,7 @@ class Stack:
     def start(self, timeout: float = 90.0) -> None:
         if self.root.exists():
             shutil.rmtree(self.root)
+        self.log_file.write_bytes(b"")
         self.root.mkdir(mode=0o755)
         for relative, text in self.files.items():
             path = self.root / relative

@@ -32,6 +32,8 @@ def test_inbound_mail_lands_in_inbox(stack: Stack) -> None:
     assert b"Hello from the test." in raw
     # The real client address reached Postfix through nginx's XCLIENT.
     assert b"127.80.0.1" in raw
+    # The home existed before Dovecot opened its duplicate database (gate/homes.py).
+    assert ".dovecot.lda-dupes" not in stack.log_text()
 
 
 def test_unknown_local_recipient_is_refused_at_rcpt(stack: Stack) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import pwd
 import socket
+import stat
 from collections.abc import Iterator
 
 import pytest
 
+from roost.layout import MAIL_OWNER
 from tests.unit.test_gate_support import ALTERNATIVE, DOMAIN, GateHarness, running_gate
 
 
@@ -40,6 +43,22 @@ def test_userdb_answers_the_canonical_user_and_quota(gate: GateHarness) -> None:
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"user": f"joe@{DOMAIN}", "quota_rule": "*:bytes=1000000000"}
+
+
+def test_userdb_makes_the_users_home_before_dovecot_needs_it(gate: GateHarness) -> None:
+    """Dovecot opens the home's duplicate database before it first stores mail."""
+    mail = gate.layout.mail
+    mail.mkdir(exist_ok=True)
+    home = gate.layout.mail_home(f"joe@{DOMAIN}")
+    assert not home.exists()
+    status, _headers, _body = gate.get(f"/dovecot/userdb/joe@{ALTERNATIVE}")
+    assert status == 200
+    assert home.is_dir()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert home.stat().st_uid == pwd.getpwnam(MAIL_OWNER).pw_uid
+    # Unknown users get nothing made for them.
+    assert gate.get(f"/dovecot/userdb/nobody@{DOMAIN}")[0] == 404
+    assert sorted(p.name for p in mail.iterdir()) == [f"joe@{DOMAIN}"]
 
 
 def test_userdb_quota_zero_is_unlimited(gate: GateHarness) -> None:

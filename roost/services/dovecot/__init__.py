@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.core.sieve import SPAM_SCORE_MAX
-from roost.layout import POSTFIX_FRONT_PORT
+from roost.layout import MAIL_OWNER, POSTFIX_FRONT_PORT
 from roost.services.base import (
     Readiness,
     Service,
@@ -37,7 +37,7 @@ from roost.services.base import (
 __all__ = ["DovecotService"]
 
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
-MAIL_USER = "mail"
+MAIL_USER = MAIL_OWNER
 #: The system user Postfix runs as: the only one allowed on the LMTP and SASL sockets.
 POSTFIX_USER = "postfix"
 #: Debian's packaged Diffie-Hellman parameters (dovecot-core), used for DHE suites if present.
