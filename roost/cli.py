@@ -13,6 +13,7 @@ can read the line without a traceback in the way.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -162,7 +163,7 @@ def _secret(value: str, what: str) -> str:
     """``-`` reads the secret from stdin, so it stays out of ``ps`` and shell history."""
     if value != "-":
         return value
-    line = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    line = sys.stdin.readline().rstrip("\r\n")
     if not line:
         raise ManageError(f"no {what} on standard input")
     return line
@@ -556,7 +557,7 @@ def autoreply(
         click.echo("\n".join(lines))
         return
     if body == "-":
-        body = click.get_text_stream("stdin").read()
+        body = sys.stdin.read()
     with _changing() as session:
         manage.set_autoreply(
             session,
@@ -666,7 +667,7 @@ def config_import(
 
 def _read_input(filename: str) -> str:
     if filename == "-":
-        return click.get_text_stream("stdin").read()
+        return sys.stdin.read()
     try:
         return Path(filename).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
