@@ -177,15 +177,24 @@ def check_domain_name_free(session: Session, name: str) -> None:
         raise ManageError(f"'{show_domain(name)}' is already {use}")
 
 
-def require_domain(session: Session, name: str) -> Domain:
-    """The domain ``name`` (stored form), or an error that says what the name is instead."""
+def _domain_or_free(session: Session, name: str) -> Domain | None:
+    """The domain ``name``; None when the name is free; an error when it names an
+    alternative or relayed domain instead."""
     domain = session.get(Domain, name)
     if domain is not None:
         return domain
     use = domain_name_use(session, name)
     if use is not None:
         raise ManageError(f"'{show_domain(name)}' is {use}, not a domain")
-    raise ManageError(f"domain '{show_domain(name)}' does not exist")
+    return None
+
+
+def require_domain(session: Session, name: str) -> Domain:
+    """The domain ``name`` (stored form), or an error that says what the name is instead."""
+    domain = _domain_or_free(session, name)
+    if domain is None:
+        raise ManageError(f"domain '{show_domain(name)}' does not exist")
+    return domain
 
 
 def ensure_domain(session: Session, name: str) -> Domain:
@@ -194,14 +203,10 @@ def ensure_domain(session: Session, name: str) -> Domain:
     Mailu's ``admin``, ``user`` and ``alias`` commands create a missing domain and scripts
     rely on it; an alternative or relayed name is still refused rather than shadowed.
     """
-    domain = session.get(Domain, name)
-    if domain is not None:
-        return domain
-    use = domain_name_use(session, name)
-    if use is not None:
-        raise ManageError(f"'{show_domain(name)}' is {use}, not a domain")
-    domain = Domain(name=name, max_users=-1, max_aliases=-1, max_quota_bytes=0)
-    session.add(domain)
+    domain = _domain_or_free(session, name)
+    if domain is None:
+        domain = Domain(name=name, max_users=-1, max_aliases=-1, max_quota_bytes=0)
+        session.add(domain)
     return domain
 
 

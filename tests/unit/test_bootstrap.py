@@ -5,10 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +18,6 @@ from roost.store.db import Store
 from roost.store.models import User
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners can only be set as root")
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    """A 0755 directory: bootstrap refuses a ROOT other users could not traverse."""
-    path = Path(tempfile.mkdtemp(prefix="roost-unit-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_settings(base: Path, **extra: str) -> Settings:

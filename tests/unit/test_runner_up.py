@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,17 +32,6 @@ SLEEPER = (
     "import socket, sys, time; print('fake ' + sys.argv[1], flush=True); "
     "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[2]); s.listen(); time.sleep(60)"
 )
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    """A 0755 directory: bootstrap refuses a ROOT other users could not traverse."""
-    path = Path(tempfile.mkdtemp(prefix="roost-unit-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_settings(base: Path, **extra: str) -> Settings:
