@@ -103,8 +103,12 @@ def populate(store: Store) -> tuple[list[str], list[str], list[str]]:
             local = f"user{n}"
             users.append(f"{local}@{domain}")
             user_rows.append(
-                {"email": f"{local}@{domain}", "localpart": local, "domain_name": domain,
-                 "password": password}
+                {
+                    "email": f"{local}@{domain}",
+                    "localpart": local,
+                    "domain_name": domain,
+                    "password": password,
+                }
             )
         session.execute(insert(models.User), user_rows)
         alias_rows = []
@@ -115,15 +119,22 @@ def populate(store: Store) -> tuple[list[str], list[str], list[str]]:
             if not wildcard:
                 aliases.append(f"{local}@{domain}")
             alias_rows.append(
-                {"email": f"{local}@{domain}", "localpart": local, "domain_name": domain,
-                 "wildcard": wildcard,
-                 "destination": [users[rng.randrange(USERS)], users[rng.randrange(USERS)]]}
+                {
+                    "email": f"{local}@{domain}",
+                    "localpart": local,
+                    "domain_name": domain,
+                    "wildcard": wildcard,
+                    "destination": [users[rng.randrange(USERS)], users[rng.randrange(USERS)]],
+                }
             )
         session.execute(insert(models.Alias), alias_rows)
     # Mix in misses and wildcard hits, as real traffic has.
     mailbox_keys = rng.sample(users, 2000) + [f"nobody{n}@domain1.test" for n in range(200)]
-    alias_keys = (rng.sample(aliases, 1500) + rng.sample(users, 500)
-                  + [f"team{n * 50}x@domain{n % DOMAINS}.test" for n in range(200)])
+    alias_keys = (
+        rng.sample(aliases, 1500)
+        + rng.sample(users, 500)
+        + [f"team{n * 50}x@domain{n % DOMAINS}.test" for n in range(200)]
+    )
     sender_keys = rng.sample(users, 1500) + rng.sample(aliases, 500)
     return mailbox_keys, alias_keys, sender_keys
 
@@ -174,10 +185,13 @@ def report(
     gate_result = asyncio.run(drive(gate, requests, clients, seconds))
     floor_result = asyncio.run(drive(floor, requests, clients, seconds))
     ratio = gate_result.lookups_per_second / floor_result.lookups_per_second
-    print(f"{label:<22}{clients:>8}{gate_result.lookups_per_second:>10.0f}"
-          f"{floor_result.lookups_per_second:>10.0f}{ratio:>8.0%}"
-          f"{gate_result.p50_ms:>9.3f}{gate_result.p99_ms:>9.3f}"
-          f"{floor_result.p99_ms:>11.3f}", flush=True)
+    print(
+        f"{label:<22}{clients:>8}{gate_result.lookups_per_second:>10.0f}"
+        f"{floor_result.lookups_per_second:>10.0f}{ratio:>8.0%}"
+        f"{gate_result.p50_ms:>9.3f}{gate_result.p99_ms:>9.3f}"
+        f"{floor_result.p99_ms:>11.3f}",
+        flush=True,
+    )
 
 
 def wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -203,9 +217,13 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="roost-bench-"))
     os.chmod(base, 0o755)
     env = {
-        "ROOT": str(base / "root"), "BIND_ADDRESS4": BIND, "DOMAIN": "domain0.test",
-        "HOSTNAMES": "mail.domain0.test", "SECRET_KEY": secrets.token_hex(16),
-        "LOG_LEVEL": "WARNING", "RECIPIENT_DELIMITER": "+",
+        "ROOT": str(base / "root"),
+        "BIND_ADDRESS4": BIND,
+        "DOMAIN": "domain0.test",
+        "HOSTNAMES": "mail.domain0.test",
+        "SECRET_KEY": secrets.token_hex(16),
+        "LOG_LEVEL": "WARNING",
+        "RECIPIENT_DELIMITER": "+",
     }
     settings = load_settings(environ=env)
     layout = Layout(settings)
@@ -218,26 +236,41 @@ def main() -> None:
     child_env = {**os.environ, **settings.to_environ()}
     gate = subprocess.Popen([sys.executable, "-m", "roost", "gate"], env=child_env)
     floor_path = base / "floor.sock"
-    floor = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_path)],
-                             stdout=subprocess.DEVNULL)
+    floor = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_SERVER, str(floor_path)], stdout=subprocess.DEVNULL
+    )
     try:
         wait_for_socket(layout.gate_socketmap, gate)
         wait_for_socket(floor_path, floor)
-        print(f"{'map':<22}{'clients':>8}{'gate/s':>10}{'floor/s':>10}{'ratio':>8}"
-              f"{'p50 ms':>9}{'p99 ms':>9}{'floor p99':>11}")
+        print(
+            f"{'map':<22}{'clients':>8}{'gate/s':>10}{'floor/s':>10}{'ratio':>8}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'floor p99':>11}"
+        )
         for map_name, map_keys in zip(("mailbox", "alias", "senderlogin"), keys, strict=True):
             requests = [netstring(f"{map_name} {key}".encode()) for key in map_keys]
             for clients in (1, 10, 100):
-                report(map_name, clients, str(layout.gate_socketmap), str(floor_path),
-                       requests, args.seconds)
+                report(
+                    map_name,
+                    clients,
+                    str(layout.gate_socketmap),
+                    str(floor_path),
+                    requests,
+                    args.seconds,
+                )
         alias_keys = keys[1]
         distinct = [
             netstring(f"alias {key.replace('@', f'+n{n}@', 1)}".encode())
             for n, key in enumerate(alias_keys * 150)
         ]
         for clients in (1, 10):
-            report("alias, distinct keys", clients, str(layout.gate_socketmap), str(floor_path),
-                   distinct, args.seconds)
+            report(
+                "alias, distinct keys",
+                clients,
+                str(layout.gate_socketmap),
+                str(floor_path),
+                distinct,
+                args.seconds,
+            )
     finally:
         for process in (gate, floor):
             process.send_signal(signal.SIGTERM)

@@ -325,9 +325,7 @@ def forward(email: str, destination: str | None, keep: bool | None, off: bool) -
             click.echo(f"Destinations: {targets}")
         return
     with _changing() as session:
-        manage.set_forward(
-            session, address, destination, keep=keep, enabled=False if off else None
-        )
+        manage.set_forward(session, address, destination, keep=keep, enabled=False if off else None)
 
 
 # -- Roost's own verbs -------------------------------------------------------------------------
@@ -549,8 +547,7 @@ def autoreply(
     automatic mail get none.
     """
     address = manage.parse_email(email)
-    if not (off or subject is not None or body is not None or start is not None
-            or end is not None):
+    if not (off or subject is not None or body is not None or start is not None or end is not None):
         with _session() as session:
             user = manage.require_user(session, address)
             lines = _autoreply_lines(user)
@@ -565,7 +562,8 @@ def autoreply(
             enabled=not off,
             subject=subject,
             body=body,
-            start=None if start is None
+            start=None
+            if start is None
             else manage.parse_reply_date(start, manage.REPLY_START_DEFAULT),
             end=None if end is None else manage.parse_reply_date(end, manage.REPLY_END_DEFAULT),
         )
@@ -579,11 +577,15 @@ def _autoreply_lines(user: User) -> list[str]:
         state = "on"
     else:
         state = "on, but not today"
-    first = "" if user.reply_startdate == manage.REPLY_START_DEFAULT else (
-        f" from {user.reply_startdate.isoformat()}"
+    first = (
+        ""
+        if user.reply_startdate == manage.REPLY_START_DEFAULT
+        else (f" from {user.reply_startdate.isoformat()}")
     )
-    last = "" if user.reply_enddate == manage.REPLY_END_DEFAULT else (
-        f" until {user.reply_enddate.isoformat()}"
+    last = (
+        ""
+        if user.reply_enddate == manage.REPLY_END_DEFAULT
+        else (f" until {user.reply_enddate.isoformat()}")
     )
     return [
         f"{show_email(user.email)}: auto-reply {state}{first}{last}",

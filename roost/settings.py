@@ -29,20 +29,67 @@ TLS_PORTS = (443, 465, 993, 995)
 # loads without error. Anything not in this list and not a field below is a typo.
 ACCEPTED_MAILU_NAMES = frozenset(
     {
-        "ADMIN", "ANTIVIRUS", "ANTIVIRUS_ACTION", "API", "API_TOKEN", "BABEL_DEFAULT_LOCALE",
-        "BABEL_DEFAULT_TIMEZONE", "COMPOSE_PROJECT_NAME", "COMPRESSION", "COMPRESSION_LEVEL",
-        "CPU_COUNT", "DEBUG", "DISABLE_STATISTICS", "DKIM_PATH", "DKIM_SELECTOR",
-        "DMARC_RUA", "DMARC_RUF", "DMARC_SEND_REPORTS", "DOMAIN_REGISTRATION",
-        "FETCHMAIL_DELAY", "FETCHMAIL_ENABLED", "FETCHMAIL_OPTIONS", "FULL_TEXT_SEARCH",
-        "FULL_TEXT_SEARCH_ATTACHMENTS", "LETSENCRYPT_SHORTCHAIN", "LOGO_BACKGROUND",
-        "LOGO_URL", "MEMORY_SESSIONS", "PERMANENT_SESSION_LIFETIME", "POSTFIX_LOG_FILE",
-        "PROXY_AUTH_CREATE", "PROXY_AUTH_HEADER", "PROXY_AUTH_LOGOUT_URL",
-        "PROXY_AUTH_WHITELIST", "PROXY_PROTOCOL", "REAL_IP_FROM", "REAL_IP_HEADER",
-        "RECAPTCHA_PRIVATE_KEY", "RECAPTCHA_PUBLIC_KEY", "ROUNDCUBE_PLUGINS", "SCAN_MACROS",
-        "SESSION_COOKIE_SECURE", "SESSION_KEY_BITS", "SESSION_TIMEOUT", "SITENAME", "SUBNET",
-        "SUBNET6", "TLS", "TZ", "WEBDAV", "WEBMAIL", "WEBROOT_REDIRECT", "WEBSITE",
-        "WEB_ADMIN", "WEB_API", "WEB_WEBMAIL", "WELCOME", "WELCOME_BODY", "WELCOME_SUBJECT",
-        "AUTH_REQUIRE_TOKENS", "ANONMAIL_MAX_RETRIES",
+        "ADMIN",
+        "ANTIVIRUS",
+        "ANTIVIRUS_ACTION",
+        "API",
+        "API_TOKEN",
+        "BABEL_DEFAULT_LOCALE",
+        "BABEL_DEFAULT_TIMEZONE",
+        "COMPOSE_PROJECT_NAME",
+        "COMPRESSION",
+        "COMPRESSION_LEVEL",
+        "CPU_COUNT",
+        "DEBUG",
+        "DISABLE_STATISTICS",
+        "DKIM_PATH",
+        "DKIM_SELECTOR",
+        "DMARC_RUA",
+        "DMARC_RUF",
+        "DMARC_SEND_REPORTS",
+        "DOMAIN_REGISTRATION",
+        "FETCHMAIL_DELAY",
+        "FETCHMAIL_ENABLED",
+        "FETCHMAIL_OPTIONS",
+        "FULL_TEXT_SEARCH",
+        "FULL_TEXT_SEARCH_ATTACHMENTS",
+        "LETSENCRYPT_SHORTCHAIN",
+        "LOGO_BACKGROUND",
+        "LOGO_URL",
+        "MEMORY_SESSIONS",
+        "PERMANENT_SESSION_LIFETIME",
+        "POSTFIX_LOG_FILE",
+        "PROXY_AUTH_CREATE",
+        "PROXY_AUTH_HEADER",
+        "PROXY_AUTH_LOGOUT_URL",
+        "PROXY_AUTH_WHITELIST",
+        "PROXY_PROTOCOL",
+        "REAL_IP_FROM",
+        "REAL_IP_HEADER",
+        "RECAPTCHA_PRIVATE_KEY",
+        "RECAPTCHA_PUBLIC_KEY",
+        "ROUNDCUBE_PLUGINS",
+        "SCAN_MACROS",
+        "SESSION_COOKIE_SECURE",
+        "SESSION_KEY_BITS",
+        "SESSION_TIMEOUT",
+        "SITENAME",
+        "SUBNET",
+        "SUBNET6",
+        "TLS",
+        "TZ",
+        "WEBDAV",
+        "WEBMAIL",
+        "WEBROOT_REDIRECT",
+        "WEBSITE",
+        "WEB_ADMIN",
+        "WEB_API",
+        "WEB_WEBMAIL",
+        "WELCOME",
+        "WELCOME_BODY",
+        "WELCOME_SUBJECT",
+        "AUTH_REQUIRE_TOKENS",
+        "ANONMAIL_MAX_RETRIES",
     }
 )
 
@@ -83,9 +130,7 @@ _RATE = re.compile(
 def _rate(name: str, raw: str) -> str:
     """Check the ``limits`` library syntax Mailu uses (``5/hour``, ``50 per day``)."""
     if not _RATE.match(raw):
-        raise SettingsError(
-            f"{name}={raw!r}: accepts a rate such as 5/hour, 50/day or 10/minute"
-        )
+        raise SettingsError(f"{name}={raw!r}: accepts a rate such as 5/hour, 50/day or 10/minute")
     return raw.strip()
 
 
@@ -318,14 +363,17 @@ def _parse(name: str, raw: str) -> Any:
         return tuple(item.replace(" ", "").lower() for item in _list(raw))
     if name == "RECIPIENT_DELIMITER":
         value = raw.strip()
-        if any(ch.isspace() or ch in "@,\"\\" for ch in value):
+        if any(ch.isspace() or ch in '@,"\\' for ch in value):
             raise SettingsError(
                 f"RECIPIENT_DELIMITER={raw!r}: accepts characters such as + or -, "
                 "without @, comma, quote or space"
             )
         return value
     if name in (
-        "REJECT_UNLISTED_RECIPIENT", "DEFER_ON_TLS_ERROR", "INBOUND_TLS_ENFORCE", "TLS_PERMISSIVE"
+        "REJECT_UNLISTED_RECIPIENT",
+        "DEFER_ON_TLS_ERROR",
+        "INBOUND_TLS_ENFORCE",
+        "TLS_PERMISSIVE",
     ):
         return _bool(name, raw)
     if name == "OUTBOUND_TLS_LEVEL":

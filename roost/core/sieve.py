@@ -54,10 +54,14 @@ NO_REPLY_MARKERS = ("noreply", "no-reply", "donotreply", "do-not-reply")
 #: Envelope senders that are programs, not people (Pigeonhole's own list), as ``:matches``
 #: patterns on the local part: as sent, or at the end of its SRS form (``...=local``).
 SYSTEM_SENDERS = (
-    "mailer-daemon", "*=mailer-daemon",
-    "listserv", "*=listserv",
-    "majordomo", "*=majordomo",
-    "owner-*", "*=owner-*",
+    "mailer-daemon",
+    "*=mailer-daemon",
+    "listserv",
+    "*=listserv",
+    "majordomo",
+    "*=majordomo",
+    "owner-*",
+    "*=owner-*",
     "*-request",
 )
 #: How often one sender may get the auto-reply (RFC 5230 §4.1 ``:days``).
@@ -116,8 +120,7 @@ def _duplicate_rule() -> tuple[list[str], list[str]]:
 
 def _spam_rule(user: UserEntry) -> tuple[list[str], list[str]]:
     """Spam filing (RFC 5235 spamtest, RFC 5232 flags, RFC 5490 ``:create``)."""
-    extensions = ["fileinto", "mailbox", "relational", "comparator-i;ascii-numeric",
-                  "spamtestplus"]
+    extensions = ["fileinto", "mailbox", "relational", "comparator-i;ascii-numeric", "spamtestplus"]
     flags = ""
     if user.spam_mark_as_read:
         extensions.append("imap4flags")

@@ -68,8 +68,11 @@ _CODES: dict[str, tuple[str, str, str]] = {
     "smtp": _SMTP,
     "submission": _SMTP,
     "lmtp": _SMTP,
-    "pop3": ("-ERR Authentication failed", "-ERR Authentication canceled.",
-             "-ERR [LOGIN-DELAY] Retry later"),
+    "pop3": (
+        "-ERR Authentication failed",
+        "-ERR Authentication canceled.",
+        "-ERR [LOGIN-DELAY] Retry later",
+    ),
     "sieve": ("AuthFailed", "ENCRYPT-NEEDED", "AuthFailed"),
 }
 #: Protocols the gate decides logins for (Dovecot service names; nginx's smtp).
@@ -199,8 +202,9 @@ def fingerprint_key(settings: Settings) -> bytes:
     A sub-key (Mailu derives its TRUNCATED_PW_KEY the same way) so the fingerprints in logs
     say nothing about SECRET_KEY itself.
     """
-    return hmac.new(settings.SECRET_KEY.encode("utf-8"), b"TRUNCATED_PW_KEY",
-                    hashlib.sha256).digest()
+    return hmac.new(
+        settings.SECRET_KEY.encode("utf-8"), b"TRUNCATED_PW_KEY", hashlib.sha256
+    ).digest()
 
 
 class Gate:
@@ -230,10 +234,18 @@ class Gate:
 
     # -- answers -----------------------------------------------------------------------------
 
-    def _failure(self, request: AuthRequest, kind: int, status: str, *,
-                 user: str | None = None, exists: bool | None = None) -> AuthAnswer:
-        return AuthAnswer(status, _CODES[request.protocol][kind], user=user,
-                          user_exists=exists, wait=0)
+    def _failure(
+        self,
+        request: AuthRequest,
+        kind: int,
+        status: str,
+        *,
+        user: str | None = None,
+        exists: bool | None = None,
+    ) -> AuthAnswer:
+        return AuthAnswer(
+            status, _CODES[request.protocol][kind], user=user, user_exists=exists, wait=0
+        )
 
     def _rate_limited(self, request: AuthRequest) -> AuthAnswer:
         return self._failure(request, 2, STATUS_RATELIMIT)
@@ -273,8 +285,11 @@ class Gate:
         if request.method in ("", "none"):
             if request.protocol not in ("smtp", "lmtp"):
                 return self._failure(request, 0, STATUS_BADAUTH)
-            if (self._settings.INBOUND_TLS_ENFORCE and request.protocol == "smtp"
-                    and not request.ssl):
+            if (
+                self._settings.INBOUND_TLS_ENFORCE
+                and request.protocol == "smtp"
+                and not request.ssl
+            ):
                 return self._failure(request, 1, STATUS_STARTTLS)
             server, port = self._backend(request)
             return AuthAnswer(STATUS_OK, server=server, port=port)
@@ -286,14 +301,21 @@ class Gate:
         directory = self._index.directory
         known = directory.user(request.user)
         if known is not None and not token_shaped and await limiter.user_limited(known.email, ip):
-            log.warning("Authentication attempt from %s for %s has been rate-limited.",
-                        ip, known.email)
+            log.warning(
+                "Authentication attempt from %s for %s has been rate-limited.", ip, known.email
+            )
             return self._rate_limited(request)
         # 5. Credentials, off the event loop.
         loop = asyncio.get_running_loop()
         login: Login = await loop.run_in_executor(
-            self._pool, check_login, directory, request.user, request.password,
-            request.protocol, ip, self._cache,
+            self._pool,
+            check_login,
+            directory,
+            request.user,
+            request.password,
+            request.protocol,
+            ip,
+            self._cache,
         )
         self._store_rehash(login)
 
@@ -303,12 +325,17 @@ class Gate:
                 log.warning("Authentication attempt from %s has been rate-limited.", ip)
                 return self._rate_limited(request)
             if login.user is not None and await limiter.user_limited(login.user.email, ip):
-                log.warning("Authentication attempt from %s for %s has been rate-limited.",
-                            ip, login.user.email)
+                log.warning(
+                    "Authentication attempt from %s for %s has been rate-limited.",
+                    ip,
+                    login.user.email,
+                )
                 return self._rate_limited(request)
 
-        where = (f"{_log_safe(request.user)}/{request.protocol}/{request.port} "
-                 f"from: {ip}/{request.client_port}")
+        where = (
+            f"{_log_safe(request.user)}/{request.protocol}/{request.port} "
+            f"from: {ip}/{request.client_port}"
+        )
         if login.ok and login.user is not None:
             # 7. A good login (never on port 25) exempts the address for a while.
             if request.port != 25:
@@ -316,8 +343,9 @@ class Gate:
             how = f"token-{login.token_id}" if login.via_token else "password"
             log.info("Login attempt for: %s: success: %s", where, how)
             server, port = self._backend(request)
-            return AuthAnswer(STATUS_OK, server=server, port=port, user=login.user.email,
-                              user_exists=True)
+            return AuthAnswer(
+                STATUS_OK, server=server, port=port, user=login.user.email, user_exists=True
+            )
 
         # 7. A failure counts against the account (existing user) or the network.
         fingerprint = password_fingerprint(self._fp_key, request.password)
@@ -330,8 +358,9 @@ class Gate:
             await limiter.fail_user(login.user.email, ip, fingerprint)
         else:
             await limiter.fail_ip(ip, request.user)
-        return self._failure(request, 0, STATUS_BADAUTH, user=request.user,
-                             exists=login.user is not None)
+        return self._failure(
+            request, 0, STATUS_BADAUTH, user=request.user, exists=login.user is not None
+        )
 
     # -- hash upgrades -----------------------------------------------------------------------
 
@@ -343,8 +372,14 @@ class Gate:
         if login.rehash:
             self._spawn(user.email, None, user.password_hash, login.rehash)
         if login.token_rehash and login.token_id is not None:
-            stored = next((t.password_hash for t in self._index.directory.tokens_of(user.email)
-                           if t.id == login.token_id), None)
+            stored = next(
+                (
+                    t.password_hash
+                    for t in self._index.directory.tokens_of(user.email)
+                    if t.id == login.token_id
+                ),
+                None,
+            )
             if stored is not None:
                 self._spawn(user.email, login.token_id, stored, login.token_rehash)
 
@@ -361,11 +396,15 @@ class Gate:
         email, token_id = key
         loop = asyncio.get_running_loop()
         try:
-            changed = await loop.run_in_executor(None, _write_hash, self._index, email,
-                                                 token_id, old, new)
+            changed = await loop.run_in_executor(
+                None, _write_hash, self._index, email, token_id, old, new
+            )
             if changed:
-                log.info("upgraded the stored %s hash of %s",
-                         "password" if token_id is None else f"token-{token_id}", email)
+                log.info(
+                    "upgraded the stored %s hash of %s",
+                    "password" if token_id is None else f"token-{token_id}",
+                    email,
+                )
                 await self._index.load()
         except Exception as exc:
             log.warning("could not store the upgraded hash of %s: %s", email, exc)
@@ -382,11 +421,15 @@ class Gate:
 def _write_hash(index: Index, email: str, token_id: int | None, old: str, new: str) -> bool:
     """Replace ``old`` by ``new`` unless the row changed meanwhile (a password reset wins)."""
     if token_id is None:
-        statement = (update(User).where(User.email == email, User.password == old)
-                     .values(password=new))
+        statement = (
+            update(User).where(User.email == email, User.password == old).values(password=new)
+        )
     else:
-        statement = (update(Token).where(Token.id == token_id, Token.user_email == email,
-                                         Token.password == old).values(password=new))
+        statement = (
+            update(Token)
+            .where(Token.id == token_id, Token.user_email == email, Token.password == old)
+            .values(password=new)
+        )
     with index.store.session() as session:
         result = session.execute(statement)
         return bool(getattr(result, "rowcount", 0))

@@ -155,9 +155,7 @@ def _parse_head(head: bytes) -> Request:
         path = unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
         raise _BadRequest(400, "request path is not UTF-8") from None
-    return Request(
-        method.decode("ascii"), path, raw_query.decode("ascii"), (major, minor), headers
-    )
+    return Request(method.decode("ascii"), path, raw_query.decode("ascii"), (major, minor), headers)
 
 
 def _keep_alive(request: Request) -> bool:
@@ -197,16 +195,16 @@ class HttpServer:
         body = (reason + "\n").encode("utf-8")
         return self._encode(
             Response(status, body=body, content_type="text/plain; charset=utf-8"),
-            head_only=False, keep=False, http10=False,
+            head_only=False,
+            keep=False,
+            http10=False,
         )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(
-                        reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT
-                    )
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
                 except asyncio.LimitOverrunError:
                     writer.write(self._error(431, "request head too large"))
                     break
@@ -223,16 +221,17 @@ class HttpServer:
                 keep = _keep_alive(request)
                 head_only = request.method == "HEAD"
                 if request.method not in ("GET", "HEAD"):
-                    response = Response(405, [("Allow", "GET, HEAD")], b"only GET\n",
-                                        "text/plain; charset=utf-8")
+                    response = Response(
+                        405, [("Allow", "GET, HEAD")], b"only GET\n", "text/plain; charset=utf-8"
+                    )
                 else:
                     try:
                         response = await self._handler(request)
                     except Exception:
-                        log.exception("HTTP handler failed for %s %s", request.method,
-                                      request.path)
-                        response = Response(500, body=b"internal error\n",
-                                            content_type="text/plain; charset=utf-8")
+                        log.exception("HTTP handler failed for %s %s", request.method, request.path)
+                        response = Response(
+                            500, body=b"internal error\n", content_type="text/plain; charset=utf-8"
+                        )
                         keep = False
                 writer.write(self._encode(response, head_only, keep, request.version < (1, 1)))
                 await writer.drain()

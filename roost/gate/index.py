@@ -71,7 +71,8 @@ class Index:
             self.loaded_at = time.time()
             log.debug(
                 "index loaded: generation %d in %.1f ms",
-                snapshot.generation, (time.monotonic() - started) * 1000,
+                snapshot.generation,
+                (time.monotonic() - started) * 1000,
             )
             return snapshot.generation
 
@@ -98,8 +99,7 @@ class Index:
             except Exception as exc:
                 if not self._poll_failing:
                     if isinstance(exc, StoreError):
-                        log.warning("cannot read the store, answering from the last index: %s",
-                                    exc)
+                        log.warning("cannot read the store, answering from the last index: %s", exc)
                     else:
                         log.exception("index reload failed; answering from the last index")
                     self._poll_failing = True

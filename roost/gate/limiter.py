@@ -156,8 +156,11 @@ class RedisCounters:
         args: list[str | int] = [repr(now)]
         for stage in stages:
             keys += [stage.dedup or stage.window, stage.window]
-            args += [stage.rate.seconds if stage.dedup else 0, stage.rate.amount,
-                     stage.rate.seconds]
+            args += [
+                stage.rate.seconds if stage.dedup else 0,
+                stage.rate.amount,
+                stage.rate.seconds,
+            ]
         return int(await self._hit(keys=keys, args=args))
 
     async def mark(self, key: str, ttl: int) -> None:
@@ -321,7 +324,8 @@ class AuthLimiter:
         if not self._in_memory:
             log.warning(
                 "Redis unreachable (%s); counting rate limits in the gate's memory until it "
-                "is back", exc or type(exc).__name__,
+                "is back",
+                exc or type(exc).__name__,
             )
             self._in_memory = True
         self._retry_at = time.monotonic() + self._retry_interval

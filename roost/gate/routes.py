@@ -74,7 +74,7 @@ class Routes:
         if path == "/auth/email":
             return await self.auth(request)
         if path.startswith(_USERDB):
-            return self.userdb(path[len(_USERDB):])
+            return self.userdb(path[len(_USERDB) :])
         if path == "/health":
             return self.health()
         return _not_found()
@@ -98,13 +98,16 @@ class Routes:
 
     def health(self) -> Response:
         index = self._index
-        return _json(200, {
-            "status": "ok",
-            "generation": index.generation,
-            "loaded_at": index.loaded_at,
-            "counts": index.directory.counts(),
-            "rate_limits": "memory" if self._limiter.in_memory else "redis",
-        })
+        return _json(
+            200,
+            {
+                "status": "ok",
+                "generation": index.generation,
+                "loaded_at": index.loaded_at,
+                "counts": index.directory.counts(),
+                "rate_limits": "memory" if self._limiter.in_memory else "redis",
+            },
+        )
 
 
 class QuotaUsageWriter:

@@ -72,16 +72,16 @@ def _give_to_mail_group(path: Path) -> None:
     try:
         os.chown(path, -1, gid)
     except PermissionError:
-        log.warning("cannot give %s to group %s; Dovecot may not reach the dict", path,
-                    MAIL_GROUP)
+        log.warning("cannot give %s to group %s; Dovecot may not reach the dict", path, MAIL_GROUP)
 
 
 def _prepare_dict_socket(layout: Layout) -> None:
     """Create ``run/gate-dict`` as 0750 root:mail and clear a dead gate's socket."""
     path = layout.gate_dict
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
-        raise RuntimeError(f"socket path {path} is longer than {_SUN_PATH_MAX} bytes; "
-                           "use a shorter ROOT")
+        raise RuntimeError(
+            f"socket path {path} is longer than {_SUN_PATH_MAX} bytes; use a shorter ROOT"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o750)
     _give_to_mail_group(path.parent)
@@ -92,8 +92,9 @@ def _prepare_socket_dir(layout: Layout) -> None:
     """Create ``run/gate`` as 0750 root:postfix and clear stale sockets from a dead gate."""
     for path in (layout.gate_socketmap, layout.gate_control):
         if len(os.fsencode(path)) > _SUN_PATH_MAX:
-            raise RuntimeError(f"socket path {path} is longer than {_SUN_PATH_MAX} bytes; "
-                               "use a shorter ROOT")
+            raise RuntimeError(
+                f"socket path {path} is longer than {_SUN_PATH_MAX} bytes; use a shorter ROOT"
+            )
     directory = layout.gate_socketmap.parent
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o750)
@@ -102,8 +103,11 @@ def _prepare_socket_dir(layout: Layout) -> None:
         try:
             os.chown(directory, -1, gid)
         except PermissionError:
-            log.warning("cannot give %s to group %s; Postfix may not reach the socketmap",
-                        directory, POSTFIX_GROUP)
+            log.warning(
+                "cannot give %s to group %s; Postfix may not reach the socketmap",
+                directory,
+                POSTFIX_GROUP,
+            )
     if request_reload(layout, timeout=2.0) is not None:
         raise RuntimeError(f"another gate is already serving {layout.gate_control}")
     for path in (layout.gate_socketmap, layout.gate_control):
@@ -154,8 +158,9 @@ async def run(
         )
         servers.append(socketmap)
         _restrict_socketmap(layout.gate_socketmap)
-        http = await start_http_server(Routes(gate, index, limiter, MailHomes(layout)),
-                                       layout.internal_address, http_port)
+        http = await start_http_server(
+            Routes(gate, index, limiter, MailHomes(layout)), layout.internal_address, http_port
+        )
         assert http.server is not None
         servers.append(http.server)
         servers.append(await start_control_server(index, layout.gate_control))
@@ -164,10 +169,13 @@ async def run(
         _give_to_mail_group(layout.gate_dict)
         tasks += [loop.create_task(index.watch()), loop.create_task(usage.run())]
         log.info(
-            "gate ready: socketmap %s, http %s:%d, control %s, dict %s (store generation %d, "
-            "%s)",
-            layout.gate_socketmap, layout.internal_address, http_port, layout.gate_control,
-            layout.gate_dict, generation,
+            "gate ready: socketmap %s, http %s:%d, control %s, dict %s (store generation %d, %s)",
+            layout.gate_socketmap,
+            layout.internal_address,
+            http_port,
+            layout.gate_control,
+            layout.gate_dict,
+            generation,
             ", ".join(f"{n} {k}" for k, n in index.directory.counts().items()),
         )
         if ready is not None:

@@ -42,6 +42,7 @@ log = logging.getLogger("roost.gate")
 MAX_REQUEST = 65535
 _MAX_DIGITS = len(str(MAX_REQUEST))
 
+
 def netstring(payload: bytes) -> bytes:
     """Frame ``payload`` as a netstring."""
     return b"%d:%s," % (len(payload), payload)
@@ -103,9 +104,9 @@ class Socketmaps:
             b"recipientmap": self._recipientmap,
         }
         # Maps that wait on something other than the index.
-        self._async_handlers: dict[
-            bytes, Callable[[Directory, str], Awaitable[str | None]]
-        ] = {b"senderrate": self._senderrate}
+        self._async_handlers: dict[bytes, Callable[[Directory, str], Awaitable[str | None]]] = {
+            b"senderrate": self._senderrate
+        }
 
     # -- the maps (reference §1.3, §7.1.3, §7.1.4, §7.2) -----------------------------------
 
@@ -264,12 +265,7 @@ def _framed(value: str | None) -> bytes:
 
 def _malformed(key: str) -> bool:
     """A key no address or domain can have (Mailu answers 404 for these since #3252)."""
-    return (
-        not key
-        or key.startswith('"')
-        or key.count("@") > 1
-        or forbidden_char(key) is not None
-    )
+    return not key or key.startswith('"') or key.count("@") > 1 or forbidden_char(key) is not None
 
 
 class SocketmapProtocol(asyncio.Protocol):
@@ -340,8 +336,10 @@ class SocketmapProtocol(asyncio.Protocol):
             replies.append(answer(data[colon + 1 : end]))
             pos = end + 1
         if failure:
-            log.info("socketmap: closing a connection after a bad request: %s",
-                     failure.split(b":", 1)[1][:-1].decode())
+            log.info(
+                "socketmap: closing a connection after a bad request: %s",
+                failure.split(b":", 1)[1][:-1].decode(),
+            )
             replies.append(failure)
             self._pending = b""
             self._closing = True
@@ -371,7 +369,7 @@ class SocketmapProtocol(asyncio.Protocol):
             for reply in replies:
                 done.append(reply if isinstance(reply, bytes) else await reply)
         except asyncio.CancelledError:
-            _discard(replies[len(done):])
+            _discard(replies[len(done) :])
             raise
         transport = self._transport
         if transport is not None:

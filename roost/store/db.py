@@ -239,9 +239,7 @@ class Store:
         except CommandError as exc:
             raise StoreError(f"cannot migrate {self.url} to {revision!r}: {exc}") from None
         except DBAPIError as exc:
-            raise StoreError(
-                f"cannot migrate {self.url} to {revision!r}: {_reason(exc)}"
-            ) from None
+            raise StoreError(f"cannot migrate {self.url} to {revision!r}: {_reason(exc)}") from None
 
 
 # -- engine configuration ------------------------------------------------------------------
@@ -284,9 +282,7 @@ def _check_foreign_keys(connection: Connection) -> None:
     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
     if broken:
         tables = sorted({str(row[0]) for row in broken})
-        raise StoreError(
-            "migration left rows pointing at missing parents in " + ", ".join(tables)
-        )
+        raise StoreError("migration left rows pointing at missing parents in " + ", ".join(tables))
 
 
 def _display(url: URL) -> str:

@@ -243,9 +243,7 @@ class Fetch(Audited, Base):
     user_email: Mapped[str] = mapped_column(
         String(255), ForeignKey("user.email", ondelete="CASCADE"), nullable=False
     )
-    protocol: Mapped[str] = mapped_column(
-        Enum("imap", "pop3", name="protocol"), nullable=False
-    )
+    protocol: Mapped[str] = mapped_column(Enum("imap", "pop3", name="protocol"), nullable=False)
     host: Mapped[str] = mapped_column(String(255), nullable=False)
     port: Mapped[int] = mapped_column(Integer, nullable=False)
     tls: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

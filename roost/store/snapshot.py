@@ -126,9 +126,7 @@ def load_snapshot(store: Store) -> Snapshot:
         directory = Directory.build(
             domains=connection.execute(select(_domain.c.name)).scalars().all(),
             alternatives=dict(
-                connection.execute(
-                    select(_alternative.c.name, _alternative.c.domain_name)
-                ).all()
+                connection.execute(select(_alternative.c.name, _alternative.c.domain_name)).all()
             ),
             relays=_RELAYS.load(connection),
             users=_USERS.load(connection),

@@ -33,7 +33,7 @@ SERVERS = {
         name="PostgreSQL",
         admin_url="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
         url_template="postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
-        create='CREATE DATABASE "{database}" ENCODING \'UTF8\'',
+        create="CREATE DATABASE \"{database}\" ENCODING 'UTF8'",
         drop='DROP DATABASE IF EXISTS "{database}" WITH (FORCE)',
     ),
     "mariadb": Server(

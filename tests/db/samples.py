@@ -75,16 +75,46 @@ def add_domain_with_everything(store: Store) -> None:
         session.add_all([domain, joe, ann])
         session.add(Alternative(name="example.net", domain=domain))
         session.add(Relay(name="relayed.org", smtp="mx.relayed.org"))
-        session.add(Alias(email="team@example.com", localpart="team", domain=domain,
-                          destination=["joe@example.com", "ann@example.com"]))
-        session.add(Alias(email="%@example.com", localpart="%", domain=domain, wildcard=True,
-                          destination=["ann@example.com"]))
-        session.add(Alias(email="shop.apple@example.com", localpart="shop.apple", domain=domain,
-                          destination=["joe@example.com"], owner=joe, hostname="shop.test"))
-        session.add(Token(user=joe, password="$pbkdf2-sha256$1$x", ip=["192.0.2.0/24"],
-                          comment="phone"))
-        session.add(Fetch(user=joe, protocol="imap", host="imap.remote.test", port=993,
-                          username="joe", password="secret"))
+        session.add(
+            Alias(
+                email="team@example.com",
+                localpart="team",
+                domain=domain,
+                destination=["joe@example.com", "ann@example.com"],
+            )
+        )
+        session.add(
+            Alias(
+                email="%@example.com",
+                localpart="%",
+                domain=domain,
+                wildcard=True,
+                destination=["ann@example.com"],
+            )
+        )
+        session.add(
+            Alias(
+                email="shop.apple@example.com",
+                localpart="shop.apple",
+                domain=domain,
+                destination=["joe@example.com"],
+                owner=joe,
+                hostname="shop.test",
+            )
+        )
+        session.add(
+            Token(user=joe, password="$pbkdf2-sha256$1$x", ip=["192.0.2.0/24"], comment="phone")
+        )
+        session.add(
+            Fetch(
+                user=joe,
+                protocol="imap",
+                host="imap.remote.test",
+                port=993,
+                username="joe",
+                password="secret",
+            )
+        )
         session.add(DomainAccess(domain=domain, user=ann))
         domain.managers.append(ann)
 
@@ -145,13 +175,21 @@ def check_snapshot(store: Store) -> None:
     assert directory.users["ann@example.com"].forward_destination == ()
     assert sorted(directory.aliases, key=lambda a: a.email) == [
         AliasEntry("%@example.com", "%", "example.com", True, ("ann@example.com",)),
-        AliasEntry("shop.apple@example.com", "shop.apple", "example.com", False,
-                   ("joe@example.com",), owner_email="joe@example.com"),
-        AliasEntry("team@example.com", "team", "example.com", False,
-                   ("ann@example.com", "joe@example.com")),
+        AliasEntry(
+            "shop.apple@example.com",
+            "shop.apple",
+            "example.com",
+            False,
+            ("joe@example.com",),
+            owner_email="joe@example.com",
+        ),
+        AliasEntry(
+            "team@example.com", "team", "example.com", False, ("ann@example.com", "joe@example.com")
+        ),
     ]
     (token,) = directory.tokens_of("joe@example.com")
-    assert token == TokenEntry(token.id, "joe@example.com", "$pbkdf2-sha256$1$x",
-                               ("192.0.2.0/24",), "phone")
+    assert token == TokenEntry(
+        token.id, "joe@example.com", "$pbkdf2-sha256$1$x", ("192.0.2.0/24",), "phone"
+    )
     assert directory.resolve("team@example.net") == ("ann@example.com", "joe@example.com")
     assert directory.resolve("nobody@example.com") == ("ann@example.com",)

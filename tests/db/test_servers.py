@@ -55,8 +55,15 @@ def test_longest_keys_and_four_byte_characters_are_stored(server_store: Store) -
     email = "😀" * (255 - 1 - len(domain)) + "@" + domain
     with server_store.session() as session:
         session.add(Domain(name=domain))
-        session.add(User(email=email, localpart="x", domain_name=domain, password="hash",
-                         displayed_name="📨 Post"))
+        session.add(
+            User(
+                email=email,
+                localpart="x",
+                domain_name=domain,
+                password="hash",
+                displayed_name="📨 Post",
+            )
+        )
     with server_store.session() as session:
         user = session.get(User, email)
         assert user is not None
@@ -66,9 +73,7 @@ def test_longest_keys_and_four_byte_characters_are_stored(server_store: Store) -
 @pytest.mark.parametrize("server_url", ["mariadb", "mariadb-latin1"], indirect=True)
 def test_mariadb_tables_are_utf8mb4_with_a_binary_collation(server_store: Store) -> None:
     with server_store.engine.connect() as connection:
-        assert connection.execute(text("SELECT @@character_set_connection")).scalar() == (
-            "utf8mb4"
-        )
+        assert connection.execute(text("SELECT @@character_set_connection")).scalar() == ("utf8mb4")
         collations = dict(
             connection.execute(
                 text(
@@ -78,6 +83,7 @@ def test_mariadb_tables_are_utf8mb4_with_a_binary_collation(server_store: Store)
             ).all()
         )
     assert set(collations) >= {"domain", "user", "alias", "token", "roost_generation"}
-    assert {collation for name, collation in collations.items()
-            if name != "alembic_version"} == {"utf8mb4_bin"}
+    assert {collation for name, collation in collations.items() if name != "alembic_version"} == {
+        "utf8mb4_bin"
+    }
     samples.check_snapshot(server_store)

@@ -204,8 +204,12 @@ class Stack:
 
     def smtps(self, source: str = OUTSIDE) -> smtplib.SMTP_SSL:
         client = smtplib.SMTP_SSL(
-            self.address, 465, source_address=(source, 0), timeout=30,
-            context=self.tls_context(), local_hostname="client.outside.test",
+            self.address,
+            465,
+            source_address=(source, 0),
+            timeout=30,
+            context=self.tls_context(),
+            local_hostname="client.outside.test",
         )
         # smtplib checks the certificate name against the host it was given.
         return client

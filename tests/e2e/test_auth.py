@@ -83,8 +83,9 @@ def test_ip_rate_limit_blocks_the_network_not_the_user(stack: Stack) -> None:
     user = stack.add_user("limited", "limited-pw-1")
     limit = int(stack.settings.get("AUTH_RATELIMIT_IP", "5/hour").split("/")[0])
     for attempt in range(limit):
-        result = imap_login(stack, f"ghost{attempt}-{uuid.uuid4().hex[:6]}@example.test", "x",
-                            "127.84.0.1")
+        result = imap_login(
+            stack, f"ghost{attempt}-{uuid.uuid4().hex[:6]}@example.test", "x", "127.84.0.1"
+        )
         assert "AUTHENTICATIONFAILED" in result
     # The next login from the same /24, even with the right password, is refused.
     refused = imap_login(stack, user, "limited-pw-1", "127.84.0.2")
@@ -110,7 +111,9 @@ def test_enable_imap_and_enable_pop_switch_protocols_off(stack: Stack) -> None:
     no_imap = stack.add_user("noimap", "noimap-pw-1")
     no_pop = stack.add_user("nopop", "nopop-pw-1")
     stack.roost(
-        "config-import", "--update", "-",
+        "config-import",
+        "--update",
+        "-",
         stdin=(
             "user:\n"
             f"  - email: {no_imap}\n    enable_imap: false\n"

@@ -87,9 +87,7 @@ def away(stack: Stack) -> str:
     return user
 
 
-def test_reply_reaches_the_sender_once_a_day(
-    stack: Stack, receiver: Receiver, away: str
-) -> None:
+def test_reply_reaches_the_sender_once_a_day(stack: Stack, receiver: Receiver, away: str) -> None:
     sender = outside_sender("ann")
     first = send(stack, away, sender)
     reply = wait_for_reply(receiver, sender, stack)
@@ -115,23 +113,53 @@ def test_reply_reaches_the_sender_once_a_day(
 #: (what the case is, envelope sender, From header, extra headers, Pigeonhole's log reason;
 #: None where Roost's own rule, not Pigeonhole, keeps the reply from being sent)
 NO_REPLY_CASES = [
-    ("mailing list", "list", "", "List-Id: <news.remote.test>\r\n",
-     "discarding vacation response to mailinglist recipient"),
-    ("bulk mail", "bulk", "", "Precedence: bulk\r\n",
-     "discarding vacation response to precedence=bulk message"),
-    ("list precedence", "plist", "", "Precedence: list\r\n",
-     "discarding vacation response to precedence=list message"),
-    ("auto-submitted", "robot", "", "Auto-Submitted: auto-generated\r\n",
-     "discarding vacation response to auto-submitted message"),
-    ("another auto-reply", "holiday", "", "Auto-Submitted: auto-replied\r\n",
-     "discarding vacation response to auto-submitted message"),
+    (
+        "mailing list",
+        "list",
+        "",
+        "List-Id: <news.remote.test>\r\n",
+        "discarding vacation response to mailinglist recipient",
+    ),
+    (
+        "bulk mail",
+        "bulk",
+        "",
+        "Precedence: bulk\r\n",
+        "discarding vacation response to precedence=bulk message",
+    ),
+    (
+        "list precedence",
+        "plist",
+        "",
+        "Precedence: list\r\n",
+        "discarding vacation response to precedence=list message",
+    ),
+    (
+        "auto-submitted",
+        "robot",
+        "",
+        "Auto-Submitted: auto-generated\r\n",
+        "discarding vacation response to auto-submitted message",
+    ),
+    (
+        "another auto-reply",
+        "holiday",
+        "",
+        "Auto-Submitted: auto-replied\r\n",
+        "discarding vacation response to auto-submitted message",
+    ),
     # Postfix hands outside senders over SRS-rewritten, which hides them from Pigeonhole's
     # own check of system senders: Roost's script checks the SRS form too.
     ("mailer daemon", "MAILER-DAEMON", "", "", None),
     ("list owner", "owner-news", "", "", None),
     ("bounce", "", "", "", "discarded vacation reply to <>"),
-    ("asks for none", "outlook", "", "X-Auto-Response-Suppress: OOF, AutoReply\r\n",
-     "flag found in x-auto-response-suppress header"),
+    (
+        "asks for none",
+        "outlook",
+        "",
+        "X-Auto-Response-Suppress: OOF, AutoReply\r\n",
+        "flag found in x-auto-response-suppress header",
+    ),
     ("no-reply sender", "noreply", "", "", None),
     ("no-reply From", "news", f"No-Reply <no-reply@{REMOTE_DOMAIN}>", "", None),
     ("no-reply Reply-To", "shop", "", f"Reply-To: donotreply@{REMOTE_DOMAIN}\r\n", None),
@@ -143,8 +171,12 @@ def test_no_reply_to_lists_automatic_mail_or_no_reply_senders(
 ) -> None:
     sent = []
     for case, tag, from_header, headers, reason in NO_REPLY_CASES:
-        sender = "" if not tag else (
-            f"MAILER-DAEMON@{REMOTE_DOMAIN}" if tag == "MAILER-DAEMON" else outside_sender(tag)
+        sender = (
+            ""
+            if not tag
+            else (
+                f"MAILER-DAEMON@{REMOTE_DOMAIN}" if tag == "MAILER-DAEMON" else outside_sender(tag)
+            )
         )
         sent.append((case, sender, send(stack, away, sender, headers, from_header), reason))
     for case, sender, message_id, reason in sent:

@@ -86,7 +86,9 @@ def test_managesieve_script_takes_effect_on_the_next_delivery(
 ) -> None:
     user = stack.add_user("sorter", "sorter-pw-1")
     sieve = ManageSieve(
-        stack.tls_context(check_hostname=True), stack.address, server_hostname=HOSTNAME,
+        stack.tls_context(check_hostname=True),
+        stack.address,
+        server_hostname=HOSTNAME,
         source="127.80.0.1",
     )
     try:
@@ -127,8 +129,11 @@ def test_search_finds_exactly_the_messages_with_the_text(
 
     first = found("SUBJECT", f'"{tag} batch 2"')
     assert len(first) == 1
-    for criteria in (("BODY", '"invoice 2024-07 final"'), ("TEXT", '"hello+x@bb.test"'),
-                     ("BODY", "2024-07")):
+    for criteria in (
+        ("BODY", '"invoice 2024-07 final"'),
+        ("TEXT", '"hello+x@bb.test"'),
+        ("BODY", "2024-07"),
+    ):
         assert found(*criteria) == first, criteria
     assert not (stack.root / "mail" / user / "xapian-indexes").exists()
 

@@ -67,11 +67,20 @@ def imap_greeting(stack: Stack) -> bytes:
 def https_get(stack: Stack, path: str) -> tuple[int, str]:
     result = subprocess.run(
         [
-            "curl", "-s", "--cacert", str(stack.ca_file),
-            "--resolve", f"{HOSTNAME}:443:{stack.address}",
-            "-w", "\n%{http_code}", f"https://{HOSTNAME}{path}",
+            "curl",
+            "-s",
+            "--cacert",
+            str(stack.ca_file),
+            "--resolve",
+            f"{HOSTNAME}:443:{stack.address}",
+            "-w",
+            "\n%{http_code}",
+            f"https://{HOSTNAME}{path}",
         ],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     body, _, code = result.stdout.rpartition("\n")
     return int(code), body
@@ -106,7 +115,10 @@ def greeting(address: str, port: int) -> bytes:
 def postmap_query(stack: Stack, key: str, table: str) -> str:
     return subprocess.run(
         ["postmap", "-c", str(stack.root / "etc" / "postfix"), "-q", key, table],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout.strip()
 
 
@@ -212,7 +224,10 @@ def test_a_broken_override_stops_the_start_with_its_file_and_line(overridden: St
         path.write_text(text)
         try:
             result = subprocess.run(
-                stack.roost_argv("up"), capture_output=True, text=True, timeout=120,
+                stack.roost_argv("up"),
+                capture_output=True,
+                text=True,
+                timeout=120,
                 env=stack.environ(),
             )
         finally:

@@ -51,9 +51,7 @@ def test_quota_defaults_caps_and_changes(stack: Stack) -> None:
     assert rows[capped] == (0, 5000000)  # DEFAULT_QUOTA (10^9), capped by the domain
 
 
-def test_mail_over_quota_bounces_and_usage_is_recorded(
-    stack: Stack, receiver: Receiver
-) -> None:
+def test_mail_over_quota_bounces_and_usage_is_recorded(stack: Stack, receiver: Receiver) -> None:
     user = stack.add_user("full", PASSWORD)
     stack.roost("quota", user, "3000")
     sender = f"ann-{uuid.uuid4().hex[:8]}@{REMOTE_DOMAIN}"

@@ -60,9 +60,7 @@ def test_pop3_995_reads_the_message(stack: Stack, mailbox: tuple[str, str, str])
     client.pass_(password)
     count, _ = client.stat()
     assert count >= 1
-    found = any(
-        subject.encode() in b"\n".join(client.top(i, 0)[1]) for i in range(1, count + 1)
-    )
+    found = any(subject.encode() in b"\n".join(client.top(i, 0)[1]) for i in range(1, count + 1))
     client.quit()
     assert found
 

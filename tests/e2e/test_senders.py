@@ -63,7 +63,9 @@ def test_allow_spoofing_covers_the_users_own_domain_only(stack: Stack) -> None:
     bob = stack.add_user("bob", "bob-pw-1", domain)
     elsewhere = f"admin@{DOMAIN}"  # a user of another of the stack's domains
     stack.roost(
-        "config-import", "--update", "-",
+        "config-import",
+        "--update",
+        "-",
         stdin=f"user:\n  - email: {boss}\n    allow_spoofing: true\n",
     )
 

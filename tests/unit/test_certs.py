@@ -89,7 +89,9 @@ def test_missing_pair_becomes_a_self_signed_certificate(layout: Layout) -> None:
     certificate = x509.load_pem_x509_certificate(layout.cert_file.read_bytes())
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert names.value.get_values_for_type(x509.DNSName) == [
-        "mail.example.test", "smtp.example.test", "localhost"
+        "mail.example.test",
+        "smtp.example.test",
+        "localhost",
     ]
     assert certificate.subject.rfc4514_string() == "CN=mail.example.test"
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc

@@ -59,8 +59,10 @@ def _config(workdir: Path) -> Path:
     if os.geteuid() == 0:
         mail = pwd.getpwnam("mail")
         lines += [
-            f"mail_uid = {mail.pw_uid}", f"mail_gid = {mail.pw_gid}",
-            f"first_valid_uid = {mail.pw_uid}", f"first_valid_gid = {mail.pw_gid}",
+            f"mail_uid = {mail.pw_uid}",
+            f"mail_gid = {mail.pw_gid}",
+            f"first_valid_uid = {mail.pw_uid}",
+            f"first_valid_gid = {mail.pw_gid}",
         ]
     lines += [
         "plugin {",
@@ -80,7 +82,9 @@ def compile_script(workdir: Path, script: str) -> subprocess.CompletedProcess[st
     path.write_text(script, encoding="utf-8")
     return subprocess.run(
         ["sievec", "-c", str(_config(workdir)), str(path), str(workdir / "before.svbin")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -100,9 +104,20 @@ def run_script(
     for item in workdir.iterdir():
         item.chmod(0o666)
     result = subprocess.run(
-        ["sieve-test", "-c", str(_config(workdir)), "-a", "joe@example.test",
-         "-f", envelope_from, str(path), str(message)],
-        capture_output=True, text=True, check=False,
+        [
+            "sieve-test",
+            "-c",
+            str(_config(workdir)),
+            "-a",
+            "joe@example.test",
+            "-f",
+            envelope_from,
+            str(path),
+            str(message),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -307,8 +322,9 @@ def test_people_behind_srs_get_their_reply(workdir: Path) -> None:
 @needs_pigeonhole
 def test_spam_goes_to_junk_before_any_reply(workdir: Path) -> None:
     report = run_script(
-        workdir, before_script(USER, TODAY), "From: ann@remote.test\nX-Spam-Level: " + "*" * 13
-        + "\n",
+        workdir,
+        before_script(USER, TODAY),
+        "From: ann@remote.test\nX-Spam-Level: " + "*" * 13 + "\n",
     )
     assert actions(report) == ["store message in folder: Junk"]
     assert "add IMAP flags: \\seen" in report

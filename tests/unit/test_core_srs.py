@@ -98,9 +98,7 @@ def test_the_day_stamp_wraps_after_1024_days() -> None:
     assert SRS_EXAMPLE.reverse(address, made + 3 * DAY) == "alice@sender.test"  # day 2 again
 
 
-@pytest.mark.parametrize(
-    "sender", ["no-at-sign", "@sender.test", "alice@", "alice@[192.0.2.1]"]
-)
+@pytest.mark.parametrize("sender", ["no-at-sign", "@sender.test", "alice@", "alice@[192.0.2.1]"])
 def test_senders_that_cannot_be_encoded_are_left_alone(sender: str) -> None:
     assert SRS_EXAMPLE.forward(sender, NOW) is None
 

@@ -159,9 +159,7 @@ def test_reply_settings_change_the_script_at_once(gate: GateHarness) -> None:
 def test_iteration_is_refused(gate: GateHarness) -> None:
     client = DictClient(gate, HELLO_SIEVE)
     try:
-        assert client.ask(f"I0\t0\tpriv/sieve/\tjoe@{DOMAIN}") == (
-            "Fdict sieve cannot be iterated"
-        )
+        assert client.ask(f"I0\t0\tpriv/sieve/\tjoe@{DOMAIN}") == ("Fdict sieve cannot be iterated")
     finally:
         client.close()
 

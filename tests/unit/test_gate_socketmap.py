@@ -191,9 +191,7 @@ def test_an_alias_of_only_disabled_users_is_refused(gate: GateHarness) -> None:
     add_alias(gate.store, f"offteam@{DOMAIN}", [f"off@{DOMAIN}"])
     add_alias(gate.store, f"mixed@{DOMAIN}", [f"off@{DOMAIN}", f"joe@{DOMAIN}"])
     request_reload(gate.layout)
-    assert gate.lookup("recipientaccess", f"offteam@{DOMAIN}") == (
-        "OK 550 5.2.1 Mailbox disabled"
-    )
+    assert gate.lookup("recipientaccess", f"offteam@{DOMAIN}") == ("OK 550 5.2.1 Mailbox disabled")
     assert gate.lookup("alias", f"offteam@{DOMAIN}") == "NOTFOUND "
     assert gate.lookup("recipientaccess", f"mixed@{DOMAIN}") == "NOTFOUND "
     assert gate.lookup("alias", f"mixed@{DOMAIN}") == f"OK joe@{DOMAIN}"

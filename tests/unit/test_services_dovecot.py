@@ -29,10 +29,26 @@ def write_certificate(cert_file: Path, key_file: Path) -> None:
     """A self-signed certificate: doveconf reads the files named by ssl_cert/ssl_key."""
     cert_file.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-subj", "/CN=localhost", "-days", "1",
-         "-keyout", str(key_file), "-out", str(cert_file)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-keyout",
+            str(key_file),
+            "-out",
+            str(cert_file),
+        ],
+        check=True,
+        capture_output=True,
     )
 
 
@@ -64,9 +80,7 @@ def effective(service: DovecotService, name: str, *filters: str) -> str:
     command = ["doveconf", "-c", str(service.config_file)]
     for item in filters:
         command += ["-f", item]
-    result = subprocess.run(
-        [*command, "-h", name], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([*command, "-h", name], capture_output=True, text=True, check=True)
     return result.stdout.strip()
 
 
@@ -186,7 +200,8 @@ def test_delivery_quota_and_sieve(root: Path) -> None:
     mail_plugins = ["quota", "quota_clone"]
     assert effective(service, "mail_plugins", "protocol=lmtp").split() == [*mail_plugins, "sieve"]
     assert effective(service, "mail_plugins", "protocol=imap").split() == [
-        *mail_plugins, "imap_quota"
+        *mail_plugins,
+        "imap_quota",
     ]
     assert effective(service, "mail_plugins", "protocol=pop3").split() == mail_plugins
     assert effective(service, "plugin/quota") == "count:User quota"
@@ -194,8 +209,12 @@ def test_delivery_quota_and_sieve(root: Path) -> None:
     assert effective(service, "plugin/quota_full_tempfail") == "no"
     assert effective(service, "plugin/sieve") == "file:~/sieve;active=~/.dovecot.sieve"
     assert effective(service, "submission_host") == f"{BIND}:10025"
-    for mailbox, use in (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
-                         ("Junk", "\\Junk")):
+    for mailbox, use in (
+        ("Sent", "\\Sent"),
+        ("Drafts", "\\Drafts"),
+        ("Trash", "\\Trash"),
+        ("Junk", "\\Junk"),
+    ):
         assert effective(service, f"namespace/inbox/mailbox/{mailbox}/special_use") == use
         assert effective(service, f"namespace/inbox/mailbox/{mailbox}/auto") == "subscribe"
 

@@ -135,7 +135,7 @@ class GateStandIn:
         body = {
             "user": user,
             "quota_rule": f"*:bytes={self.quotas[user]}",
-            "note": "caf\u00e9 \U0001f600 \"quoted\" back\\slash /\t",
+            "note": 'caf\u00e9 \U0001f600 "quoted" back\\slash /\t',
         }
         return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
@@ -145,7 +145,7 @@ class GateStandIn:
             while request_line := await reader.readline():
                 _method, target, _version = request_line.decode("latin-1").split()
                 headers: dict[str, str] = {}
-                while (line := (await reader.readline()).decode("latin-1").rstrip("\r\n")):
+                while line := (await reader.readline()).decode("latin-1").rstrip("\r\n"):
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
                 self.requests.append((target, headers))
@@ -153,7 +153,7 @@ class GateStandIn:
                 if target == "/auth/email":
                     status, answer = self.auth_answer(headers)
                 elif target.startswith("/dovecot/userdb/"):
-                    user = unquote(target[len("/dovecot/userdb/"):])
+                    user = unquote(target[len("/dovecot/userdb/") :])
                     status, answer, body = self.userdb_answer(user)
                 else:
                     status, answer = 404, {}
@@ -167,7 +167,8 @@ class GateStandIn:
 
     def auth_requests(self, user: str) -> list[dict[str, str]]:
         return [
-            headers for target, headers in self.requests
+            headers
+            for target, headers in self.requests
             if target == "/auth/email" and unquote(headers.get("auth-user", "")) == user
         ]
 
@@ -460,8 +461,12 @@ def test_imaps_login_reaches_the_gate_with_the_client_details(running: RunningDo
         _, quota = client.getquotaroot("INBOX")
 
     listed = {line.decode().rsplit(" ", 1)[-1]: line.decode() for line in folders}
-    for mailbox, use in (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
-                         ("Junk", "\\Junk")):
+    for mailbox, use in (
+        ("Sent", "\\Sent"),
+        ("Drafts", "\\Drafts"),
+        ("Trash", "\\Trash"),
+        ("Junk", "\\Junk"),
+    ):
         assert use in listed[mailbox]
     # 1 000 000 bytes from the userdb's quota_rule, in kibibytes.
     assert re.search(rb"STORAGE 0 97[67]\)", quota[1][0])
@@ -474,8 +479,7 @@ def test_imaps_login_reaches_the_gate_with_the_client_details(running: RunningDo
     assert asked["client-ip"] == local_ip
     assert asked["client-port"] == str(local_port)
     assert asked["auth-ssl"] == "on"
-    assert ("/dovecot/userdb/alice@example.com" in
-            [target for target, _ in running.gate.requests])
+    assert "/dovecot/userdb/alice@example.com" in [target for target, _ in running.gate.requests]
 
 
 def test_login_at_an_alternative_domain_becomes_the_canonical_user(
@@ -537,8 +541,7 @@ def test_managesieve_script_files_delivered_mail(running: RunningDovecot) -> Non
         sieve.starttls()
         assert sieve.authenticate(BOB, BOB_PW).startswith("OK")
         script = (
-            'require "fileinto";\n'
-            'if header :contains "subject" "sorted" {\n  fileinto "Junk";\n}\n'
+            'require "fileinto";\nif header :contains "subject" "sorted" {\n  fileinto "Junk";\n}\n'
         )
         assert sieve.putscript("roost", script).startswith("OK")
         assert sieve.command('SETACTIVE "roost"').startswith("OK")
@@ -572,8 +575,7 @@ def test_lmtp_delivers_to_the_maildir_and_strips_the_detail(running: RunningDove
     new = list((running.layout.mail / ALICE / "new").iterdir())
     cur = list((running.layout.mail / ALICE / "cur").iterdir())
     assert any(b"detail delivery" in path.read_bytes() for path in new + cur)
-    assert ("/dovecot/userdb/alice@example.com" in
-            [target for target, _ in running.gate.requests])
+    assert "/dovecot/userdb/alice@example.com" in [target for target, _ in running.gate.requests]
 
 
 def test_lmtp_refuses_an_unknown_user(running: RunningDovecot) -> None:
@@ -603,8 +605,10 @@ def test_before_script_from_the_gates_dict_files_spam(running: RunningDovecot) -
         client.select("Junk", readonly=True)
         _, found = client.search(None, "SEEN", "SUBJECT", '"spam by score"')
         assert len(found[0].split()) == 1
-    running.wait_for_log(r"lmtp\(bob@example\.com\).*fileinto action: stored mail into "
-                         r"mailbox 'Junk'")
+    running.wait_for_log(
+        r"lmtp\(bob@example\.com\).*fileinto action: stored mail into "
+        r"mailbox 'Junk'"
+    )
 
 
 def test_quota_clone_reports_the_mailbox_size_to_the_gate(running: RunningDovecot) -> None:
@@ -717,14 +721,15 @@ def test_failures_reach_every_client_as_their_protocol_says(running: RunningDove
         finally:
             client.close()
 
-    checks = [imap_wrong, imap_rate_limited, imap_gate_broken, pop3_wrong, sieve_wrong,
-              sasl_wrong]
+    checks = [imap_wrong, imap_rate_limited, imap_gate_broken, pop3_wrong, sieve_wrong, sasl_wrong]
     with ThreadPoolExecutor(len(checks)) as pool:
-        results = dict(zip(
-            [check.__name__ for check in checks],
-            pool.map(lambda check: check(), checks),
-            strict=True,
-        ))
+        results = dict(
+            zip(
+                [check.__name__ for check in checks],
+                pool.map(lambda check: check(), checks),
+                strict=True,
+            )
+        )
 
     assert "AUTHENTICATIONFAILED" in results["imap_wrong"]
     # A rate limit and an unreachable gate are temporary: the client should retry later.

@@ -126,9 +126,7 @@ def test_broken_override_names_file_and_line(root: Path) -> None:
     with pytest.raises(ServiceConfigError) as refused:
         rendered(root)
     # Only what says what and where: no time stamp, level or pid of nginx's log format.
-    assert str(refused.value).endswith(
-        f': unknown directive "no_such_directive" in {override}:3'
-    )
+    assert str(refused.value).endswith(f': unknown directive "no_such_directive" in {override}:3')
     assert not re.search(r"\d{4}/\d\d/\d\d", str(refused.value))
 
 

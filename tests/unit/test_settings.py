@@ -136,7 +136,10 @@ def test_relay_credentials_need_each_other_and_a_relayhost() -> None:
 
 def test_to_environ_round_trips() -> None:
     settings = load(
-        DOMAIN="example.com", PORTS="25,587", RELAYNETS="192.0.2.0/24",
-        INBOUND_TLS_ENFORCE="yes", BIND_ADDRESS6="::1",
+        DOMAIN="example.com",
+        PORTS="25,587",
+        RELAYNETS="192.0.2.0/24",
+        INBOUND_TLS_ENFORCE="yes",
+        BIND_ADDRESS6="::1",
     )
     assert load_settings(environ=settings.to_environ()) == settings

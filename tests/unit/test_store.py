@@ -119,8 +119,11 @@ def test_generation_of_an_unmigrated_store_says_so(tmp_path: Path) -> None:
 def test_create_read_update_delete(store: Store) -> None:
     with store.session() as session:
         session.add(Domain(name="example.com"))
-        session.add(User(email="joe@example.com", localpart="joe", domain_name="example.com",
-                         password="hash"))
+        session.add(
+            User(
+                email="joe@example.com", localpart="joe", domain_name="example.com", password="hash"
+            )
+        )
     with store.session() as session:
         joe = session.get(User, "joe@example.com")
         assert joe is not None
@@ -145,8 +148,11 @@ def test_duplicate_primary_key_raises_integrity_error(store: Store) -> None:
 
 def test_user_needs_an_existing_domain(store: Store) -> None:
     with pytest.raises(IntegrityError), store.session() as session:
-        session.add(User(email="joe@nowhere.org", localpart="joe", domain_name="nowhere.org",
-                         password="hash"))
+        session.add(
+            User(
+                email="joe@nowhere.org", localpart="joe", domain_name="nowhere.org", password="hash"
+            )
+        )
 
 
 def test_config_values_are_json(store: Store) -> None:
@@ -171,8 +177,14 @@ def _add_alias(store: Store, email: str, destination: object) -> None:
         if session.get(Domain, "example.com") is None:
             session.add(Domain(name="example.com"))
             session.flush()
-        session.add(Alias(email=email, localpart=email.partition("@")[0],
-                          domain_name="example.com", destination=destination))
+        session.add(
+            Alias(
+                email=email,
+                localpart=email.partition("@")[0],
+                domain_name="example.com",
+                destination=destination,
+            )
+        )
 
 
 def test_list_column_is_deduplicated_and_sorted(store: Store) -> None:
@@ -188,8 +200,15 @@ def test_list_column_empty_and_null_read_as_empty_lists(store: Store) -> None:
     assert _stored_destination(store, "empty@example.com") == ""
     with store.session() as session:
         session.add(Domain(name="other.org"))
-        session.add(User(email="u@other.org", localpart="u", domain_name="other.org",
-                         password="hash", forward_destination=None))
+        session.add(
+            User(
+                email="u@other.org",
+                localpart="u",
+                domain_name="other.org",
+                password="hash",
+                forward_destination=None,
+            )
+        )
     with store.engine.begin() as connection:
         connection.execute(text('UPDATE "user" SET forward_destination = NULL'))
     with store.session() as session:

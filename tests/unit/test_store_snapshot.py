@@ -28,7 +28,12 @@ def test_empty_store_gives_an_empty_directory(store: Store) -> None:
     generation, directory = load_snapshot(store)
     assert generation == 0
     assert directory.counts() == {
-        "domains": 0, "alternatives": 0, "relays": 0, "users": 0, "aliases": 0, "tokens": 0,
+        "domains": 0,
+        "alternatives": 0,
+        "relays": 0,
+        "users": 0,
+        "aliases": 0,
+        "tokens": 0,
     }
 
 

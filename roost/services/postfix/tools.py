@@ -240,4 +240,3 @@ def check_instance(etc: Path, origins: dict[str, str]) -> None:
                 f"{origins[match.group(1)]}: Postfix has no parameter "
                 f"{match.group(1)!r} (postconf: {line.strip()})"
             )
-

@@ -239,6 +239,7 @@ def export_config(
         document[section] = items
     return document
 
+
 def _full_record(
     obj: Any, section: str, full: bool, secrets: bool, defaults: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:

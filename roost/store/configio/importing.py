@@ -55,8 +55,6 @@ def load_document(text: str) -> Any:
 
 
 @dataclass
-
-
 class ImportResult:
     """What an import changed, per kind of object, and one line per change for ``-v``."""
 

@@ -194,8 +194,17 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "domain_access", "fetch", "token", "alias", "manager", "user",
-        "alternative", "roost_generation", "config", "relay", "domain",
+        "domain_access",
+        "fetch",
+        "token",
+        "alias",
+        "manager",
+        "user",
+        "alternative",
+        "roost_generation",
+        "config",
+        "relay",
+        "domain",
     ):
         op.drop_table(table)
     # PostgreSQL keeps an enum as a type of its own after its last table is gone.

@@ -1,0 +1,233 @@
+"""Prepare ROOT for a stack: directories, the store, the first admin, the certificate.
+
+``roost up`` runs this before every start and ``roost init`` runs it alone, so it must be
+idempotent: it creates what is missing, puts back the owners and modes the daemons rely on,
+and leaves everything else alone. It returns messages for the user rather than printing,
+so the caller decides where they go.
+
+Owners and modes matter because the daemons drop privileges: Dovecot writes mail as the
+``mail`` user, Postfix's daemons run as ``postfix``, and both must be able to traverse
+every directory from ``/`` down to theirs.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from roost import certs
+from roost.layout import Layout
+from roost.settings import Settings
+from roost.store import manage
+from roost.store.db import Store
+from roost.store.models import User
+
+__all__ = ["BootstrapError", "initialise"]
+
+OVERRIDE_SERVICES = ("postfix", "dovecot", "nginx", "rspamd")
+
+
+class BootstrapError(RuntimeError):
+    """ROOT cannot be prepared; the message names the path and what to change."""
+
+
+@dataclass(frozen=True)
+class Directory:
+    path: Path
+    mode: int
+    user: str = "root"
+    #: the group; None means the user's own group
+    group: str | None = None
+
+
+def directories(layout: Layout) -> list[Directory]:
+    """Every directory of the stack with its owner and mode, parents first.
+
+    ``data`` holds the store, so it is closed to other users; its group is ``postfix``
+    because Postfix's data_directory lives below it and Postfix's unprivileged daemons
+    (tlsmgr, verify) must traverse it. ``mail`` is the mail user's alone (Dovecot's
+    mail_uid), ``redis`` the redis user's (Redis runs as it). ``queue`` must belong to
+    root: Postfix builds its queue inside it. The service modules set the same owners.
+    """
+    return [
+        Directory(layout.root, 0o755),
+        Directory(layout.data, 0o750, group=_existing_group("postfix")),
+        Directory(layout.mail, 0o700, user="mail", group="mail"),
+        Directory(layout.queue, 0o755),
+        Directory(layout.certs, 0o755),
+        Directory(layout.dkim, 0o750),
+        Directory(layout.overrides, 0o755),
+        *(Directory(layout.overrides / name, 0o755) for name in OVERRIDE_SERVICES),
+        Directory(layout.redis_data, 0o750, user=_existing_user("redis")),
+        Directory(layout.etc, 0o755),
+        Directory(layout.run, 0o755),
+        Directory(layout.log, 0o750),
+    ]
+
+
+def initialise(settings: Settings) -> list[str]:
+    """Make ROOT ready for ``roost up``; the messages say what was created or changed."""
+    layout = Layout(settings)
+    messages: list[str] = []
+    check_parents(layout.root)
+    if not layout.root.exists():
+        messages.append(f"created ROOT {layout.root}")
+    for directory in directories(layout):
+        ensure_directory(directory)
+    messages += prepare_store(settings)
+    messages += ensure_admin(settings)
+    created = certs.ensure_certificate(layout)
+    if created:
+        messages.append(created)
+    messages += protect_key(layout)
+    return messages
+
+
+def check_parents(root: Path) -> None:
+    """Refuse a ROOT the daemons' unprivileged users could not reach.
+
+    A ROOT under /root (mode 0700) would start, then fail at the first delivery with a
+    permission error deep in Dovecot's log; saying it now is kinder.
+    """
+    for parent in [*reversed(root.parents)]:
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            return
+        if not mode & stat.S_IXOTH:
+            raise BootstrapError(
+                f"ROOT={root}: its parent {parent} is not searchable by other users "
+                f"(mode {stat.S_IMODE(mode):04o}); Postfix and Dovecot run as their own "
+                "users and must traverse it. Choose a ROOT elsewhere (the default is "
+                f"/var/lib/roost) or run: chmod o+x {parent}"
+            )
+
+
+def ensure_directory(directory: Directory) -> None:
+    """Create the directory if needed and set its mode (and, as root, its owner)."""
+    path = directory.path
+    if not path.is_dir():
+        if path.exists() or path.is_symlink():
+            raise BootstrapError(f"{path}: exists and is not a directory")
+        path.mkdir(mode=directory.mode, parents=True)
+    if os.geteuid() == 0:
+        uid, gid = _ids(directory)
+        info = path.stat()
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            os.chown(path, uid, gid)
+    if stat.S_IMODE(path.stat().st_mode) != directory.mode:
+        os.chmod(path, directory.mode)
+
+
+def _ids(directory: Directory) -> tuple[int, int]:
+    try:
+        user = pwd.getpwnam(directory.user)
+    except KeyError:
+        raise BootstrapError(
+            f"{directory.path}: needs the system user {directory.user}, which does not "
+            "exist; install the Debian packages (setup.sh does)"
+        ) from None
+    if directory.group is None:
+        return user.pw_uid, user.pw_gid
+    try:
+        return user.pw_uid, grp.getgrnam(directory.group).gr_gid
+    except KeyError:
+        raise BootstrapError(
+            f"{directory.path}: needs the system group {directory.group}, which does not exist"
+        ) from None
+
+
+def _existing_user(name: str) -> str:
+    """``name`` when that system user exists (Debian's package made it), else root."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return "root"
+    return name
+
+
+def _existing_group(name: str) -> str | None:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return None
+    return name
+
+
+def prepare_store(settings: Settings) -> list[str]:
+    """Create or migrate the store's schema; an SQLite file is made readable by root only."""
+    store = Store.from_settings(settings)
+    try:
+        before = store.revision()
+        store.upgrade()
+        after = store.revision()
+    finally:
+        store.dispose()
+    messages = []
+    if before is None:
+        messages.append(f"created the store {store.url} (schema {after})")
+    elif before != after:
+        messages.append(f"migrated the store {store.url} from {before} to {after}")
+    database = store.engine.url.database
+    if store.engine.url.get_backend_name() == "sqlite" and database:
+        path = Path(database)
+        # SQLite gives its -wal and -shm files the database file's permissions.
+        if path.exists() and stat.S_IMODE(path.stat().st_mode) != 0o600:
+            os.chmod(path, 0o600)
+    return messages
+
+
+def ensure_admin(settings: Settings) -> list[str]:
+    """The first global admin from INITIAL_ADMIN_*, with Mailu's modes.
+
+    As in Mailu, ``create`` finding the user already there is reported, not fatal: the
+    same settings are used at every start. Unlike Mailu, an empty INITIAL_ADMIN_PW creates
+    nothing (setup.sh keeps the generated password out of the settings file and creates
+    the admin once), and ``ifmissing`` is silent once the admin exists.
+    """
+    account = settings.INITIAL_ADMIN_ACCOUNT
+    if not account:
+        return []
+    domain, password, mode = (
+        settings.INITIAL_ADMIN_DOMAIN,
+        settings.INITIAL_ADMIN_PW,
+        settings.INITIAL_ADMIN_MODE,
+    )
+    store = Store.from_settings(settings)
+    try:
+        with store.session() as session:
+            email = manage.user_email(account, domain)
+            shown = manage.show_email(email)
+            exists = session.get(User, email) is not None
+            if not password:
+                if exists:
+                    return []
+                return [
+                    f"INITIAL_ADMIN_PW is empty: administrator {shown} not created; "
+                    f"create it with `roost admin {account} {domain} -` (reads the password)"
+                ]
+            if exists and mode == "ifmissing":
+                return []
+            if exists and mode == "create":
+                return [f"INITIAL_ADMIN_MODE=create: user '{shown}' exists, not created"]
+            return [f"{manage.admin(session, settings, account, domain, password, mode)} {shown}"]
+    except manage.ManageError as exc:
+        raise BootstrapError(f"INITIAL_ADMIN_ACCOUNT={account}: {exc}") from None
+    finally:
+        store.dispose()
+
+
+def protect_key(layout: Layout) -> list[str]:
+    """Private keys are for root alone: the daemons read them before dropping privileges."""
+    key = layout.key_file
+    if not layout.settings.tls or not key.is_file():
+        return []
+    mode = stat.S_IMODE(key.stat().st_mode)
+    if mode == 0o600:
+        return []
+    os.chmod(key, 0o600)
+    return [f"{key}: mode {mode:04o} let other users read the private key; set to 0600"]

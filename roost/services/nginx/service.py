@@ -1,0 +1,161 @@
+"""nginx: the SMTP front on port 25 and the HTTP(S) front on 80/443.
+
+Port 25 is nginx's mail proxy rather than Postfix itself so that every SMTP session,
+like every login on every other protocol, is decided by the gate through nginx's
+``auth_http`` protocol (fail2ban lines and rate limits in one place, as in Mailu), and
+Postfix sees the real client through XCLIENT. The HTTP side answers ``/health`` and, under
+TLS_FLAVOR=cert, sends everything else to HTTPS; the web application comes later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roost import certs
+from roost.services.base import (
+    Readiness,
+    Service,
+    ServiceConfigError,
+    template_environment,
+    write_file,
+)
+
+__all__ = ["MAIL_MODULE", "NginxService"]
+
+_TEMPLATES = template_environment(__file__)
+
+NGINX = "nginx"
+# Debian's libnginx-mod-mail installs the mail proxy here (it is not built in).
+MAIL_MODULE = Path("/usr/lib/nginx/modules/ngx_mail_module.so")
+# Slack above MESSAGE_SIZE_LIMIT for uploads through the web (MIME encoding grows a
+# message by a third; Mailu allows 8 MiB).
+BODY_SLACK = 8 * 1024 * 1024
+# The time, level and pid nginx puts before each message: "2024/01/31 12:00:00 [emerg] 7#7: ".
+# The message itself names the file and line; the rest is noise in a one-line error.
+_LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] \d+#\d+: ")
+
+
+def _listen(address: str, port: int, extra: str = "") -> str:
+    host = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+    return f"{host}:{port}{extra}"
+
+
+@dataclass
+class NginxService(Service):
+    """Renders nginx.conf and checks it with ``nginx -t``."""
+
+    name: str = field(init=False, default="nginx")
+    # The gate answers auth_http; Postfix takes the proxied sessions.
+    after: Sequence[str] = field(init=False, default=("gate", "postfix"))
+
+    @property
+    def conf(self) -> Path:
+        return self.etc / "nginx.conf"
+
+    @property
+    def run_directory(self) -> Path:
+        """pid file and temporary files."""
+        return self.layout.run / "nginx"
+
+    @property
+    def no_web_root(self) -> Path:
+        """The main server's document root, which is never created (see the template)."""
+        return self.run_directory / "no-web-root"
+
+    def _http_servers(self) -> list[dict[str, Any]]:
+        settings = self.layout.settings
+        addresses = self.layout.listen_addresses()
+        servers = []
+        if settings.port_enabled(80):
+            servers.append(
+                {
+                    # Under notls port 80 is the main server; otherwise it only redirects.
+                    "comment": "HTTP" + ("" if settings.tls else " (TLS_FLAVOR=notls)"),
+                    "listen": [_listen(a, 80) for a in addresses],
+                    "tls": False,
+                    "main": not settings.tls,
+                }
+            )
+        if settings.tls and settings.port_enabled(443):
+            servers.append(
+                {
+                    "comment": "HTTPS, the main server",
+                    "listen": [_listen(a, 443, " ssl http2") for a in addresses],
+                    "tls": True,
+                    "main": True,
+                }
+            )
+        return servers
+
+    def context(self) -> dict[str, Any]:
+        settings = self.layout.settings
+        limit = settings.MESSAGE_SIZE_LIMIT
+        return {
+            "conf": self.conf,
+            "run": self.run_directory,
+            "overrides": self.overrides,
+            "no_web_root": self.no_web_root,
+            "mail_module": MAIL_MODULE,
+            "hostname": settings.hostname,
+            "server_names": " ".join(settings.HOSTNAMES),
+            "auth_http": f"{self.layout.gate_http_url}/auth/email",
+            "tls": settings.tls,
+            "tls_permissive": settings.TLS_PERMISSIVE,
+            "cert_file": self.layout.cert_file,
+            "key_file": self.layout.key_file,
+            "message_size_limit": limit,
+            # 0 keeps nginx's meaning "no limit", as MESSAGE_SIZE_LIMIT=0 does for Postfix.
+            "client_max_body_size": limit + BODY_SLACK if limit else 0,
+            "http_servers": self._http_servers(),
+            "mail_listen": [_listen(a, 25) for a in self.layout.listen_addresses()],
+        }
+
+    def render(self) -> None:
+        """Write nginx.conf and have nginx check it (syntax, certificate, includes)."""
+        if self.layout.settings.tls:
+            certs.check_certificate(self.layout)
+        self.run_directory.mkdir(parents=True, exist_ok=True)
+        self.run_directory.chmod(0o755)  # workers (www-data) use the temp dirs inside
+        text = _TEMPLATES.get_template("nginx.conf.j2").render(self.context())
+        write_file(self.conf, text)
+        self.check()
+
+    def check(self) -> None:
+        """``nginx -t``: its message names the file and line of any problem."""
+        try:
+            result = subprocess.run(
+                [NGINX, "-t", "-q", "-c", str(self.conf)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise ServiceConfigError(
+                "nginx: not found; install the Debian packages nginx and libnginx-mod-mail"
+            ) from None
+        if result.returncode != 0:
+            lines = [
+                _LOG_PREFIX.sub("", line.removeprefix("nginx: "))
+                for line in (result.stderr + result.stdout).splitlines()
+                if line.strip() and "test failed" not in line
+            ]
+            raise ServiceConfigError(f"nginx -t -c {self.conf}: " + "; ".join(lines))
+
+    def command(self) -> list[str]:
+        # "daemon off" keeps the master in the foreground under the runner; the error log
+        # (with info level, for the AUTH-on-port-25 line) goes to its stderr.
+        return [NGINX, "-c", str(self.conf), "-g", "daemon off; error_log stderr info;"]
+
+    def readiness(self) -> Readiness:
+        """Port 25 accepts; a wildcard bind is reached through the internal address."""
+        address = self.layout.settings.BIND_ADDRESS4
+        if ipaddress.ip_address(address).is_unspecified:
+            address = self.layout.internal_address
+        return Readiness(tcp=((address, 25),))
