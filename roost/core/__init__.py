@@ -1,1 +1,1 @@
-"""Pure domain logic: no I/O, tested in microseconds (DESIGN §1 core)."""
+"""Pure domain logic: no I/O, tested in microseconds."""

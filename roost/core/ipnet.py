@@ -2,7 +2,8 @@
 
 The gate receives client addresses from nginx headers, Dovecot and Postfix in several
 spellings ("[2001:db8::1]", "::ffff:192.0.2.1", "fe80::1%eth0"); both the token check
-(reference §4.5 item 3) and the rate limiter (§7.5.3) must read them the same way, so the
+(an app token may be limited to networks, Mailu core/admin/mailu/models.py ``Token``) and the
+rate limiter (Mailu core/admin/mailu/limiter.py) must read them the same way, so the
 parsing lives here once. Pure functions; garbage yields ``None``/``False``, never an exception.
 """
 

@@ -57,7 +57,8 @@ def srs_key(secret_key: str) -> bytes:
     """The SRS key derived from SECRET_KEY exactly as Mailu derives its ``SRS_KEY``.
 
     Mailu's start scripts give the admin application HMAC-SHA256(SECRET_KEY, "SECRET") as
-    its secret (hex, reference §2), and the admin derives HMAC-SHA256(that, "SRS_KEY").
+    its secret, in hex (``set_env`` in Mailu's core/base/libs/socrate/socrate/system.py), and
+    the admin derives HMAC-SHA256(that, "SRS_KEY") (core/admin/mailu/__init__.py).
     Deriving the same key means a server moved from Mailu with its SECRET_KEY keeps
     reversing the SRS addresses Mailu handed out before the move.
     """

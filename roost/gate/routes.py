@@ -3,14 +3,17 @@
 HTTP (ARCHITECTURE "The gate's protocols"):
 
 * ``GET /auth/email`` — nginx's auth_http protocol (ngx_mail_auth_http_module) and Dovecot's
-  Lua passdb: always HTTP 200 with the decision in ``Auth-*`` headers (reference §1.4);
+  Lua passdb: always HTTP 200 with the decision in ``Auth-*`` headers, as Mailu's
+  core/admin/mailu/internal/nginx.py answers;
   a request missing a header the decision needs is a 400, which both callers treat as a
   temporary failure rather than a verdict on the password.
 * ``GET /dovecot/userdb/<email>`` — Dovecot's userdb answer: ``{"user", "quota_rule"}``
-  (reference §1.3; ``*:bytes=0`` is Dovecot's "no limit"), 404 for an unknown address.
+  (Mailu core/admin/mailu/internal/views/dovecot.py; ``*:bytes=0`` is Dovecot's "no limit"),
+  404 for an unknown address.
 * ``GET /health`` — the index generation and sizes, and where rate limits are counted.
 
-Dovecot's dicts (:mod:`roost.gate.dictproxy`, reference §1.5), one backend for both:
+Dovecot's dicts (:mod:`roost.gate.dictproxy`; Mailu's core/base/libs/podop/podop/dovecot.py
+speaks the same protocol), one backend for both:
 
 * ``sieve`` — Pigeonhole's ``sieve_before`` location: ``priv/sieve/name/<name>`` gives the
   data ID of the user's before script and ``priv/sieve/data/<id>`` its text, rendered from

@@ -1,6 +1,6 @@
-"""Overrides as Mailu users write them (reference §8, Mailu FAQ "How can I override
-settings?"): each one takes effect after a restart, and a broken one stops the start with
-one line naming its file and line.
+"""Overrides as Mailu users write them (Mailu FAQ "How can I override settings?",
+https://mailu.io/master/faq.html): each one takes effect after a restart, and a broken one
+stops the start with one line naming its file and line.
 
 One stack of its own: it is restarted, and finally left stopped by the broken overrides.
 """

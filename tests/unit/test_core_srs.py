@@ -1,4 +1,5 @@
-"""SRS rewriting and reversal (roost.core.srs), reference §7.1.7.
+"""SRS rewriting and reversal (roost.core.srs), as Mailu's ``sendermap``/``recipientmap``
+(core/admin/mailu/internal/views/postfix.py) rewrite and reverse envelope addresses.
 
 The vectors were produced by postsrsd 1.10 (Debian 12, libsrs2's algorithm) with the secret
 ``test-secret`` and the domain ``example.test`` at the Unix time :data:`NOW`, so Roost's
@@ -110,7 +111,8 @@ def test_local_parts_with_separators_survive_the_round_trip() -> None:
 
 
 def test_key_is_derived_from_secret_key_like_mailus_srs_key() -> None:
-    # HMAC-SHA256(hex(HMAC-SHA256(SECRET_KEY, "SECRET")), "SRS_KEY"), reference §2.
+    # HMAC-SHA256(hex(HMAC-SHA256(SECRET_KEY, "SECRET")), "SRS_KEY"): Mailu's socrate
+    # set_env (core/base/libs/socrate/socrate/system.py), then core/admin/mailu/__init__.py.
     assert srs_key("changeMe").hex() == (
         "117711b3816dd27c6551da6f947cb01282f56493552ba655f1a275fbb8683024"
     )
