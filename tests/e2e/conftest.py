@@ -64,8 +64,13 @@ def receiver() -> Iterator[Receiver]:
 
 
 def require_root() -> None:
+    """Skip without root, saying so; on CI (``CI=true``), which runs as root, fail instead,
+    so that a suite that silently ran none of its end-to-end tests cannot pass there."""
     if os.geteuid() != 0 or not IN_PRIVATE_NAMESPACE:
-        pytest.skip("end-to-end tests start Postfix, Dovecot and nginx and need root")
+        reason = "end-to-end tests start Postfix, Dovecot and nginx and need root"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: run the suite as root)")
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
