@@ -21,10 +21,11 @@ TOP = Path(__file__).resolve().parents[2]
 PUBLIC_TEXT = ("roost", "tests", "bench", "docs", "README.md")
 
 #: A citation of the private design notes or the private behaviour inventory: the word,
-#: then a section sign, possibly across a line break and a comment marker ("reference\n# §").
+#: then a section sign (U+00A7), possibly across a line break and a comment marker.
 _PRIVATE_CITATION = re.compile(r"\b(?:reference|design)\b[\s#*/\"'>-]*\u00a7", re.IGNORECASE)
 
-#: A section sign is public when an RFC is named just before it ("RFC 5321 §4.5.3.1").
+#: A section sign is public when an RFC is named just before it, as in "RFC 5321" and the
+#: sign with "4.5.3.1".
 _RFC_BEFORE = re.compile(r"RFC[\s-]?\d+")
 _RFC_REACH = 70
 
@@ -93,7 +94,8 @@ def test_no_citation_of_private_documents() -> None:
 
 
 def test_section_signs_name_their_rfc() -> None:
-    """A bare "(§3.2)" points into the same private documents; a public one names its RFC."""
+    """A bare section sign and number points into the same private documents; a public one
+    names its RFC."""
     found = [
         _where(path, text, match.start())
         for path, text in _public_texts()
