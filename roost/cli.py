@@ -1,9 +1,10 @@
 """``roost``: the command line, with Mailu's management verbs and the stack's own commands.
 
 Mailu users run ``flask mailu user joe example.com PASSWORD`` inside a container; here the
-same verbs and arguments are ``roost user joe example.com PASSWORD`` on the host. Every
-change goes through :mod:`roost.store.manage` and is committed in one transaction, then the
-running gate is asked to reload so the next lookup sees it.
+same verbs and arguments are ``roost user joe example.com PASSWORD`` on the host. This
+module only parses arguments and prints: every change is an operation of the store's rule
+book (:mod:`roost.store.entities`) inside one unit of work (:func:`roost.store.work.change`:
+one transaction, then the running gate is asked to reload so the next lookup sees it).
 
 A problem the user can fix (a setting, the store, a refused change) is one line on stderr,
 ``roost: error: <message>``, and exit status 2: scripts can test the status and people
@@ -12,6 +13,7 @@ can read the line without a traceback in the way.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -21,15 +23,26 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
-from roost.layout import Layout
 from roost.settings import Settings, SettingsError, load_settings
-from roost.store import configio, manage
-from roost.store.db import Store, StoreError, alembic_config
-from roost.store.manage import ManageError, show_domain, show_email
+from roost.store import configio, work
+from roost.store.db import StoreError
+from roost.store.entities import alias as aliases
+from roost.store.entities import alternative as alternatives
+from roost.store.entities import domain as domains
+from roost.store.entities import manager as managers
+from roost.store.entities import relay as relays
+from roost.store.entities import token as tokens
+from roost.store.entities import user as users
+from roost.store.entities.names import (
+    ManageError,
+    parse_email,
+    require_user,
+    show_domain,
+    show_email,
+    user_email,
+)
 from roost.store.models import User
 
 __all__ = ["DEFAULT_ENV_FILE", "EXIT_ERROR", "cli", "main"]
@@ -97,66 +110,22 @@ def _settings() -> Settings:
 # -- store access ----------------------------------------------------------------------------
 
 
-def _open_store(settings: Settings) -> Store:
-    """Open the store and refuse one that ``roost init`` has not prepared.
-
-    Management verbs never migrate: a schema change is a step the operator takes (``roost
-    init`` or ``roost up``), not a side effect of adding an alias.
-    """
-    url = make_url(settings.database_uri)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        # Checked before opening, which would create the file and its directory: a
-        # mistyped ROOT must not leave an empty store behind.
-        raise StoreError(f"the store {_shown(url)} is not initialised: run roost init first")
-    store = Store.from_settings(settings)
-    revision = store.revision()
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if revision != head:
-        store.dispose()
-        if revision is None:
-            raise StoreError(f"the store {store.url} is not initialised: run roost init first")
-        raise StoreError(
-            f"the store {store.url} has schema {revision}, this Roost needs {head}: "
-            "run roost init first"
-        )
-    return store
-
-
-def _shown(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
-
-
 @contextmanager
 def _session() -> Iterator[Session]:
-    """One transaction for one command: committed when the block ends without error."""
-    store = _open_store(_settings())
-    try:
-        with store.session() as session:
-            yield session
-    finally:
-        store.dispose()
+    """One transaction that reads the store."""
+    with work.read(_settings()) as session:
+        yield session
 
 
 @contextmanager
 def _changing() -> Iterator[Session]:
-    """A transaction that changes the store, then tell the running gate about it."""
-    with _session() as session:
+    """One transaction that changes the store; the running gate is told afterwards."""
+    with work.change(_settings(), warn=_warn) as session:
         yield session
-    _reload(_settings())
 
 
-def _reload(settings: Settings) -> None:
-    """Ask the gate to load the change now; without a gate running there is nothing to do.
-
-    A gate that fails to reload is a warning, not an error: the change is committed, and
-    the gate's poll of the store generation picks it up anyway.
-    """
-    from roost.gate.control import GateControlError, request_reload
-
-    try:
-        request_reload(Layout(settings))
-    except GateControlError as exc:
-        click.echo(f"roost: warning: {exc}", err=True)
+def _warn(message: str) -> None:
+    click.echo(f"roost: warning: {message}", err=True)
 
 
 def _secret(value: str, what: str) -> str:
@@ -179,7 +148,7 @@ def _secret(value: str, what: str) -> str:
 @click.option(
     "-m",
     "--mode",
-    type=click.Choice(manage.ADMIN_MODES),
+    type=click.Choice(users.ADMIN_MODES),
     default="create",
     show_default=True,
     help="create: fail if the user exists; ifmissing: leave it; update: reset its password.",
@@ -188,7 +157,7 @@ def admin(localpart: str, domain: str, password: str, mode: str) -> None:
     """Create a global administrator (the domain is created if missing)."""
     secret = _secret(password, "password")
     with _changing() as session:
-        message = manage.admin(session, _settings(), localpart, domain, secret, mode)
+        message = users.admin(session, _settings(), localpart, domain, secret, mode)
     click.echo(message)
 
 
@@ -200,7 +169,7 @@ def user(localpart: str, domain: str, password: str) -> None:
     """Create a user, who must change the password at first login."""
     secret = _secret(password, "password")
     with _changing() as session:
-        manage.create_user(session, _settings(), localpart, domain, secret)
+        users.create_user(session, _settings(), localpart, domain, secret)
 
 
 @cli.command("user-import")
@@ -211,7 +180,7 @@ def user_import(localpart: str, domain: str, password_hash: str) -> None:
     """Create a user from an existing password hash (crypt, bcrypt, argon2, {SCHEME}...)."""
     secret = _secret(password_hash, "password hash")
     with _changing() as session:
-        manage.import_user(session, _settings(), localpart, domain, secret)
+        users.import_user(session, _settings(), localpart, domain, secret)
 
 
 @cli.command("user-delete")
@@ -220,7 +189,7 @@ def user_import(localpart: str, domain: str, password_hash: str) -> None:
 def user_delete(email: str, really: bool) -> None:
     """Disable a user, or delete it with --really (its tokens and fetches too)."""
     with _changing() as session:
-        manage.delete_user(session, manage.parse_email(email), really)
+        users.delete_user(session, parse_email(email), really)
 
 
 @cli.command()
@@ -231,7 +200,7 @@ def password(localpart: str, domain: str, password: str) -> None:
     """Set a user's password; the user must change it at the next login."""
     secret = _secret(password, "password")
     with _changing() as session:
-        manage.set_password(session, manage.user_email(localpart, domain), secret)
+        users.set_password(session, user_email(localpart, domain), secret)
 
 
 @cli.command()
@@ -244,7 +213,7 @@ def domain(
 ) -> None:
     """Create a domain, or change the limits given for an existing one."""
     with _changing() as session:
-        manage.set_domain(session, domain, max_users, max_aliases, max_quota_bytes)
+        domains.set_domain(session, domain, max_users, max_aliases, max_quota_bytes)
 
 
 @cli.command("domain-delete")
@@ -253,7 +222,7 @@ def domain(
 def domain_delete(domain: str, really: bool) -> None:
     """Delete a domain and its alternatives (refused while it has users or aliases)."""
     with _changing() as session:
-        manage.delete_domain(session, domain, really)
+        domains.delete_domain(session, domain, really)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -264,7 +233,7 @@ def domain_delete(domain: str, really: bool) -> None:
 def setlimits(domain: str, max_users: int, max_aliases: int, max_quota_bytes: int) -> None:
     """Set a domain's limits (-1: unlimited users or aliases; 0: no quota cap)."""
     with _changing() as session:
-        manage.set_limits(session, domain, max_users, max_aliases, max_quota_bytes)
+        domains.set_limits(session, domain, max_users, max_aliases, max_quota_bytes)
 
 
 @cli.command()
@@ -273,7 +242,7 @@ def setlimits(domain: str, max_users: int, max_aliases: int, max_quota_bytes: in
 def setmanager(domain: str, localpart: str) -> None:
     """Make LOCALPART@DOMAIN a manager of DOMAIN."""
     with _changing() as session:
-        manage.set_manager(session, domain, localpart)
+        managers.set_manager(session, domain, localpart)
 
 
 @cli.command()
@@ -286,7 +255,7 @@ def setmanager(domain: str, localpart: str) -> None:
 def alias(localpart: str, domain: str, destination: str, wildcard: bool) -> None:
     """Create an alias to DESTINATION, a comma-separated list of addresses."""
     with _changing() as session:
-        manage.create_alias(session, localpart, domain, destination, wildcard)
+        aliases.create_alias(session, localpart, domain, destination, wildcard)
 
 
 @cli.command("alias-delete")
@@ -294,7 +263,7 @@ def alias(localpart: str, domain: str, destination: str, wildcard: bool) -> None
 def alias_delete(email: str) -> None:
     """Delete an alias."""
     with _changing() as session:
-        manage.delete_alias(session, manage.parse_email(email))
+        aliases.delete_alias(session, parse_email(email))
 
 
 @cli.command()
@@ -312,12 +281,12 @@ def forward(email: str, destination: str | None, keep: bool | None, off: bool) -
     Mailu users set this on the user's page; every message to EMAIL then also goes to each
     destination, with its envelope sender rewritten (SRS) so it passes SPF on the way.
     """
-    address = manage.parse_email(email)
+    address = parse_email(email)
     if off and destination is not None:
         raise click.UsageError("--off takes no DESTINATION")
     if not off and destination is None and keep is None:
         with _session() as session:
-            user = manage.require_user(session, address)
+            user = require_user(session, address)
             state = "on" if user.forward_enabled else "off"
             copy = "keeps a copy" if user.forward_keep else "keeps no copy"
             targets = ", ".join(show_email(d) for d in user.forward_destination or [])
@@ -325,7 +294,7 @@ def forward(email: str, destination: str | None, keep: bool | None, off: bool) -
             click.echo(f"Destinations: {targets}")
         return
     with _changing() as session:
-        manage.set_forward(session, address, destination, keep=keep, enabled=False if off else None)
+        users.set_forward(session, address, destination, keep=keep, enabled=False if off else None)
 
 
 # -- Roost's own verbs -------------------------------------------------------------------------
@@ -342,7 +311,7 @@ def alternative() -> None:
 def alternative_add(name: str, domain: str) -> None:
     """Make NAME an alternative domain of DOMAIN."""
     with _changing() as session:
-        manage.add_alternative(session, name, domain)
+        alternatives.add_alternative(session, name, domain)
 
 
 @alternative.command("delete")
@@ -350,7 +319,7 @@ def alternative_add(name: str, domain: str) -> None:
 def alternative_delete(name: str) -> None:
     """Remove an alternative domain."""
     with _changing() as session:
-        manage.delete_alternative(session, name)
+        alternatives.delete_alternative(session, name)
 
 
 @cli.group()
@@ -364,7 +333,7 @@ def relay() -> None:
 def relay_add(name: str, smtp: str) -> None:
     """Relay NAME to SMTP: host[:port], [address]:port, mx:host or lmtp:host (empty: MX)."""
     with _changing() as session:
-        manage.add_relay(session, name, smtp)
+        relays.add_relay(session, name, smtp)
 
 
 @relay.command("delete")
@@ -372,7 +341,7 @@ def relay_add(name: str, smtp: str) -> None:
 def relay_delete(name: str) -> None:
     """Stop relaying a domain."""
     with _changing() as session:
-        manage.delete_relay(session, name)
+        relays.delete_relay(session, name)
 
 
 @cli.group()
@@ -389,7 +358,7 @@ def token() -> None:
 def token_add(email: str, comment: str, networks: tuple[str, ...]) -> None:
     """Create a token and print it; it is shown only this once."""
     with _changing() as session:
-        _token, raw = manage.add_token(session, manage.parse_email(email), comment, networks)
+        _token, raw = tokens.add_token(session, parse_email(email), comment, networks)
     click.echo(raw)
 
 
@@ -400,7 +369,7 @@ def token_list(email: str) -> None:
     with _session() as session:
         rows = [
             (str(t.id), t.comment or "", ",".join(t.ip or []), t.created_at.isoformat())
-            for t in manage.list_tokens(session, manage.parse_email(email))
+            for t in tokens.list_tokens(session, parse_email(email))
         ]
     _table(rows)
 
@@ -411,7 +380,7 @@ def token_list(email: str) -> None:
 def token_delete(email: str, token_id: int) -> None:
     """Revoke a user's token by its id (see `roost token list`)."""
     with _changing() as session:
-        manage.delete_token(session, manage.parse_email(email), token_id)
+        tokens.delete_token(session, parse_email(email), token_id)
 
 
 _LISTS = ("domains", "users", "aliases", "alternatives", "relays")
@@ -447,7 +416,7 @@ def _domain_rows(session: Session, _domain: str | None) -> list[tuple[str, ...]]
             str(d.max_aliases),
             str(d.max_quota_bytes),
         )
-        for d in manage.list_domains(session)
+        for d in domains.list_domains(session)
     ]
 
 
@@ -460,7 +429,7 @@ def _user_rows(session: Session, domain: str | None) -> list[tuple[str, ...]]:
             str(u.quota_bytes),
             u.displayed_name or "",
         )
-        for u in manage.list_users(session, domain)
+        for u in users.list_users(session, domain)
     ]
 
 
@@ -472,18 +441,19 @@ def _alias_rows(session: Session, domain: str | None) -> list[tuple[str, ...]]:
             "wildcard" if a.wildcard else "exact",
             "disabled" if a.disabled else "enabled",
         )
-        for a in manage.list_aliases(session, domain)
+        for a in aliases.list_aliases(session, domain)
     ]
 
 
 def _alternative_rows(session: Session, _domain: str | None) -> list[tuple[str, ...]]:
     return [
-        (show_domain(a.name), show_domain(a.domain_name)) for a in manage.list_alternatives(session)
+        (show_domain(a.name), show_domain(a.domain_name))
+        for a in alternatives.list_alternatives(session)
     ]
 
 
 def _relay_rows(session: Session, _domain: str | None) -> list[tuple[str, ...]]:
-    return [(show_domain(r.name), r.smtp or "") for r in manage.list_relays(session)]
+    return [(show_domain(r.name), r.smtp or "") for r in relays.list_relays(session)]
 
 
 _LISTERS: dict[str, Callable[[Session, str | None], list[tuple[str, ...]]]] = {
@@ -515,15 +485,15 @@ def quota(email: str | None, quota_bytes: int | None) -> None:
     """
     if email is None:
         with _session() as session:
-            users = manage.list_users(session)
+            listed = users.list_users(session)
     elif quota_bytes is None:
         with _session() as session:
-            users = [manage.require_user(session, manage.parse_email(email))]
+            listed = [require_user(session, parse_email(email))]
     else:
         with _changing() as session:
-            manage.set_quota(session, manage.parse_email(email), quota_bytes)
+            users.set_quota(session, parse_email(email), quota_bytes)
         return
-    _table([(show_email(u.email), str(u.quota_bytes_used), str(u.quota_bytes)) for u in users])
+    _table([(show_email(u.email), str(u.quota_bytes_used), str(u.quota_bytes)) for u in listed])
 
 
 @cli.command()
@@ -546,17 +516,17 @@ def autoreply(
     Each sender gets at most one reply a day; no-reply addresses, mailing lists and
     automatic mail get none.
     """
-    address = manage.parse_email(email)
+    address = parse_email(email)
     if not (off or subject is not None or body is not None or start is not None or end is not None):
         with _session() as session:
-            user = manage.require_user(session, address)
+            user = require_user(session, address)
             lines = _autoreply_lines(user)
         click.echo("\n".join(lines))
         return
     if body == "-":
         body = sys.stdin.read()
     with _changing() as session:
-        manage.set_autoreply(
+        users.set_autoreply(
             session,
             address,
             enabled=not off,
@@ -564,8 +534,8 @@ def autoreply(
             body=body,
             start=None
             if start is None
-            else manage.parse_reply_date(start, manage.REPLY_START_DEFAULT),
-            end=None if end is None else manage.parse_reply_date(end, manage.REPLY_END_DEFAULT),
+            else users.parse_reply_date(start, users.REPLY_START_DEFAULT),
+            end=None if end is None else users.parse_reply_date(end, users.REPLY_END_DEFAULT),
         )
 
 
@@ -579,12 +549,12 @@ def _autoreply_lines(user: User) -> list[str]:
         state = "on, but not today"
     first = (
         ""
-        if user.reply_startdate == manage.REPLY_START_DEFAULT
+        if user.reply_startdate == users.REPLY_START_DEFAULT
         else (f" from {user.reply_startdate.isoformat()}")
     )
     last = (
         ""
-        if user.reply_enddate == manage.REPLY_END_DEFAULT
+        if user.reply_enddate == users.REPLY_END_DEFAULT
         else (f" until {user.reply_enddate.isoformat()}")
     )
     return [
@@ -622,14 +592,30 @@ def config_export(
     if output_file is None:
         click.echo(text, nl=False)
         return
+    _write_private(output_file, text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only; never through a symlink.
+
+    The export holds password hashes, and with --secrets fetch passwords (Mailu: umask
+    077). The file is created 0600 from the start, and a symbolic link at ``path`` is
+    refused rather than followed: run as root, following it would truncate whatever file
+    the link points to.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        # The export holds password hashes: readable by its owner only (Mailu: umask 077).
-        fd = os.open(output_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ManageError(f"cannot write {path}: it is a symbolic link") from None
+        raise ManageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # an existing file keeps its mode otherwise
             handle.write(text)
     except OSError as exc:
-        raise ManageError(f"cannot write {output_file}: {exc.strerror or exc}") from None
+        raise ManageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @cli.command("config-import")
@@ -645,6 +631,14 @@ def config_import(
     """Import a configuration in Mailu's YAML or JSON format; replaces it unless --update."""
     text = _read_input(filename)
     settings = _settings()
+    if not dry_run and work.is_new(settings):
+        # A new server: prepare the store as `roost init` does, so that importing an
+        # export is the whole migration (Mailu's migration guide imports into a new one).
+        from roost.bootstrap.prepare import prepare_store
+
+        for message in prepare_store(settings):
+            if not quiet:
+                click.echo(f"roost: {message}")
     try:
         document = configio.load_document(text)
         with _session() as session:
@@ -664,7 +658,7 @@ def config_import(
         click.echo("Dry run. Not committing changes." if dry_run else "Committing changes.")
         click.echo(result.summary())
     if result.changed and not dry_run:
-        _reload(settings)
+        work.reload_gate(settings, _warn)
 
 
 def _read_input(filename: str) -> str:

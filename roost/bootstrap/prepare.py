@@ -22,8 +22,9 @@ from pathlib import Path
 from roost import certs
 from roost.layout import Layout
 from roost.settings import Settings
-from roost.store import manage
 from roost.store.db import Store
+from roost.store.entities import user as users
+from roost.store.entities.names import ManageError, show_email, user_email
 from roost.store.models import User
 
 __all__ = ["BootstrapError", "initialise"]
@@ -200,8 +201,8 @@ def ensure_admin(settings: Settings) -> list[str]:
     store = Store.from_settings(settings)
     try:
         with store.session() as session:
-            email = manage.user_email(account, domain)
-            shown = manage.show_email(email)
+            email = user_email(account, domain)
+            shown = show_email(email)
             exists = session.get(User, email) is not None
             if not password:
                 if exists:
@@ -214,8 +215,8 @@ def ensure_admin(settings: Settings) -> list[str]:
                 return []
             if exists and mode == "create":
                 return [f"INITIAL_ADMIN_MODE=create: user '{shown}' exists, not created"]
-            return [f"{manage.admin(session, settings, account, domain, password, mode)} {shown}"]
-    except manage.ManageError as exc:
+            return [f"{users.admin(session, settings, account, domain, password, mode)} {shown}"]
+    except ManageError as exc:
         raise BootstrapError(f"INITIAL_ADMIN_ACCOUNT={account}: {exc}") from None
     finally:
         store.dispose()

@@ -42,7 +42,7 @@ from roost.gate.http import Request, Response
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
 from roost.store.db import Store, StoreError
-from roost.store.manage import record_quota_usage
+from roost.store.entities.user import record_quota_usage
 
 __all__ = ["MailboxDict", "QuotaUsageWriter", "Routes"]
 

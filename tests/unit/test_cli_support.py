@@ -1,6 +1,6 @@
-"""Shared harness for the CLI, manage and configio tests: a temp ROOT with an SQLite store.
+"""Shared harness for the CLI, entity and configio tests: a temp ROOT with an SQLite store.
 
-Imported by ``test_cli*``, ``test_manage*`` and ``test_configio*`` (no tests of its own).
+Imported by the CLI, entity, rule-book and configio tests (no tests of its own).
 The store is migrated with ``Store.upgrade`` directly, as ``roost init`` does, so these
 tests need neither the daemons nor the system users ``init`` sets owners for.
 """
@@ -67,7 +67,10 @@ def make_stack(tmp_path: Path, extra: str = "", migrate: bool = True) -> Stack:
     root = tmp_path / "root"
     env_file = tmp_path / "mailu.env"
     env_file.write_text(
-        f"ROOT={root}\nDOMAIN=example.com\nHOSTNAMES=mail.example.com\n{extra}", encoding="utf-8"
+        f"ROOT={root}\nDOMAIN=example.com\nHOSTNAMES=mail.example.com\n"
+        # `roost init` refuses the default SECRET_KEY (roost/settings/secret.py).
+        f"SECRET_KEY=cli-test-secret-0123456789abcdef\n{extra}",
+        encoding="utf-8",
     )
     settings = load_settings(env_file=env_file, environ={})
     if migrate:

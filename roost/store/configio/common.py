@@ -1,4 +1,5 @@
-"""What config-export and config-import share: Mailu's sections, keys and defaults."""
+"""What config-export and config-import share: Mailu's sections and keys, and the entities'
+field declarations (roost.store.entities) from which both take their fields and defaults."""
 
 from __future__ import annotations
 
@@ -9,15 +10,29 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from roost.settings import Settings
+from roost.store.entities import alias, domain, fetch, relay, token, user
+from roost.store.entities.fields import REQUIRED, Field, default_of
 from roost.store.models import Alias, Domain, Relay, User
+
+__all__ = [
+    "FIELDS",
+    "HIDDEN",
+    "KEYS",
+    "KINDS",
+    "PRUNE",
+    "REQUIRED",
+    "SECTIONS",
+    "ConfigValidationError",
+    "all_rows",
+    "default_values",
+    "exported",
+]
 
 HIDDEN = "<hidden>"
 SECTIONS = ("domain", "user", "alias", "relay")
 #: Object kinds in the order the counters list them.
 KINDS = ("domain", "alternative", "user", "token", "fetch", "alias", "relay")
 PRUNE = "-prune-"
-
-REQUIRED = object()  # a field with no default: always exported, needed to create
 
 
 class ConfigValidationError(Exception):
@@ -34,79 +49,24 @@ class ConfigValidationError(Exception):
 
 KEYS = {"domain": "name", "user": "email", "alias": "email", "relay": "name"}
 
+#: Each kind's fields, declared once by its entity module.
+FIELDS: dict[str, tuple[Field, ...]] = {
+    "domain": domain.FIELDS,
+    "user": user.FIELDS,
+    "token": token.FIELDS,
+    "fetch": fetch.FIELDS,
+    "alias": alias.FIELDS,
+    "relay": relay.FIELDS,
+}
+
 
 def default_values(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Each field's default; ``REQUIRED`` fields have none. Import fills in the same."""
-    return {
-        "domain": {
-            "name": REQUIRED,
-            "alternatives": [],
-            "anonmail_enabled": False,
-            "comment": "",
-            "dkim_key": "",
-            "max_aliases": -1,
-            "max_quota_bytes": 0,
-            "max_users": -1,
-            "signup_enabled": False,
-        },
-        "user": {
-            "email": REQUIRED,
-            "allow_spoofing": False,
-            "change_pw_next_login": False,
-            "comment": "",
-            "displayed_name": "",
-            "enable_imap": True,
-            "enable_pop": True,
-            "enabled": True,
-            "fetches": [],
-            "forward_destination": [],
-            "forward_enabled": False,
-            "forward_keep": True,
-            "global_admin": False,
-            "manager_of": [],
-            "password": REQUIRED,
-            "quota_bytes": settings.DEFAULT_QUOTA,
-            "reply_body": None,
-            "reply_enabled": False,
-            "reply_enddate": "2999-12-31",
-            "reply_startdate": "1900-01-01",
-            "reply_subject": None,
-            "spam_enabled": True,
-            "spam_mark_as_read": True,
-            "spam_threshold": settings.DEFAULT_SPAM_THRESHOLD,
-            "tokens": [],
-        },
-        "token": {"id": REQUIRED, "comment": "", "ip": [], "password": REQUIRED},
-        "fetch": {
-            "id": REQUIRED,
-            "comment": "",
-            "error": None,
-            "folders": [],
-            "host": REQUIRED,
-            "invisible": False,
-            "keep": False,
-            "last_check": None,
-            "password": REQUIRED,
-            "port": REQUIRED,
-            "protocol": REQUIRED,
-            "scan": False,
-            "tls": False,
-            "username": REQUIRED,
-        },
-        "alias": {
-            "email": REQUIRED,
-            "comment": "",
-            "destination": REQUIRED,
-            "disabled": False,
-            "hostname": None,
-            "owner_email": None,
-            "wildcard": False,
-        },
-        "relay": {"name": REQUIRED, "comment": "", "smtp": ""},
-    }
+    """Each field's default as exported; ``REQUIRED`` fields have none."""
+    return {kind: default_of(fields, settings) for kind, fields in FIELDS.items()}
 
 
-#: Exported only with ``full``: run-time state of a fetch, not configuration.
+def exported(kind: str) -> tuple[Field, ...]:
+    return tuple(f for f in FIELDS[kind] if f.exported)
 
 
 def all_rows(session: Session, section: str) -> list[Any]:

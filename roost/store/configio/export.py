@@ -1,8 +1,8 @@
-"""``config-export``: the store as Mailu's YAML or JSON (reference §6.2)."""
+"""``config-export``: the store as Mailu's YAML or JSON (Mailu's ``flask mailu config-export``,
+core/admin/mailu/schemas.py), each item built from its entity's field declarations."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -12,111 +12,25 @@ from sqlalchemy.orm import Session
 
 from roost.settings import Settings
 from roost.store.configio.common import (
+    FIELDS,
     HIDDEN,
     KEYS,
     REQUIRED,
     SECTIONS,
     all_rows,
     default_values,
+    exported,
 )
-from roost.store.manage import ManageError, show_domain, show_email
-from roost.store.models import Alias, Domain, Fetch, Relay, Token, User
+from roost.store.entities import ManageError
 
 
-def _date(value: dt.date | None) -> str | None:
-    return None if value is None else value.isoformat()
+def _record(obj: Any, kind: str) -> dict[str, Any]:
+    """Every exported field of ``obj``, the key first, as the entity declares them."""
+    return {f.name: f.value(obj) for f in exported(kind)}
 
 
-def _domain_record(domain: Domain) -> dict[str, Any]:
-    return {
-        "name": show_domain(domain.name),
-        "alternatives": sorted(show_domain(a.name) for a in domain.alternatives),
-        "anonmail_enabled": domain.anonmail_enabled,
-        "comment": domain.comment or "",
-        "max_aliases": domain.max_aliases,
-        "max_quota_bytes": domain.max_quota_bytes,
-        "max_users": domain.max_users,
-        "signup_enabled": domain.signup_enabled,
-    }
-
-
-def _token_record(token: Token) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "comment": token.comment or "",
-        "ip": list(token.ip or []),
-        "password": token.password,
-    }
-
-
-def _fetch_record(fetch: Fetch, secrets: bool) -> dict[str, Any]:
-    return {
-        "id": fetch.id,
-        "comment": fetch.comment or "",
-        "error": fetch.error,
-        "folders": list(fetch.folders or []),
-        "host": fetch.host,
-        "invisible": fetch.invisible,
-        "keep": fetch.keep,
-        "last_check": None if fetch.last_check is None else fetch.last_check.isoformat(),
-        "password": fetch.password if secrets else HIDDEN,
-        "port": fetch.port,
-        "protocol": fetch.protocol,
-        "scan": fetch.scan,
-        "tls": fetch.tls,
-        "username": fetch.username,
-    }
-
-
-def _user_record(user: User) -> dict[str, Any]:
-    return {
-        "email": show_email(user.email),
-        "allow_spoofing": user.allow_spoofing,
-        "change_pw_next_login": user.change_pw_next_login,
-        "comment": user.comment or "",
-        "displayed_name": user.displayed_name or "",
-        "enable_imap": user.enable_imap,
-        "enable_pop": user.enable_pop,
-        "enabled": user.enabled,
-        "forward_destination": [show_email(a) for a in user.forward_destination or []],
-        "forward_enabled": user.forward_enabled,
-        "forward_keep": user.forward_keep,
-        "global_admin": user.global_admin,
-        "manager_of": sorted(show_domain(d.name) for d in user.manager_of),
-        "password": user.password,
-        "quota_bytes": user.quota_bytes,
-        "reply_body": user.reply_body,
-        "reply_enabled": user.reply_enabled,
-        "reply_enddate": _date(user.reply_enddate),
-        "reply_startdate": _date(user.reply_startdate),
-        "reply_subject": user.reply_subject,
-        "spam_enabled": user.spam_enabled,
-        "spam_mark_as_read": user.spam_mark_as_read,
-        "spam_threshold": user.spam_threshold,
-    }
-
-
-def _alias_record(alias: Alias) -> dict[str, Any]:
-    return {
-        "email": show_email(alias.email),
-        "comment": alias.comment or "",
-        "destination": [show_email(a) for a in alias.destination or []],
-        "disabled": alias.disabled,
-        "hostname": alias.hostname,
-        "owner_email": None if alias.owner_email is None else show_email(alias.owner_email),
-        "wildcard": alias.wildcard,
-    }
-
-
-def _relay_record(relay: Relay) -> dict[str, Any]:
-    return {
-        "name": show_domain(relay.name),
-        "comment": relay.comment or "",
-        "smtp": relay.smtp or "",
-    }
-
-
-_FULL_ONLY = {"fetch": {"last_check", "error"}}
+def _full_only(kind: str) -> set[str]:
+    return {f.name for f in FIELDS[kind] if f.full_only}
 
 
 def _trim(
@@ -131,7 +45,7 @@ def _trim(
         default = defaults.get(name, REQUIRED)
         if name in forced or default is REQUIRED:
             out[name] = record[name]
-        elif name in _FULL_ONLY.get(kind, ()):
+        elif name in _full_only(kind):
             if full:
                 out[name] = record[name]
         elif full or record[name] != default:
@@ -151,7 +65,7 @@ def _parse_filters(filters: Iterable[str]) -> dict[str, set[str] | None]:
         if not attribute:
             chosen[section] = None
             continue
-        fields = _EXPORT_FIELDS[section]
+        fields = {f.name for f in exported(section)}
         if attribute not in fields:
             raise ManageError(
                 f"filter {text!r}: {section} has no attribute {attribute!r} "
@@ -163,49 +77,6 @@ def _parse_filters(filters: Iterable[str]) -> dict[str, set[str] | None]:
         if selected is not None:
             selected.add(attribute)
     return chosen
-
-
-_EXPORT_FIELDS = {
-    "domain": {
-        "name",
-        "alternatives",
-        "anonmail_enabled",
-        "comment",
-        "max_aliases",
-        "max_quota_bytes",
-        "max_users",
-        "signup_enabled",
-    },
-    "user": {
-        "email",
-        "allow_spoofing",
-        "change_pw_next_login",
-        "comment",
-        "displayed_name",
-        "enable_imap",
-        "enable_pop",
-        "enabled",
-        "fetches",
-        "forward_destination",
-        "forward_enabled",
-        "forward_keep",
-        "global_admin",
-        "manager_of",
-        "password",
-        "quota_bytes",
-        "reply_body",
-        "reply_enabled",
-        "reply_enddate",
-        "reply_startdate",
-        "reply_subject",
-        "spam_enabled",
-        "spam_mark_as_read",
-        "spam_threshold",
-        "tokens",
-    },
-    "alias": {"email", "comment", "destination", "disabled", "hostname", "owner_email", "wildcard"},
-    "relay": {"name", "comment", "smtp"},
-}
 
 
 def export_config(
@@ -243,21 +114,20 @@ def export_config(
 def _full_record(
     obj: Any, section: str, full: bool, secrets: bool, defaults: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
-    if section == "domain":
-        return _domain_record(obj)
-    if section == "alias":
-        return _alias_record(obj)
-    if section == "relay":
-        return _relay_record(obj)
-    record = _user_record(obj)
+    record = _record(obj, section)
+    if section != "user":
+        return record
     record["tokens"] = [
-        _trim(_token_record(t), defaults["token"], "token", full, set())
+        _trim(_record(t, "token"), defaults["token"], "token", full, set())
         for t in sorted(obj.tokens, key=lambda t: t.id)
     ]
-    record["fetches"] = [
-        _trim(_fetch_record(f, secrets), defaults["fetch"], "fetch", full, set())
-        for f in sorted(obj.fetches, key=lambda f: f.id)
-    ]
+    fetches = []
+    for item in sorted(obj.fetches, key=lambda f: f.id):
+        fetch = _record(item, "fetch")
+        if not secrets:
+            fetch["password"] = HIDDEN
+        fetches.append(_trim(fetch, defaults["fetch"], "fetch", full, set()))
+    record["fetches"] = fetches
     return record
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +10,12 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from roost.core.address import AddressError, check_localpart, check_wildcard_pattern
+from roost.core.address import AddressError
 from roost.core.passwords import hash_password, hash_token, verify_password, verify_token
-from roost.core.transport import TransportError, relay_transport
+from roost.core.transport import TransportError
 from roost.settings import Settings
 from roost.store.configio.common import (
+    FIELDS,
     HIDDEN,
     KEYS,
     KINDS,
@@ -26,13 +26,17 @@ from roost.store.configio.common import (
     all_rows,
     default_values,
 )
-from roost.store.manage import (
+from roost.store.entities import domain as domains
+from roost.store.entities import fetch as fetches
+from roost.store.entities import relay as relays
+from roost.store.entities import user as users
+from roost.store.entities.names import (
     ManageError,
     address_in_use,
+    check_local,
     domain_name,
     domain_name_use,
     parse_email,
-    parse_networks,
     show_domain,
     show_email,
     strip_scheme,
@@ -88,14 +92,17 @@ def import_config(
     *,
     update: bool = False,
     secrets: bool = False,
+    check_limits: bool = False,
 ) -> ImportResult:
     """Apply ``document`` to the session; raise ConfigValidationError listing every problem.
 
     The caller commits (or rolls back for a dry run); on error nothing must be committed.
     ``secrets`` shows secret values in the change lines instead of ``<hidden>``.
+    ``check_limits`` enforces the domains' max_users and max_aliases on new users and
+    aliases; off by default, as in Mailu: an import restores a state, it does not grow one.
     """
     before = _snapshot(session)
-    importer = _Importer(session, settings, update)
+    importer = _Importer(session, settings, update, check_limits)
     importer.run(document)
     if importer.errors:
         raise ConfigValidationError(importer.errors)
@@ -108,10 +115,13 @@ class _Skip(Exception):
 
 
 class _Importer:
-    def __init__(self, session: Session, settings: Settings, update: bool) -> None:
+    def __init__(
+        self, session: Session, settings: Settings, update: bool, check_limits: bool = False
+    ) -> None:
         self.session = session
         self.settings = settings
         self.update = update
+        self.check_limits = check_limits
         self.defaults = default_values(settings)
         self.errors: list[tuple[str, str]] = []
         self.old_passwords: dict[str, list[str]] = {}
@@ -121,6 +131,17 @@ class _Importer:
     def fail(self, path: str, message: str) -> _Skip:
         self.errors.append((path, message))
         return _Skip()
+
+    def rule(self, path: str, check: Callable[[], object]) -> None:
+        """Apply an entity rule; its ManageError becomes this item's error at ``path``."""
+        try:
+            check()
+        except ManageError as exc:
+            raise self.fail(path, str(exc)) from None
+
+    def new_values(self, kind: str) -> dict[str, Any]:
+        """A new object's columns: each field's default, as the entity declares it."""
+        return {f.name: f.stored_default(self.settings) for f in FIELDS[kind] if f.column}
 
     # -- document and sections -----------------------------------------------------------
 
@@ -240,18 +261,22 @@ class _Importer:
         item: dict[str, Any],
         path: str,
         kind: str,
-        parsers: dict[str, Callable[[Any], Any]],
-        special: Iterable[str] = (),
         since: int | None = None,
+        defaults: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Check the plain fields of an item; ``-field: null`` gives the field's default.
 
-        Returns the parsed values; records an error for every bad or unknown field and
-        then skips the item, also when errors were recorded for it since ``since``.
-        Fields in ``special`` are left for the caller.
+        Each field is parsed, with its rules, as the entity declares it. Returns the parsed
+        values; records an error for every bad or unknown field and then skips the item,
+        also when errors were recorded for it since ``since``. Fields the entity leaves
+        without a parser (keys, merged lists, nested objects, secrets) are left for the
+        caller. ``defaults`` overrides declared defaults that depend on the item.
         """
         values: dict[str, Any] = {}
-        allowed = set(parsers) | set(special) | {KEYS.get(kind, "id")}
+        parsers = {f.name: f.parse for f in FIELDS[kind] if f.parse is not None}
+        special = {f.name for f in FIELDS[kind] if f.parse is None}
+        allowed = set(parsers) | special | {KEYS.get(kind, "id")}
+        reset_defaults = {**self.defaults[kind], **(defaults or {})}
         mark = len(self.errors) if since is None else since
         for name, raw in item.items():
             reset = isinstance(name, str) and name.startswith("-")
@@ -261,7 +286,7 @@ class _Importer:
                 self.fail(where, "unknown field")
                 continue
             if reset:
-                default = self.defaults[kind].get(base, REQUIRED)
+                default = reset_defaults.get(base, REQUIRED)
                 if not self.update:
                     self.fail(where, "resetting a field needs --update")
                 elif raw is not None:
@@ -348,20 +373,7 @@ class _Importer:
     # -- sections ------------------------------------------------------------------------
 
     def _apply_domain(self, item: dict[str, Any], name: str, path: str) -> None:
-        values = self._values(
-            item,
-            path,
-            "domain",
-            {
-                "anonmail_enabled": _boolean,
-                "comment": _text(255),
-                "max_aliases": _integer(-1),
-                "max_quota_bytes": _integer(0),
-                "max_users": _integer(-1),
-                "signup_enabled": _boolean,
-            },
-            special=("alternatives", "dkim_key"),
-        )
+        values = self._values(item, path, "domain")
         dkim = item.get("dkim_key")
         if dkim not in (None, "", HIDDEN):
             raise self.fail(f"{path}.dkim_key", "DKIM keys are not supported yet")
@@ -370,7 +382,7 @@ class _Importer:
             use = domain_name_use(self.session, name)
             if use is not None:
                 raise self.fail(f"{path}.name", f"'{show_domain(name)}' is already {use}")
-            domain = Domain(name=name, **{k: self.defaults["domain"][k] for k in _DOMAIN_COLUMNS})
+            domain = Domain(name=name, **self.new_values("domain"))
             self.session.add(domain)
         for key, value in values.items():
             setattr(domain, key, value)
@@ -400,36 +412,12 @@ class _Importer:
             item,
             path,
             "user",
-            {
-                "allow_spoofing": _boolean,
-                "change_pw_next_login": _boolean,
-                "comment": _text(255),
-                "displayed_name": _text(160),
-                "enable_imap": _boolean,
-                "enable_pop": _boolean,
-                "enabled": _boolean,
-                "forward_enabled": _boolean,
-                "forward_keep": _boolean,
-                "global_admin": _boolean,
-                "quota_bytes": _integer(0),
-                "reply_body": _optional(_text(None)),
-                "reply_enabled": _boolean,
-                "reply_enddate": _day,
-                "reply_startdate": _day,
-                "reply_subject": _optional(_text(255)),
-                "spam_enabled": _boolean,
-                "spam_mark_as_read": _boolean,
-                "spam_threshold": _integer(0, 100),
-            },
-            special=(
-                "password",
-                "hash_password",
-                "forward_destination",
-                "manager_of",
-                "tokens",
-                "fetches",
-            ),
             since=mark,
+            defaults=(
+                None
+                if domain is None
+                else {"quota_bytes": users.default_quota(self.settings, domain)}
+            ),
         )
         user = self.session.get(User, email)
         password = self._password(item, path, email, user)
@@ -439,21 +427,38 @@ class _Importer:
                 raise self.fail(f"{path}.email", f"'{show_email(email)}' is already {use}")
             if password is None:
                 raise self.fail(f"{path}.password", "required for a new user")
-            user = User(email=email, localpart=local, domain=domain, password=password)
-            for key in _USER_COLUMNS:
-                setattr(user, key, _parse_default(self.defaults["user"][key]))
+            if self.check_limits:
+                self.rule(f"{path}.email", lambda: domains.check_room(self.session, domain, User))
+            user = User(
+                email=email,
+                localpart=local,
+                domain=domain,
+                password=password,
+                **users.new_user_values(self.settings, domain),
+            )
             self.session.add(user)
         elif password is not None:
             user.password = password
         for key, value in values.items():
             setattr(user, key, value)
+        if "quota_bytes" in values:
+            self.rule(
+                f"{path}.quota_bytes",
+                lambda: users.check_quota(user, domain, values["quota_bytes"]),
+            )
+        if "reply_startdate" in values or "reply_enddate" in values:
+            field = "reply_enddate" if "reply_enddate" in values else "reply_startdate"
+            self.rule(f"{path}.{field}", lambda: users.check_reply_dates(user))
         if "forward_destination" in item:
-            user.forward_destination = self._merge(
+            where = f"{path}.forward_destination"
+            targets = self._merge(
                 list(user.forward_destination or []),
                 item["forward_destination"],
-                f"{path}.forward_destination",
+                where,
                 parse_email,
             )
+            self.rule(where, lambda: users.check_forward_length(user, targets))
+            user.forward_destination = targets
         if "manager_of" in item:
             self._managers(user, item["manager_of"], f"{path}.manager_of")
         if "tokens" in item:
@@ -464,8 +469,8 @@ class _Importer:
     def _address_domain(self, local: str, domain: str, wildcard: bool, path: str) -> Domain:
         """Check an item's address; errors are recorded for ``_values`` to skip the item."""
         try:
-            (check_wildcard_pattern if wildcard else check_localpart)(local)
-        except AddressError as exc:
+            check_local(local, wildcard=wildcard)
+        except ManageError as exc:
             self.fail(path, str(exc))
         found = self.session.get(Domain, domain)
         if found is None:
@@ -514,13 +519,7 @@ class _Importer:
         kept: set[int] = set()
         for index, item in entries:
             where = f"{path}[{index}]"
-            values = self._values(
-                item,
-                where,
-                "token",
-                {"comment": _text(255), "ip": _networks},
-                special=("password", "hash_password", "id"),
-            )
+            values = self._values(item, where, "token")
             token = self._child(user.tokens, Token, item, where)
             hashed = item.get("hash_password", False)
             secret = item.get("password")
@@ -562,28 +561,7 @@ class _Importer:
         kept: set[int] = set()
         for index, item in entries:
             where = f"{path}[{index}]"
-            values = self._values(
-                item,
-                where,
-                "fetch",
-                {
-                    "comment": _text(255),
-                    "error": _optional(_text(1023)),
-                    "folders": _folders,
-                    "host": _text(255, required=True),
-                    "invisible": _boolean,
-                    "keep": _boolean,
-                    "last_check": _optional(_moment),
-                    "port": _integer(1, 65535),
-                    "protocol": _choice("imap", "pop3"),
-                    "scan": _boolean,
-                    "tls": _boolean,
-                    "username": _text(255, required=True),
-                },
-                # Mailu's template shows hash_password on fetches too; fetchmail needs
-                # the plaintext, so the flag is accepted and the password kept as given.
-                special=("password", "hash_password", "id"),
-            )
+            values = self._values(item, where, "fetch")
             fetch = self._child(user.fetches, Fetch, item, where)
             secret = item.get("password")
             if fetch is None and self.update:
@@ -591,8 +569,8 @@ class _Importer:
                     (
                         f
                         for f in user.fetches
-                        if (f.host, f.port, f.protocol, f.username)
-                        == tuple(values.get(k) for k in ("host", "port", "protocol", "username"))
+                        if tuple(getattr(f, k) for k in fetches.MATCH)
+                        == tuple(values.get(k) for k in fetches.MATCH)
                     ),
                     None,
                 )
@@ -601,7 +579,7 @@ class _Importer:
             if secret == HIDDEN and fetch is None:
                 secret = self.old_fetches.get((user.email, item.get("id")), HIDDEN)
             if fetch is None:
-                missing = [k for k in ("host", "port", "protocol", "username") if k not in values]
+                missing = [k for k in fetches.NEEDED if k not in values]
                 if secret in (None, HIDDEN):
                     missing.append("password")
                 if missing:
@@ -615,13 +593,7 @@ class _Importer:
                             else ""
                         ),
                     )
-                fetch = Fetch(
-                    **{
-                        k: _parse_default(v)
-                        for k, v in self.defaults["fetch"].items()
-                        if v is not REQUIRED
-                    }
-                )
+                fetch = Fetch(**self.new_values("fetch"))
                 if isinstance(item.get("id"), int):
                     fetch.id = item["id"]
                 user.fetches.append(fetch)
@@ -675,20 +647,7 @@ class _Importer:
         mark = len(self.errors)
         local, _, domain_part = email.partition("@")
         domain = self._address_domain(local, domain_part, wildcard, f"{path}.email")
-        values = self._values(
-            item,
-            path,
-            "alias",
-            {
-                "comment": _text(255),
-                "disabled": _boolean,
-                "hostname": _optional(_text(255)),
-                "wildcard": _boolean,
-                "owner_email": _optional(parse_email),
-            },
-            special=("destination",),
-            since=mark,
-        )
+        values = self._values(item, path, "alias", since=mark)
         owner = values.get("owner_email")
         if owner is not None and self.session.get(User, owner) is None:
             raise self.fail(f"{path}.owner_email", f"user '{show_email(owner)}' does not exist")
@@ -698,6 +657,8 @@ class _Importer:
                 raise self.fail(f"{path}.email", f"'{show_email(email)}' is already {use}")
             if "destination" not in item:
                 raise self.fail(f"{path}.destination", "required for a new alias")
+            if self.check_limits:
+                self.rule(f"{path}.email", lambda: domains.check_room(self.session, domain, Alias))
             alias = Alias(email=email, localpart=local, domain=domain, destination=[])
             self.session.add(alias)
         if "destination" in item:
@@ -712,12 +673,9 @@ class _Importer:
             setattr(alias, key, value)
 
     def _apply_relay(self, item: dict[str, Any], name: str, path: str) -> None:
-        values = self._values(item, path, "relay", {"comment": _text(255), "smtp": _relay_target})
+        values = self._values(item, path, "relay")
         if "smtp" in values:
-            try:
-                relay_transport(name, values["smtp"])
-            except TransportError as exc:
-                raise self.fail(f"{path}.smtp", str(exc)) from None
+            self.rule(f"{path}.smtp", lambda: relays.check_target(name, values["smtp"]))
         relay = self.session.get(Relay, name)
         if relay is None:
             use = domain_name_use(self.session, name)
@@ -740,131 +698,6 @@ def _rehash(
         if verify(stored, plain)[0]:
             return stored
     return make(plain)
-
-
-_DOMAIN_COLUMNS = (
-    "anonmail_enabled",
-    "comment",
-    "max_aliases",
-    "max_quota_bytes",
-    "max_users",
-    "signup_enabled",
-)
-_USER_COLUMNS = (
-    "allow_spoofing",
-    "change_pw_next_login",
-    "comment",
-    "displayed_name",
-    "enable_imap",
-    "enable_pop",
-    "enabled",
-    "forward_enabled",
-    "forward_keep",
-    "global_admin",
-    "quota_bytes",
-    "reply_body",
-    "reply_enabled",
-    "reply_enddate",
-    "reply_startdate",
-    "reply_subject",
-    "spam_enabled",
-    "spam_mark_as_read",
-    "spam_threshold",
-)
-
-
-# -- value parsers: raise ValueError with a message that reads after the field's path ----
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected a whole number")
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" to {maximum}" if maximum is not None else " or more"
-            raise ValueError(f"{value} is out of range ({minimum}{upper})")
-        return value
-
-    return parse
-
-
-def _text(limit: int | None, required: bool = False) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError("expected text")
-        if limit is not None and len(value) > limit:
-            raise ValueError(f"longer than {limit} characters")
-        if required and not value.strip():
-            raise ValueError("must not be empty")
-        return value
-
-    return parse
-
-
-def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else parse(value)
-
-
-def _relay_target(value: Any) -> str:
-    """Mailu's API may store NULL; it means the same as empty (MX of the relayed domain)."""
-    return "" if value is None else _text(80)(value)
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"{value!r}: accepts {', '.join(choices)}")
-        return str(value)
-
-    return parse
-
-
-def _day(value: Any) -> dt.date:
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)")
-
-
-def _moment(value: Any) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not a date and time (RFC 3339)")
-
-
-def _networks(value: Any) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise ValueError("expected a list of networks")
-    return parse_networks(str(i) for i in items)
-
-
-def _folders(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(i, str) and "," not in i for i in value):
-        raise ValueError("expected a list of folder names without commas")
-    return value
-
-
-def _parse_default(value: Any) -> Any:
-    """Defaults are written as they are exported (dates as text); give the column's type."""
-    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
-        return dt.date.fromisoformat(value)
-    return list(value) if isinstance(value, list) else value
 
 
 # ======================================================================== change counting

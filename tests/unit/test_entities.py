@@ -1,4 +1,4 @@
-"""roost.store.manage: every check that keeps a broken change out of the store."""
+"""roost.store.entities: every check that keeps a broken change out of the store."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ from passlib.hash import sha512_crypt
 from sqlalchemy import select
 
 from roost.core.passwords import verify_password, verify_token
-from roost.store import manage
-from roost.store.manage import ManageError
+from roost.store.entities import alias as aliases
+from roost.store.entities import alternative as alternatives
+from roost.store.entities import domain as domains
+from roost.store.entities import manager as managers
+from roost.store.entities import names
+from roost.store.entities import relay as relays
+from roost.store.entities import token as tokens
+from roost.store.entities import user as users
+from roost.store.entities.names import ManageError
 from roost.store.models import Alias, Alternative, Domain, Relay, Token, User
 from tests.unit.test_cli_support import Stack, make_stack
 
@@ -33,7 +40,7 @@ def refused(stack: Stack, operation, message: str) -> None:
 
 def test_user_gets_mailu_defaults_and_a_hashed_password(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "Joe", "Example.COM", "secret")
+        users.create_user(session, stack.settings, "Joe", "Example.COM", "secret")
     with stack.session() as session:
         user = session.get(User, "joe@example.com")
         assert user is not None
@@ -50,7 +57,7 @@ def test_user_gets_mailu_defaults_and_a_hashed_password(stack: Stack) -> None:
 def test_user_settings_defaults_come_from_settings(tmp_path: Path) -> None:
     stack = make_stack(tmp_path, "DEFAULT_QUOTA=5000\nDEFAULT_SPAM_THRESHOLD=60\n")
     with stack.session() as session:
-        user = manage.create_user(session, stack.settings, "joe", "example.com", "pw")
+        user = users.create_user(session, stack.settings, "joe", "example.com", "pw")
         assert (user.quota_bytes, user.spam_threshold) == (5000, 60)
 
 
@@ -66,46 +73,46 @@ def test_quota_is_capped_by_the_domain(
 ) -> None:
     settings = replace(stack.settings, DEFAULT_QUOTA=default_quota)
     with stack.session() as session:
-        manage.create_domain(session, "example.com", max_quota_bytes=cap)
-        user = manage.create_user(session, settings, "joe", "example.com", "pw")
+        domains.create_domain(session, "example.com", max_quota_bytes=cap)
+        user = users.create_user(session, settings, "joe", "example.com", "pw")
         assert user.quota_bytes == expected
 
 
 def test_unicode_domain_is_stored_as_punycode(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joerg", "Bücher.example", "pw")
+        users.create_user(session, stack.settings, "joerg", "Bücher.example", "pw")
     with stack.session() as session:
         assert session.get(User, "joerg@xn--bcher-kva.example") is not None
-        assert [d.name for d in manage.list_domains(session)] == ["xn--bcher-kva.example"]
-        assert manage.show_email("joerg@xn--bcher-kva.example") == "joerg@bücher.example"
+        assert [d.name for d in domains.list_domains(session)] == ["xn--bcher-kva.example"]
+        assert names.show_email("joerg@xn--bcher-kva.example") == "joerg@bücher.example"
 
 
 def test_duplicate_user_differing_in_case_is_refused(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
     refused(
         stack,
-        lambda s: manage.create_user(s, stack.settings, "JOE", "EXAMPLE.com", "pw"),
+        lambda s: users.create_user(s, stack.settings, "JOE", "EXAMPLE.com", "pw"),
         "'joe@example.com' is already a user",
     )
 
 
 def test_user_with_the_address_of_an_alias_is_refused(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_alias(session, "team", "example.com", "joe@example.com")
+        aliases.create_alias(session, "team", "example.com", "joe@example.com")
     refused(
         stack,
-        lambda s: manage.create_user(s, stack.settings, "Team", "example.com", "pw"),
+        lambda s: users.create_user(s, stack.settings, "Team", "example.com", "pw"),
         "'team@example.com' is already an alias",
     )
 
 
 def test_alias_with_the_address_of_a_user_is_refused(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
     refused(
         stack,
-        lambda s: manage.create_alias(s, "joe", "example.com", "x@example.org"),
+        lambda s: aliases.create_alias(s, "joe", "example.com", "x@example.org"),
         "'joe@example.com' is already a user",
     )
 
@@ -132,47 +139,47 @@ def test_malformed_addresses_are_named(
     message: str,
 ) -> None:
     refused(
-        stack, lambda s: manage.create_user(s, stack.settings, localpart, domain, "pw"), message
+        stack, lambda s: users.create_user(s, stack.settings, localpart, domain, "pw"), message
     )
 
 
 def test_user_in_an_alternative_or_relayed_domain_is_refused(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_domain(session, "example.com")
-        manage.add_alternative(session, "alt.example", "example.com")
-        manage.add_relay(session, "relay.example", "smtp.example.net")
+        domains.create_domain(session, "example.com")
+        alternatives.add_alternative(session, "alt.example", "example.com")
+        relays.add_relay(session, "relay.example", "smtp.example.net")
     refused(
         stack,
-        lambda s: manage.create_user(s, stack.settings, "joe", "alt.example", "pw"),
+        lambda s: users.create_user(s, stack.settings, "joe", "alt.example", "pw"),
         "'alt.example' is an alternative domain of 'example.com', not a domain",
     )
     refused(
         stack,
-        lambda s: manage.create_alias(s, "joe", "relay.example", "a@example.com"),
+        lambda s: aliases.create_alias(s, "joe", "relay.example", "a@example.com"),
         "'relay.example' is a relayed domain, not a domain",
     )
 
 
 def test_max_users_is_enforced(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_domain(session, "example.com", max_users=1)
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
+        domains.create_domain(session, "example.com", max_users=1)
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
     refused(
         stack,
-        lambda s: manage.create_user(s, stack.settings, "ann", "example.com", "pw"),
+        lambda s: users.create_user(s, stack.settings, "ann", "example.com", "pw"),
         "domain 'example.com' already has its maximum of 1 users",
     )
     with stack.session() as session:
-        manage.set_limits(session, "example.com", -1, None, None)
-        manage.create_user(session, stack.settings, "ann", "example.com", "pw")
+        domains.set_limits(session, "example.com", -1, None, None)
+        users.create_user(session, stack.settings, "ann", "example.com", "pw")
 
 
 def test_max_aliases_zero_allows_none(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_domain(session, "example.com", max_aliases=0)
+        domains.create_domain(session, "example.com", max_aliases=0)
     refused(
         stack,
-        lambda s: manage.create_alias(s, "team", "example.com", "a@example.org"),
+        lambda s: aliases.create_alias(s, "team", "example.com", "a@example.org"),
         "domain 'example.com' already has its maximum of 0 aliases",
     )
 
@@ -180,7 +187,7 @@ def test_max_aliases_zero_allows_none(stack: Stack) -> None:
 def test_empty_password_is_refused(stack: Stack) -> None:
     refused(
         stack,
-        lambda s: manage.create_user(s, stack.settings, "joe", "example.com", ""),
+        lambda s: users.create_user(s, stack.settings, "joe", "example.com", ""),
         "password is empty",
     )
 
@@ -188,7 +195,7 @@ def test_empty_password_is_refused(stack: Stack) -> None:
 def test_import_user_keeps_the_hash_minus_its_scheme(stack: Stack) -> None:
     legacy = sha512_crypt.using(rounds=5000).hash("old secret")
     with stack.session() as session:
-        user = manage.import_user(
+        user = users.import_user(
             session, stack.settings, "joe", "example.com", "{SHA512-CRYPT}" + legacy
         )
         assert user.password == legacy
@@ -196,7 +203,7 @@ def test_import_user_keeps_the_hash_minus_its_scheme(stack: Stack) -> None:
     assert verify_password(legacy, "old secret")[0]
     refused(
         stack,
-        lambda s: manage.import_user(s, stack.settings, "ann", "example.com", "{CRYPT}"),
+        lambda s: users.import_user(s, stack.settings, "ann", "example.com", "{CRYPT}"),
         "password hash '{CRYPT}' is empty or contains white space",
     )
 
@@ -204,7 +211,7 @@ def test_import_user_keeps_the_hash_minus_its_scheme(stack: Stack) -> None:
 def test_admin_modes_follow_mailu(stack: Stack) -> None:
     with stack.session() as session:
         assert (
-            manage.admin(session, stack.settings, "boss", "example.com", "one")
+            users.admin(session, stack.settings, "boss", "example.com", "one")
             == "created admin user"
         )
     with stack.session() as session:
@@ -212,32 +219,32 @@ def test_admin_modes_follow_mailu(stack: Stack) -> None:
         assert user is not None and user.global_admin and not user.change_pw_next_login
     refused(
         stack,
-        lambda s: manage.admin(s, stack.settings, "boss", "example.com", "two", "create"),
+        lambda s: users.admin(s, stack.settings, "boss", "example.com", "two", "create"),
         "user 'boss@example.com' exists, not created",
     )
     with stack.session() as session:
-        message = manage.admin(session, stack.settings, "boss", "example.com", "two", "ifmissing")
+        message = users.admin(session, stack.settings, "boss", "example.com", "two", "ifmissing")
         assert message == "user 'boss@example.com' exists, not updating"
     with stack.session() as session:
         stored = session.get(User, "boss@example.com")
         assert stored is not None and verify_password(stored.password, "one")[0]
-        message = manage.admin(session, stack.settings, "boss", "example.com", "two", "update")
+        message = users.admin(session, stack.settings, "boss", "example.com", "two", "update")
         assert message == "updated admin password"
     with stack.session() as session:
         stored = session.get(User, "boss@example.com")
         assert stored is not None and verify_password(stored.password, "two")[0]
     refused(
         stack,
-        lambda s: manage.admin(s, stack.settings, "boss", "example.com", "x", "sometimes"),
+        lambda s: users.admin(s, stack.settings, "boss", "example.com", "x", "sometimes"),
         "mode 'sometimes': accepts create, ifmissing, update",
     )
 
 
 def test_password_reset_requires_a_change_at_next_login(stack: Stack) -> None:
     with stack.session() as session:
-        manage.admin(session, stack.settings, "boss", "example.com", "one")
+        users.admin(session, stack.settings, "boss", "example.com", "one")
     with stack.session() as session:
-        manage.set_password(session, "boss@example.com", "two")
+        users.set_password(session, "boss@example.com", "two")
     with stack.session() as session:
         user = session.get(User, "boss@example.com")
         assert user is not None
@@ -245,21 +252,21 @@ def test_password_reset_requires_a_change_at_next_login(stack: Stack) -> None:
         assert user.change_pw_next_login is True
     refused(
         stack,
-        lambda s: manage.set_password(s, "nobody@example.com", "x"),
+        lambda s: users.set_password(s, "nobody@example.com", "x"),
         "user 'nobody@example.com' does not exist",
     )
 
 
 def test_user_delete_disables_unless_really(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
-        manage.add_token(session, "joe@example.com")
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
+        tokens.add_token(session, "joe@example.com")
     with stack.session() as session:
-        manage.delete_user(session, "joe@example.com")
+        users.delete_user(session, "joe@example.com")
     with stack.session() as session:
         user = session.get(User, "joe@example.com")
         assert user is not None and user.enabled is False
-        manage.delete_user(session, "joe@example.com", really=True)
+        users.delete_user(session, "joe@example.com", really=True)
     with stack.session() as session:
         assert session.get(User, "joe@example.com") is None
         assert session.scalars(select(Token)).all() == []
@@ -270,7 +277,7 @@ def test_user_delete_disables_unless_really(stack: Stack) -> None:
 
 def test_alias_destinations_are_checked_and_normalised(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_alias(
+        aliases.create_alias(
             session, "Team", "example.com", " Joe@Example.com, ann@Bücher.example,joe@example.com"
         )
     with stack.session() as session:
@@ -280,37 +287,37 @@ def test_alias_destinations_are_checked_and_normalised(stack: Stack) -> None:
         assert alias.wildcard is False
     refused(
         stack,
-        lambda s: manage.create_alias(s, "x", "example.com", "joe@example.com,bad"),
+        lambda s: aliases.create_alias(s, "x", "example.com", "joe@example.com,bad"),
         "destination 'bad': no @",
     )
     refused(
         stack,
-        lambda s: manage.create_alias(s, "x", "example.com", " , "),
+        lambda s: aliases.create_alias(s, "x", "example.com", " , "),
         "an alias needs at least one destination address",
     )
 
 
 def test_wildcard_alias_takes_a_like_pattern(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_alias(session, "%", "example.com", "catch@example.com", wildcard=True)
-        manage.create_alias(session, "sales_%", "example.com", "s@example.com", wildcard=True)
+        aliases.create_alias(session, "%", "example.com", "catch@example.com", wildcard=True)
+        aliases.create_alias(session, "sales_%", "example.com", "s@example.com", wildcard=True)
     with stack.session() as session:
         assert session.get(Alias, "%@example.com").wildcard is True  # type: ignore[union-attr]
     refused(
         stack,
-        lambda s: manage.create_alias(s, "a\\b", "example.com", "x@example.com", wildcard=True),
+        lambda s: aliases.create_alias(s, "a\\b", "example.com", "x@example.com", wildcard=True),
         "'a\\\\b': wildcard pattern contains the character '\\\\'",
     )
 
 
 def test_alias_delete(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_alias(session, "team", "example.com", "joe@example.com")
+        aliases.create_alias(session, "team", "example.com", "joe@example.com")
     with stack.session() as session:
-        manage.delete_alias(session, "team@example.com")
+        aliases.delete_alias(session, "team@example.com")
     refused(
         stack,
-        lambda s: manage.delete_alias(s, "team@example.com"),
+        lambda s: aliases.delete_alias(s, "team@example.com"),
         "alias 'team@example.com' does not exist",
     )
 
@@ -320,26 +327,26 @@ def test_alias_delete(stack: Stack) -> None:
 
 def test_one_name_is_a_domain_an_alternative_or_a_relay(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_domain(session, "example.com")
-        manage.add_alternative(session, "alt.example", "example.com")
-        manage.add_relay(session, "relay.example")
+        domains.create_domain(session, "example.com")
+        alternatives.add_alternative(session, "alt.example", "example.com")
+        relays.add_relay(session, "relay.example")
     for name, use in (
         ("example.com", "a domain"),
         ("alt.example", "an alternative domain of 'example.com'"),
         ("relay.example", "a relayed domain"),
     ):
         message = f"'{name}' is already {use}"
-        refused(stack, lambda s, n=name: manage.create_domain(s, n), message)
-        refused(stack, lambda s, n=name: manage.add_alternative(s, n, "example.com"), message)
-        refused(stack, lambda s, n=name: manage.add_relay(s, n), message)
+        refused(stack, lambda s, n=name: domains.create_domain(s, n), message)
+        refused(stack, lambda s, n=name: alternatives.add_alternative(s, n, "example.com"), message)
+        refused(stack, lambda s, n=name: relays.add_relay(s, n), message)
 
 
 def test_domain_command_creates_then_updates_given_limits(stack: Stack) -> None:
     with stack.session() as session:
-        _domain, created = manage.set_domain(session, "example.com", max_users=5)
+        _domain, created = domains.set_domain(session, "example.com", max_users=5)
         assert created
     with stack.session() as session:
-        domain, created = manage.set_domain(session, "example.com", max_aliases=7)
+        domain, created = domains.set_domain(session, "example.com", max_aliases=7)
         assert not created
         assert (domain.max_users, domain.max_aliases, domain.max_quota_bytes) == (5, 7, 0)
 
@@ -358,30 +365,30 @@ def test_limits_are_checked(
     message: str,
 ) -> None:
     with stack.session() as session:
-        manage.create_domain(session, "example.com")
-    refused(stack, lambda s: manage.set_limits(s, "example.com", *limits), message)
-    refused(stack, lambda s: manage.create_domain(s, "other.example", *limits), message)
+        domains.create_domain(session, "example.com")
+    refused(stack, lambda s: domains.set_limits(s, "example.com", *limits), message)
+    refused(stack, lambda s: domains.create_domain(s, "other.example", *limits), message)
 
 
 def test_setlimits_on_unknown_domain(stack: Stack) -> None:
     refused(
         stack,
-        lambda s: manage.set_limits(s, "nowhere.example", 1, 1, 1),
+        lambda s: domains.set_limits(s, "nowhere.example", 1, 1, 1),
         "domain 'nowhere.example' does not exist",
     )
 
 
 def test_domain_delete_needs_really_when_in_use(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
-        manage.add_alternative(session, "alt.example", "example.com")
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
+        alternatives.add_alternative(session, "alt.example", "example.com")
     refused(
         stack,
-        lambda s: manage.delete_domain(s, "example.com"),
+        lambda s: domains.delete_domain(s, "example.com"),
         "domain 'example.com' has 1 users and 0 aliases; add --really to delete them with it",
     )
     with stack.session() as session:
-        manage.delete_domain(session, "example.com", really=True)
+        domains.delete_domain(session, "example.com", really=True)
     with stack.session() as session:
         assert session.scalars(select(User)).all() == []
         assert session.scalars(select(Alternative)).all() == []
@@ -389,54 +396,54 @@ def test_domain_delete_needs_really_when_in_use(stack: Stack) -> None:
 
 def test_alternative_delete(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_domain(session, "example.com")
-        manage.add_alternative(session, "Alt.Example", "example.com")
+        domains.create_domain(session, "example.com")
+        alternatives.add_alternative(session, "Alt.Example", "example.com")
     with stack.session() as session:
-        manage.delete_alternative(session, "alt.example")
+        alternatives.delete_alternative(session, "alt.example")
     refused(
         stack,
-        lambda s: manage.delete_alternative(s, "alt.example"),
+        lambda s: alternatives.delete_alternative(s, "alt.example"),
         "alternative domain 'alt.example' does not exist",
     )
     refused(
         stack,
-        lambda s: manage.add_alternative(s, "alt.example", "nowhere.example"),
+        lambda s: alternatives.add_alternative(s, "alt.example", "nowhere.example"),
         "domain 'nowhere.example' does not exist",
     )
 
 
 def test_relay_target_is_checked(stack: Stack) -> None:
     with stack.session() as session:
-        manage.add_relay(session, "relay.example", "mx:smtp.example.net:2525")
+        relays.add_relay(session, "relay.example", "mx:smtp.example.net:2525")
     with stack.session() as session:
         relay = session.get(Relay, "relay.example")
         assert relay is not None and relay.smtp == "mx:smtp.example.net:2525"
-        manage.delete_relay(session, "relay.example")
+        relays.delete_relay(session, "relay.example")
     refused(
         stack,
-        lambda s: manage.add_relay(s, "relay.example", "smtp.example.net:99999"),
+        lambda s: relays.add_relay(s, "relay.example", "smtp.example.net:99999"),
         "relay 'relay.example': target 'smtp.example.net:99999': "
         "port '99999' is not a number from 1 to 65535",
     )
     refused(
         stack,
-        lambda s: manage.delete_relay(s, "relay.example"),
+        lambda s: relays.delete_relay(s, "relay.example"),
         "relayed domain 'relay.example' does not exist",
     )
 
 
 def test_setmanager(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
     for _ in range(2):  # the second time changes nothing
         with stack.session() as session:
-            manage.set_manager(session, "example.com", "joe")
+            managers.set_manager(session, "example.com", "joe")
     with stack.session() as session:
         user = session.get(User, "joe@example.com")
         assert user is not None and [d.name for d in user.manager_of] == ["example.com"]
     refused(
         stack,
-        lambda s: manage.set_manager(s, "example.com", "ann"),
+        lambda s: managers.set_manager(s, "example.com", "ann"),
         "user 'ann@example.com' does not exist",
     )
 
@@ -446,8 +453,8 @@ def test_setmanager(stack: Stack) -> None:
 
 def test_token_is_returned_once_and_stored_hashed(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
-        token, raw = manage.add_token(
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
+        token, raw = tokens.add_token(
             session, "joe@example.com", "phone", ["192.0.2.7", "2001:db8::/32,10.1.2.3/8"]
         )
     assert len(raw) == 32 and int(raw, 16) >= 0
@@ -457,25 +464,25 @@ def test_token_is_returned_once_and_stored_hashed(stack: Stack) -> None:
         assert raw not in stored.password
         assert verify_token(stored.password, raw)[0]
         assert stored.ip == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
-        assert [t.id for t in manage.list_tokens(session, "joe@example.com")] == [token.id]
+        assert [t.id for t in tokens.list_tokens(session, "joe@example.com")] == [token.id]
     refused(
         stack,
-        lambda s: manage.add_token(s, "joe@example.com", "", ["not-a-net"]),
+        lambda s: tokens.add_token(s, "joe@example.com", "", ["not-a-net"]),
         "'not-a-net' is not an IP address or network",
     )
 
 
 def test_token_delete_checks_its_owner(stack: Stack) -> None:
     with stack.session() as session:
-        manage.create_user(session, stack.settings, "joe", "example.com", "pw")
-        manage.create_user(session, stack.settings, "ann", "example.com", "pw")
-        token, _raw = manage.add_token(session, "joe@example.com")
+        users.create_user(session, stack.settings, "joe", "example.com", "pw")
+        users.create_user(session, stack.settings, "ann", "example.com", "pw")
+        token, _raw = tokens.add_token(session, "joe@example.com")
     refused(
         stack,
-        lambda s: manage.delete_token(s, "ann@example.com", token.id),
+        lambda s: tokens.delete_token(s, "ann@example.com", token.id),
         f"user 'ann@example.com' has no token {token.id}",
     )
     with stack.session() as session:
-        manage.delete_token(session, "joe@example.com", token.id)
+        tokens.delete_token(session, "joe@example.com", token.id)
     with stack.session() as session:
         assert session.get(Token, token.id) is None

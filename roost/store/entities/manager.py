@@ -1,0 +1,22 @@
+"""Domain managers: users who administer a domain (Mailu's ``manager`` table).
+
+In Mailu's export format they are a list on the user (``user[].manager_of``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from roost.store.entities.names import domain_name, require_domain, require_user, user_email
+from roost.store.models import User
+
+__all__ = ["set_manager"]
+
+
+def set_manager(session: Session, domain: str, localpart: str) -> User:
+    """Make ``localpart@domain`` a manager of ``domain`` (no change if it already is)."""
+    parent = require_domain(session, domain_name(domain))
+    user = require_user(session, user_email(localpart, parent.name))
+    if parent not in user.manager_of:
+        user.manager_of.append(parent)
+    return user
