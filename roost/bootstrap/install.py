@@ -25,7 +25,13 @@ from pathlib import Path
 
 from roost.layout import Layout
 from roost.services.base import ServiceConfigError
-from roost.settings import Settings, SettingsError, load_settings, read_env_file
+from roost.settings import (
+    Settings,
+    SettingsError,
+    check_secret_key,
+    load_settings,
+    read_env_file,
+)
 
 __all__ = ["InstallError", "main", "new_settings"]
 
@@ -122,6 +128,7 @@ def write_settings(output: Path, values: Mapping[str, str]) -> Settings:
         handle.write(render(values))
     try:
         settings = load_settings(env_file=tmp, environ={})
+        check_secret_key(settings, output)  # `roost up` would refuse it: say so now
     except SettingsError:
         tmp.unlink()
         raise

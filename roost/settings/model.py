@@ -1,0 +1,494 @@
+"""The settings table: every setting declared once, with its parser, default and meaning.
+
+Each field of :class:`Settings` is one row: ``setting(default, parser, section, meaning)``.
+The loader parses with that parser, the configuration reference (docs/configuration.md) is
+generated from the same row, and a test fails when the two disagree. Mailu settings that
+Roost accepts but does not act on yet are rows of :data:`MAILU_ONLY`, so a Mailu user's
+``mailu.env`` loads as it is and a name in neither place is refused as a typo.
+
+Names, defaults and meanings are Mailu's (https://mailu.io/master/configuration.html).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from roost.settings import parsers as p
+
+__all__ = [
+    "DB_FLAVORS",
+    "KNOWN_PORTS",
+    "LOG_LEVELS",
+    "MAILU_ONLY",
+    "SECTIONS",
+    "TLS_FLAVORS_AVAILABLE",
+    "TLS_FLAVORS_LATER",
+    "TLS_PORTS",
+    "Setting",
+    "Settings",
+    "declarations",
+    "declared",
+]
+
+TLS_FLAVORS_AVAILABLE = ("cert", "notls")
+TLS_FLAVORS_LATER = ("letsencrypt", "mail", "mail-letsencrypt")
+DB_FLAVORS = ("sqlite", "postgresql", "mysql")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+KNOWN_PORTS = (25, 80, 110, 143, 443, 465, 587, 993, 995, 4190)
+TLS_PORTS = (443, 465, 993, 995)
+OUTBOUND_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
+
+#: The reference's sections, in the order docs/configuration.md shows them.
+SECTIONS = {
+    "general": "General",
+    "network": "Network and TLS",
+    "mail": "Mail",
+    "logins": "Logins and rate limits",
+    "database": "Database",
+    "admin": "First account",
+    "mailu-only": "Accepted, not acted on yet",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: what the loader and the reference need to know of a name."""
+
+    name: str
+    section: str
+    meaning: str
+    #: None for a Mailu name that is accepted and ignored.
+    parse: p.Parser | None = None
+    default: Any = ""
+    #: False: read and checked, but Roost does not act on it yet.
+    acts: bool = True
+
+
+_META = "roost.setting"
+T = TypeVar("T")
+
+
+def setting(
+    default: T,
+    parse: p.Parser,
+    section: str,
+    meaning: str,
+    *,
+    acts: bool = True,
+    secret: bool = False,
+) -> T:
+    """A field of :class:`Settings` that carries its row of the table.
+
+    Typed as its default so that the field's annotation is checked against it.
+    """
+    if section not in SECTIONS:
+        raise ValueError(f"unknown section {section!r}")
+    row = {"section": section, "meaning": meaning, "parse": parse, "acts": acts}
+    return field(default=default, repr=not secret, metadata={_META: row})
+
+
+def mailu_only(name: str, meaning: str) -> Setting:
+    """A Mailu setting Roost accepts so that an existing mailu.env loads, and ignores."""
+    return Setting(name=name, section="mailu-only", meaning=meaning, acts=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting Roost reads, with Mailu's names and defaults."""
+
+    # -- general -------------------------------------------------------------------------
+    # setting() returns a dataclasses.field (as field() does); ruff sees only a call.
+    ROOT: Path = setting(  # noqa: RUF009
+        Path("/var/lib/roost"),
+        p.absolute_path,
+        "general",
+        "where all data lives (absolute path)",
+    )
+    DOMAIN: str = setting(
+        "mailu.io",
+        p.hostname,
+        "general",
+        "main mail domain: Postfix `mydomain`/`myorigin`, the postmaster address",
+    )
+    HOSTNAMES: tuple[str, ...] = setting(
+        ("mail.mailu.io", "alternative.mailu.io", "yetanother.mailu.io"),
+        p.hostnames,
+        "general",
+        "public host names; the first is the SMTP banner, Dovecot's hostname and the "
+        "certificate's name",
+    )
+    POSTMASTER: str = setting(
+        "postmaster", p.local_part, "general", "local part of the postmaster address"
+    )
+    SECRET_KEY: str = setting(
+        "changeMe",
+        p.text,
+        "general",
+        "master secret: SRS addresses (key derived as Mailu does, so SRS bounces keep "
+        "working after a move), rate-limit fingerprints. The default, an empty or a key "
+        "shorter than 16 characters stops `roost up`, `roost gate` and `roost init`; "
+        "`setup.sh` writes a random one",
+        secret=True,
+    )
+    LOG_LEVEL: str = setting(
+        "INFO",
+        p.choice(LOG_LEVELS, upper=True),
+        "general",
+        "`CRITICAL`, `ERROR`, `WARNING`, `INFO`, `DEBUG`",
+    )
+
+    # -- network and TLS -----------------------------------------------------------------
+    TLS_FLAVOR: str = setting(
+        "cert",
+        p.choice(TLS_FLAVORS_AVAILABLE, later=TLS_FLAVORS_LATER, joiner=" or "),
+        "network",
+        "`cert`: the certificate in `ROOT/certs` (`TLS_CERT_FILENAME`, "
+        "`TLS_KEYPAIR_FILENAME`); when none is there a self-signed one for HOSTNAMES is "
+        "made, and Roost says so. `notls`: no TLS anywhere (443/465/993/995 off, plaintext "
+        "logins allowed). `letsencrypt`, `mail` and `mail-letsencrypt` are refused until "
+        "they exist",
+    )
+    TLS_CERT_FILENAME: str = setting(
+        "cert.pem", p.text, "network", "certificate file name under `ROOT/certs`"
+    )
+    TLS_KEYPAIR_FILENAME: str = setting(
+        "key.pem", p.text, "network", "private key file name under `ROOT/certs`"
+    )
+    PORTS: tuple[int, ...] = setting(
+        (25, 80, 443, 465, 993, 995, 4190),
+        p.ports(KNOWN_PORTS),
+        "network",
+        "listeners to open; 25 is always on; choose from " + ", ".join(map(str, KNOWN_PORTS)),
+    )
+    BIND_ADDRESS4: str = setting(
+        "0.0.0.0", p.address(4), "network", "the IPv4 address every listener binds"
+    )
+    BIND_ADDRESS6: str = setting(
+        "",
+        p.optional(p.address(6)),
+        "network",
+        "the IPv6 address every listener binds; empty: no IPv6 listeners",
+    )
+    TLS_PERMISSIVE: bool = setting(
+        True,
+        p.boolean,
+        "network",
+        "STARTTLS on port 25 allows old protocols and ciphers: any TLS beats the plain text "
+        "a sender falls back to (RFC 7435)",
+    )
+    INBOUND_TLS_ENFORCE: bool = setting(
+        False,
+        p.boolean,
+        "network",
+        "refuse mail on port 25 from senders that did not start TLS (RFC 3207 forbids this "
+        "for a public server)",
+    )
+    OUTBOUND_TLS_LEVEL: str = setting(
+        "dane",
+        p.choice(OUTBOUND_TLS_LEVELS),
+        "network",
+        "Postfix `smtp_tls_security_level` for outgoing mail: " + ", ".join(OUTBOUND_TLS_LEVELS),
+    )
+    DEFER_ON_TLS_ERROR: bool = setting(
+        True,
+        p.boolean,
+        "network",
+        "defer outgoing mail rather than weaken TLS when an MX host's signed TLSA records "
+        "cannot be met (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`)",
+    )
+
+    # -- mail ----------------------------------------------------------------------------
+    MESSAGE_SIZE_LIMIT: int = setting(
+        50_000_000,
+        p.whole(),
+        "mail",
+        "largest message in bytes; larger ones are refused with 552",
+    )
+    RECIPIENT_DELIMITER: str = setting(
+        "",
+        p.recipient_delimiter,
+        "mail",
+        "characters that start an address extension (`+` makes `joe+news@` reach `joe@`)",
+    )
+    RELAYNETS: tuple[str, ...] = setting(
+        (),
+        p.networks,
+        "mail",
+        "comma list of networks that may relay without authentication, besides 127.0.0.1 and ::1",
+    )
+    RELAYHOST: str = setting(
+        "",
+        p.relayhost,
+        "mail",
+        "smarthost for all outgoing mail, e.g. `[smtp.example.com]:587`",
+    )
+    RELAYUSER: str = setting(
+        "", p.text, "mail", "login for `RELAYHOST` (sent only inside TLS); needs RELAYPASSWORD"
+    )
+    RELAYPASSWORD: str = setting(
+        "", p.text, "mail", "password for `RELAYHOST`; needs RELAYUSER", secret=True
+    )
+    WILDCARD_SENDERS: tuple[str, ...] = setting(
+        (), p.email_list, "mail", "logins allowed to send as any address"
+    )
+    MESSAGE_RATELIMIT: str = setting(
+        "200/day",
+        p.rate,
+        "mail",
+        "messages one authenticated login may send; over it: `450 4.2.1 ... You are sending "
+        "too many emails too fast.`",
+    )
+    MESSAGE_RATELIMIT_EXEMPTION: tuple[str, ...] = setting(
+        (), p.email_list, "mail", "logins exempt from `MESSAGE_RATELIMIT`"
+    )
+    REJECT_UNLISTED_RECIPIENT: bool = setting(
+        False,
+        p.boolean,
+        "mail",
+        "Postfix `smtpd_reject_unlisted_recipient`: refuse unknown recipients at RCPT time",
+    )
+    DEFAULT_QUOTA: int = setting(
+        1_000_000_000,
+        p.whole(),
+        "mail",
+        "mailbox quota in bytes for new users (capped by the domain's `max_quota_bytes`)",
+    )
+    DEFAULT_SPAM_THRESHOLD: int = setting(
+        80,
+        p.whole(0, 100, "a percentage"),
+        "mail",
+        "spam threshold for new users (percent)",
+    )
+
+    # -- logins and rate limits ----------------------------------------------------------
+    AUTH_RATELIMIT_IP: str = setting(
+        "5/hour",
+        p.rate,
+        "logins",
+        "failed logins on distinct accounts allowed per client network",
+    )
+    AUTH_RATELIMIT_IP_V4_MASK: int = setting(
+        24,
+        p.whole(0, 32, "a prefix length"),
+        "logins",
+        'IPv4 prefix length that makes a "client network"',
+    )
+    AUTH_RATELIMIT_IP_V6_MASK: int = setting(
+        48,
+        p.whole(0, 128, "a prefix length"),
+        "logins",
+        'IPv6 prefix length that makes a "client network"',
+    )
+    AUTH_RATELIMIT_USER: str = setting(
+        "50/day", p.rate, "logins", "distinct wrong passwords allowed per account"
+    )
+    AUTH_RATELIMIT_EXEMPTION: tuple[str, ...] = setting(
+        (),
+        p.networks,
+        "logins",
+        "networks never rate-limited (`0.0.0.0/0,::/0` turns limiting off)",
+    )
+    AUTH_RATELIMIT_EXEMPTION_LENGTH: int = setting(
+        86400,
+        p.whole(),
+        "logins",
+        "seconds an address stays exempt after a successful login",
+    )
+    CREDENTIAL_ROUNDS: int = setting(
+        13,
+        p.whole(4, 31, "a cost"),
+        "logins",
+        "bcrypt cost in Mailu; checked and kept for compatibility, new hashes are Argon2id",
+        acts=False,
+    )
+
+    # -- database ------------------------------------------------------------------------
+    DB_FLAVOR: str = setting(
+        "sqlite",
+        p.choice(DB_FLAVORS),
+        "database",
+        "`sqlite`, `postgresql` or `mysql` (MariaDB)",
+    )
+    SQLITE_DATABASE_FILE: str = setting("data/main.db", p.text, "database", "relative to ROOT")
+    DB_HOST: str = setting("database", p.text, "database", "database server (server flavours)")
+    DB_USER: str = setting("mailu", p.text, "database", "database user (server flavours)")
+    DB_PW: str = setting("", p.text, "database", "database password (server flavours)", secret=True)
+    DB_NAME: str = setting("mailu", p.text, "database", "database name (server flavours)")
+    DB_APPENDIX: str = setting(
+        "", p.text, "database", "appended to the database URL as is, e.g. `?sslmode=require`"
+    )
+    SQLALCHEMY_DATABASE_URI: str = setting(
+        "", p.url, "database", "a full URL instead of the above", secret=True
+    )
+
+    # -- first account -------------------------------------------------------------------
+    INITIAL_ADMIN_ACCOUNT: str = setting(
+        "", p.text, "admin", "local part of a global admin created at start"
+    )
+    INITIAL_ADMIN_DOMAIN: str = setting(
+        "", p.optional(p.hostname), "admin", "its domain (created if missing)"
+    )
+    INITIAL_ADMIN_PW: str = setting("", p.verbatim, "admin", "its password", secret=True)
+    INITIAL_ADMIN_MODE: str = setting(
+        "ifmissing",
+        p.choice(("create", "ifmissing", "update"), joiner=" or "),
+        "admin",
+        "`create` (error if it exists), `ifmissing`, `update` (reset the password)",
+    )
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def hostname(self) -> str:
+        """The first of HOSTNAMES: SMTP banner, Dovecot hostname, certificate name."""
+        return self.HOSTNAMES[0]
+
+    @property
+    def postmaster_address(self) -> str:
+        return f"{self.POSTMASTER}@{self.DOMAIN}"
+
+    @property
+    def tls(self) -> bool:
+        return self.TLS_FLAVOR != "notls"
+
+    def port_enabled(self, port: int) -> bool:
+        """Mailu's PORT_<n> flag: 25 is always on, TLS-only ports are off under notls."""
+        if port == 25:
+            return True
+        if port in TLS_PORTS and not self.tls:
+            return False
+        return port in self.PORTS
+
+    @property
+    def database_uri(self) -> str:
+        """SQLALCHEMY_DATABASE_URI, or one built from DB_FLAVOR and DB_* as Mailu does."""
+        if self.SQLALCHEMY_DATABASE_URI:
+            return self.SQLALCHEMY_DATABASE_URI
+        if self.DB_FLAVOR == "sqlite":
+            path = Path(self.SQLITE_DATABASE_FILE)
+            if not path.is_absolute():
+                path = self.ROOT / path
+            return f"sqlite:///{path}"
+        from urllib.parse import quote
+
+        driver = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}[self.DB_FLAVOR]
+        credentials = quote(self.DB_USER, safe="")
+        if self.DB_PW:
+            credentials += ":" + quote(self.DB_PW, safe="")
+        return f"{driver}://{credentials}@{self.DB_HOST}/{self.DB_NAME}{self.DB_APPENDIX}"
+
+    def to_environ(self) -> dict[str, str]:
+        """The settings as environment variables, for Roost's own child processes."""
+        return {f.name: to_text(getattr(self, f.name)) for f in fields(self)}
+
+    @property
+    def mynetworks(self) -> tuple[str, ...]:
+        """Clients that may relay without authentication: loopback itself and RELAYNETS."""
+        return ("127.0.0.1/32", "::1/128", *self.RELAYNETS)
+
+
+def to_text(value: Any) -> str:
+    """A typed value as the string that parses back to it."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+#: Mailu settings read and ignored (https://mailu.io/master/configuration.html): an
+#: existing mailu.env loads without error. Moving one into :class:`Settings` makes it act.
+MAILU_ONLY: tuple[Setting, ...] = (
+    mailu_only("ADMIN", "run Mailu's web administration (Roost has the `roost` command)"),
+    mailu_only("ANONMAIL_MAX_RETRIES", "attempts at a free random address for anonmail"),
+    mailu_only("ANTIVIRUS", "the antivirus container to run (`clamav` or `none`)"),
+    mailu_only("ANTIVIRUS_ACTION", "`discard` or `reject` mail with a virus"),
+    mailu_only("API", "expose Mailu's REST API"),
+    mailu_only("API_TOKEN", "the token that authenticates calls to the REST API"),
+    mailu_only(
+        "AUTH_REQUIRE_TOKENS",
+        "refuse passwords for IMAP, POP3, SMTP and ManageSieve: only app tokens log in",
+    ),
+    mailu_only("BABEL_DEFAULT_LOCALE", "language of the web interfaces"),
+    mailu_only("BABEL_DEFAULT_TIMEZONE", "time zone of the web interfaces"),
+    mailu_only("COMPOSE_PROJECT_NAME", "Docker Compose's project name"),
+    mailu_only("COMPRESSION", "compress stored mail (`gz`, `bz2`, `lz4`, `zstd`)"),
+    mailu_only("COMPRESSION_LEVEL", "the compression level for `COMPRESSION`"),
+    mailu_only("CPU_COUNT", "worker processes for the admin container"),
+    mailu_only("DEBUG", "Flask's debug mode for the admin"),
+    mailu_only("DISABLE_STATISTICS", "do not send Mailu's anonymous usage statistics"),
+    mailu_only("DKIM_PATH", "where DKIM keys are kept"),
+    mailu_only("DKIM_SELECTOR", "the DKIM selector (`dkim`)"),
+    mailu_only("DMARC_RUA", "local part that receives DMARC aggregate reports"),
+    mailu_only("DMARC_RUF", "local part that receives DMARC failure reports"),
+    mailu_only("DMARC_SEND_REPORTS", "send DMARC reports to other domains"),
+    mailu_only("DOMAIN_REGISTRATION", "let visitors create domains in the web admin"),
+    mailu_only("FETCHMAIL_DELAY", "seconds between fetches of remote mailboxes"),
+    mailu_only("FETCHMAIL_ENABLED", "fetch mail from remote mailboxes"),
+    mailu_only("FETCHMAIL_OPTIONS", "extra options for fetchmail"),
+    mailu_only(
+        "FULL_TEXT_SEARCH",
+        "Dovecot full-text search; see [mailboxes.md](mailboxes.md) for why Roost has none",
+    ),
+    mailu_only("FULL_TEXT_SEARCH_ATTACHMENTS", "index attachments for full-text search"),
+    mailu_only("LETSENCRYPT_SHORTCHAIN", "send the short Let's Encrypt chain"),
+    mailu_only("LOGO_BACKGROUND", "background colour of the web interfaces' logo"),
+    mailu_only("LOGO_URL", "logo of the web interfaces"),
+    mailu_only("MEMORY_SESSIONS", "keep web sessions in memory instead of Redis"),
+    mailu_only("PERMANENT_SESSION_LIFETIME", "seconds a web session lasts"),
+    mailu_only("POSTFIX_LOG_FILE", "also write Postfix's log to this file"),
+    mailu_only("PROXY_AUTH_CREATE", "create users that a header authentication proxy names"),
+    mailu_only("PROXY_AUTH_HEADER", "the header that names the user behind a proxy"),
+    mailu_only("PROXY_AUTH_LOGOUT_URL", "where the web interfaces send a proxied logout"),
+    mailu_only("PROXY_AUTH_WHITELIST", "proxies trusted for header authentication"),
+    mailu_only("PROXY_PROTOCOL", "ports that expect the PROXY protocol"),
+    mailu_only("REAL_IP_FROM", "proxies trusted to give the client's address"),
+    mailu_only("REAL_IP_HEADER", "the header that gives the client's address"),
+    mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
+    mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
+    mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),
+    mailu_only("SCAN_MACROS", "treat Office documents with macros as viruses"),
+    mailu_only("SESSION_COOKIE_SECURE", "send web session cookies only over HTTPS"),
+    mailu_only("SESSION_KEY_BITS", "strength of web session keys"),
+    mailu_only("SESSION_TIMEOUT", "seconds an idle web session lasts"),
+    mailu_only("SITENAME", "the site's name in the web interfaces"),
+    mailu_only("SUBNET", "the Docker network of Mailu's containers"),
+    mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),
+    mailu_only("TLS", "a TLS setting of old mailu.env files"),
+    mailu_only("TZ", "the containers' time zone"),
+    mailu_only("WEBDAV", "the CalDAV/CardDAV container (`radicale` or `none`)"),
+    mailu_only("WEBMAIL", "the webmail container (`roundcube`, `snappymail` or `none`)"),
+    mailu_only("WEBROOT_REDIRECT", "where `/` redirects"),
+    mailu_only("WEBSITE", "the site linked from the web interfaces"),
+    mailu_only("WEB_ADMIN", "path of the web admin (`/admin`)"),
+    mailu_only("WEB_API", "path of the REST API (`/api`)"),
+    mailu_only("WEB_WEBMAIL", "path of the webmail (`/webmail`)"),
+    mailu_only("WELCOME", "send a welcome message to new users"),
+    mailu_only("WELCOME_BODY", "the welcome message's text"),
+    mailu_only("WELCOME_SUBJECT", "the welcome message's subject"),
+)
+
+
+def declarations() -> tuple[Setting, ...]:
+    """Every row: the fields of :class:`Settings`, then :data:`MAILU_ONLY`."""
+    rows = []
+    for f in fields(Settings):
+        row = f.metadata[_META]
+        rows.append(
+            Setting(
+                name=f.name,
+                section=row["section"],
+                meaning=row["meaning"],
+                parse=row["parse"],
+                default=f.default,
+                acts=row["acts"],
+            )
+        )
+    return (*rows, *MAILU_ONLY)
+
+
+def declared() -> dict[str, Setting]:
+    """The rows by name."""
+    return {row.name: row for row in declarations()}

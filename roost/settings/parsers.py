@@ -1,0 +1,245 @@
+"""Value parsers: each turns one raw string into a typed value or one line naming the variable.
+
+A parser is called as ``parse(name, raw)``; the name is only for the message, so one parser
+serves every setting of its kind. Messages read ``NAME='raw': accepts ...`` so that the user
+sees the variable, what they wrote and what would do, on one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Parser",
+    "SettingsError",
+    "absolute_path",
+    "address",
+    "boolean",
+    "choice",
+    "email_list",
+    "hostname",
+    "hostnames",
+    "items",
+    "local_part",
+    "networks",
+    "optional",
+    "ports",
+    "rate",
+    "recipient_delimiter",
+    "relayhost",
+    "text",
+    "url",
+    "verbatim",
+    "whole",
+]
+
+#: ``parse(name, raw) -> value``
+Parser = Callable[[str, str], Any]
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the variable."""
+
+
+def text(name: str, raw: str) -> str:
+    """Any text, without the spaces around it."""
+    return raw.strip()
+
+
+def verbatim(name: str, raw: str) -> str:
+    """Any text as given: a password may begin or end with a space."""
+    return raw
+
+
+def boolean(name: str, raw: str) -> bool:
+    """Mailu's rule: only true/yes and false/no (any case) are booleans."""
+    value = raw.strip().lower()
+    if value in ("true", "yes"):
+        return True
+    if value in ("false", "no"):
+        return False
+    raise SettingsError(f"{name}={raw!r}: accepts true, yes, false or no")
+
+
+def whole(minimum: int = 0, maximum: int | None = None, what: str = "") -> Parser:
+    """A whole number from ``minimum``; ``what`` names the range when there is a maximum."""
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: accepts a whole number") from None
+        if maximum is not None and not minimum <= value <= maximum:
+            raise SettingsError(f"{name}={raw!r}: accepts {what} from {minimum} to {maximum}")
+        if value < minimum:
+            raise SettingsError(f"{name}={raw!r}: accepts a whole number of at least {minimum}")
+        return value
+
+    return parse
+
+
+def choice(
+    accepted: tuple[str, ...], later: tuple[str, ...] = (), upper: bool = False, joiner: str = ", "
+) -> Parser:
+    """One word of ``accepted`` (any case); ``later`` are Mailu's words Roost lacks yet."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        listed = joiner.join(accepted)
+        if value in later:
+            raise SettingsError(f"{name}={raw!r}: not available in Roost yet; accepts {listed}")
+        if value not in accepted:
+            raise SettingsError(f"{name}={raw!r}: accepts {listed}")
+        return value
+
+    return parse
+
+
+def items(raw: str) -> tuple[str, ...]:
+    """A comma list, spaces around each item and empty items dropped."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+_RATE = re.compile(
+    r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day|month|year)s?\s*$", re.I
+)
+
+
+def rate(name: str, raw: str) -> str:
+    """The ``limits`` library's syntax that Mailu uses (``5/hour``, ``50 per day``)."""
+    if not _RATE.match(raw):
+        raise SettingsError(f"{name}={raw!r}: accepts a rate such as 5/hour, 50/day or 10/minute")
+    return raw.strip()
+
+
+_NO_BRACKETS = str.maketrans("", "", "[]")
+
+
+def networks(name: str, raw: str) -> tuple[str, ...]:
+    """A comma list of addresses or CIDR networks, IPv6 ones optionally in brackets."""
+    nets = []
+    for item in items(raw):
+        try:
+            nets.append(str(ipaddress.ip_network(item.translate(_NO_BRACKETS), strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"{name}={raw!r}: {item!r} is not a network; accepts a comma list of "
+                "addresses or CIDR networks such as 192.0.2.0/24,2001:db8::/32"
+            ) from None
+    return tuple(nets)
+
+
+def address(version: int) -> Parser:
+    """One IPv4 or IPv6 address (an IPv6 one optionally in brackets)."""
+
+    def parse(name: str, raw: str) -> str:
+        try:
+            addr = ipaddress.ip_address(raw.strip().strip("[]"))
+        except ValueError:
+            addr = None
+        if addr is None or addr.version != version:
+            raise SettingsError(f"{name}={raw!r}: accepts one IPv{version} address")
+        return str(addr)
+
+    return parse
+
+
+def optional(parser: Parser) -> Parser:
+    """``parser``, or the empty string for an empty value."""
+
+    def parse(name: str, raw: str) -> Any:
+        return parser(name, raw) if raw.strip() else ""
+
+    return parse
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def hostname(name: str, raw: str) -> str:
+    """A DNS name, stored in its ASCII (IDNA) form."""
+    from roost.core.address import AddressError, domain_to_ascii
+
+    try:
+        host = domain_to_ascii(raw.strip())
+    except AddressError:
+        host = ""
+    if not host or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+        raise SettingsError(f"{name}={raw!r}: accepts a host name such as mail.example.com")
+    return host
+
+
+def hostnames(name: str, raw: str) -> tuple[str, ...]:
+    """A comma list of at least one host name."""
+    hosts = tuple(hostname(name, host) for host in items(raw))
+    if not hosts:
+        raise SettingsError(f"{name}={raw!r}: accepts a comma list of host names")
+    return hosts
+
+
+def absolute_path(name: str, raw: str) -> Path:
+    """An absolute directory path."""
+    path = Path(raw.strip())
+    if not raw.strip() or not path.is_absolute():
+        raise SettingsError(f"{name}={raw!r}: accepts an absolute directory path")
+    return path
+
+
+def local_part(name: str, raw: str) -> str:
+    """The local part of an address (RFC 5322 dot-atom characters), lower case."""
+    local = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+", local):
+        raise SettingsError(f"{name}={raw!r}: accepts a local part such as postmaster")
+    return local.lower()
+
+
+def ports(known: tuple[int, ...]) -> Parser:
+    """A comma list of ports Roost can open, sorted, each once."""
+
+    def parse(name: str, raw: str) -> tuple[int, ...]:
+        found = set()
+        for item in items(raw):
+            if not item.isdigit() or int(item) not in known:
+                raise SettingsError(
+                    f"{name}={raw!r}: {item!r} is not a mail or web port; accepts a comma list of "
+                    + ",".join(map(str, known))
+                )
+            found.add(int(item))
+        return tuple(sorted(found))
+
+    return parse
+
+
+def email_list(name: str, raw: str) -> tuple[str, ...]:
+    """A comma list of logins (addresses), lower case, spaces removed."""
+    return tuple(item.replace(" ", "").lower() for item in items(raw))
+
+
+def recipient_delimiter(name: str, raw: str) -> str:
+    """Characters that start an address extension; none that would break an address."""
+    value = raw.strip()
+    if any(ch.isspace() or ch in '@,"\\' for ch in value):
+        raise SettingsError(
+            f"{name}={raw!r}: accepts characters such as + or -, without @, comma, quote or space"
+        )
+    return value
+
+
+def relayhost(name: str, raw: str) -> str:
+    """Postfix's ``relayhost`` syntax: a host or ``[host]``, optionally ``:port``."""
+    value = raw.strip()
+    if value and not re.fullmatch(r"\[?[A-Za-z0-9.:-]+\]?(:\d{1,5})?", value):
+        raise SettingsError(f"{name}={raw!r}: accepts a host such as [smtp.example.com]:587")
+    return value
+
+
+def url(name: str, raw: str) -> str:
+    """An SQLAlchemy database URL of a flavour Roost supports, or empty."""
+    value = raw.strip()
+    if value and not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", value):
+        raise SettingsError(f"{name}={raw!r}: accepts a sqlite://, postgresql:// or mysql:// URL")
+    return value
