@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.orm import Session
 
-from roost.settings import Settings, SettingsError, load_settings
+from roost.settings import Settings, SettingsError, check_secret_key, load_settings
 from roost.store import configio, work
 from roost.store.db import StoreError
 from roost.store.entities import alias as aliases
@@ -105,6 +105,17 @@ def cli(ctx: click.Context, env_file: Path | None) -> None:
 
 def _settings() -> Settings:
     return click.get_current_context().find_object(_Context).settings  # type: ignore[union-attr]
+
+
+def _signing_settings() -> Settings:
+    """The settings of a command that starts what signs with SECRET_KEY (the gate's SRS).
+
+    A key others know or can guess is refused here, before anything starts.
+    """
+    context = click.get_current_context().find_object(_Context)
+    settings = _settings()
+    check_secret_key(settings, context.env_file if context else None)
+    return settings
 
 
 # -- store access ----------------------------------------------------------------------------
@@ -681,7 +692,7 @@ def init() -> None:
     from roost.bootstrap import BootstrapError, initialise
 
     try:
-        messages = initialise(_settings())
+        messages = initialise(_signing_settings())
     except BootstrapError as exc:
         _fail(str(exc))
     for message in messages:
@@ -693,7 +704,7 @@ def up() -> None:
     """Run the whole stack in the foreground until SIGTERM or SIGINT."""
     from roost.runner import up as run_stack
 
-    raise click.exceptions.Exit(run_stack(_settings()))
+    raise click.exceptions.Exit(run_stack(_signing_settings()))
 
 
 @cli.command()
@@ -709,7 +720,7 @@ def gate() -> None:
     """Run the gate alone in the foreground (started by `roost up`)."""
     from roost.gate.server import serve
 
-    serve(_settings())
+    serve(_signing_settings())
 
 
 def main() -> None:

@@ -2,12 +2,25 @@
 
 Everything is under ROOT, so that several stacks with different ROOTs and bind addresses run
 side by side on one host. Hops between Roost's own processes use Unix sockets where both ends
-support them; where a daemon can only reach a TCP address (nginx mail's backend, Dovecot's
-Lua HTTP client) they use ``internal_address``: a loopback address, never a public one.
+support them; where a daemon can only reach a TCP address they use ``internal_address``, a
+loopback address of this stack alone, never a public one. Two hops need TCP:
+
+* nginx mail -> Postfix (``POSTFIX_FRONT_PORT``): nginx's mail proxy takes its backend from
+  the auth_http answer's ``Auth-Server`` and ``Auth-Port`` headers, and ``Auth-Server`` must
+  be an IP address (https://nginx.org/en/docs/mail/ngx_mail_auth_http_module.html); there is
+  no way to name a Unix socket.
+* Dovecot's Lua passdb/userdb -> gate (``GATE_HTTP_PORT``): ``dovecot.http.client`` parses
+  its URL with lib-http's ``http_url_parse`` and connects over TCP only (Dovecot 2.3
+  src/lib-lua/dlua-dovecot-http.c). The gate refuses any request there without the stack's
+  secret header (``gate_http_secret``).
+
+nginx's ``auth_http`` itself accepts ``unix:`` URLs, so it reaches the gate over
+``gate_http_socket``, which only root and nginx's workers may open.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +29,13 @@ from roost.settings import Settings
 
 # Internal TCP ports on ``internal_address``; none of them is reachable from outside.
 POSTFIX_FRONT_PORT = 10025  # Postfix smtpd behind nginx's port 25 (XCLIENT from nginx)
-GATE_HTTP_PORT = 10080  # the gate's HTTP side: nginx auth_http, Dovecot Lua
+GATE_HTTP_PORT = 10080  # the gate's HTTP side for Dovecot's Lua (with the secret header)
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
 MAIL_OWNER = "mail"
 
+#: The user nginx's workers run as (nginx.conf ``user``); its group alone may open
+#: ``gate_http_socket``.
+NGINX_USER = "www-data"
 
 @dataclass(frozen=True)
 class Layout:
@@ -104,6 +120,23 @@ class Layout:
         return self.run / "gate-dict" / "dict.sock"
 
     @property
+    @property
+    def gate_http_socket(self) -> Path:
+        """nginx's ``auth_http unix:...``: the directory is ``0750 root:<nginx group>``.
+
+        Only root and nginx's workers can open it, so whoever asks here is nginx.
+        """
+        return self.run / "gate-http" / "http.sock"
+
+    @property
+    def gate_http_secret(self) -> Path:
+        """The header value Dovecot's Lua client proves itself with on ``GATE_HTTP_PORT``.
+
+        Written afresh at every ``roost up`` (``0640 root:dovecot``), read by the gate at its
+        start and by the Lua script at each request.
+        """
+        return self.run / "gate-secret" / "dovecot-http.secret"
+
     def redis_socket(self) -> Path:
         return self.run / "redis" / "redis.sock"
 
@@ -133,21 +166,45 @@ class Layout:
     # -- addresses --------------------------------------------------------------------------
     @property
     def internal_address(self) -> str:
-        """The loopback address internal TCP hops use.
+        """The loopback address of this stack's internal TCP hops (see the module's doc).
 
-        A stack bound to a loopback address (as every test stack is) keeps its internal
-        hops on that same address, so stacks never collide; otherwise 127.0.0.1.
+        A stack bound to a loopback address (as every test stack is) keeps them on that
+        same address. Any other stack gets an address in 127.224.0.0/11 derived from its
+        ROOT: the stack's own address is public or the wildcard, where an internal port
+        would face the network, while a fixed 127.0.0.1 lets only one stack start per host.
+        Linux routes all of 127.0.0.0/8 to ``lo`` without configuration, so the derived
+        address needs no setup, and it stays the same across restarts.
         """
         bind = ipaddress.ip_address(self.settings.BIND_ADDRESS4)
-        return str(bind) if bind.is_loopback else "127.0.0.1"
+        if bind.is_loopback:
+            return str(bind)
+        return derived_loopback(self.root)
 
     @property
     def gate_http_url(self) -> str:
         return f"http://{self.internal_address}:{GATE_HTTP_PORT}"
+        """Dovecot's Lua client's base URL of the gate."""
 
     def listen_addresses(self) -> list[str]:
+    @property
+    def gate_auth_http(self) -> str:
+        """nginx's ``auth_http`` value: the gate's login decision over its Unix socket."""
+        return f"unix:{self.gate_http_socket}:/auth/email"
+
         """Addresses the public listeners bind, IPv6 in brackets-free form."""
         addresses = [self.settings.BIND_ADDRESS4]
         if self.settings.BIND_ADDRESS6:
             addresses.append(self.settings.BIND_ADDRESS6)
         return addresses
+
+
+def derived_loopback(root: Path) -> str:
+    """A stable loopback address for ROOT, inside 127.224.0.0/11.
+
+    The range stays clear of 127.0.0.0/16 (127.0.0.1, Debian's 127.0.1.1 for the host
+    name, systemd-resolved's 127.0.0.53) and of other low test ranges; about two million
+    addresses make two stacks' meeting on one a 1-in-a-million chance.
+    """
+    digest = hashlib.sha256(str(root).encode("utf-8")).digest()
+    second = 224 + digest[0] % 31  # 224..254, never 255 (127.255.255.255 is broadcast)
+    return f"127.{second}.{digest[1]}.{1 + digest[2] % 254}"

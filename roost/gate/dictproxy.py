@@ -1,11 +1,11 @@
 """Dovecot's dict protocol, served on a Unix socket: the server side of ``proxy:<path>:<name>``.
 
 Dovecot reaches a dict through its ``proxy`` driver, which speaks a line protocol to a dict
-server (reference §1.5; Dovecot src/lib-dict/dict-client.h, dict-client.c and the server in
-src/dict/dict-commands.c). Lines end with LF; fields are separated by tabs and escaped with
-Dovecot's tab-escaping (``\\x01`` followed by ``1``, ``t``, ``r`` or ``n`` stands for
-``\\x01``, tab, CR and LF). As Dovecot 2.3.19 speaks it (protocol 3.2, checked against the
-real client):
+server (https://doc.dovecot.org/2.3/configuration_manual/dict/; Dovecot
+src/lib-dict/dict-client.h, dict-client.c and the server in src/dict/dict-commands.c).
+Lines end with LF; fields are separated by tabs and escaped with Dovecot's tab-escaping
+(``\\x01`` followed by ``1``, ``t``, ``r`` or ``n`` stands for ``\\x01``, tab, CR and LF).
+As Dovecot 2.3.19 speaks it (protocol 3.2, checked against the real client):
 
 * ``H<major>\\t<minor>\\t<value type>\\t<user>\\t<dict name>`` opens the connection; the
   user is empty and comes with each command instead.
@@ -17,6 +17,12 @@ real client):
 * ``I...`` iterates; Roost's dicts cannot be listed, so it is answered ``F``.
 
 Replies are sent in the order of the commands, which every client version accepts.
+
+A connection may hold at most ``MAX_TRANSACTIONS`` unfinished transactions of at most
+``MAX_CHANGES`` changes each (Dovecot keeps a few at a time). BEGIN has no reply, so a
+transaction over either cap is refused where the protocol can say so: its commit answers
+``F<id>`` with the reason, and its changes are not kept. A client that goes on opening
+transactions while ``MAX_TRANSACTIONS`` refused ones are open is cut off.
 
 What the keys mean is the backend's business (:class:`DictBackend`); this module is the
 framing. A line the server cannot read closes the connection: Dovecot reconnects for its
@@ -48,6 +54,10 @@ log = logging.getLogger("roost.gate")
 PROTOCOL_MAJOR = "3"
 #: Longest command line accepted. Dovecot sends keys and small values (quota counters).
 MAX_LINE = 65536
+#: Unfinished transactions one connection may hold (see the module's doc).
+MAX_TRANSACTIONS = 64
+#: Changes one transaction may hold; quota_clone sets two keys per commit.
+MAX_CHANGES = 256
 
 _ESCAPES = {"1": "\x01", "t": "\t", "r": "\r", "n": "\n"}
 
@@ -116,7 +126,7 @@ class _Connection:
             return "F" + tab_escape(f"dict {self.dict_name} cannot be iterated")
         if command == "B":
             self._need(args, 1, "BEGIN")
-            self.transactions[args[0]] = _Transaction(args[1] if len(args) > 1 else "")
+            self._begin(args[0], args[1] if len(args) > 1 else "")
             return None
         if command in ("S", "U", "A", "T"):
             self._change(command, args)
@@ -148,6 +158,22 @@ class _Connection:
             return "F" + tab_escape("internal error in the gate")
         return "N" if value is None else "O" + tab_escape(value)
 
+    def _begin(self, transaction_id: str, user: str) -> None:
+        transaction = _Transaction(user)
+        self.transactions.pop(transaction_id, None)  # a reused id starts afresh
+        if len(self.transactions) >= MAX_TRANSACTIONS:
+            refused = sum(1 for t in self.transactions.values() if t.error is not None)
+            if refused >= MAX_TRANSACTIONS:
+                raise _ProtocolViolation(f"more than {2 * MAX_TRANSACTIONS} open transactions")
+            log.warning(
+                "dict %s: %d transactions open on one connection; refusing %r",
+                self.dict_name,
+                len(self.transactions),
+                transaction_id,
+            )
+            transaction.error = f"more than {MAX_TRANSACTIONS} open transactions"
+        self.transactions[transaction_id] = transaction
+
     def _transaction(self, transaction_id: str) -> _Transaction:
         try:
             return self.transactions[transaction_id]
@@ -157,6 +183,14 @@ class _Connection:
     def _change(self, command: str, args: list[str]) -> None:
         self._need(args, 1, "a transaction command")
         transaction = self._transaction(args[0])
+        if transaction.error is not None:
+            return  # refused already: its commit fails, nothing more is kept
+        if command in ("S", "U") and len(transaction.changes) >= MAX_CHANGES:
+            self._need(args, 2, "a change")
+            if args[1] not in transaction.changes:
+                transaction.error = f"more than {MAX_CHANGES} changes in one transaction"
+                transaction.changes.clear()
+                return
         if command == "S":
             self._need(args, 3, "SET")
             transaction.changes[args[1]] = args[2]

@@ -1,11 +1,16 @@
 """A small HTTP/1.1 server for the gate's internal endpoints (RFC 9110, RFC 9112).
 
 Only local daemons talk to it: nginx's mail module (``auth_http``, one HTTP/1.0 request per
-connection) and Dovecot's Lua HTTP client (HTTP/1.1, persistent connections). It therefore
+connection) over a Unix socket only root and nginx may open, and Dovecot's Lua HTTP client
+(HTTP/1.1, persistent connections) over TCP, where every request must carry the stack's
+secret (:mod:`roost.gate.secret`) or is answered 403 and closed. It therefore
 speaks the small part of HTTP they use — GET and HEAD, no request bodies — and refuses
 everything else in a well-defined way instead of guessing: a malformed request gets a 400
 and the connection is closed, an oversized head a 431 (RFC 6585 §5). A bug in a handler
 becomes a 500 for that request; the server itself keeps running.
+
+Open connections are capped per listener and per caller (:class:`roost.gate.streams.Limits`),
+so idle connections cannot crowd out the daemons'.
 
 A full framework would cost more per request than the whole auth decision and bring a
 dependency into the daemons' hot path; this module is the framing and nothing else.
@@ -20,9 +25,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-from roost.gate.streams import close_quietly
+from roost.gate.secret import SECRET_HEADER, matches
+from roost.gate.streams import ConnectionCaps, Limits, caller_of, close_quietly
 
 __all__ = [
     "MAX_HEAD",
@@ -40,13 +47,15 @@ log = logging.getLogger("roost.gate")
 MAX_HEAD = 16384
 #: Most header fields accepted in one request.
 MAX_HEADERS = 64
-#: Seconds a connection may sit idle (or send a partial request head) before it is closed.
+#: Seconds a connection may sit idle between requests (or send a partial request head)
+#: before it is closed; Dovecot's Lua client keeps its connection for up to 60 s.
 IDLE_TIMEOUT = 60.0
 
 _REASONS = {
     200: "OK",
     204: "No Content",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     431: "Request Header Fields Too Large",
@@ -167,11 +176,24 @@ def _keep_alive(request: Request) -> bool:
 
 
 class HttpServer:
-    """Serves one handler over asyncio streams; one task per connection."""
+    """Serves one handler over asyncio streams; one task per connection.
 
-    def __init__(self, handler: Handler) -> None:
+    ``secret``, when given, must come in every request's ``X-Roost-Secret`` header: a
+    request without it (or with another value) is answered 403 and the connection closed,
+    before the handler sees it and whatever path it asked for.
+    """
+
+    def __init__(
+        self, handler: Handler, *, secret: str | None = None, limits: Limits | None = None
+    ) -> None:
         self._handler = handler
+        self._secret = secret
         self._dates = _DateCache()
+        self.caps = ConnectionCaps(limits or Limits())
+        self._reported = (0, 0)
+        self._reported_at = -60.0
+        self._forbidden = 0
+        self._forbidden_at = -60.0
         self.server: asyncio.Server | None = None
 
     def _encode(self, response: Response, head_only: bool, keep: bool, http10: bool) -> bytes:
@@ -200,11 +222,50 @@ class HttpServer:
             http10=False,
         )
 
+    def _report_pressure(self, caller: str) -> None:
+        """At most one line a minute while connections are being closed or refused."""
+        caps = self.caps
+        if caps.evicted == self._reported[0] and caps.refused == self._reported[1]:
+            return
+        now = time.monotonic()
+        if now - self._reported_at < 60:
+            return
+        log.warning(
+            "HTTP connections closed for waiting too many: %d (latest from %s), refused "
+            "over %d open: %d, since start",
+            caps.evicted,
+            caller,
+            caps.limits.max_open,
+            caps.refused,
+        )
+        self._reported = (caps.evicted, caps.refused)
+        self._reported_at = now
+
+    def _authorised(self, request: Request) -> bool:
+        return self._secret is None or matches(request.header(SECRET_HEADER), self._secret)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = id(writer)
+        caller = caller_of(writer)
+        admitted = self.caps.admit(key, caller, reader, writer)
+        self._report_pressure(caller)
+        if not admitted:
+            writer.transport.abort()
+            return
+        try:
+            await self._conversation(key, caller, reader, writer)
+        finally:
+            self.caps.release(key)
+
+    async def _conversation(
+        self, key: int, caller: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # The daemons send their first request as soon as they connect.
+        timeout = self.caps.limits.first_request_timeout
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
                 except asyncio.LimitOverrunError:
                     writer.write(self._error(431, "request head too large"))
                     break
@@ -218,6 +279,21 @@ class HttpServer:
                     log.info("HTTP request refused (%s): %r", exc, line)
                     writer.write(self._error(exc.status, str(exc)))
                     break
+                if not self._authorised(request):
+                    self._forbidden += 1
+                    now = time.monotonic()
+                    if now - self._forbidden_at >= 60:  # one line a minute at most
+                        self._forbidden_at = now
+                        log.warning(
+                            "HTTP request from %s refused: no valid %s header (%d so far)",
+                            caller,
+                            SECRET_HEADER,
+                            self._forbidden,
+                        )
+                    writer.write(self._error(403, "forbidden"))
+                    break
+                self.caps.settled(key)
+                timeout = IDLE_TIMEOUT
                 keep = _keep_alive(request)
                 head_only = request.method == "HEAD"
                 if request.method not in ("GET", "HEAD"):
@@ -244,14 +320,24 @@ class HttpServer:
             await close_quietly(writer)
 
     async def start(self, host: str, port: int) -> asyncio.Server:
+        """Listen on TCP ``host:port``."""
         self.server = await asyncio.start_server(
-            self._serve, host, port, limit=MAX_HEAD, reuse_address=True
+            self._serve, host, port, limit=MAX_HEAD, reuse_address=True, backlog=1024
+        )
+        return self.server
+
+    async def start_unix(self, path: Path) -> asyncio.Server:
+        """Listen on the Unix socket ``path``; the caller sets who may open it."""
+        self.server = await asyncio.start_unix_server(
+            self._serve, path=str(path), limit=MAX_HEAD, backlog=1024
         )
         return self.server
 
 
-async def start_http_server(handler: Handler, host: str, port: int) -> HttpServer:
-    """Listen on ``host:port`` and answer every request with ``handler``."""
-    server = HttpServer(handler)
+async def start_http_server(
+    handler: Handler, host: str, port: int, *, secret: str | None = None
+) -> HttpServer:
+    """Listen on ``host:port`` and answer every request (carrying ``secret``) with ``handler``."""
+    server = HttpServer(handler, secret=secret)
     await server.start(host, port)
     return server

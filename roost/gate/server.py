@@ -11,7 +11,12 @@ Sockets (``roost.layout``):
 * ``run/gate/socketmap.sock`` — Postfix. The directory is ``0750 root:postfix`` and the
   socket ``0660 root:postfix``, so only Postfix (and root) can query the directory of
   users; the control socket beside it is ``0600``.
-* ``INTERNAL:10080`` — HTTP for nginx and Dovecot.
+* ``run/gate-http/http.sock`` — HTTP for nginx's ``auth_http``. The directory is ``0750
+  root:www-data`` and the socket ``0660 root:www-data``: nginx's workers (``user
+  www-data``) make the auth_http requests, and nobody else may ask.
+* ``INTERNAL:10080`` — HTTP for Dovecot's Lua passdb/userdb, whose HTTP client speaks TCP
+  only: any local process can connect, so every request must carry the stack's secret
+  (``run/gate-secret/dovecot-http.secret``, ``0640 root:dovecot``), else it gets a 403.
 * ``run/gate/control.sock`` — reload requests.
 * ``run/gate-dict/dict.sock`` — Dovecot's dict lookups (before scripts, quota usage). The
   directory is ``0750 root:mail`` and the socket ``0660 root:mail``: Dovecot's mail
@@ -25,6 +30,7 @@ import contextlib
 import grp
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -33,12 +39,13 @@ from roost.gate.auth import Gate
 from roost.gate.control import request_reload, start_control_server
 from roost.gate.dictproxy import start_dict_server
 from roost.gate.homes import MailHomes
-from roost.gate.http import start_http_server
+from roost.gate.http import HttpServer
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
 from roost.gate.routes import MailboxDict, QuotaUsageWriter, Routes
+from roost.gate.secret import read_secret, write_secret
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
-from roost.layout import GATE_HTTP_PORT, Layout
+from roost.layout import GATE_HTTP_PORT, NGINX_USER, Layout
 from roost.settings import Settings
 from roost.store.db import Store
 
@@ -50,6 +57,8 @@ log = logging.getLogger("roost.gate")
 POSTFIX_GROUP = "postfix"
 #: The group of Dovecot's mail processes (mail_gid), which alone may open the dict socket.
 MAIL_GROUP = "mail"
+#: The group of nginx's workers, which alone may open the HTTP socket (auth_http).
+NGINX_GROUP = NGINX_USER
 #: Longest path a Unix socket can have on Linux (``sun_path`` is 108 bytes with its NUL).
 _SUN_PATH_MAX = 107
 
@@ -65,27 +74,51 @@ def _postfix_gid() -> int | None:
     return _group_id(POSTFIX_GROUP)
 
 
-def _give_to_mail_group(path: Path) -> None:
-    gid = _group_id(MAIL_GROUP)
+def _give_to_group(path: Path, group: str, who: str) -> None:
+    gid = _group_id(group)
     if gid is None:
+        log.warning("no group %s: %s cannot reach %s", group, who, path)
         return
     try:
         os.chown(path, -1, gid)
     except PermissionError:
-        log.warning("cannot give %s to group %s; Dovecot may not reach the dict", path, MAIL_GROUP)
+        log.warning("cannot give %s to group %s; %s may not reach it", path, group, who)
 
 
-def _prepare_dict_socket(layout: Layout) -> None:
-    """Create ``run/gate-dict`` as 0750 root:mail and clear a dead gate's socket."""
-    path = layout.gate_dict
+def _prepare_private_socket(path: Path, group: str, who: str) -> None:
+    """Create the socket's own directory as ``0750 root:<group>``; clear a dead gate's socket."""
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
         raise RuntimeError(
             f"socket path {path} is longer than {_SUN_PATH_MAX} bytes; use a shorter ROOT"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o750)
-    _give_to_mail_group(path.parent)
+    _give_to_group(path.parent, group, who)
     path.unlink(missing_ok=True)
+
+
+def _prepare_dict_socket(layout: Layout) -> None:
+    """Create ``run/gate-dict`` as 0750 root:mail and clear a dead gate's socket."""
+    _prepare_private_socket(layout.gate_dict, MAIL_GROUP, "Dovecot's mail processes")
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one; return the new soft limit.
+
+    systemd starts services with a soft limit of 1,024 (its default LimitNOFILE=1024:524288)
+    so that old select()-based programs keep working; asyncio uses epoll and has no use for
+    the low limit, which a local flood of idle connections would otherwise exhaust.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+            return soft
+        return target
+    return soft
 
 
 def _prepare_socket_dir(layout: Layout) -> None:
@@ -158,19 +191,25 @@ async def run(
         )
         servers.append(socketmap)
         _restrict_socketmap(layout.gate_socketmap)
-        http = await start_http_server(
-            Routes(gate, index, limiter, MailHomes(layout)), layout.internal_address, http_port
-        )
-        assert http.server is not None
-        servers.append(http.server)
+        secret = read_secret(layout.gate_http_secret) or write_secret(layout.gate_http_secret)
+        routes = Routes(gate, index, limiter, MailHomes(layout))
+        _prepare_private_socket(layout.gate_http_socket, NGINX_GROUP, "nginx")
+        http_unix = HttpServer(routes)
+        servers.append(await http_unix.start_unix(layout.gate_http_socket))
+        layout.gate_http_socket.chmod(0o660)
+        _give_to_group(layout.gate_http_socket, NGINX_GROUP, "nginx")
+        http_tcp = HttpServer(routes, secret=secret)
+        servers.append(await http_tcp.start(layout.internal_address, http_port))
         servers.append(await start_control_server(index, layout.gate_control))
         servers.append(await start_dict_server(MailboxDict(index, usage), layout.gate_dict))
         layout.gate_dict.chmod(0o660)
-        _give_to_mail_group(layout.gate_dict)
+        _give_to_group(layout.gate_dict, MAIL_GROUP, "Dovecot's mail processes")
         tasks += [loop.create_task(index.watch()), loop.create_task(usage.run())]
         log.info(
-            "gate ready: socketmap %s, http %s:%d, control %s, dict %s (store generation %d, %s)",
+            "gate ready: socketmap %s, http %s and %s:%d, control %s, dict %s "
+            "(store generation %d, %s)",
             layout.gate_socketmap,
+            layout.gate_http_socket,
             layout.internal_address,
             http_port,
             layout.gate_control,
@@ -194,7 +233,12 @@ async def run(
         await gate.close()
         await limiter.close()
         if servers:
-            for path in (layout.gate_socketmap, layout.gate_control, layout.gate_dict):
+            for path in (
+                layout.gate_socketmap,
+                layout.gate_control,
+                layout.gate_dict,
+                layout.gate_http_socket,
+            ):
                 path.unlink(missing_ok=True)
         if own_store:
             store.dispose()
@@ -207,6 +251,7 @@ def serve(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.LOG_LEVEL)
+    log.info("open-file limit %d", raise_open_file_limit())
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -21,9 +21,28 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateHarness]:
         yield harness
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over the gate's Unix socket, the way nginx's auth_http reaches it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("gate", timeout=5)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = unix_connection(self._path)
+
+
+def unix_connection(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    return sock
+
+
 def exchange(gate: GateHarness, raw: bytes) -> bytes:
-    """Send raw bytes, read until the server closes; what a careless client would see."""
-    with socket.create_connection((gate.address, gate.http_port), timeout=5) as sock:
+    """Send raw bytes over nginx's socket, read until the server closes; what a careless
+    client would see."""
+    with unix_connection(str(gate.layout.gate_http_socket)) as sock:
         sock.sendall(raw)
         data = b""
         while chunk := sock.recv(65536):
@@ -100,7 +119,7 @@ def test_unknown_path_is_404(gate: GateHarness) -> None:
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(gate: GateHarness) -> None:
-    conn = http.client.HTTPConnection(gate.address, gate.http_port, timeout=5)
+    conn = UnixHTTPConnection(str(gate.layout.gate_http_socket))
     try:
         for _ in range(3):
             conn.request("GET", "/health")
@@ -135,7 +154,7 @@ def test_a_stray_empty_line_between_requests_is_ignored(gate: GateHarness) -> No
 def test_http_10_closes_unless_asked_to_keep_alive(gate: GateHarness) -> None:
     response = exchange(gate, b"GET /health HTTP/1.0\r\n\r\n")
     assert status_of(response) == 200 and b"Connection: close" in response
-    with socket.create_connection((gate.address, gate.http_port), timeout=5) as sock:
+    with unix_connection(str(gate.layout.gate_http_socket)) as sock:
         sock.sendall(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         first = sock.recv(65536)
         assert b"Connection: keep-alive" in first

@@ -28,6 +28,7 @@ import pytest
 import redis
 
 from roost.core.passwords import hash_password, hash_token
+from roost.gate.secret import read_secret
 from roost.gate.server import run
 from roost.layout import Layout
 from roost.settings import Settings
@@ -264,12 +265,21 @@ class GateHarness:
 
     # -- nginx and Dovecot -------------------------------------------------------------------
 
+    @property
+    def secret(self) -> str:
+        value = read_secret(self.layout.gate_http_secret)
+        assert value is not None
+        return value
+
     def get(
         self, path: str, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(self.address, self.http_port, timeout=10)
+        # Dovecot's proof that it is Dovecot (roost.gate.secret); tests of the check itself
+        # pass their own value.
+        sent = {"X-Roost-Secret": self.secret, **(headers or {})}
         try:
-            conn.request("GET", path, headers=headers or {})
+            conn.request("GET", path, headers=sent)
             response = conn.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         finally:

@@ -267,6 +267,7 @@ class DovecotService(Service):
             "mail_group": grp.getgrgid(mail.pw_gid).gr_name,
             "mail_uid": mail.pw_uid,
             "mail_gid": mail.pw_gid,
+            "gate_secret_file": str(layout.gate_http_secret),
             "recipient_delimiter": settings.RECIPIENT_DELIMITER,
             "submission_host": f"{layout.internal_address}:{POSTFIX_FRONT_PORT}",
             "dict_socket": layout.gate_dict,

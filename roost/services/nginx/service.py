@@ -104,7 +104,7 @@ class NginxService(Service):
             "mail_module": MAIL_MODULE,
             "hostname": settings.hostname,
             "server_names": " ".join(settings.HOSTNAMES),
-            "auth_http": f"{self.layout.gate_http_url}/auth/email",
+            "auth_http": self.layout.gate_auth_http,
             "tls": settings.tls,
             "tls_permissive": settings.TLS_PERMISSIVE,
             "cert_file": self.layout.cert_file,
