@@ -142,7 +142,7 @@ class Settings:
     # -- network and TLS -----------------------------------------------------------------
     TLS_FLAVOR: str = setting(
         "cert",
-        p.choice(TLS_FLAVORS_AVAILABLE, later=TLS_FLAVORS_LATER, joiner=" or "),
+        p.choice(TLS_FLAVORS_AVAILABLE, later=TLS_FLAVORS_LATER, prose=True),
         "network",
         "`cert`: the certificate in `ROOT/certs` (`TLS_CERT_FILENAME`, "
         "`TLS_KEYPAIR_FILENAME`); when none is there a self-signed one for HOSTNAMES is "
@@ -333,7 +333,7 @@ class Settings:
     INITIAL_ADMIN_PW: str = setting("", p.verbatim, "admin", "its password", secret=True)
     INITIAL_ADMIN_MODE: str = setting(
         "ifmissing",
-        p.choice(("create", "ifmissing", "update"), joiner=" or "),
+        p.choice(("create", "ifmissing", "update"), prose=True),
         "admin",
         "`create` (error if it exists), `ifmissing`, `update` (reset the password)",
     )

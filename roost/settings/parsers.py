@@ -83,13 +83,18 @@ def whole(minimum: int = 0, maximum: int | None = None, what: str = "") -> Parse
 
 
 def choice(
-    accepted: tuple[str, ...], later: tuple[str, ...] = (), upper: bool = False, joiner: str = ", "
+    accepted: tuple[str, ...], later: tuple[str, ...] = (), upper: bool = False, prose: bool = False
 ) -> Parser:
-    """One word of ``accepted`` (any case); ``later`` are Mailu's words Roost lacks yet."""
+    """One word of ``accepted`` (any case); ``later`` are Mailu's words Roost lacks yet.
+
+    ``prose`` lists the words as a sentence ("a, b or c") rather than as a list ("a, b, c").
+    """
+    listed = ", ".join(accepted)
+    if prose and len(accepted) > 1:
+        listed = ", ".join(accepted[:-1]) + " or " + accepted[-1]
 
     def parse(name: str, raw: str) -> str:
         value = raw.strip().upper() if upper else raw.strip().lower()
-        listed = joiner.join(accepted)
         if value in later:
             raise SettingsError(f"{name}={raw!r}: not available in Roost yet; accepts {listed}")
         if value not in accepted:

@@ -49,6 +49,12 @@ def test_booleans_follow_mailus_words(raw: str, expected: bool) -> None:
         ("ROOT", "relative/path", "ROOT='relative/path': accepts an absolute directory path"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD': accepts CRITICAL"),
         ("RECIPIENT_DELIMITER", "+@", "RECIPIENT_DELIMITER='+@': accepts characters"),
+        ("INITIAL_ADMIN_MODE", "x", "INITIAL_ADMIN_MODE='x': accepts create, ifmissing or update"),
+        ("DEFAULT_SPAM_THRESHOLD", "101", "DEFAULT_SPAM_THRESHOLD='101': accepts a percentage"),
+        ("AUTH_RATELIMIT_IP_V4_MASK", "33", "AUTH_RATELIMIT_IP_V4_MASK='33': accepts a prefix"),
+        ("CREDENTIAL_ROUNDS", "3", "CREDENTIAL_ROUNDS='3': accepts a cost from 4 to 31"),
+        ("HOSTNAMES", " , ", "HOSTNAMES=' , ': accepts a comma list of host names"),
+        ("ROOT", "", "ROOT='': accepts an absolute directory path"),
     ],
 )
 def test_a_wrong_value_names_the_variable_and_what_it_accepts(
@@ -105,6 +111,12 @@ def test_the_env_file_then_the_environment(tmp_path: Path) -> None:
     assert settings.DOMAIN == "example.org"
     assert settings.HOSTNAMES == ("mail.example.com",)
     assert settings.POSTMASTER == "admin"
+
+
+def test_mailus_postfix_log_file_is_a_setting_not_an_x_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "mailu.env"
+    env_file.write_text("POSTFIX_LOG_FILE=/var/log/mail.log\nADMIN_ADDRESS=192.0.2.1\n")
+    assert load_settings(env_file=env_file, environ={}) == Settings()
 
 
 def test_the_env_file_refuses_typos_and_garbage(tmp_path: Path) -> None:
