@@ -1,14 +1,21 @@
-"""The pure part of the one login decision every protocol shares (DESIGN §1 gate).
+"""The pure part of the one login decision every protocol shares.
 
-Reference §4.5: a login names a user, then the password is tried as an app token (if it is
-token-shaped) and as the account password, and the account and protocol switches decide.
-The gate wraps this with rate limits, webmail session tokens and log lines; everything
-here is deterministic given the directory, the cache and the inputs.
+A login names a user, then the password is tried as an app token (if it is token-shaped)
+and as the account password, and the account and protocol switches decide -- Mailu's
+``check_credentials`` (``core/admin/mailu/internal/nginx.py``). The gate wraps this with
+rate limits, a bounded work queue and log lines; everything here is deterministic given
+the directory, the cache and the inputs.
 
 Roost orders the checks so that only a caller who knows a valid credential learns that an
 account is disabled: a wrong password for a disabled account is BAD_CREDENTIALS (Mailu
 answers "account disabled" before looking at the password, which tells a guesser which
 accounts exist and are switched off).
+
+The decision comes in two halves so the gate can keep slow hashing off its event loop and
+out of reach of whoever floods it: :func:`quick_login` answers everything that needs no
+password hash (unknown names unless timing must be equalised, tokens, cached passwords,
+AUTH_REQUIRE_TOKENS), and :func:`check_login` does the rest, verifying a guess for a name
+that is no account against a dummy hash of the same cost when one is given.
 """
 
 from __future__ import annotations
@@ -26,7 +33,19 @@ from roost.core.passwords import (
     verify_token,
 )
 
-__all__ = ["Login", "LoginResult", "check_login"]
+__all__ = [
+    "REQUIRE_TOKEN_REASON",
+    "Login",
+    "LoginResult",
+    "check_login",
+    "failure_context",
+    "find_user",
+    "quick_login",
+    "token_login",
+]
+
+#: The log tail of a password refused because AUTH_REQUIRE_TOKENS is on.
+REQUIRE_TOKEN_REASON = "password refused: AUTH_REQUIRE_TOKENS"
 
 
 class LoginResult(enum.Enum):
@@ -45,8 +64,9 @@ class Login:
 
     ``rehash``: a new Argon2id hash to store as the user's password (legacy scheme verified).
     ``token_id``/``token_rehash``: the app token that matched, and a new hash for it when
-    its stored one was a legacy format. ``reason``: the tail of Mailu's log line
-    (reference §4.5 item 5), e.g. ``token-3``, ``account disabled``, ``badip: token-3``.
+    its stored one was a legacy format. ``reason``: the tail of the gate's log line, e.g.
+    ``token-3``, ``account disabled``, ``badip: token-3``; ``badauth`` and ``unknown user``
+    for plain wrong guesses.
     """
 
     user: UserEntry | None
@@ -61,11 +81,17 @@ class Login:
     def ok(self) -> bool:
         return self.result is LoginResult.OK
 
+    @property
+    def plain_guess(self) -> bool:
+        """A wrong password (or no such account) and nothing else: safe to remember."""
+        return self.reason in ("badauth", "unknown user")
 
-# Protocol switches (reference §3.2 enable_imap/enable_pop, §4.5 item 1). Other protocols
-# seen here -- smtp, submission, sieve, lmtp, web, sso -- have no switch of their own.
+
+# Protocol switches (Mailu's enable_imap/enable_pop columns). Other protocols seen here --
+# smtp, submission, sieve, lmtp, web, sso -- have no switch of their own.
 _PROTOCOL_SWITCH = {"imap": "enable_imap", "pop3": "enable_pop", "pop": "enable_pop"}
-# Protocols where AUTH_REQUIRE_TOKENS does not apply (reference §4.5 item 4).
+# Protocols where AUTH_REQUIRE_TOKENS does not apply: Mailu refuses passwords only for
+# imap, pop3, smtp and sieve, i.e. every mail protocol; web logins keep them.
 _PASSWORD_ALWAYS_OK = frozenset({"web", "sso"})
 
 
@@ -93,6 +119,115 @@ def _check_token(token: TokenEntry, raw: str, cache: CredentialCache) -> tuple[b
     return ok, rehash
 
 
+def find_user(directory: Directory, username: str) -> UserEntry | None:
+    """The account ``username`` names (``x@alternative`` is ``x@primary``), or None."""
+    try:
+        address = parse_address(username)
+    except (AddressError, TypeError):
+        return None
+    return directory.user(str(address))
+
+
+def token_login(
+    directory: Directory, user: UserEntry, password: str, client_ip: str, cache: CredentialCache
+) -> Login | None:
+    """The login when ``password`` is one of ``user``'s app tokens, else None.
+
+    Cheap whatever the answer (tokens are 128 random bits, hashed with one PBKDF2 round),
+    so the gate may ask it even for a network that is over its budget. A token used from
+    outside its CIDRs gives a refusal that says so.
+    """
+    if not is_token_shaped(password):
+        return None
+    reason = ""
+    for token in directory.tokens_of(user.email):
+        ok, new_hash = _check_token(token, password, cache)
+        if not ok:
+            continue
+        if not token_allows_ip(token, client_ip):
+            reason = f"badip: token-{token.id}"
+            continue
+        return _switches(
+            Login(
+                user,
+                LoginResult.OK,
+                via_token=True,
+                token_id=token.id,
+                token_rehash=new_hash,
+                reason=f"token-{token.id}",
+            )
+        )
+    if reason:
+        return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
+    return None
+
+
+def _switches(login: Login, protocol: str = "") -> Login:
+    """Apply the account's ``enabled`` and protocol switches to a verified credential."""
+    user = login.user
+    assert user is not None
+    if not user.enabled:
+        return Login(
+            user, LoginResult.DISABLED, login.via_token, login.rehash, login.token_id,
+            login.token_rehash, "account disabled",
+        )  # fmt: skip
+    switch = _PROTOCOL_SWITCH.get(protocol)
+    if switch is not None and not getattr(user, switch):
+        return Login(
+            user, LoginResult.PROTOCOL_DISABLED, login.via_token, login.rehash, login.token_id,
+            login.token_rehash, f"{protocol} disabled",
+        )  # fmt: skip
+    return login
+
+
+def quick_login(
+    directory: Directory,
+    username: str,
+    password: str,
+    protocol: str,
+    client_ip: str,
+    cache: CredentialCache,
+    *,
+    require_token: bool = False,
+    equal_time: bool = False,
+) -> Login | None:
+    """The decision when it needs no slow password hash; None when it does.
+
+    ``equal_time``: a name that is no account needs the slow path too (a dummy hash), so
+    that it answers after the same time as a real account.
+    """
+    user = find_user(directory, username)
+    if user is None:
+        if equal_time and isinstance(password, str) and password and not require_token:
+            return None
+        return Login(None, LoginResult.UNKNOWN_USER, reason="unknown user")
+    if not isinstance(password, str) or not password:
+        return Login(user, LoginResult.BAD_CREDENTIALS, reason="badauth")
+    proto = protocol.lower() if isinstance(protocol, str) else ""
+    by_token = token_login(directory, user, password, client_ip, cache)
+    if by_token is not None and by_token.result is not LoginResult.BAD_CREDENTIALS:
+        return _switches(by_token, proto)
+    if require_token and proto not in _PASSWORD_ALWAYS_OK:
+        # Mailu does not even look at the password then; neither is Argon2 spent on it.
+        reason = by_token.reason if by_token is not None else REQUIRE_TOKEN_REASON
+        return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
+    if cache.check(user.password_hash, password):
+        return _switches(Login(user, LoginResult.OK), proto)
+    return None
+
+
+def failure_context(directory: Directory, user: UserEntry | None, username: str) -> str:
+    """What a wrong-password answer for ``username`` depends on, for :class:`FailedGuesses`.
+
+    The stored hashes of the account (password and tokens: a new token or password makes
+    old entries stale), or the name itself when it is no account.
+    """
+    if user is None:
+        return "unknown\0" + (username if isinstance(username, str) else "")
+    tokens = "\0".join(t.password_hash for t in directory.tokens_of(user.email))
+    return f"user\0{user.email}\0{user.password_hash}\0{tokens}"
+
+
 def check_login(
     directory: Directory,
     username: str,
@@ -102,64 +237,39 @@ def check_login(
     cache: CredentialCache,
     *,
     require_token: bool = False,
+    dummy_hash: str | None = None,
 ) -> Login:
     """Decide one login. Never raises, whatever the inputs.
 
     ``username`` is an address; ``x@alternative`` logs in as ``x@primary``. ``protocol`` is
     one of imap, pop3, smtp, submission, sieve, lmtp (web, sso for HTTP logins).
-    ``require_token`` is AUTH_REQUIRE_TOKENS: a correct account password is then refused
-    except on web/sso, and only app tokens open mail protocols.
+    ``require_token`` is AUTH_REQUIRE_TOKENS: only app tokens open mail protocols; the
+    account password is not even checked there (as in Mailu). ``dummy_hash``: verify a
+    password for a name that is no account against it, spending the time a real check takes.
     """
-    try:
-        address = parse_address(username)
-    except (AddressError, TypeError):
-        return Login(None, LoginResult.UNKNOWN_USER, reason="unknown user")
-    user = directory.user(str(address))
+    quick = quick_login(
+        directory,
+        username,
+        password,
+        protocol,
+        client_ip,
+        cache,
+        require_token=require_token,
+        equal_time=dummy_hash is not None,
+    )
+    if quick is not None:
+        return quick
+    user = find_user(directory, username)
     if user is None:
+        if dummy_hash is not None:
+            verify_password(dummy_hash, password)
         return Login(None, LoginResult.UNKNOWN_USER, reason="unknown user")
-    if not isinstance(password, str) or not password:
-        return Login(user, LoginResult.BAD_CREDENTIALS, reason="badauth")
     proto = protocol.lower() if isinstance(protocol, str) else ""
-
-    via_token = False
-    token_id: int | None = None
-    token_rehash: str | None = None
-    rehash: str | None = None
-    reason = ""
-    verified = False
-
-    # Reference §4.5 item 3: a token-shaped password is compared with each app token; a
-    # token used from outside its CIDRs does not count, and the password check still runs.
-    if is_token_shaped(password):
-        for token in directory.tokens_of(user.email):
-            ok, new_hash = _check_token(token, password, cache)
-            if not ok:
-                continue
-            if not token_allows_ip(token, client_ip):
-                reason = f"badip: token-{token.id}"
-                continue
-            verified, via_token, token_id, token_rehash = True, True, token.id, new_hash
-            reason = f"token-{token.id}"
-            break
-
-    if not verified:
-        ok, rehash = _check_secret(user.password_hash, password, cache)
-        if not ok:
-            return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason or "badauth")
-        if require_token and proto not in _PASSWORD_ALWAYS_OK:
-            return Login(
-                user,
-                LoginResult.BAD_CREDENTIALS,
-                rehash=rehash,
-                reason="password ok, but a token is required",
-            )
-        verified, reason = True, ""
-
-    result = LoginResult.OK
-    if not user.enabled:
-        result, reason = LoginResult.DISABLED, "account disabled"
-    else:
-        switch = _PROTOCOL_SWITCH.get(proto)
-        if switch is not None and not getattr(user, switch):
-            result, reason = LoginResult.PROTOCOL_DISABLED, f"{proto} disabled"
-    return Login(user, result, via_token, rehash, token_id, token_rehash, reason)
+    # A token-shaped password that is no usable token is tried as the password too, as
+    # Mailu does; "badip" stays the reason when the password is wrong as well.
+    by_token = token_login(directory, user, password, client_ip, cache)
+    ok, rehash = _check_secret(user.password_hash, password, cache)
+    if not ok:
+        reason = by_token.reason if by_token is not None else "badauth"
+        return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
+    return _switches(Login(user, LoginResult.OK, rehash=rehash), proto)

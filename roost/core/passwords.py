@@ -1,4 +1,4 @@
-"""Password and app-token hashing (reference §3.4 and §3.2 ``token``; DESIGN §2).
+"""Password and app-token hashing, as Mailu stores them (``core/admin/mailu/models.py``).
 
 New hashes are Argon2id (argon2-cffi). Every format a Mailu database can hold still verifies
 after an import -- passlib's bcrypt_sha256 (what Mailu writes), bcrypt, SHA-crypt, MD5-crypt,
@@ -8,7 +8,8 @@ so legacy hashes disappear as users log in.
 
 Verification is CPU-bound (Argon2id here costs tens of milliseconds and 64 MiB; an imported
 SHA512-crypt with passlib's 656000 rounds far more): the gate should run
-:func:`verify_password` off its event loop and put a :class:`CredentialCache` in front of it.
+:func:`verify_password` off its event loop and put a :class:`CredentialCache` in front of it,
+and a :class:`FailedGuesses` so a repeated wrong password costs no second hash.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CredentialCache",
+    "FailedGuesses",
+    "dummy_hash",
     "generate_token",
     "hash_password",
     "hash_token",
@@ -46,8 +49,8 @@ __all__ = [
 # 64 MiB, p=4): strong, yet affordable per login once the credential cache is in front.
 _HASHER = argon2.PasswordHasher()
 
-# Dovecot scheme prefixes Mailu strips before verifying (reference §3.4), plus Dovecot's
-# own Argon2 names: an imported "{ARGON2ID}$argon2id$..." is a plain PHC string inside.
+# Dovecot scheme prefixes Mailu strips before verifying (its ``User.check_password``), plus
+# Dovecot's own Argon2 names: an imported "{ARGON2ID}$argon2id$..." is a plain PHC string inside.
 _SCHEME_PREFIX = re.compile(r"\{([A-Za-z0-9._-]+)\}")
 _STRIPPABLE = frozenset(
     {
@@ -62,9 +65,9 @@ _STRIPPABLE = frozenset(
     }
 )
 
-# passlib handlers for the legacy crypt formats (reference §3.4: "any passlib crypt handler
-# except scrypt and plaintext variants"). Order matters only for overlapping identify()
-# rules; none of these overlap.
+# passlib handlers for the legacy crypt formats: Mailu's ``passlib`` context accepts every
+# crypt handler except scrypt and the plaintext variants. Order matters only for
+# overlapping identify() rules; none of these overlap.
 _PASSLIB_HANDLERS = (
     passlib_hash.bcrypt_sha256,  # $bcrypt-sha256$ v1 ("2b,12$") and v2 ("v=2,t=2b,r=12$")
     passlib_hash.sha512_crypt,  # $6$
@@ -85,9 +88,9 @@ _BCRYPT_MAX = 72  # bcrypt reads at most 72 bytes; older libraries truncated sil
 
 
 def hash_password(plain: str) -> str:
-    """Hash a new password as Argon2id (``$argon2id$...``, DESIGN §2).
+    """Hash a new password as Argon2id (``$argon2id$...``, RFC 9106).
 
-    Raises ValueError for an empty password: it could never verify (reference §3.4), so
+    Raises ValueError for an empty password: it could never verify, so
     storing its hash would only lock the account while looking like a valid password.
     """
     if not isinstance(plain, str) or not plain:
@@ -114,7 +117,7 @@ def _strip_scheme(stored: str) -> str | None:
     """Drop a Dovecot ``{SCHEME}`` prefix that Mailu also strips; None for other schemes.
 
     ``{PLAIN}``, ``{SHA}`` and the like are refused: plaintext-equivalent or unsalted hashes
-    never verify (reference §3.4 excludes plaintext variants).
+    never verify (Mailu's passlib context excludes the plaintext variants too).
     """
     match = _SCHEME_PREFIX.match(stored)
     if match is None:
@@ -149,8 +152,8 @@ def verify_password(stored: str, plain: str) -> tuple[bool, str | None]:
     """Check ``plain`` against ``stored``; return ``(ok, replacement hash or None)``.
 
     The replacement is a fresh Argon2id hash whenever ``ok`` and ``stored`` is anything
-    but a current Argon2id hash (Mailu re-hashes deprecated schemes on login, reference
-    §3.4); the caller stores it. An empty password, an empty or unknown hash, or a corrupt
+    but a current Argon2id hash (Mailu re-hashes deprecated schemes on login); the caller
+    stores it. An empty password, an empty or unknown hash, or a corrupt
     one never verifies, and this function never raises: an imported row with garbage in
     its password column must cost one failed login, not the gate.
     """
@@ -169,16 +172,17 @@ class CredentialCache:
     """Remembers the last plaintext verified against each stored hash, as a keyed digest.
 
     Repeated logins (IMAP clients reconnect constantly) then cost one HMAC instead of
-    Argon2/bcrypt. Mailu keeps a similar per-worker cache (reference §3.4). Entries are keyed
-    by the stored hash itself, so a password change (new hash, new salt) invalidates the
-    entry without any bookkeeping. The digest is HMAC-SHA256 under a random key that never
-    leaves this process, so the cache holds no reusable secret.
+    Argon2/bcrypt. Mailu keeps a similar per-worker cache of verified credentials. Entries
+    are keyed by the stored hash itself, so a password change (new hash, new salt)
+    invalidates the entry without any bookkeeping. The digest is HMAC-SHA256 under a random
+    key that never leaves this process, so the cache holds no reusable secret.
 
-    ``check`` answers False for a different plaintext: a stored hash accepts one password,
-    so a mismatch against the cached correct one is a wrong password, and failed guesses
-    stay cheap for the server. (Legacy truncating schemes -- DES crypt's 8 characters,
-    bcrypt's 72 bytes -- thereby stop accepting the truncated variants once cached; they are
-    replaced by Argon2id on the first login anyway.)
+    ``check`` answers only "yes" (True) or "don't know" (None), never a cheap "no": if a
+    mismatch against a cached account were answered without hashing, a wrong password for
+    an account that logged in lately would come back in microseconds and one for a name
+    that is no account in a full hash's time, telling a guesser which accounts exist.
+    Repeated wrong passwords are made cheap by :class:`FailedGuesses` instead, the same
+    way for every name.
 
     Bounded LRU; safe to share between threads.
     """
@@ -193,15 +197,15 @@ class CredentialCache:
         return hmac.new(self._key, plain.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
     def check(self, stored: str, plain: str) -> bool | None:
-        """True/False when ``stored`` is cached; None when it is not (verify for real)."""
+        """True when ``plain`` is the plaintext cached for ``stored``; None otherwise."""
         if not isinstance(plain, str) or not plain:
-            return False
+            return None
         with self._lock:
             cached = self._entries.get(stored)
             if cached is None:
                 return None
             self._entries.move_to_end(stored)
-        return hmac.compare_digest(cached, self._digest(plain))
+        return True if hmac.compare_digest(cached, self._digest(plain)) else None
 
     def remember(self, stored: str, plain: str) -> None:
         """Record that ``plain`` verified against ``stored``."""
@@ -228,6 +232,64 @@ class CredentialCache:
         return len(self._entries)
 
 
+class FailedGuesses:
+    """Remembers recent wrong (account, password) pairs so a repeat is refused unhashed.
+
+    A guesser who sends the same wrong password again (or many clients retrying one stale
+    password) would otherwise cost a full Argon2 check per attempt. Each entry is
+    HMAC-SHA256, under a random key that never leaves this process, of what the answer
+    depended on -- the account's stored hashes (so a password change makes every entry
+    stale) or the name of a non-account -- and the password; neither the password nor a
+    reusable digest of it is kept. Only plain wrong passwords belong here, never a refusal
+    that depends on something else (a token used from outside its networks).
+
+    Bounded LRU; safe to share between threads.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._key = secrets.token_bytes(32)
+        self._max = max(1, max_entries)
+        self._entries: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _digest(self, context: str, plain: str) -> bytes:
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        mac.update(context.encode("utf-8", "surrogatepass"))
+        mac.update(b"\0")
+        mac.update(plain.encode("utf-8", "surrogatepass"))
+        return mac.digest()
+
+    def seen(self, context: str, plain: str) -> bool:
+        """True when ``plain`` failed for ``context`` recently."""
+        digest = self._digest(context, plain)
+        with self._lock:
+            if digest not in self._entries:
+                return False
+            self._entries.move_to_end(digest)
+            return True
+
+    def add(self, context: str, plain: str) -> None:
+        """Record that ``plain`` failed for ``context``."""
+        digest = self._digest(context, plain)
+        with self._lock:
+            self._entries[digest] = None
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def dummy_hash() -> str:
+    """An Argon2id hash of a random password, made with the cost of new hashes.
+
+    Verifying a guess for a name that is no account against it takes as long as verifying
+    one for a real account, so the answer's timing does not tell which names exist.
+    """
+    return hash_password(secrets.token_urlsafe(24))
+
+
 # ---------------------------------------------------------------------- app tokens
 
 _TOKEN_SHAPE = re.compile(r"[0-9a-f]{32}")
@@ -235,12 +297,12 @@ _TOKEN_HASHER = passlib_hash.pbkdf2_sha256.using(rounds=1, salt_size=16)
 
 
 def generate_token() -> str:
-    """A new raw app token: 32 lowercase hex characters, 128 random bits (reference §3.2)."""
+    """A new raw app token: 32 lowercase hex characters, 128 random bits (as Mailu makes)."""
     return secrets.token_hex(16)
 
 
 def is_token_shaped(text: str) -> bool:
-    """True for exactly 32 lowercase hex characters, the only shape a raw token has (§4.5)."""
+    """True for exactly 32 lowercase hex characters, the only shape a raw token has."""
     return isinstance(text, str) and _TOKEN_SHAPE.fullmatch(text) is not None
 
 
@@ -261,7 +323,7 @@ def verify_token(stored: str, raw: str) -> tuple[bool, str | None]:
     """Check a raw token against its stored hash; return ``(ok, replacement or None)``.
 
     Any format :func:`verify_password` reads is accepted (Mailu's old tokens were
-    sha256_crypt ``$5$``, reference §3.2); the replacement, when one is due, is a
+    sha256_crypt ``$5$``); the replacement, when one is due, is a
     :func:`hash_token` hash rather than Argon2id, so token checks stay cheap.
     """
     try:

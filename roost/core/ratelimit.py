@@ -1,10 +1,11 @@
-"""Pure helpers for authentication rate limiting (reference §7.5.3, §7.1.6).
+"""Pure helpers for authentication and message rate limiting (Mailu's AUTH_RATELIMIT_*
+and MESSAGE_RATELIMIT settings).
 
 The gate keeps the moving-window counters (in Redis, like Mailu's ``limits`` storage); this
 module only decides what is counted and under which key: the rate a setting names, the
 client network an address belongs to, whether an address is exempt, and the short password
 fingerprint that both deduplicates repeated guesses and names them in the ``badauth`` log
-line fail2ban reads (§4.5 item 5, §7.5.4).
+line fail2ban reads.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def parse_rate(text: str) -> Rate:
 def client_network(ip: str, v4_mask: int, v6_mask: int) -> str:
     """The network a client address is counted under, e.g. ``192.0.2.0/24``.
 
-    Mailu masks to AUTH_RATELIMIT_IP_V4_MASK / _V6_MASK bits (reference §7.5.3) so one
+    Mailu masks to AUTH_RATELIMIT_IP_V4_MASK / _V6_MASK bits (24 and 48 by default) so one
     attacker cannot dodge the budget by hopping within a subnet. IPv4-mapped IPv6 counts as
     the IPv4 address. Loopback is masked like any other network: it is where tests play the
     outside world. Raises ValueError for text that is not an IP address.
@@ -85,7 +86,7 @@ def is_exempt(ip: str, exemption_networks: Iterable[str]) -> bool:
 
 
 def password_fingerprint(secret_key: bytes, password: str) -> str:
-    """First 6 hex digits of HMAC-SHA256(secret_key, password) (reference §4.5 item 5).
+    """First 6 hex digits of HMAC-SHA256(secret_key, password), as in Mailu's log lines.
 
     Lets the per-user limiter count a repeated wrong password once and lets the log show
     that two guesses were the same, without writing the password anywhere. 24 bits are too

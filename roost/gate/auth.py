@@ -1,44 +1,67 @@
-"""The one login decision, for every protocol (DESIGN §1 gate, reference §1.4 and §7.5).
+"""The one login decision, for every protocol.
 
 nginx's mail module asks with the auth_http protocol (ngx_mail_auth_http_module: request
 headers ``Auth-Method``, ``Auth-User``, ``Auth-Pass``, ``Auth-Protocol``, ``Auth-Port``,
 ``Client-IP``...; answer headers ``Auth-Status``, ``Auth-Server``, ``Auth-Port``,
 ``Auth-Error-Code``, ``Auth-Wait``), and Dovecot's Lua passdb asks for IMAP, POP3, SMTP
 submission and ManageSieve logins with the same headers. Both land in :meth:`Gate.decide`,
-so app tokens, ``enable_imap``/``enable_pop``, rate limits and the fail2ban log lines are
-identical everywhere.
+so app tokens, ``enable_imap``/``enable_pop``, AUTH_REQUIRE_TOKENS, rate limits and the
+fail2ban log lines are identical everywhere.
 
-The sequence is Mailu's (reference §1.4), with two deliberate changes:
+The sequence is Mailu's (``core/admin/mailu/internal/views/auth.py`` and ``nginx.py``),
+with deliberate changes so that an attacker can neither lock a user out nor starve the
+server:
 
+* an AUTH attempt on port 25 (nginx offers no AUTH there, but still asks auth_http about
+  an ``AUTH PLAIN``/``LOGIN`` a client sends anyway) is refused and spends no budget: no
+  account can be guessed there, and counting it let five such attempts close a whole /24
+  to IMAP and submission;
+* the budgets and trusted (network, account) pairs of :mod:`roost.gate.limiter`: an
+  account over its budget stays open from the networks it logged in from lately;
 * a password shaped like an app token bypasses the rate limits only when it *is* one of the
-  user's tokens: a limited network cannot keep guessing passwords by making them look like
-  tokens (Mailu skips the check on the shape alone);
+  user's tokens (Mailu skips the check on the shape alone); a refused network's token-shaped
+  guess is checked against the tokens only (one PBKDF2 round each), never the password;
+* a repeated wrong password is refused from :class:`~roost.core.passwords.FailedGuesses`
+  without hashing, and every password hash runs through a bounded, per-network fair queue
+  (:mod:`roost.gate.workqueue`), so parallel guessers cannot push real logins past
+  Dovecot's 5-second wait;
+* a guess for a name that is no account is verified against a dummy hash of the same cost,
+  so the time of the answer does not tell which accounts exist;
 * a disabled account, or a protocol switched off for it, answers exactly like a wrong
   password (core checks the password first), so an answer never confirms a password.
 
-Credential checks are CPU-bound (Argon2id) and run in a small thread pool; a password hash
-that needs upgrading is written back to the store after the answer has gone out.
+A password hash that needs upgrading is written back to the store after the answer has gone
+out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from sqlalchemy import update
 
-from roost.core.credentials import Login, check_login
+from roost.core.credentials import (
+    Login,
+    LoginResult,
+    check_login,
+    failure_context,
+    find_user,
+    quick_login,
+    token_login,
+)
 from roost.core.ipnet import parse_ip
-from roost.core.passwords import CredentialCache, is_token_shaped
+from roost.core.passwords import CredentialCache, FailedGuesses, dummy_hash
 from roost.core.ratelimit import password_fingerprint
 from roost.gate.index import Index
-from roost.gate.limiter import AuthLimiter
+from roost.gate.limiter import AuthLimiter, Budget
+from roost.gate.workqueue import FairQueue, QueueFull
 from roost.layout import POSTFIX_FRONT_PORT, Layout
 from roost.settings import Settings
 from roost.store.models import Token, User
@@ -58,10 +81,13 @@ STATUS_BADAUTH = "Authentication credentials invalid"
 STATUS_STARTTLS = "Must issue a STARTTLS command first"
 STATUS_RATELIMIT = "Temporary authentication failure (rate-limit)"
 STATUS_NO_AUTH = "AUTH not supported"
+#: Said (in the log, and in the answer for the client) when the account's budget, not the
+#: network's, refuses a login: the owner's way in from a new network.
+TOKEN_HINT = "An app token works from anywhere."
 
-# Reference §1.4: Auth-Error-Code per protocol for (bad credentials, STARTTLS required,
-# rate limited). These are what the client finally reads (nginx: the SMTP/IMAP/POP3 reply;
-# the Lua passdb hands them to Dovecot).
+# Mailu's Auth-Error-Code per protocol for (bad credentials, STARTTLS required, rate
+# limited). These are what the client finally reads (nginx: the SMTP/IMAP/POP3 reply; the
+# Lua passdb hands them to Dovecot).
 _SMTP = ("535 5.7.8", "530 5.7.0", "451 4.3.2")
 _CODES: dict[str, tuple[str, str, str]] = {
     "imap": ("AUTHENTICATIONFAILED", "PRIVACYREQUIRED", "LIMIT"),
@@ -99,7 +125,7 @@ def _percent_decode(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
-    """One auth_http request, decoded (reference §1.4 request headers)."""
+    """One auth_http request, decoded (ngx_mail_auth_http_module's request headers)."""
 
     method: str
     user: str
@@ -139,7 +165,7 @@ class AuthRequest:
 
 @dataclass(frozen=True, slots=True)
 class AuthAnswer:
-    """The auth_http answer: always HTTP 200, the outcome in headers (reference §1.4)."""
+    """The auth_http answer: always HTTP 200, the outcome in headers (as nginx expects)."""
 
     status: str
     error_code: str | None = None
@@ -213,6 +239,10 @@ class Gate:
     #: Threads verifying passwords. Argon2id uses 64 MiB and a core per check; two keep a
     #: 2-core host responsive while a burst of logins is verified.
     WORKERS = 2
+    #: Password checks that may wait for a thread, in all and per client network. With
+    #: ~0.2 s per check and two threads, 16 waiting is under 2 s: well inside Dovecot's 5 s.
+    QUEUE_CAPACITY = 16
+    QUEUE_PER_NETWORK = 4
 
     def __init__(
         self,
@@ -221,13 +251,22 @@ class Gate:
         limiter: AuthLimiter,
         *,
         cache: CredentialCache | None = None,
+        queue: FairQueue | None = None,
     ) -> None:
         self._settings = settings
         self._layout = Layout(settings)
         self._index = index
         self._limiter = limiter
         self._cache = cache if cache is not None else CredentialCache()
-        self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="gate-auth")
+        self.queue = queue or FairQueue(
+            self.WORKERS,
+            capacity=self.QUEUE_CAPACITY,
+            per_network=self.QUEUE_PER_NETWORK,
+            name="gate-auth",
+        )
+        self._failed = FailedGuesses()
+        self._dummy = dummy_hash()
+        self._require_tokens = bool(getattr(settings, "AUTH_REQUIRE_TOKENS", False))
         self._fp_key = fingerprint_key(settings)
         self._background: set[asyncio.Task[None]] = set()
         self._rehashing: set[tuple[str, int | None]] = set()
@@ -247,8 +286,9 @@ class Gate:
             status, _CODES[request.protocol][kind], user=user, user_exists=exists, wait=0
         )
 
-    def _rate_limited(self, request: AuthRequest) -> AuthAnswer:
-        return self._failure(request, 2, STATUS_RATELIMIT)
+    def _rate_limited(self, request: AuthRequest, hint: bool = False) -> AuthAnswer:
+        status = f"{STATUS_RATELIMIT}. {TOKEN_HINT}" if hint else STATUS_RATELIMIT
+        return self._failure(request, 2, status)
 
     def _backend(self, request: AuthRequest) -> tuple[str | None, int | None]:
         """Where nginx proxies an accepted session to.
@@ -264,24 +304,16 @@ class Gate:
     # -- the decision ------------------------------------------------------------------------
 
     async def decide(self, request: AuthRequest) -> AuthAnswer:
-        """Answer one auth_http request (reference §1.4 decision sequence)."""
-        limiter = self._limiter
+        """Answer one auth_http request."""
         ip = request.client_ip
 
-        # 1. Port 25 takes mail, not logins; the attempt counts against the network.
-        if request.port == 25 and request.method != "none":
-            await limiter.fail_ip(ip)
+        # Port 25 takes mail, not logins. nginx still asks about an AUTH PLAIN/LOGIN sent
+        # there; it is refused and counts against nothing (see the module doc).
+        if request.port == 25 and request.method not in ("", "none"):
             log.info("AUTH attempt on port 25 from %s refused", ip)
             return AuthAnswer(STATUS_NO_AUTH, "502 5.5.1")
 
-        # 2-3. The network's budget; a real app token is let through below even when spent.
-        token_shaped = is_token_shaped(request.password)
-        ip_limited = request.port != 25 and await limiter.ip_limited(ip)
-        if ip_limited and not token_shaped:
-            log.warning("Authentication attempt from %s has been rate-limited.", ip)
-            return self._rate_limited(request)
-
-        # 4. Unauthenticated mail delivery.
+        # Unauthenticated mail delivery.
         if request.method in ("", "none"):
             if request.protocol not in ("smtp", "lmtp"):
                 return self._failure(request, 0, STATUS_BADAUTH)
@@ -297,67 +329,112 @@ class Gate:
             # CRAM-MD5 and the like send no password to check.
             return self._failure(request, 0, STATUS_BADAUTH)
 
-        # 6 (before 5, same outcome, no Argon2 spent): the account's budget.
         directory = self._index.directory
-        known = directory.user(request.user)
-        if known is not None and not token_shaped and await limiter.user_limited(known.email, ip):
-            log.warning(
-                "Authentication attempt from %s for %s has been rate-limited.", ip, known.email
-            )
-            return self._rate_limited(request)
-        # 5. Credentials, off the event loop.
-        loop = asyncio.get_running_loop()
-        login: Login = await loop.run_in_executor(
-            self._pool,
-            check_login,
+        user = find_user(directory, request.user)
+        email = user.email if user is not None else None
+
+        # The budgets first: a refused login costs no password hash. Only a real app token
+        # gets through a spent budget, and checking tokens is cheap.
+        refusal = await self._limiter.refusal(ip, email)
+        if refusal is not None:
+            login = None
+            if user is not None:
+                login = token_login(directory, user, request.password, ip, self._cache)
+            if login is not None and login.ok:
+                return await self._accepted(request, login)
+            return self._refuse(request, refusal, email)
+
+        login = quick_login(
             directory,
             request.user,
             request.password,
             request.protocol,
             ip,
             self._cache,
+            require_token=self._require_tokens,
+            equal_time=True,
         )
-        self._store_rehash(login)
-
-        if token_shaped and not (login.ok and login.via_token):
-            # Token-shaped but not a token: the limits apply after all (see module doc).
-            if ip_limited:
-                log.warning("Authentication attempt from %s has been rate-limited.", ip)
-                return self._rate_limited(request)
-            if login.user is not None and await limiter.user_limited(login.user.email, ip):
-                log.warning(
-                    "Authentication attempt from %s for %s has been rate-limited.",
+        if login is None:
+            context = failure_context(directory, user, request.user)
+            if self._failed.seen(context, request.password):
+                # The same wrong password again: the answer is known without hashing.
+                result = LoginResult.UNKNOWN_USER if user is None else LoginResult.BAD_CREDENTIALS
+                login = Login(user, result, reason="unknown user" if user is None else "badauth")
+            else:
+                trusted = email is not None and await self._limiter.trusted(ip, email)
+                check = functools.partial(
+                    check_login,
+                    directory,
+                    request.user,
+                    request.password,
+                    request.protocol,
                     ip,
-                    login.user.email,
+                    self._cache,
+                    require_token=self._require_tokens,
+                    dummy_hash=self._dummy,
                 )
-                return self._rate_limited(request)
-
-        where = (
-            f"{_log_safe(request.user)}/{request.protocol}/{request.port} "
-            f"from: {ip}/{request.client_port}"
-        )
+                try:
+                    login = await self.queue.run(self._limiter.network(ip), check, priority=trusted)
+                except QueueFull:
+                    log.warning(
+                        "Login attempt for: %s: deferred: too many password checks waiting",
+                        self._where(request),
+                    )
+                    return self._rate_limited(request)
+                if login.plain_guess:
+                    self._failed.add(context, request.password)
+        self._store_rehash(login)
         if login.ok and login.user is not None:
-            # 7. A good login (never on port 25) exempts the address for a while.
-            if request.port != 25:
-                await limiter.exempt(ip)
-            how = f"token-{login.token_id}" if login.via_token else "password"
-            log.info("Login attempt for: %s: success: %s", where, how)
-            server, port = self._backend(request)
-            return AuthAnswer(
-                STATUS_OK, server=server, port=port, user=login.user.email, user_exists=True
-            )
+            return await self._accepted(request, login)
+        return await self._refused(request, login)
 
-        # 7. A failure counts against the account (existing user) or the network.
+    def _where(self, request: AuthRequest) -> str:
+        return (
+            f"{_log_safe(request.user)}/{request.protocol}/{request.port} "
+            f"from: {request.client_ip}/{request.client_port}"
+        )
+
+    def _refuse(self, request: AuthRequest, budget: Budget, email: str | None) -> AuthAnswer:
+        ip = request.client_ip
+        if budget is Budget.NETWORK:
+            log.warning("Authentication attempt from %s has been rate-limited.", ip)
+            return self._rate_limited(request)
+        log.warning(
+            "Authentication attempt from %s for %s has been rate-limited. %s",
+            ip,
+            email,
+            TOKEN_HINT,
+        )
+        return self._rate_limited(request, hint=True)
+
+    async def _accepted(self, request: AuthRequest, login: Login) -> AuthAnswer:
+        assert login.user is not None
+        # A good login trusts (network, account) for a while; never one on port 25.
+        if request.port != 25:
+            await self._limiter.succeeded(request.client_ip, login.user.email)
+        how = f"token-{login.token_id}" if login.via_token else "password"
+        log.info("Login attempt for: %s: success: %s", self._where(request), how)
+        server, port = self._backend(request)
+        return AuthAnswer(
+            STATUS_OK, server=server, port=port, user=login.user.email, user_exists=True
+        )
+
+    async def _refused(self, request: AuthRequest, login: Login) -> AuthAnswer:
         fingerprint = password_fingerprint(self._fp_key, request.password)
         # The line ends with the fingerprint for guesses (what fail2ban matches); a failure
         # with the right password (account or protocol disabled, token from the wrong
-        # network) says why, for the administrator.
-        detail = "" if login.reason in ("", "badauth", "unknown user") else f" ({login.reason})"
-        log.info("Login attempt for: %s: failed: badauth: %s%s", where, fingerprint, detail)
+        # network, AUTH_REQUIRE_TOKENS) says why, for the administrator.
+        detail = "" if login.plain_guess or not login.reason else f" ({login.reason})"
+        log.info(
+            "Login attempt for: %s: failed: badauth: %s%s",
+            self._where(request),
+            fingerprint,
+            detail,
+        )
         if login.user is not None:
-            await limiter.fail_user(login.user.email, ip, fingerprint)
+            await self._limiter.fail_user(login.user.email, request.client_ip, fingerprint)
         else:
-            await limiter.fail_ip(ip, request.user)
+            await self._limiter.fail_unknown(request.client_ip, request.user)
         return self._failure(
             request, 0, STATUS_BADAUTH, user=request.user, exists=login.user is not None
         )
@@ -365,7 +442,7 @@ class Gate:
     # -- hash upgrades -----------------------------------------------------------------------
 
     def _store_rehash(self, login: Login) -> None:
-        """Write upgraded hashes back in the background (reference §3.4)."""
+        """Write upgraded hashes back in the background (Mailu re-hashes on login too)."""
         user = login.user
         if user is None:
             return
@@ -415,7 +492,7 @@ class Gate:
         """Let pending hash upgrades finish, then stop the worker threads."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.queue.shutdown()
 
 
 def _write_hash(index: Index, email: str, token_id: int | None, old: str, new: str) -> bool:

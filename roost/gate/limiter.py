@@ -1,31 +1,42 @@
 """Authentication rate limits: moving windows in Redis, with an in-process fallback.
 
-Reference §7.5.3. Two budgets, both moving windows:
+The budgets are Mailu's (``core/admin/mailu/limiter.py``, settings AUTH_RATELIMIT_*), with
+the changes that keep an attacker from turning them against a user:
 
-* per client network (``auth-ip``, AUTH_RATELIMIT_IP): one hit per *distinct* username that
-  failed from the network within the window, and one per AUTH attempt on port 25;
-* per account (``auth-user``, AUTH_RATELIMIT_USER): one hit per *distinct* wrong password,
-  which also counts against the client's network.
+* per client network (``auth-ip``, AUTH_RATELIMIT_IP, the address masked to
+  AUTH_RATELIMIT_IP_V4_MASK / _V6_MASK bits): one hit per *distinct* username that failed
+  from the network within the window. AUTH attempts on port 25 (where nginx offers no
+  AUTH) are refused by the gate and spend nothing here;
+* per account (``auth-user``, AUTH_RATELIMIT_USER): one hit per *distinct* wrong password.
+  When it is spent, the account is closed to password logins from every network *except*
+  those it logged in from successfully within AUTH_RATELIMIT_EXEMPTION_LENGTH: a guesser
+  elsewhere cannot lock the owner out of the places the owner uses;
+* per trusted pair (``auth-trusted``, AUTH_RATELIMIT_IP's rate): a good login marks the
+  pair (client network, account) as trusted for AUTH_RATELIMIT_EXEMPTION_LENGTH seconds
+  (Mailu marks the bare address, which then guesses at *every* account without limit). A
+  login for that account from that network skips the network budget and the account
+  budget; it is refused only when both the account budget and the pair's own window of
+  distinct wrong passwords are spent, so whoever shares the owner's network still gets no
+  more than that many guesses.
 
-Exempt from both: addresses in AUTH_RATELIMIT_EXEMPTION, and an address that logged in
-successfully (not on port 25) within AUTH_RATELIMIT_EXEMPTION_LENGTH seconds.
+Addresses in AUTH_RATELIMIT_EXEMPTION are never limited and their failures never count.
 
-A third window is not about logins: outbound messages per authenticated sender (``sender``,
-MESSAGE_RATELIMIT, reference §7.1.6), asked by Postfix through the gate's ``senderrate``
+A fourth window is not about logins: outbound messages per authenticated sender
+(``sender``, MESSAGE_RATELIMIT), asked by Postfix through the gate's ``senderrate``
 socketmap. Each message that fits takes one place in the window; one that does not is
 refused and takes none, as the ``limits`` library's moving window does for Mailu.
 
-Storage follows Mailu's Redis layout (db 2), so the FAQ's manual unblock — delete
-``LIMITER/auth-ip/<network>/*`` — works: windows are lists of hit times under
-``LIMITER/<namespace>/<key>/<amount>/<seconds>`` (newest first, trimmed to ``amount``, as the
-``limits`` library's moving window keeps them), deduplication markers are
-``dedup-<network>-<user>`` and ``dedup2-<user>-<fingerprint>``, exemptions ``exempt-<ip>``.
+Storage follows Mailu's Redis layout (db 2), so Mailu's documented manual unblock --
+delete ``LIMITER/auth-ip/<network>/*`` -- works: windows are lists of hit times under
+``LIMITER/<namespace>/<key>/<amount>/<seconds>`` (newest first, trimmed to ``amount``, as
+the ``limits`` library's moving window keeps them); deduplication markers are
+``dedup-<network>-<user>`` and ``dedup2-<user>-<fingerprint>``; trusted pairs
+``trusted-<network>-<user>``.
 
-Why not the ``limits`` library that DESIGN §2 suggests: its Redis storage always prefixes keys
-with ``<prefix>:``, which breaks the ``LIMITER/...`` layout above; the deduplication and
-exemption markers are outside its model anyway; and one Lua script per decision (check, or
-dedup-and-hit across both budgets) gives a single atomic round trip. The whole algorithm is
-the list discipline described above.
+The ``limits`` library itself is not used: its Redis storage always prefixes keys with
+``<prefix>:``, which breaks the ``LIMITER/...`` layout above, and the deduplication and
+trust markers are outside its model. One Lua script per hit (dedup-and-hit across the
+budgets) keeps a failure one atomic round trip.
 
 Redis is an optimisation of where counters live, never a condition for logging in: when it
 cannot be reached the limiter logs one warning, keeps counting in this process (the same
@@ -35,9 +46,11 @@ the meantime stay in memory only.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,22 +60,36 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from roost.core.ipnet import parse_ip
 from roost.core.ratelimit import Rate, client_network, is_exempt, parse_rate
 from roost.settings import Settings
 
-__all__ = ["NO_EXEMPTION", "REDIS_DB", "AuthLimiter", "MemoryCounters", "RedisCounters"]
+__all__ = [
+    "NO_EXEMPTION",
+    "REDIS_DB",
+    "AuthLimiter",
+    "Budget",
+    "MemoryCounters",
+    "RedisCounters",
+    "Stage",
+]
 
 log = logging.getLogger("roost.gate")
 
-#: Mailu keeps rate limits in Redis database 2 (reference §1.7).
+#: Mailu keeps rate limits in Redis database 2 (its ``RATELIMIT_STORAGE_URL``).
 REDIS_DB = 2
 #: Seconds one Redis operation may take before the limiter falls back to memory.
 REDIS_TIMEOUT = 0.5
 #: Seconds between attempts to get back to Redis while counting in memory.
 RETRY_INTERVAL = 5.0
-#: The exemption marker of a budget that has none (the message rate): nothing sets it.
+#: The exemption marker of a check or hit that has none: nothing ever sets it.
 NO_EXEMPTION = ""
+
+
+class Budget(enum.Enum):
+    """Which budget refused a login."""
+
+    NETWORK = "network"
+    ACCOUNT = "account"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +109,19 @@ class Counters(Protocol):
     """Where windows and markers live; both implementations share these semantics."""
 
     async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
-        """True when ``window`` holds ``rate.amount`` hits newer than ``rate.seconds``."""
+        """True when ``window`` holds ``rate.amount`` hits newer than ``rate.seconds``,
+        unless marker ``exempt`` exists."""
+        ...
+
+    async def exists(self, key: str, now: float) -> bool:
+        """True while marker ``key`` is set."""
         ...
 
     async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
         """Record a failure through ``stages``; returns how many windows were hit."""
         ...
 
-    async def mark(self, key: str, ttl: int) -> None:
+    async def mark(self, key: str, ttl: int, now: float) -> None:
         """Set marker ``key`` for ``ttl`` seconds (renewing it)."""
         ...
 
@@ -151,6 +183,9 @@ class RedisCounters:
         args = [repr(now), rate.amount, rate.seconds]
         return bool(await self._check(keys=[exempt, window], args=args))
 
+    async def exists(self, key: str, now: float) -> bool:
+        return bool(await self.client.exists(key))
+
     async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
         keys = [exempt]
         args: list[str | int] = [repr(now)]
@@ -163,7 +198,7 @@ class RedisCounters:
             ]
         return int(await self._hit(keys=keys, args=args))
 
-    async def mark(self, key: str, ttl: int) -> None:
+    async def mark(self, key: str, ttl: int, now: float) -> None:
         await self.client.set(key, 1, ex=ttl)
 
     async def close(self) -> None:
@@ -173,9 +208,10 @@ class RedisCounters:
 class MemoryCounters:
     """The same counters in this process, for when Redis cannot be reached.
 
-    Times are wall-clock like Redis's entries. Expired entries are dropped as they are met and
-    in a sweep whenever the tables grow past ``sweep_at`` entries, so a flood of distinct
-    usernames cannot grow memory without bound for longer than one window.
+    Times are the caller's clock (wall-clock, like Redis's entries). Expired entries are
+    dropped as they are met and in a sweep whenever the tables grow past ``sweep_at``
+    entries, so a flood of distinct usernames cannot grow memory without bound for longer
+    than one window.
     """
 
     def __init__(self, sweep_at: int = 50_000) -> None:
@@ -214,13 +250,16 @@ class MemoryCounters:
         return hits[rate.amount - 1] > now - rate.seconds
 
     async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
-        if self._alive(exempt, now):
+        if exempt and self._alive(exempt, now):
             return False
         return self._full(window, rate, now)
 
+    async def exists(self, key: str, now: float) -> bool:
+        return self._alive(key, now)
+
     async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
         self._sweep(now)
-        if self._alive(exempt, now):
+        if exempt and self._alive(exempt, now):
             return 0
         hits = 0
         for stage in stages:
@@ -237,8 +276,9 @@ class MemoryCounters:
                 hits += 1
         return hits
 
-    async def mark(self, key: str, ttl: int) -> None:
-        self._expiry[key] = time.time() + ttl
+    async def mark(self, key: str, ttl: int, now: float) -> None:
+        self._sweep(now)
+        self._expiry[key] = now + ttl
 
     def clear(self) -> None:
         self._windows.clear()
@@ -247,8 +287,12 @@ class MemoryCounters:
 
 
 class AuthLimiter:
-    """The two login budgets, their exemptions and the outbound message budget, over Redis
-    or, when it is down, memory."""
+    """The login budgets, their trusted pairs and the outbound message budget, over Redis
+    or, when it is down, memory.
+
+    ``clock`` gives the wall-clock time of every hit and check (tests pass a fake one);
+    ``use_redis=False`` keeps everything in memory from the start.
+    """
 
     def __init__(
         self,
@@ -257,22 +301,25 @@ class AuthLimiter:
         *,
         retry_interval: float = RETRY_INTERVAL,
         timeout: float = REDIS_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        use_redis: bool = True,
     ) -> None:
         self.ip_rate = parse_rate(settings.AUTH_RATELIMIT_IP)
         self.user_rate = parse_rate(settings.AUTH_RATELIMIT_USER)
         self._v4_mask = settings.AUTH_RATELIMIT_IP_V4_MASK
         self._v6_mask = settings.AUTH_RATELIMIT_IP_V6_MASK
         self._exemptions = tuple(settings.AUTH_RATELIMIT_EXEMPTION)
-        self._exemption_length = settings.AUTH_RATELIMIT_EXEMPTION_LENGTH
+        self._trust_length = settings.AUTH_RATELIMIT_EXEMPTION_LENGTH
         self.message_rate = parse_rate(settings.MESSAGE_RATELIMIT)
         self._ip_suffix = f"{self.ip_rate.amount}/{self.ip_rate.seconds}"
         self._user_suffix = f"{self.user_rate.amount}/{self.user_rate.seconds}"
         self._message_suffix = f"{self.message_rate.amount}/{self.message_rate.seconds}"
         self.redis = RedisCounters(redis_socket, timeout)
         self.memory = MemoryCounters()
+        self._clock = clock
         self._retry_interval = retry_interval
-        self._in_memory = False
-        self._retry_at = 0.0
+        self._in_memory = not use_redis
+        self._retry_at = float("inf") if not use_redis else 0.0
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -280,16 +327,18 @@ class AuthLimiter:
         """The client network ``ip`` counts under (``192.0.2.0/24``); ValueError for junk."""
         return client_network(ip, self._v4_mask, self._v6_mask)
 
-    @staticmethod
-    def _exempt_key(ip: str) -> str:
-        addr = parse_ip(ip)
-        return f"exempt-{addr if addr is not None else ip}"
-
     def _ip_window(self, network: str) -> str:
         return f"LIMITER/auth-ip/{network}/{self._ip_suffix}"
 
     def _user_window(self, user: str) -> str:
         return f"LIMITER/auth-user/{user}/{self._user_suffix}"
+
+    def _trusted_window(self, network: str, user: str) -> str:
+        return f"LIMITER/auth-trusted/{network}/{user}/{self._ip_suffix}"
+
+    @staticmethod
+    def _trust_key(network: str, user: str) -> str:
+        return f"trusted-{network}-{user}"
 
     def _message_window(self, login: str) -> str:
         return f"LIMITER/sender/{login}/{self._message_suffix}"
@@ -331,60 +380,100 @@ class AuthLimiter:
         self._retry_at = time.monotonic() + self._retry_interval
         return self.memory
 
-    async def _limited(self, exempt: str, window: str, rate: Rate) -> bool:
+    async def _limited(self, window: str, rate: Rate) -> bool:
         counters = await self._counters()
-        now = time.time()
+        now = self._clock()
         try:
-            return await counters.limited(exempt, window, rate, now)
+            return await counters.limited(NO_EXEMPTION, window, rate, now)
         except (RedisError, OSError, TimeoutError) as exc:
-            return await self._fall_back(exc).limited(exempt, window, rate, now)
+            return await self._fall_back(exc).limited(NO_EXEMPTION, window, rate, now)
 
-    async def _hit(self, exempt: str, stages: tuple[Stage, ...]) -> int:
+    async def _exists(self, key: str) -> bool:
         counters = await self._counters()
-        now = time.time()
+        now = self._clock()
         try:
-            return await counters.hit(exempt, stages, now)
+            return await counters.exists(key, now)
         except (RedisError, OSError, TimeoutError) as exc:
-            return await self._fall_back(exc).hit(exempt, stages, now)
+            return await self._fall_back(exc).exists(key, now)
 
-    # -- the budgets ---------------------------------------------------------------------------
+    async def _hit(self, stages: tuple[Stage, ...]) -> int:
+        counters = await self._counters()
+        now = self._clock()
+        try:
+            return await counters.hit(NO_EXEMPTION, stages, now)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return await self._fall_back(exc).hit(NO_EXEMPTION, stages, now)
 
-    async def ip_limited(self, ip: str) -> bool:
-        """True when ``ip``'s network has used up AUTH_RATELIMIT_IP and ``ip`` is not exempt."""
-        if self.statically_exempt(ip):
+    async def _mark(self, key: str, ttl: int) -> None:
+        counters = await self._counters()
+        now = self._clock()
+        try:
+            await counters.mark(key, ttl, now)
+        except (RedisError, OSError, TimeoutError) as exc:
+            await self._fall_back(exc).mark(key, ttl, now)
+
+    # -- the login budgets --------------------------------------------------------------------
+
+    async def trusted(self, ip: str, user: str) -> bool:
+        """True when ``user`` logged in from ``ip``'s network within the trust period."""
+        if self._trust_length <= 0:
             return False
-        return await self._limited(
-            self._exempt_key(ip), self._ip_window(self.network(ip)), self.ip_rate
-        )
+        return await self._exists(self._trust_key(self.network(ip), user))
 
-    async def user_limited(self, user: str, ip: str) -> bool:
-        """True when ``user`` has used up AUTH_RATELIMIT_USER and ``ip`` is not exempt."""
+    async def refusal(self, ip: str, user: str | None) -> Budget | None:
+        """The budget that refuses a password login from ``ip``, or None to go ahead.
+
+        ``user`` is the canonical address of an existing account, None for a name that is
+        no account (only the network's budget applies then).
+        """
         if self.statically_exempt(ip):
-            return False
-        return await self._limited(self._exempt_key(ip), self._user_window(user), self.user_rate)
+            return None
+        network = self.network(ip)
+        if user is not None and await self.trusted(ip, user):
+            # The owner's own network: neither the network budget nor the account budget
+            # shuts it out; only the pair's own window, once the account's is spent too.
+            pair_spent = await self._limited(self._trusted_window(network, user), self.ip_rate)
+            if pair_spent and await self._limited(self._user_window(user), self.user_rate):
+                return Budget.ACCOUNT
+            return None
+        if await self._limited(self._ip_window(network), self.ip_rate):
+            return Budget.NETWORK
+        if user is not None and await self._limited(self._user_window(user), self.user_rate):
+            return Budget.ACCOUNT
+        return None
 
-    def _ip_stage(self, network: str, username: str | None) -> Stage:
-        dedup = f"dedup-{network}-{username}" if username is not None else None
-        return Stage(dedup, self._ip_window(network), self.ip_rate)
+    def _ip_stage(self, network: str, username: str) -> Stage:
+        return Stage(f"dedup-{network}-{username}", self._ip_window(network), self.ip_rate)
 
-    async def fail_ip(self, ip: str, username: str | None = None) -> int:
-        """Count a failure against ``ip``'s network, once per ``username`` per window.
+    async def fail_unknown(self, ip: str, username: str) -> int:
+        """Count a failed login for a name that is no account: once per name per window."""
+        if self.statically_exempt(ip):
+            return 0
+        return await self._hit((self._ip_stage(self.network(ip), username),))
 
-        Without a username (an AUTH attempt on port 25) every call counts.
+    async def fail_user(self, user: str, ip: str, fingerprint: str) -> int:
+        """Count a wrong password for existing ``user``, once per distinct password.
+
+        It counts against the account, then against the network once per username; from a
+        trusted network it counts against the pair's own window instead of the network's.
         """
         if self.statically_exempt(ip):
             return 0
-        stage = self._ip_stage(self.network(ip), username)
-        return await self._hit(self._exempt_key(ip), (stage,))
-
-    async def fail_user(self, user: str, ip: str, fingerprint: str) -> int:
-        """Count a wrong password for existing ``user``: once per distinct password, and
-        then against the network once per username (reference §7.5.3)."""
-        if self.statically_exempt(ip):
-            return 0
+        network = self.network(ip)
         user_stage = Stage(f"dedup2-{user}-{fingerprint}", self._user_window(user), self.user_rate)
-        ip_stage = self._ip_stage(self.network(ip), user)
-        return await self._hit(self._exempt_key(ip), (user_stage, ip_stage))
+        if await self.trusted(ip, user):
+            second = Stage(None, self._trusted_window(network, user), self.ip_rate)
+        else:
+            second = self._ip_stage(network, user)
+        return await self._hit((user_stage, second))
+
+    async def succeeded(self, ip: str, user: str) -> None:
+        """Trust (``ip``'s network, ``user``) for AUTH_RATELIMIT_EXEMPTION_LENGTH seconds."""
+        if self._trust_length <= 0 or self.statically_exempt(ip):
+            return
+        await self._mark(self._trust_key(self.network(ip), user), self._trust_length)
+
+    # -- the message budget -------------------------------------------------------------------
 
     async def message_allowed(self, login: str) -> bool:
         """Count one outbound message for ``login``; False when MESSAGE_RATELIMIT is used up.
@@ -393,18 +482,7 @@ class AuthLimiter:
         as soon as the oldest message leaves the window.
         """
         stage = Stage(None, self._message_window(login), self.message_rate)
-        return await self._hit(NO_EXEMPTION, (stage,)) == 1
-
-    async def exempt(self, ip: str) -> None:
-        """Exempt ``ip`` for AUTH_RATELIMIT_EXEMPTION_LENGTH seconds after a good login."""
-        if self._exemption_length <= 0 or self.statically_exempt(ip):
-            return
-        key = self._exempt_key(ip)
-        counters = await self._counters()
-        try:
-            await counters.mark(key, self._exemption_length)
-        except (RedisError, OSError, TimeoutError) as exc:
-            await self._fall_back(exc).mark(key, self._exemption_length)
+        return await self._hit((stage,)) == 1
 
     async def close(self) -> None:
         await self.redis.close()

@@ -1,4 +1,4 @@
-"""The single login decision (roost.core.credentials, reference §4.5)."""
+"""The single login decision (roost.core.credentials)."""
 
 from __future__ import annotations
 
@@ -206,11 +206,24 @@ def test_legacy_password_is_upgraded(directory: Directory, cache: CredentialCach
     assert passwords.verify_password(result.rehash, "old-secret") == (True, None)
 
 
-def test_require_token(directory: Directory, cache: CredentialCache) -> None:
-    refused = login(directory, cache, "joe@example.com", "joe-secret", require_token=True)
+@pytest.mark.parametrize("protocol", ["imap", "pop3", "smtp", "submission", "sieve"])
+def test_require_token_refuses_passwords_on_mail_protocols(
+    directory: Directory, cache: CredentialCache, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*_args: object) -> tuple[bool, None]:
+        raise AssertionError("a password was hashed although only tokens can succeed")
+
+    monkeypatch.setattr(credentials, "verify_password", explode)
+    refused = login(directory, cache, "joe@example.com", "joe-secret", protocol, require_token=True)
     assert refused.result is LoginResult.BAD_CREDENTIALS
-    assert refused.reason == "password ok, but a token is required"
-    assert login(directory, cache, "joe@example.com", TOKEN, require_token=True).ok
+    assert refused.reason == credentials.REQUIRE_TOKEN_REASON
+    assert not refused.plain_guess  # not a wrong password: never remembered as one
+    assert login(directory, cache, "joe@example.com", TOKEN, protocol, require_token=True).ok
+
+
+def test_require_token_keeps_passwords_for_web_logins(
+    directory: Directory, cache: CredentialCache
+) -> None:
     for protocol in ("web", "sso"):
         assert login(
             directory, cache, "joe@example.com", "joe-secret", protocol, require_token=True
@@ -229,10 +242,81 @@ def test_cache_spares_the_hash_on_repeat(
     monkeypatch.setattr(credentials, "verify_password", explode)
     monkeypatch.setattr(credentials, "verify_token", explode)
     assert login(directory, cache, "joe@example.com", "joe-secret").ok
+    assert login(directory, cache, "joe@example.com", TOKEN).via_token
+
+
+def test_a_wrong_password_is_never_answered_from_the_cache(
+    directory: Directory, cache: CredentialCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cheap "no" for cached accounts would time-tell them apart from non-accounts."""
+    assert login(directory, cache, "joe@example.com", "joe-secret").ok
+    calls: list[str] = []
+    real = credentials.verify_password
+
+    def counting(stored: str, plain: str) -> tuple[bool, str | None]:
+        calls.append(plain)
+        return real(stored, plain)
+
+    monkeypatch.setattr(credentials, "verify_password", counting)
     assert login(directory, cache, "joe@example.com", "wrong").result is (
         LoginResult.BAD_CREDENTIALS
     )
-    assert login(directory, cache, "joe@example.com", TOKEN).via_token
+    assert calls == ["wrong"]
+
+
+def test_unknown_names_are_verified_against_the_dummy_hash(
+    directory: Directory, cache: CredentialCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dummy = hash_password("dummy")
+    calls: list[tuple[str, str]] = []
+    real = credentials.verify_password
+
+    def counting(stored: str, plain: str) -> tuple[bool, str | None]:
+        calls.append((stored, plain))
+        return real(stored, plain)
+
+    monkeypatch.setattr(credentials, "verify_password", counting)
+    result = login(directory, cache, "nobody@example.com", "guess", dummy_hash=dummy)  # type: ignore[arg-type]
+    assert result.result is LoginResult.UNKNOWN_USER and result.plain_guess
+    assert calls == [(dummy, "guess")]
+    # Without a dummy (or with AUTH_REQUIRE_TOKENS, where no account hashes) nothing is spent.
+    calls.clear()
+    login(directory, cache, "nobody@example.com", "guess")
+    login(directory, cache, "nobody@example.com", "g", require_token=True, dummy_hash=dummy)  # type: ignore[arg-type]
+    assert calls == []
+
+
+def test_quick_login_answers_only_what_needs_no_hash(
+    directory: Directory, cache: CredentialCache
+) -> None:
+    def quick(user: str, password: str, **kwargs: bool) -> Login | None:
+        return credentials.quick_login(
+            directory, user, password, "imap", "203.0.113.5", cache, **kwargs
+        )
+
+    assert quick("joe@example.com", "joe-secret") is None  # not cached yet: needs Argon2
+    assert login(directory, cache, "joe@example.com", "joe-secret").ok
+    cached = quick("joe@example.com", "joe-secret")
+    assert cached is not None and cached.ok
+    token = quick("joe@example.com", TOKEN)
+    assert token is not None and token.via_token
+    assert quick("joe@example.com", "f" * 32) is None  # token-shaped, no token: the password
+    unknown = quick("nobody@example.com", "x")
+    assert unknown is not None and unknown.result is LoginResult.UNKNOWN_USER
+    assert quick("nobody@example.com", "x", equal_time=True) is None
+    off = quick("off@example.com", TOKEN)
+    assert off is not None and off.result is LoginResult.DISABLED
+
+
+def test_failure_context_changes_with_the_stored_hashes(directory: Directory) -> None:
+    joe = credentials.find_user(directory, "JOE@example.net")
+    assert joe is not None and joe.email == "joe@example.com"
+    before = credentials.failure_context(directory, joe, "joe@example.com")
+    changed = _user("joe@example.com", hash_password("new"))
+    assert credentials.failure_context(directory, changed, "joe@example.com") != before
+    assert credentials.failure_context(directory, None, "a@x") != (
+        credentials.failure_context(directory, None, "b@x")
+    )
 
 
 def test_cache_learns_the_replacement_hash(directory: Directory, cache: CredentialCache) -> None:

@@ -1,4 +1,4 @@
-"""Password hashing, legacy formats, the credential cache and app tokens (reference §3.4)."""
+"""Password hashing, legacy formats, the credential caches and app tokens."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from roost.core import passwords
 from roost.core.directory import TokenEntry
 from roost.core.passwords import (
     CredentialCache,
+    FailedGuesses,
+    dummy_hash,
     generate_token,
     hash_password,
     hash_token,
@@ -38,7 +40,7 @@ def _bcrypt(prefix: str, password: str = PASSWORD) -> str:
     return prefix + hashed[4:]
 
 
-# Every format a Mailu database can hold (reference §3.4), generated here with the same
+# Every format a Mailu database can hold (its passlib context), generated here with the same
 # libraries that produce them in the wild (low cost factors keep the test fast).
 LEGACY = {
     "bcrypt_sha256 v2 (Mailu's format)": ph.bcrypt_sha256.using(rounds=4).hash(PASSWORD),
@@ -166,8 +168,9 @@ def test_cache_check_and_remember() -> None:
     assert cache.check("$hash1", "pw") is None
     cache.remember("$hash1", "pw")
     assert cache.check("$hash1", "pw") is True
-    assert cache.check("$hash1", "other") is False
-    assert cache.check("$hash1", "") is False
+    # Never a cheap "no": a mismatch is verified for real (see CredentialCache's doc).
+    assert cache.check("$hash1", "other") is None
+    assert cache.check("$hash1", "") is None
     # A new stored hash (password changed) is a different key: not cached.
     assert cache.check("$hash2", "pw") is None
     assert len(cache) == 1
@@ -203,6 +206,28 @@ def test_cache_ignores_empty() -> None:
     cache.remember("$h", "")
     cache.remember("", "pw")
     assert len(cache) == 0
+
+
+def test_failed_guesses_remember_pairs_not_passwords() -> None:
+    failed = FailedGuesses(max_entries=2)
+    assert not failed.seen("user\0joe\0$h", "guess")
+    failed.add("user\0joe\0$h", "guess")
+    assert failed.seen("user\0joe\0$h", "guess")
+    assert not failed.seen("user\0joe\0$h", "other")
+    # A changed stored hash (new password) is another context: the entry is stale.
+    assert not failed.seen("user\0joe\0$new", "guess")
+    assert all(b"guess" not in key for key in failed._entries)
+    failed.add("c2", "x")
+    failed.add("c3", "y")  # bounded: the oldest goes
+    assert len(failed) == 2 and not failed.seen("user\0joe\0$h", "guess")
+
+
+def test_dummy_hash_costs_what_a_new_hash_costs() -> None:
+    dummy = dummy_hash()
+    real = hash_password("x")
+    params = argon2.extract_parameters(dummy)
+    assert params == argon2.extract_parameters(real)
+    assert verify_password(dummy, "anything") == (False, None)
 
 
 # ---------------------------------------------------------------------- app tokens

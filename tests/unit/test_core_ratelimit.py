@@ -1,4 +1,4 @@
-"""Rate-limit helpers (roost.core.ratelimit, reference §7.5.3)."""
+"""Rate-limit helpers (roost.core.ratelimit)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one login decision over nginx's auth_http protocol (reference §1.4, §4.5, §7.5)."""
+"""The one login decision over nginx's auth_http protocol (ngx_mail_auth_http_module)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from tests.unit.test_gate_support import (
 JOE = f"joe@{DOMAIN}"
 TOKEN = "0123456789abcdef0123456789abcdef"
 
-# protocol, a port it is served on, bad-credentials code, rate-limited code (§1.4 table)
+# protocol, a port it is served on, bad-credentials code, rate-limited code (Mailu's codes)
 PROTOCOLS = [
     ("imap", 993, "AUTHENTICATIONFAILED", "LIMIT"),
     ("smtp", 465, "535 5.7.8", "451 4.3.2"),
@@ -219,16 +219,21 @@ def test_protocol_switches_only_close_their_own_protocol(gate: GateHarness) -> N
     assert gate.auth(f"nopop@{DOMAIN}", "nopop-secret", "imap", 993)["Auth-Status"] == "OK"
 
 
-def test_auth_on_port_25_is_refused_and_counts_against_the_network(
+def test_auth_on_port_25_is_refused_and_spends_no_login_budget(
     gate: GateHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for n in range(5):
-        answer = gate.auth(JOE, "joe-secret", "smtp", 25, ip=f"192.0.2.{n + 1}", method="login")
+    for n in range(8):
+        answer = gate.auth(
+            f"ghost{n}@{DOMAIN}", "guess", "smtp", 25, ip=f"192.0.2.{n + 1}", method="login"
+        )
         assert answer["Auth-Status"] == "AUTH not supported"
         assert answer["Auth-Error-Code"] == "502 5.5.1"
         assert "Auth-Wait" not in answer  # nginx closes the session
-    assert gate.auth(JOE, "joe-secret", ip="192.0.2.77")["Auth-Status"] == LIMITED
-    # Mail delivery from that network still goes through.
+    assert "AUTH attempt on port 25 from 192.0.2.1 refused" in messages(caplog)
+    # Submission and IMAP logins from that network are not touched ...
+    assert gate.auth(JOE, "joe-secret", "smtp", 0, ip="192.0.2.77")["Auth-Status"] == "OK"
+    assert gate.auth(JOE, "joe-secret", ip="192.0.2.78")["Auth-Status"] == "OK"
+    # ... and mail delivery from it goes through.
     assert gate.auth("", "", "smtp", 25, ip="192.0.2.77", method="none")["Auth-Status"] == "OK"
 
 
@@ -332,11 +337,12 @@ def test_distinct_wrong_passwords_block_the_user(
     for n in range(3):  # AUTH_RATELIMIT_USER is 3/day in these tests
         assert gate.auth(JOE, f"wrong-{n}", ip=f"198.51.100.{n + 1}")["Auth-Status"] == BADAUTH
     answer = gate.auth(JOE, "joe-secret", "smtp", 465, ip="203.0.113.9")
-    assert answer["Auth-Status"] == LIMITED
+    assert answer["Auth-Status"] == f"{LIMITED}. An app token works from anywhere."
     assert answer["Auth-Error-Code"] == "451 4.3.2"
-    assert f"Authentication attempt from 203.0.113.9 for {JOE} has been rate-limited." in messages(
-        caplog
-    )
+    assert (
+        f"Authentication attempt from 203.0.113.9 for {JOE} has been rate-limited. "
+        "An app token works from anywhere."
+    ) in messages(caplog)
     # Other users are not affected.
     assert gate.auth(f"nopop@{DOMAIN}", "nopop-secret", ip="203.0.113.9")["Auth-Status"] == "OK"
 
@@ -353,21 +359,26 @@ def test_app_tokens_are_not_rate_limited(
     exhaust_ip_budget(gate, "192.0.2")
     for n in range(3):
         gate.auth(JOE, f"wrong-{n}", ip=f"198.51.100.{n + 1}")
-    assert gate.auth(JOE, "joe-secret", ip="192.0.2.50")["Auth-Status"] == LIMITED
+    assert gate.auth(JOE, "joe-secret", ip="192.0.2.50")["Auth-Status"].startswith(LIMITED)
+    # Looking like a token is not enough.
+    assert gate.auth(JOE, "f" * 32, ip="192.0.2.51")["Auth-Status"] == LIMITED
     answer = gate.auth(JOE, TOKEN, "smtp", 465, ip="192.0.2.50")
     assert answer["Auth-Status"] == "OK"
     assert answer["Auth-User"] == JOE
     assert any(m.endswith("success: token-1") for m in messages(caplog))
-    # Looking like a token is not enough.
-    assert gate.auth(JOE, "f" * 32, ip="192.0.2.51")["Auth-Status"] == LIMITED
 
 
-def test_a_good_login_exempts_the_address(gate: GateHarness) -> None:
+def test_a_good_login_trusts_the_network_for_that_account_only(gate: GateHarness) -> None:
     assert gate.auth(JOE, "joe-secret", ip="203.0.113.5")["Auth-Status"] == "OK"
     for n in range(8):
         gate.auth(f"ghost{n}@{DOMAIN}", "guess", ip="203.0.113.5")
+    # Joe still logs in from there, from the same address and from a new one nearby ...
     assert gate.auth(JOE, "joe-secret", ip="203.0.113.5")["Auth-Status"] == "OK"
-    # Without the exemption the same failures block the network.
+    assert gate.auth(JOE, "joe-secret", ip="203.0.113.6")["Auth-Status"] == "OK"
+    # ... but the shared address guessed at other accounts, and that is limited.
+    other = gate.auth(f"nopop@{DOMAIN}", "nopop-secret", ip="203.0.113.5")
+    assert other["Auth-Status"] == LIMITED
+    # Without the trust the same failures block the network for Joe too.
     for n in range(5):
         gate.auth(f"ghost{n}@{DOMAIN}", "guess", ip="198.18.0.5")
     assert gate.auth(JOE, "joe-secret", ip="198.18.0.5")["Auth-Status"] == LIMITED

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from roost.core.ratelimit import Rate
-from roost.gate.limiter import AuthLimiter, MemoryCounters, RedisCounters, Stage
+from roost.gate.limiter import AuthLimiter, Budget, MemoryCounters, RedisCounters, Stage
 from tests.unit.test_gate_support import (
     DOMAIN,
     make_settings,
@@ -54,9 +54,10 @@ def limiter_for(tmp_path: Path, socket_path: Path, **overrides: Any) -> AuthLimi
 
 def test_keys_follow_mailus_layout(tmp_path: Path, redis_socket: Path) -> None:
     async def body(limiter: AuthLimiter) -> None:
-        await limiter.fail_ip("192.0.2.7", "ghost@example.test")
+        await limiter.fail_unknown("192.0.2.7", "ghost@example.test")
         await limiter.fail_user(f"joe@{DOMAIN}", "198.51.100.3", "abc123")
-        await limiter.exempt("203.0.113.9")
+        await limiter.succeeded("203.0.113.9", f"joe@{DOMAIN}")
+        await limiter.fail_user(f"joe@{DOMAIN}", "203.0.113.10", "def456")
 
     run_with(limiter_for(tmp_path, redis_socket), body)
     client = db2(redis_socket)
@@ -68,29 +69,33 @@ def test_keys_follow_mailus_layout(tmp_path: Path, redis_socket: Path) -> None:
             "dedup2-joe@example.test-abc123",
             "LIMITER/auth-ip/198.51.100.0/24/5/3600",
             f"dedup-198.51.100.0/24-joe@{DOMAIN}",
-            "exempt-203.0.113.9",
+            f"trusted-203.0.113.0/24-joe@{DOMAIN}",
+            # From the trusted network a wrong password counts against the pair, not the
+            # network.
+            "dedup2-joe@example.test-def456",
+            f"LIMITER/auth-trusted/203.0.113.0/24/joe@{DOMAIN}/5/3600",
         ]
     )
     assert client.type("LIMITER/auth-ip/192.0.2.0/24/5/3600") == "list"
     assert 0 < client.ttl("dedup-192.0.2.0/24-ghost@example.test") <= 3600
-    assert 86000 < client.ttl("exempt-203.0.113.9") <= 86400
+    assert 86000 < client.ttl(f"trusted-203.0.113.0/24-joe@{DOMAIN}") <= 86400
     client.close()
 
 
 def test_deleting_the_network_keys_unblocks_it(tmp_path: Path, redis_socket: Path) -> None:
     async def exhaust(limiter: AuthLimiter) -> bool:
         for n in range(5):
-            await limiter.fail_ip(f"192.0.2.{n + 1}", f"ghost{n}")
-        return await limiter.ip_limited("192.0.2.100")
+            await limiter.fail_unknown(f"192.0.2.{n + 1}", f"ghost{n}")
+        return await limiter.refusal("192.0.2.100", None) is not None
 
     assert run_with(limiter_for(tmp_path, redis_socket), exhaust)
     client = db2(redis_socket)
-    for key in client.scan_iter("LIMITER/auth-ip/192.0.2.0/24/*"):  # reference §7.5.3
+    for key in client.scan_iter("LIMITER/auth-ip/192.0.2.0/24/*"):  # Mailu's FAQ unblock
         client.delete(key)
     client.close()
 
     async def check(limiter: AuthLimiter) -> bool:
-        return await limiter.ip_limited("192.0.2.100")
+        return await limiter.refusal("192.0.2.100", None) is not None
 
     assert not run_with(limiter_for(tmp_path, redis_socket), check)
 
@@ -98,11 +103,11 @@ def test_deleting_the_network_keys_unblocks_it(tmp_path: Path, redis_socket: Pat
 def test_ipv6_clients_are_counted_per_48(tmp_path: Path, redis_socket: Path) -> None:
     async def body(limiter: AuthLimiter) -> tuple[bool, bool, bool]:
         for n in range(5):
-            await limiter.fail_ip(f"2001:db8:1:{n}::1", f"ghost{n}")
+            await limiter.fail_unknown(f"2001:db8:1:{n}::1", f"ghost{n}")
         return (
-            await limiter.ip_limited("2001:db8:1:ffff::9"),
-            await limiter.ip_limited("[2001:db8:1::2]"),
-            await limiter.ip_limited("2001:db8:2::1"),
+            (await limiter.refusal("2001:db8:1:ffff::9", None) is not None),
+            (await limiter.refusal("[2001:db8:1::2]", None) is not None),
+            (await limiter.refusal("2001:db8:2::1", None) is not None),
         )
 
     assert run_with(limiter_for(tmp_path, redis_socket), body) == (True, True, False)
@@ -110,8 +115,8 @@ def test_ipv6_clients_are_counted_per_48(tmp_path: Path, redis_socket: Path) -> 
 
 def test_message_budget_counts_messages_that_fit_only(tmp_path: Path, redis_socket: Path) -> None:
     async def body(limiter: AuthLimiter) -> list[bool]:
-        # A login exemption marker for an address says nothing about the message budget.
-        await limiter.exempt("203.0.113.9")
+        # A trusted login says nothing about the message budget.
+        await limiter.succeeded("203.0.113.9", f"joe@{DOMAIN}")
         return [await limiter.message_allowed(f"joe@{DOMAIN}") for _ in range(4)]
 
     limiter = limiter_for(tmp_path, redis_socket, MESSAGE_RATELIMIT="2/minute")
@@ -150,9 +155,12 @@ def test_moving_window_semantics(redis_socket: Path, kind: str) -> None:
         now = time.time()
         assert await counters.hit("exempt-x", (first, second), now) == 2
         assert await counters.hit("exempt-x", (first, second), now) == 0
-        # An exempt address counts nothing.
-        await counters.mark("exempt-y", 60)
+        # An exempt marker counts nothing.
+        await counters.mark("exempt-y", 60, now)
+        assert await counters.exists("exempt-y", now)
         assert await counters.hit("exempt-y", (Stage(None, "LIMITER/test/c/3/10", rate),), now) == 0
+        if kind == "memory":  # Redis expires by its own clock
+            assert not await counters.exists("exempt-y", now + 61)
         if kind == "redis":
             await counters.close()
 
@@ -162,12 +170,19 @@ def test_moving_window_semantics(redis_socket: Path, kind: str) -> None:
 def test_zero_budget_blocks_everyone_but_exempt_addresses(
     tmp_path: Path, redis_socket: Path
 ) -> None:
-    async def body(limiter: AuthLimiter) -> tuple[bool, bool]:
-        await limiter.exempt("192.0.2.1")
-        return await limiter.ip_limited("192.0.2.2"), await limiter.ip_limited("192.0.2.1")
+    async def body(limiter: AuthLimiter) -> tuple[Budget | None, ...]:
+        return (
+            await limiter.refusal("192.0.2.2", None),
+            await limiter.refusal("198.51.100.1", f"joe@{DOMAIN}"),
+        )
 
-    limiter = limiter_for(tmp_path, redis_socket, AUTH_RATELIMIT_IP="0/hour")
-    assert run_with(limiter, body) == (True, False)
+    limiter = limiter_for(
+        tmp_path,
+        redis_socket,
+        AUTH_RATELIMIT_IP="0/hour",
+        AUTH_RATELIMIT_EXEMPTION=("198.51.100.0/24",),
+    )
+    assert run_with(limiter, body) == (Budget.NETWORK, None)
 
 
 # -- Redis unreachable ---------------------------------------------------------------------------
@@ -182,10 +197,10 @@ def test_without_redis_limits_are_kept_in_memory_and_redis_is_retried(
 
     async def down(limiter: AuthLimiter) -> None:
         for n in range(5):
-            await limiter.fail_ip(f"192.0.2.{n + 1}", f"ghost{n}")
+            await limiter.fail_unknown(f"192.0.2.{n + 1}", f"ghost{n}")
         assert limiter.in_memory
-        assert await limiter.ip_limited("192.0.2.50")
-        assert not await limiter.ip_limited("198.51.100.1")
+        assert await limiter.refusal("192.0.2.50", None) is not None
+        assert not (await limiter.refusal("198.51.100.1", None) is not None)
 
     async def body(limiter: AuthLimiter) -> None:
         await down(limiter)
@@ -193,13 +208,13 @@ def test_without_redis_limits_are_kept_in_memory_and_redis_is_retried(
         assert len(warnings) == 1 and "Redis unreachable" in warnings[0].getMessage()
         with redis_server(socket_path):
             await asyncio.sleep(0.3)  # past the retry interval
-            await limiter.fail_ip("203.0.113.1", "ghost")
+            await limiter.fail_unknown("203.0.113.1", "ghost")
             assert not limiter.in_memory
             client = db2(socket_path)
             assert client.exists("LIMITER/auth-ip/203.0.113.0/24/5/3600")
             client.close()
         # Redis goes away while in use: the next call falls back again, with a warning.
-        await limiter.fail_ip("203.0.113.2", "ghost2")
+        await limiter.fail_unknown("203.0.113.2", "ghost2")
         assert limiter.in_memory
 
     run_with(limiter, body)
