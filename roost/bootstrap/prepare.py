@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost import certs
+from roost import tls
 from roost.layout import Layout
 from roost.settings import Settings
 from roost.store.db import Store
@@ -81,9 +81,7 @@ def initialise(settings: Settings) -> list[str]:
         ensure_directory(directory)
     messages += prepare_store(settings)
     messages += ensure_admin(settings)
-    created = certs.ensure_certificate(layout)
-    if created:
-        messages.append(created)
+    messages += tls.ensure(layout)
     messages += protect_key(layout)
     return messages
 

@@ -2,7 +2,9 @@
 
 ``up`` takes the per-ROOT lock, prepares ROOT (roost.bootstrap), renders every daemon's
 configuration so that a mistake stops the start before anything runs, and hands the
-daemons to the supervisor (roost.runner.supervisor) until SIGTERM or SIGINT.
+daemons to the supervisor (roost.runner.supervisor) until SIGTERM or SIGINT. While they
+run, a new certificate in ROOT/certs reloads the daemons that serve it
+(roost.runner.certwatch).
 
 Exit codes of ``up``: 0 after a clean stop, 1 when the stack could not start (another
 runner holds ROOT, a daemon failed its first start, the store is unreachable), 2 for a
@@ -15,8 +17,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from roost import tls
 from roost.bootstrap import BootstrapError, check_parents, initialise
 from roost.layout import Layout
+from roost.runner.certwatch import certificate_watcher
 from roost.runner.health import status
 from roost.runner.leftovers import stop_leftovers
 from roost.runner.lock import LOCK_NAME, AlreadyRunning, RunLock
@@ -82,17 +86,20 @@ def up(
             stack = in_start_order(services if services is not None else enabled_services(layout))
             for service in stack:
                 service.render()
-        except ServiceConfigError as exc:
+            watch = tls.watch(layout)
+        except (ServiceConfigError, tls.TLSError) as exc:
             _error(str(exc))
             return EXIT_CONFIG
         except (BootstrapError, StoreError) as exc:
             _error(str(exc))
             return EXIT_FAILED
+        policy = policy or Policy()
         supervisor = Supervisor(
             [child_spec(service) for service in stack],
             policy=policy,
             status_file=layout.runner_status,
             on_ready=lambda: _announce(settings),
+            watchers=[certificate_watcher(watch, policy.certificate_poll)] if watch else [],
         )
         return asyncio.run(supervisor.run())
     finally:

@@ -1,37 +1,34 @@
 """Which daemons make up a stack, in which order, and how each is handed to the supervisor.
 
-The order comes from each service's ``after``: a daemon starts only once every daemon it
-names is ready (docs/ARCHITECTURE.md: redis, gate, dovecot, postfix, nginx). Services that
-do not depend on each other keep the order in which they are listed.
+The stack is every class in the registry (roost.services.registry) whose
+``enabled(settings)`` says yes; a disabled one is never instantiated, so it renders no
+configuration and starts no process. The order comes from each service's ``after``: a
+daemon starts only once every daemon it names is ready (docs/ARCHITECTURE.md: redis,
+gate, dovecot, postfix, nginx). Services that do not depend on each other keep the order
+in which they are listed.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from roost.layout import Layout
 from roost.runner.supervisor import ChildSpec
 from roost.services.base import Service, ServiceConfigError
 
 
-def enabled_services(layout: Layout) -> list[Service]:
-    """Every daemon this stack runs, in start order."""
-    from roost.services.dovecot import DovecotService
-    from roost.services.gate import GateService
-    from roost.services.nginx import NginxService
-    from roost.services.postfix import PostfixService
-    from roost.services.redis import RedisService
+def enabled_services(
+    layout: Layout, registry: Iterable[type[Service]] | None = None
+) -> list[Service]:
+    """Every daemon this stack runs, in start order; ``registry`` replaces the real one."""
+    if registry is None:
+        # Imported here: `roost status` loads this module and needs no service code.
+        from roost.services.registry import SERVICES
 
-    return in_start_order(
-        [
-            RedisService(layout),
-            GateService(layout),
-            DovecotService(layout),
-            PostfixService(layout),
-            NginxService(layout),
-        ]
-    )
+        registry = SERVICES
+    settings = layout.settings
+    return in_start_order([cls(layout) for cls in registry if cls.enabled(settings)])
 
 
 def in_start_order(services: Sequence[Service]) -> list[Service]:
@@ -63,6 +60,7 @@ def child_spec(service: Service, environ: Mapping[str, str] | None = None) -> Ch
     base = os.environ if environ is None else environ
     stop = service.stop_command()
     refresh = service.refresh_command()
+    reload = service.reload_command()
     return ChildSpec(
         name=service.name,
         argv=tuple(service.command()),
@@ -71,4 +69,6 @@ def child_spec(service: Service, environ: Mapping[str, str] | None = None) -> Ch
         stop_argv=tuple(stop) if stop else None,
         after=tuple(service.after),
         refresh_argv=tuple(refresh) if refresh else None,
+        reload_argv=tuple(reload) if reload else None,
+        reload_on=frozenset(service.reload_on()) if reload else frozenset(),
     )

@@ -11,6 +11,11 @@ workers that outlive their master still hold its ports and locks, and would make
 master fail. The first start is different: a daemon that cannot start then is a
 configuration problem, so ``roost up`` stops with an error naming the daemon and showing
 its last lines instead of looping.
+
+While the stack runs, :meth:`Supervisor.notify` reloads the daemons that asked to be
+reloaded on an event (a changed certificate) with their own reload command, so their
+connections in progress are not cut; background tasks (``watchers``, such as the runner's
+certificate watch) run beside the children once all of them are ready. SIGHUP wakes them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,10 @@ class ChildSpec:
     after: tuple[str, ...] = ()
     #: run when one of ``after`` is ready again after a restart (Service.refresh_command)
     refresh_argv: tuple[str, ...] | None = None
+    #: the daemon's own reload (Service.reload_command), run by Supervisor.reload
+    reload_argv: tuple[str, ...] | None = None
+    #: the events Supervisor.notify reloads it for (Service.reload_on)
+    reload_on: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ class Policy:
     backoff_cap: float = 30.0
     stable_after: float = 60.0
     probe_interval: float = 0.2
+    #: how often the certificate watch looks at the files (SIGHUP: at once)
+    certificate_poll: float = 5.0
     #: become a child subreaper so daemons that leave their process group (Postfix's
     #: master) are handed back to us when their parent dies; off for in-process tests
     adopt_orphans: bool = True
@@ -125,6 +136,7 @@ class Supervisor:
         on_ready: Callable[[], None] | None = None,
         out: Callable[[str], None] | None = None,
         err: Callable[[str], None] | None = None,
+        watchers: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
     ) -> None:
         self.children = [_Child(spec) for spec in specs]
         self.policy = policy or Policy()
@@ -137,6 +149,9 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._urgent = False
         self._started = time.time()
+        self.watchers = tuple(watchers)
+        #: set by SIGHUP: watchers look at once instead of at their next poll
+        self.hangup = asyncio.Event()
 
     # -- the whole run ------------------------------------------------------------------
 
@@ -147,7 +162,9 @@ class Supervisor:
             procs.become_subreaper()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         reaper = asyncio.create_task(self._reap_orphans()) if self.policy.adopt_orphans else None
+        background: list[asyncio.Task[None]] = []
         code = 0
         try:
             self._write_status()
@@ -155,19 +172,36 @@ class Supervisor:
             if code == 0 and not self._stopping.is_set():
                 if self.on_ready is not None:
                     self.on_ready()
+                background = [asyncio.create_task(self._watch(w)) for w in self.watchers]
                 await self._stopping.wait()
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self._stop_all()
             if reaper is not None:
                 reaper.cancel()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         return code
+
+    async def _watch(self, watcher: Callable[[Supervisor], Awaitable[None]]) -> None:
+        """Run a watcher; one that fails is reported, and the daemons keep running."""
+        try:
+            await watcher(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a watcher bug must not take the mail system down
+            self._say(f"a background task stopped: {type(exc).__name__}: {exc}")
 
     def request_stop(self) -> None:
         """Stop as SIGTERM would (for an embedding program, or a test)."""
         if not self._stopping.is_set():
             self._stopping.set()
+
+    def _on_hangup(self) -> None:
+        self._say("received SIGHUP, looking for changes")
+        self.hangup.set()
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -245,23 +279,56 @@ class Supervisor:
         for child in self.children:
             argv = child.spec.refresh_argv
             if argv and restarted.name in child.spec.after and child.state == RUNNING:
-                try:
-                    refresher = await asyncio.create_subprocess_exec(
-                        *argv,
-                        stdin=asyncio.subprocess.DEVNULL,
-                        stdout=asyncio.subprocess.PIPE,
-                        stderr=asyncio.subprocess.STDOUT,
-                        env=dict(child.spec.env) if child.spec.env is not None else None,
-                    )
-                except OSError as exc:
-                    self._say(f"cannot refresh {child.name} after {restarted.name}: {exc}")
-                    continue
-                self._tracked.add(refresher.pid)
-                assert refresher.stdout is not None
-                await self._pump(child, refresher.stdout)
-                await refresher.wait()
-                self._tracked.discard(refresher.pid)
-                self._say(f"{restarted.name} is back: refreshed {child.name}")
+                code = await self._run_for(child, argv, f"refresh {child.name}")
+                if code is not None:
+                    self._say(f"{restarted.name} is back: refreshed {child.name}")
+
+    async def reload(self, name: str) -> bool:
+        """Run the reload command of the running daemon ``name``; True when it succeeded.
+
+        A daemon that is not running now (starting, restarting) needs none: it reads the
+        current files when it starts.
+        """
+        child = next((c for c in self.children if c.name == name), None)
+        if child is None or child.spec.reload_argv is None or child.state != RUNNING:
+            return False
+        code = await self._run_for(child, child.spec.reload_argv, f"reload {name}")
+        if code is None:
+            return False
+        if code != 0:
+            self._say(f"reloading {name} failed: exited with {procs.signal_name(code)}")
+            return False
+        self._say(f"reloaded {name}")
+        return True
+
+    async def notify(self, event: str) -> list[str]:
+        """Reload every running daemon that reloads on ``event``; the names reloaded."""
+        reloaded = []
+        for child in self.children:
+            if event in child.spec.reload_on and await self.reload(child.name):
+                reloaded.append(child.name)
+        return reloaded
+
+    async def _run_for(self, child: _Child, argv: Sequence[str], what: str) -> int | None:
+        """Run a helper command of ``child`` (with its environment and output prefix) to
+        the end; its exit status, or None when it could not be started."""
+        try:
+            helper = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(child.spec.env) if child.spec.env is not None else None,
+            )
+        except OSError as exc:
+            self._say(f"cannot {what}: {exc}")
+            return None
+        self._tracked.add(helper.pid)
+        assert helper.stdout is not None
+        await self._pump(child, helper.stdout)
+        code = await helper.wait()
+        self._tracked.discard(helper.pid)
+        return code
 
     async def _start_once(self, child: _Child) -> str | None:
         """Spawn the child and wait until it answers; None when ready, else what went wrong."""
@@ -350,6 +417,10 @@ class Supervisor:
 
     def _say(self, text: str) -> None:
         self._out(f"roost: {text}")
+
+    def say(self, text: str) -> None:
+        """A line of the runner's own in the merged output (for watchers)."""
+        self._say(text)
 
     # -- stopping -----------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 A service module knows one daemon's file formats and nothing else does: it renders the
 daemon's complete configuration from settings (templates beside the module), applies the
 user's overrides from ``ROOT/overrides/<service>``, and tells the runner how to start the
-daemon in the foreground and how to tell that it is ready.
+daemon in the foreground, how to tell that it is ready and how to make it reload. It also
+says from the settings whether the stack runs it at all (:meth:`Service.enabled`): the
+runner builds the stack from the classes in :mod:`roost.services.registry` that are
+enabled, so a disabled daemon costs no process, listener or route.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from roost.layout import Layout
+from roost.settings import Settings
 
 
 class ServiceConfigError(RuntimeError):
@@ -37,8 +41,15 @@ class Service(ABC):
 
     layout: Layout
     name: str = field(init=False, default="")
-    #: services that must be ready before this one starts
+    #: services that must be ready before this one starts; a name that is not in the
+    #: stack (a disabled service) is ignored
     after: Sequence[str] = field(init=False, default=())
+
+    @classmethod
+    def enabled(cls, settings: Settings) -> bool:
+        """Whether this stack runs the daemon; optional ones (a virus scanner, say) say no
+        unless their setting asks for them."""
+        return True
 
     @property
     def etc(self) -> Path:
@@ -70,6 +81,21 @@ class Service(ABC):
         that mail does not wait for the next queue run minutes later.
         """
         return None
+
+    def reload_command(self) -> list[str] | None:
+        """The daemon's own way to re-read its configuration and files without a restart.
+
+        The runner runs it when one of :meth:`reload_on` happens (a renewed certificate),
+        so connections in progress are not cut. None: the daemon cannot reload.
+        """
+        return None
+
+    def reload_on(self) -> frozenset[str]:
+        """What makes the runner reload this daemon while it runs.
+
+        Services that serve the certificate name ``roost.tls.CERTIFICATE_CHANGED``.
+        """
+        return frozenset()
 
     def environment(self) -> dict[str, str]:
         """Extra environment for the daemon's process."""

@@ -230,16 +230,22 @@ def test_a_killed_child_is_restarted_and_reported_by_signal(workdir: Path) -> No
         first = json.loads(status.read_text())["services"]["victim"]["pid"]
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            entry = json.loads(status.read_text())["services"]["victim"]
-            if entry["state"] == "running" and entry["pid"] != first:
-                break
-            await asyncio.sleep(0.02)
-        run.supervisor.request_stop()
-        return await task
+        try:
+            while time.monotonic() < deadline:
+                entry = json.loads(status.read_text())["services"]["victim"]
+                if entry["state"] == "running" and entry["pid"] not in (first, None):
+                    return int(entry["pid"])
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"victim was not running again after 10s: {entry}")
+        finally:
+            run.supervisor.request_stop()
+            await task
 
-    assert asyncio.run(main()) == 0
+    second = asyncio.run(main())
     assert run.said("roost: victim exited with signal SIGKILL, restarting in 0.1s")
+    assert len(run.said("victim | hello from victim")) == 2  # it really started again
+    info = procs.read_proc(second)
+    assert info is None or info.zombie  # and was stopped with the rest
 
 
 def test_dependants_are_refreshed_when_what_they_wait_for_comes_back(workdir: Path) -> None:
@@ -270,6 +276,118 @@ def test_dependants_are_refreshed_when_what_they_wait_for_comes_back(workdir: Pa
     assert asyncio.run(main()) == 0
     assert marker.read_text() == "x"
     assert run.said("backend is back: refreshed mta")
+
+
+def test_notify_reloads_the_running_children_that_reload_on_the_event(workdir: Path) -> None:
+    """A new certificate: the daemons that serve it reload, the others are left alone."""
+
+    def reload(name: str, code: int = 0) -> tuple[str, ...]:
+        marker = workdir / f"reloaded-{name}"
+        program = f"open({str(marker)!r}, 'a').write('x'); print('reloading'); exit({code})"
+        return (sys.executable, "-c", program)
+
+    specs = [
+        replace(listener(workdir, "web"), reload_argv=reload("web"), reload_on=frozenset({"cert"})),
+        replace(listener(workdir, "cache"), reload_argv=reload("cache")),
+        replace(
+            listener(workdir, "mta"), reload_argv=reload("mta", 1), reload_on=frozenset({"cert"})
+        ),
+        replace(listener(workdir, "plain"), reload_on=frozenset({"cert"})),  # no reload command
+    ]
+    run = Run(specs)
+
+    async def main() -> tuple[list[str], bool, bool]:
+        task = asyncio.create_task(run.supervisor.run())
+        try:
+            deadline = time.monotonic() + 10
+            while run.ready_at is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert run.ready_at is not None, run.err
+            reloaded = await run.supervisor.notify("cert")
+            return reloaded, await run.supervisor.reload("cache"), await run.supervisor.reload("x")
+        finally:
+            run.supervisor.request_stop()
+            await task
+
+    reloaded, cache, unknown = asyncio.run(main())
+    assert reloaded == ["web"]
+    assert (workdir / "reloaded-web").read_text() == "x"
+    assert (workdir / "reloaded-mta").read_text() == "x"
+    assert run.said("roost: reloaded web")
+    assert run.said("web   | reloading")  # its output is merged like the daemon's own
+    assert run.said("roost: reloading mta failed: exited with 1")
+    assert cache is True and (workdir / "reloaded-cache").read_text() == "x"
+    assert unknown is False
+
+
+def test_a_child_that_is_not_running_is_not_reloaded(workdir: Path) -> None:
+    marker = workdir / "reloaded"
+    spec = replace(
+        python("crashy", "import sys, time; time.sleep(0.2); sys.exit(3)"),
+        reload_argv=(sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')"),
+        reload_on=frozenset({"cert"}),
+    )
+    run = Run([spec])
+
+    async def main() -> list[str]:
+        task = asyncio.create_task(run.supervisor.run())
+        try:
+            deadline = time.monotonic() + 10
+            while not run.said("restarting in") and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert run.said("restarting in")
+            return await run.supervisor.notify("cert")
+        finally:
+            run.supervisor.request_stop()
+            await task
+
+    assert asyncio.run(main()) == []
+    assert not marker.exists()
+
+
+def test_watchers_run_once_ready_sighup_wakes_them_and_stop_ends_them(workdir: Path) -> None:
+    seen: list[str] = []
+
+    async def watcher(supervisor: Supervisor) -> None:
+        seen.append("started")
+        try:
+            while True:
+                await supervisor.hangup.wait()
+                supervisor.hangup.clear()
+                seen.append("hangup")
+        finally:
+            seen.append("ended")
+
+    run = Run([listener(workdir, "only")])
+    run.supervisor.watchers = (watcher,)
+
+    async def main() -> int:
+        task = asyncio.create_task(run.supervisor.run())
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert run.ready_at is not None and seen == ["started"]
+        os.kill(os.getpid(), signal.SIGHUP)  # would end this test run without the handler
+        while len(seen) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        run.supervisor.request_stop()
+        return await task
+
+    assert asyncio.run(main()) == 0
+    assert seen == ["started", "hangup", "ended"]
+    assert run.said("roost: received SIGHUP, looking for changes")
+
+
+def test_a_failing_watcher_is_reported_and_the_children_keep_running(workdir: Path) -> None:
+    async def broken(supervisor: Supervisor) -> None:
+        raise ValueError("boom")
+
+    run = Run([listener(workdir, "only")])
+    run.supervisor.watchers = (broken,)
+    assert run.run(stop_after=10, stop_when="a background task stopped") == 0
+    assert run.said("roost: a background task stopped: ValueError: boom")
+    log = (workdir / "log").read_text()
+    assert log.index("start only") < log.index("stop only")  # stopped by us, at the end
 
 
 def test_first_start_that_never_answers_fails_with_its_last_lines(workdir: Path) -> None:

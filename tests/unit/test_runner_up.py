@@ -19,7 +19,7 @@ from roost.layout import GATE_HTTP_PORT, Layout
 from roost.runner import procs
 from roost.runner.leftovers import stop_leftovers
 from roost.runner.lock import AlreadyRunning, RunLock
-from roost.runner.stack import child_spec, in_start_order
+from roost.runner.stack import child_spec, enabled_services, in_start_order
 from roost.runner.summary import listening, summary_lines
 from roost.runner.supervisor import Policy
 from roost.services.base import Readiness, Service, ServiceConfigError
@@ -209,6 +209,78 @@ def test_services_start_after_those_they_name() -> None:
     assert [s.name for s in ordered] == ["redis", "gate", "dovecot", "postfix", "nginx"]
     with pytest.raises(ServiceConfigError, match="cycle: a, b"):
         in_start_order([Fake(layout, "a", after=("b",)), Fake(layout, "b", after=("a",))])
+
+
+class Core(Fake):
+    """Always on; waits for the optional service when the stack has it."""
+
+    built = 0
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__(layout, "core", after=("optional",))
+        Core.built += 1
+
+
+class Optional(Fake):
+    """On only under TLS (any setting would do): the shape of clamd or Radicale."""
+
+    built = 0
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__(layout, "optional")
+        Optional.built += 1
+
+    @classmethod
+    def enabled(cls, settings: Settings) -> bool:
+        return settings.tls
+
+
+def test_a_disabled_service_is_not_built_started_or_waited_for(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Core.built = Optional.built = 0
+    settings = make_settings(base)  # notls
+    layout = Layout(settings)
+    stack = enabled_services(layout, registry=(Optional, Core))
+    assert [service.name for service in stack] == ["core"]
+    assert (Core.built, Optional.built) == (1, 0)
+
+    watcher = stop_when_running(layout.runner_status, {"core"})
+    assert runner.up(settings, services=stack, policy=FAST) == 0
+    watcher.join()
+    out = capsys.readouterr().out
+    assert "core | fake core" in out
+    assert "optional" not in out
+    states = json.loads(layout.runner_status.read_text())["services"]
+    assert list(states) == ["core"]
+    assert not (layout.etc / "optional.rendered").exists()
+    assert not (layout.run / "optional.sock").exists()
+
+    # Enabled, it is built and starts first, because core waits for it.
+    enabled = Layout(make_settings(base, TLS_FLAVOR="cert"))
+    order = [s.name for s in enabled_services(enabled, registry=(Core, Optional))]
+    assert order == ["optional", "core"]
+
+
+def test_the_registry_makes_the_five_daemons_in_start_order(base: Path) -> None:
+    stack = enabled_services(Layout(make_settings(base)))
+    assert [s.name for s in stack] == ["redis", "gate", "dovecot", "postfix", "nginx"]
+
+
+def test_an_unusable_certificate_stops_up_before_anything_is_rendered(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(base, TLS_FLAVOR="cert")
+    layout = Layout(settings)
+    layout.certs.mkdir(parents=True)
+    layout.cert_file.write_text("not a certificate\n")
+    layout.key_file.write_text("not a key\n")
+    code = runner.up(settings, services=[Fake(layout, "a")], policy=FAST)
+    assert code == runner.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith(f"roost: error: {layout.cert_file}: not a PEM certificate")
+    assert not (layout.etc / "a.rendered").exists()
+    assert not layout.runner_status.exists()
 
 
 def test_the_gate_runs_this_roost_with_the_same_settings(base: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from roost import tls
 from roost.layout import Layout
 from roost.services.base import ServiceConfigError
 from roost.services.dovecot import DovecotService
@@ -319,11 +320,11 @@ def test_unclosed_section_in_override_names_where_it_starts(root: Path) -> None:
     assert str(error.value).startswith(f"Dovecot override {override}, line 2: section not closed")
 
 
-def test_missing_certificate_is_named(root: Path) -> None:
+def test_reload_is_doveadm_reload_on_a_new_certificate(root: Path) -> None:
     service = dovecot(root, certificate=False)
-
-    with pytest.raises(ServiceConfigError, match=f"{root}/certs/cert.pem: missing"):
-        service.render()
+    assert service.reload_command()[1:] == ["-c", str(service.config_file), "reload"]
+    assert service.reload_on() == {tls.CERTIFICATE_CHANGED}
+    assert dovecot(root, TLS_FLAVOR="notls").reload_on() == frozenset()
 
 
 def test_root_too_long_for_sockets_is_refused(root: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_services_postfix_support import make_settings, roost_root
 
-from roost import certs
+from roost import tls
 from roost.layout import Layout
 from roost.services.base import ServiceConfigError
 from roost.services.nginx import NginxService
@@ -27,7 +27,7 @@ def root() -> Iterator[Path]:
 
 def rendered(root: Path, **values: Any) -> tuple[NginxService, str]:
     layout = Layout(make_settings(root, ADDRESS, **values))
-    certs.ensure_certificate(layout)
+    tls.ensure(layout)
     service = NginxService(layout)
     service.render()
     return service, service.conf.read_text()
@@ -143,11 +143,12 @@ def test_an_override_may_take_the_root_location(root: Path) -> None:
     assert not service.no_web_root.exists()
 
 
-def test_bad_certificate_is_refused_before_nginx(root: Path) -> None:
+def test_a_bad_certificate_still_stops_nginx_t(root: Path) -> None:
+    """roost.tls checks the pair once before any renderer; nginx -t is the second line."""
     layout = Layout(make_settings(root, ADDRESS))
-    certs.ensure_certificate(layout)
+    tls.ensure(layout)
     layout.cert_file.write_text("not a certificate\n")
-    with pytest.raises(certs.CertificateError, match=str(layout.cert_file)):
+    with pytest.raises(ServiceConfigError, match=f"cannot load certificate .*{layout.cert_file}"):
         NginxService(layout).render()
 
 
@@ -157,6 +158,10 @@ def test_runner_interface(root: Path) -> None:
     assert service.command() == ["nginx", "-c", conf, "-g", "daemon off; error_log stderr info;"]
     assert service.readiness().tcp == ((ADDRESS, 25),)
     assert service.stop_command() is None
+    assert service.reload_command() == ["nginx", "-c", conf, "-s", "reload"]
+    assert service.reload_on() == {tls.CERTIFICATE_CHANGED}
+    notls = NginxService(Layout(make_settings(root, ADDRESS, TLS_FLAVOR="notls")))
+    assert notls.reload_on() == frozenset()
     wildcard = NginxService(Layout(make_settings(root, "0.0.0.0")))
     assert wildcard.readiness().tcp == (("127.0.0.1", 25),)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from test_services_postfix_support import make_settings, roost_root
 
-from roost import certs
+from roost import tls
 from roost.layout import Layout
 from roost.services.base import ServiceConfigError
 from roost.services.postfix import PostfixService, system_prerequisites
@@ -29,7 +29,7 @@ def root() -> Iterator[Path]:
 
 def rendered(root: Path, **values: Any) -> PostfixService:
     layout = Layout(make_settings(root, ADDRESS, **values))
-    certs.ensure_certificate(layout)
+    tls.ensure(layout)
     service = PostfixService(layout)
     service.render()
     return service
@@ -283,12 +283,13 @@ def test_broken_map_line_is_reported_with_the_user_file(root: Path) -> None:
         rendered(root)
 
 
-def test_missing_or_mismatched_certificate_is_refused(root: Path) -> None:
+def test_the_certificate_is_the_pair_tls_serves(root: Path) -> None:
+    """The renderer names the files roost.tls serves; checking them is tls's job, once."""
     layout = Layout(make_settings(root, ADDRESS))
-    certs.ensure_certificate(layout)
-    layout.key_file.unlink()
-    with pytest.raises(certs.CertificateError, match=str(layout.key_file)):
-        PostfixService(layout).render()
+    pair = tls.served_pair(layout)
+    assert pair is not None
+    context = PostfixService(layout).context()
+    assert (context["cert_file"], context["key_file"]) == (pair.cert_file, pair.key_file)
 
 
 def test_root_with_space_is_refused() -> None:
@@ -302,6 +303,10 @@ def test_runner_interface(root: Path) -> None:
     etc = str(root / "etc" / "postfix")
     assert service.command() == ["postfix", "-c", etc, "start-fg"]
     assert service.stop_command() == ["postfix", "-c", etc, "stop"]
+    assert service.reload_command() == ["postfix", "-c", etc, "reload"]
+    assert service.reload_on() == {tls.CERTIFICATE_CHANGED}
+    notls = PostfixService(Layout(make_settings(root, ADDRESS, TLS_FLAVOR="notls")))
+    assert notls.reload_on() == frozenset()
     assert service.readiness().tcp == ((ADDRESS, 10025),)
     assert list(service.after) == ["gate", "dovecot"]
 

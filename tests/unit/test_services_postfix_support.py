@@ -26,7 +26,7 @@ from typing import Any
 from aiosmtpd.controller import Controller, UnixSocketController
 from aiosmtpd.lmtp import LMTP
 
-from roost import certs
+from roost import tls
 from roost.layout import Layout
 from roost.services.postfix import PostfixService
 from roost.settings import Settings
@@ -245,7 +245,7 @@ def running_postfix(
 ) -> Iterator[PostfixStack]:
     """Render and start Postfix for ``address`` with every peer it talks to."""
     layout = Layout(make_settings(root, address, **values))
-    certs.ensure_certificate(layout)
+    tls.ensure(layout)
     service = PostfixService(layout)
     service.render()
 

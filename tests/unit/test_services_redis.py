@@ -69,3 +69,6 @@ def test_runner_interface(service: RedisService) -> None:
     assert service.command()[0] == "setpriv"
     assert list(service.after) == []
     assert service.stop_command() is None
+    assert service.reload_command() is None  # nothing to reload: no certificate, no files
+    assert service.reload_on() == frozenset()
+    assert service.enabled(service.layout.settings)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost import tls
 from roost.core.sieve import SPAM_SCORE_MAX
 from roost.layout import MAIL_OWNER, POSTFIX_FRONT_PORT
 from roost.services.base import (
@@ -137,6 +138,14 @@ class DovecotService(Service):
     def command(self) -> list[str]:
         return [_find_binary("dovecot"), "-F", "-c", str(self.config_file)]
 
+    def reload_command(self) -> list[str]:
+        """``doveadm reload``: the master re-reads its configuration, which names the
+        certificate file, and starts new login processes with it (doveadm(1))."""
+        return [_find_binary("doveadm"), "-c", str(self.config_file), "reload"]
+
+    def reload_on(self) -> frozenset[str]:
+        return frozenset({tls.CERTIFICATE_CHANGED}) if self.layout.settings.tls else frozenset()
+
     def readiness(self) -> Readiness:
         """Ready when Postfix's two sockets exist and every enabled listener accepts."""
         tcp = tuple(
@@ -219,7 +228,9 @@ class DovecotService(Service):
 
     def _check_paths(self) -> None:
         layout = self.layout
-        for path in (layout.root, layout.cert_file, layout.key_file):
+        pair = tls.served_pair(layout)
+        certificate = (pair.cert_file, pair.key_file) if pair else ()
+        for path in (layout.root, *certificate):
             if not _SAFE_PATH.match(str(path)):
                 raise ServiceConfigError(
                     f"{path}: Dovecot cannot use this path in its configuration; "
@@ -235,13 +246,8 @@ class DovecotService(Service):
     def _context(self) -> dict[str, Any]:
         layout, settings = self.layout, self.layout.settings
         self._check_paths()
-        if settings.tls:
-            for path in (layout.cert_file, layout.key_file):
-                if not path.is_file():
-                    raise ServiceConfigError(
-                        f"{path}: missing; TLS_FLAVOR={settings.TLS_FLAVOR} needs the "
-                        "certificate and key (TLS_CERT_FILENAME, TLS_KEYPAIR_FILENAME)"
-                    )
+        # The pair tls checked before any daemon starts; None under notls.
+        pair = tls.served_pair(layout)
         try:
             mail = pwd.getpwnam(MAIL_USER)
             postfix = pwd.getpwnam(POSTFIX_USER)
@@ -256,8 +262,8 @@ class DovecotService(Service):
             "hostname": settings.hostname,
             "postmaster_address": settings.postmaster_address,
             "tls": settings.tls,
-            "cert_file": layout.cert_file,
-            "key_file": layout.key_file,
+            "cert_file": pair.cert_file if pair else None,
+            "key_file": pair.key_file if pair else None,
             "dh_file": DEBIAN_DH_FILE if DEBIAN_DH_FILE.is_file() else None,
             "lua_file": self.lua_file,
             "gate_url": layout.gate_http_url,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roost import certs
+from roost import tls
 from roost.services.base import (
     Readiness,
     Service,
@@ -96,6 +96,7 @@ class NginxService(Service):
     def context(self) -> dict[str, Any]:
         settings = self.layout.settings
         limit = settings.MESSAGE_SIZE_LIMIT
+        pair = tls.served_pair(self.layout)
         return {
             "conf": self.conf,
             "run": self.run_directory,
@@ -107,8 +108,9 @@ class NginxService(Service):
             "auth_http": self.layout.gate_auth_http,
             "tls": settings.tls,
             "tls_permissive": settings.TLS_PERMISSIVE,
-            "cert_file": self.layout.cert_file,
-            "key_file": self.layout.key_file,
+            # The pair tls checked before any daemon starts; None under notls.
+            "cert_file": pair.cert_file if pair else None,
+            "key_file": pair.key_file if pair else None,
             "message_size_limit": limit,
             # 0 keeps nginx's meaning "no limit", as MESSAGE_SIZE_LIMIT=0 does for Postfix.
             "client_max_body_size": limit + BODY_SLACK if limit else 0,
@@ -118,8 +120,6 @@ class NginxService(Service):
 
     def render(self) -> None:
         """Write nginx.conf and have nginx check it (syntax, certificate, includes)."""
-        if self.layout.settings.tls:
-            certs.check_certificate(self.layout)
         self.run_directory.mkdir(parents=True, exist_ok=True)
         self.run_directory.chmod(0o755)  # workers (www-data) use the temp dirs inside
         text = _TEMPLATES.get_template("nginx.conf.j2").render(self.context())
@@ -152,6 +152,14 @@ class NginxService(Service):
         # "daemon off" keeps the master in the foreground under the runner; the error log
         # (with info level, for the AUTH-on-port-25 line) goes to its stderr.
         return [NGINX, "-c", str(self.conf), "-g", "daemon off; error_log stderr info;"]
+
+    def reload_command(self) -> list[str]:
+        """``nginx -s reload``: the master re-reads its configuration and certificate and
+        replaces its workers gracefully (https://nginx.org/en/docs/control.html)."""
+        return [NGINX, "-c", str(self.conf), "-s", "reload"]
+
+    def reload_on(self) -> frozenset[str]:
+        return frozenset({tls.CERTIFICATE_CHANGED}) if self.layout.settings.tls else frozenset()
 
     def readiness(self) -> Readiness:
         """Port 25 accepts; a wildcard bind is reached through the internal address."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roost import certs
+from roost import tls
 from roost.layout import POSTFIX_FRONT_PORT, Layout
 from roost.services.base import (
     Readiness,
@@ -153,6 +153,7 @@ class PostfixService(Service):
         layout = self.layout
         internal = layout.internal_address
         level = settings.OUTBOUND_TLS_LEVEL
+        pair = tls.served_pair(layout)
         return {
             "overrides": self.overrides,
             "queue_directory": layout.queue,
@@ -171,8 +172,9 @@ class PostfixService(Service):
             "message_size_limit": settings.MESSAGE_SIZE_LIMIT,
             "reject_unlisted_recipient": "yes" if settings.REJECT_UNLISTED_RECIPIENT else "no",
             "tls": settings.tls,
-            "cert_file": layout.cert_file,
-            "key_file": layout.key_file,
+            # The pair tls checked before any daemon starts; None under notls.
+            "cert_file": pair.cert_file if pair else None,
+            "key_file": pair.key_file if pair else None,
             "relayhost": settings.RELAYHOST,
             "relay_auth": bool(settings.RELAYUSER),
             "outbound_tls_level": level,
@@ -190,8 +192,6 @@ class PostfixService(Service):
         user removed does not linger as a stale compiled map.
         """
         self._check_paths()
-        if self.layout.settings.tls and self.submission_ports():
-            certs.check_certificate(self.layout)
         context = self.context()
         if self.etc.exists():
             shutil.rmtree(self.etc)
@@ -217,6 +217,14 @@ class PostfixService(Service):
     def refresh_command(self) -> list[str]:
         """``postqueue -f``: deliver what was deferred while LMTP or the gate was away."""
         return [POSTQUEUE, "-c", str(self.etc), "-f"]
+
+    def reload_command(self) -> list[str]:
+        """``postfix reload``: master(8) re-reads main.cf, and smtpd processes started from
+        then on load the new certificate (postfix(1))."""
+        return [POSTFIX, "-c", str(self.etc), "reload"]
+
+    def reload_on(self) -> frozenset[str]:
+        return frozenset({tls.CERTIFICATE_CHANGED}) if self.layout.settings.tls else frozenset()
 
     def stop_command(self) -> list[str]:
         """``postfix stop``: SIGTERM to start-fg reaches only its shell, not master(8).

@@ -1,0 +1,27 @@
+"""Every daemon Roost knows, in the order it lists them.
+
+A new daemon (Rspamd, clamd, the web application, Roundcube, Radicale) joins the stack by
+a service module with its :class:`~roost.services.base.Service` subclass and one line
+here. Whether a stack runs it is the class's own ``enabled(settings)``; the start order
+comes from each service's ``after`` (roost.runner.stack), so the order of this tuple only
+breaks ties between daemons that do not wait for each other.
+"""
+
+from __future__ import annotations
+
+from roost.services.base import Service
+from roost.services.dovecot import DovecotService
+from roost.services.gate import GateService
+from roost.services.nginx import NginxService
+from roost.services.postfix import PostfixService
+from roost.services.redis import RedisService
+
+__all__ = ["SERVICES"]
+
+SERVICES: tuple[type[Service], ...] = (
+    RedisService,
+    GateService,
+    DovecotService,
+    PostfixService,
+    NginxService,
+)

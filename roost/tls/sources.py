@@ -1,0 +1,174 @@
+"""Where the certificate the daemons serve comes from: one small interface, one class a source.
+
+A source knows the two files the daemons read and how to put a usable pair there. Which
+source a stack uses follows TLS_FLAVOR (:data:`FLAVORS`); a new one, such as an ACME
+client for TLS_FLAVOR=letsencrypt, is a :class:`CertificateSource` subclass and one entry
+in that table. Sources do not check what they provide: :func:`roost.tls.check.check_pair`
+does, the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from roost.layout import Layout
+
+__all__ = ["FLAVORS", "VALIDITY_DAYS", "CertificateSource", "Files", "SelfSigned", "source_for"]
+
+# The longest validity clients accepted for a TLS server certificate when the limit was
+# introduced (CA/Browser Forum, 2018); Apple's TLS stack still refuses longer ones.
+VALIDITY_DAYS = 825
+
+
+@dataclass(frozen=True)
+class CertificateSource(ABC):
+    """A way to obtain the certificate and key every daemon serves."""
+
+    layout: Layout
+
+    @property
+    def cert_file(self) -> Path:
+        """The certificate (the server's own first, then its chain), as the daemons read it."""
+        return self.layout.cert_file
+
+    @property
+    def key_file(self) -> Path:
+        return self.layout.key_file
+
+    @abstractmethod
+    def provide(self) -> list[str]:
+        """Put a pair in place when this source can (create, fetch, renew).
+
+        Returns messages for the administrator about what it did. It never overwrites a
+        pair that is not its own; an unusable pair is left for the check to name.
+        """
+
+
+@dataclass(frozen=True)
+class SelfSigned(CertificateSource):
+    """A self-signed pair for HOSTNAMES, written when there is no pair at all.
+
+    Mailu's ``cert`` flavor turns TLS off when the files are missing (Mailu's
+    core/nginx/config.py: "Missing cert or key file, disabling TLS"); a self-signed pair
+    instead lets a fresh install answer on 465/993/443 at once, and the administrator
+    replaces it later. If exactly one of the two
+    files exists, it is the administrator's and nothing is written.
+    """
+
+    def provide(self) -> list[str]:
+        if self.cert_file.exists() or self.key_file.exists():
+            return []
+        names = self.create()
+        return [
+            f"TLS_FLAVOR=cert: no certificate in {self.cert_file.parent}; created a "
+            f"self-signed one for {', '.join(names)}, valid {VALIDITY_DAYS} days "
+            f"({self.cert_file}, {self.key_file}). Replace both files with a certificate "
+            "clients trust."
+        ]
+
+    def create(self) -> list[str]:
+        """Write a self-signed EC P-256 pair for all HOSTNAMES and ``localhost``.
+
+        ``localhost`` is there because local clients (and test clients) check the name
+        they connected to. Returns the names in the certificate.
+        """
+        settings = self.layout.settings
+        names = list(dict.fromkeys([*settings.HOSTNAMES, "localhost"]))
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, settings.hostname)])
+        # A minute of slack so that a client whose clock is slightly behind accepts it.
+        now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(int.from_bytes(secrets.token_bytes(16), "big") >> 1)
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        self.cert_file.parent.mkdir(parents=True, exist_ok=True)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_new(self.key_file, key_pem, 0o600)
+        write_new(self.cert_file, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+        return names
+
+
+@dataclass(frozen=True)
+class Files(CertificateSource):
+    """TLS_FLAVOR=cert: the administrator's ``cert.pem`` and ``key.pem`` in ROOT/certs.
+
+    The names follow TLS_CERT_FILENAME and TLS_KEYPAIR_FILENAME, as in Mailu. Until the
+    administrator supplies a pair, ``fallback`` (a self-signed one) provides it.
+    """
+
+    fallback: CertificateSource | None = None
+
+    def provide(self) -> list[str]:
+        if self.fallback is None:
+            return []
+        return self.fallback.provide()
+
+
+def _cert_flavor(layout: Layout) -> CertificateSource:
+    return Files(layout, fallback=SelfSigned(layout))
+
+
+#: TLS_FLAVOR -> the source of the stack's pair. TLS_FLAVOR=notls has none.
+FLAVORS: dict[str, Callable[[Layout], CertificateSource]] = {"cert": _cert_flavor}
+
+
+def source_for(layout: Layout) -> CertificateSource | None:
+    """The source for this stack's TLS_FLAVOR; None when TLS is off."""
+    if not layout.settings.tls:
+        return None
+    return FLAVORS[layout.settings.TLS_FLAVOR](layout)
+
+
+def write_new(path: Path, data: bytes, mode: int) -> None:
+    """Write with ``mode`` from the first byte: a key must never be readable, even briefly.
+
+    The new file replaces the old one in one rename, so a daemon reloading meanwhile reads
+    either the old pair or the new one, never half a file.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, mode)  # the umask may have removed bits from an 0644 file
+    os.replace(tmp, path)
