@@ -1,4 +1,4 @@
-"""The store's tables, with Mailu's names, columns and defaults (reference §3).
+"""The store's tables, with Mailu's names, columns and defaults (core/admin/mailu/models.py).
 
 Keeping Mailu's schema means a Mailu database and a Mailu ``config-export`` carry over
 unchanged. Addresses and domain names are stored lower-cased with the domain in punycode;
@@ -39,7 +39,7 @@ NAMING_CONVENTION = {
 
 
 class CommaSeparatedList(TypeDecorator[list[str]]):
-    """Mailu's list column: de-duplicated, sorted, joined with commas (reference §3.1)."""
+    """Mailu's list column: de-duplicated, sorted, joined with commas (``CommaSeparatedList``)."""
 
     impl = String(4096)
     cache_ok = True
@@ -59,7 +59,7 @@ class CommaSeparatedList(TypeDecorator[list[str]]):
 
 
 class JSONEncoded(TypeDecorator[Any]):
-    """Mailu's JSON column: JSON text in a String(255), NULL stays None (reference §3.1)."""
+    """Mailu's JSON column: JSON text in a String(255), NULL stays None (``JSONEncoded``)."""
 
     impl = String(255)
     cache_ok = True
@@ -135,7 +135,7 @@ class Alternative(Audited, Base):
 
 
 class Relay(Audited, Base):
-    """A relayed domain; ``smtp`` is the target of reference §7.1.4."""
+    """A relayed domain; ``smtp`` is the target host (roost.core.transport reads it)."""
 
     __tablename__ = "relay"
 
@@ -278,7 +278,7 @@ class DomainAccess(Audited, Base):
 
 
 class Config(Audited, Base):
-    """Mailu's key/value table; unused, kept so a Mailu database carries over (§3.2)."""
+    """Mailu's key/value table; unused, kept so a Mailu database carries over."""
 
     __tablename__ = "config"
 

@@ -60,7 +60,7 @@ def _table(model: type) -> Table:
 
 
 class _StoredTuple(TypeDecorator[tuple[str, ...]]):
-    """A CommaSeparatedList column (``a,b,c``, reference §3.1) read straight into a tuple.
+    """A CommaSeparatedList column (``a,b,c``, Mailu's list column) read straight into a tuple.
 
     The entries are immutable, so converting in the result processor saves building a
     list per row only to copy it.

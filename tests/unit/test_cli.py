@@ -391,8 +391,8 @@ def test_config_import_from_a_file(stack: Stack, tmp_path: Path) -> None:
 
 def test_status_reports_a_stopped_stack(stack: Stack) -> None:
     result = stack.roost("status")
-    assert result.exit_code != 0
-    assert str(stack.root) in result.output
+    assert result.exit_code != 0, (result.stdout, result.stderr)
+    assert result.stdout == f"roost: `roost up` is not running for {stack.root}\n"
 
 
 # -- telling the gate ------------------------------------------------------------------------

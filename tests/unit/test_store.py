@@ -162,7 +162,7 @@ def test_config_values_are_json(store: Store) -> None:
         assert session.get(Config, "limits").value == {"a": [1, 2]}  # type: ignore[union-attr]
 
 
-# -- CommaSeparatedList (reference §3.1) -------------------------------------------------------
+# -- CommaSeparatedList (Mailu's list column) --------------------------------------------------
 
 
 def _stored_destination(store: Store, email: str) -> str | None:

@@ -1,9 +1,11 @@
 """``config-export`` and ``config-import``: the whole configuration as Mailu's YAML or JSON.
 
-The format is Mailu's (reference §6.2), so an export from Mailu loads here and the other
-way round: sections ``domain``, ``user``, ``alias``, ``relay``; each item keyed by
-``name`` or ``email``; only values that differ from their defaults unless ``full``;
-secrets as ``<hidden>`` unless ``secrets``; names in Unicode.
+The format is Mailu's (``flask mailu config-export``, documented in Mailu's docs/cli.rst),
+so an export from Mailu loads here and the other way round: sections ``domain``, ``user``,
+``alias``, ``relay``; each item keyed by ``name`` or ``email``; only values that differ
+from their defaults unless ``full``; secrets as ``<hidden>`` unless ``secrets``; names in
+Unicode. Each section's fields, parsers, rules and defaults are its entity's declaration
+(roost.store.entities), so the CLI and the import refuse the same values alike.
 
 Import has two modes. *Replace* (the default) deletes every object of the section types
 the document contains -- with what the store cascades from them, as in Mailu: a
@@ -19,10 +21,12 @@ none. The counters compare the store before and after, so re-importing an export
 that only ``--full`` exports).
 
 Roost checks what Mailu's import does not: names and addresses must be valid, users and
-aliases must not share an address, and a name serves one of domain, alternative or relay.
-Domain limits (max_users, max_aliases) are not enforced here, as in Mailu: an import
-restores a state, it does not grow one. DKIM keys do not exist in Roost yet, so a
-``dkim_key`` other than empty or ``<hidden>`` is refused rather than silently dropped.
+aliases must not share an address, a name serves one of domain, alternative or relay, and
+each value follows its entity's rules (an auto-reply's texts and dates, a quota within the
+domain's cap). Domain limits (max_users, max_aliases) are not enforced, as in Mailu: an
+import restores a state, it does not grow one (``import_config(check_limits=True)`` does
+enforce them). DKIM keys do not exist in Roost yet, so a ``dkim_key`` other than empty or
+``<hidden>`` is refused rather than silently dropped.
 """
 
 from roost.store.configio.common import HIDDEN, SECTIONS, ConfigValidationError

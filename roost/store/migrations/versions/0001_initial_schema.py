@@ -1,4 +1,4 @@
-"""Initial schema: Mailu's tables (reference §3) and Roost's change counter.
+"""Initial schema: Mailu's tables (core/admin/mailu/models.py) and Roost's change counter.
 
 Revision ID: 0001
 Revises:
