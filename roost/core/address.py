@@ -2,8 +2,8 @@
 
 Everything that names a mailbox passes through here first, so the store, the gate and the
 CLI agree on one canonical spelling: domains are lower-case punycode (IDNA 2008, UTS #46
-mapping, as Mailu's ``IdnaDomain`` column, reference §3.1) and local parts are lower-cased
-(Mailu lower-cases addresses since #2718, reference §3.2).
+mapping, as Mailu's ``IdnaDomain`` column in core/admin/mailu/models.py) and local parts are
+lower-cased (Mailu lower-cases addresses since its pull request #2718).
 
 Pure functions only; no I/O.
 """
@@ -39,7 +39,7 @@ __all__ = [
 LABEL_MAX = 63
 #: RFC 1035 §2.3.4 / RFC 5321 §4.5.3.1.2: 255 octets on the wire, 253 in text form.
 DOMAIN_MAX = 253
-#: Mailu's ``IdnaDomain`` column is String(80) (reference §3.1); a longer name cannot be stored.
+#: Mailu's ``IdnaDomain`` column is String(80); a longer name cannot be stored.
 DOMAIN_COLUMN_MAX = 80
 #: RFC 5321 §4.5.3.1.1: a local part holds at most 64 octets.
 LOCAL_MAX = 64
@@ -115,7 +115,7 @@ def _idna_encode(original: str, name: str) -> str:
 def domain_to_ascii(domain: str, *, max_length: int = DOMAIN_COLUMN_MAX) -> str:
     """Return the lower-case punycode (A-label) form of ``domain``.
 
-    This is the one spelling stored and compared everywhere (reference §3.1 IdnaDomain). One
+    This is the one spelling stored and compared everywhere (Mailu's IdnaDomain). One
     trailing dot is dropped. Raises :class:`AddressError` for an empty or invalid name, a label
     over 63 characters, or a name over ``max_length`` characters: by default 80, the store's
     domain column width; pass ``max_length=DOMAIN_MAX`` (253) for names that are not stored as
@@ -142,7 +142,7 @@ def domain_to_unicode(domain: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A parsed address: lower-cased local part and punycode domain (reference §3.1 IdnaEmail)."""
+    """A parsed address: lower-cased local part and punycode domain (Mailu's IdnaEmail)."""
 
     local: str
     domain: str
@@ -152,9 +152,9 @@ class Address:
 
 
 # Characters that never appear in an address Roost accepts: white space and controls (header
-# and protocol injection), ',' (the store's list separator, reference §3.1
-# CommaSeparatedList), '<' '>' (path delimiters), '"' and '\' (quoted-string syntax,
-# refused since Mailu #3252).
+# and protocol injection), ',' (the store's list separator, Mailu's CommaSeparatedList
+# column), '<' '>' (path delimiters), '"' and '\' (quoted-string syntax, refused since
+# Mailu #3252).
 _FORBIDDEN = frozenset(',<>"\\')
 _FORBIDDEN_ASCII = re.compile(r'[\s,<>"\\\x00-\x1f\x7f]')
 
@@ -173,7 +173,7 @@ def forbidden_char(text: str) -> str | None:
 
 
 def normalize_localpart(local: str) -> str:
-    """Lower-case a local part the way every stored address is (Mailu #2718, reference §3.2)."""
+    """Lower-case a local part the way every stored address is (Mailu #2718)."""
     return local.lower()
 
 
@@ -182,10 +182,11 @@ def parse_address(text: str) -> Address:
 
     Deliberately stricter than RFC 5321 where the extra syntax only ever served attacks or
     confusion: no quoted local part (Mailu #3252), no white space, control characters, commas
-    or angle brackets. The local part is otherwise taken as is (Mailu's CLI accepts e.g.
-    ``user/with/slash``, reference §3.3); use :func:`check_localpart` for the UI's stricter
-    dot-atom rule. The domain may be up to 253 characters here because external addresses
-    (forward destinations) are parsed too; a stored domain is at most 80 anyway.
+    or angle brackets. The local part is otherwise taken as is (Mailu's CLI stores whatever
+    it is given, e.g. ``user/with/slash``); use :func:`check_localpart` for the stricter
+    rule every new user and alias follows. The domain may be up to 253 characters here
+    because external addresses (forward destinations) are parsed too; a stored domain is at
+    most 80 anyway.
     """
     if not isinstance(text, str):
         raise AddressError(f"{text!r}: an address is text")
@@ -217,9 +218,9 @@ def split_detail(local: str, delimiters: str) -> tuple[str, str]:
     """Cut ``local`` at the first character that belongs to ``delimiters``.
 
     Returns ``(stripped, detail)`` with the delimiter kept at the start of ``detail``:
-    ``('joe+x', '+') -> ('joe', '+x')`` (reference §7.2, RECIPIENT_DELIMITER may list several
-    characters). A delimiter in the first position does not split, because an empty local part
-    names nobody: ``'+x'`` stays ``('+x', '')``.
+    ``('joe+x', '+') -> ('joe', '+x')`` (RECIPIENT_DELIMITER may list several characters, as
+    Postfix's recipient_delimiter does). A delimiter in the first position does not split,
+    because an empty local part names nobody: ``'+x'`` stays ``('+x', '')``.
     """
     if delimiters:
         for index, ch in enumerate(local):
@@ -230,7 +231,8 @@ def split_detail(local: str, delimiters: str) -> tuple[str, str]:
     return local, ""
 
 
-# RFC 5322 §3.2.3 atext; the Mailu UI accepts exactly this dot-atom (reference §3.3).
+# RFC 5322 §3.2.3 atext; Mailu's admin UI accepts exactly this dot-atom (LOCALPART_REGEX in
+# core/admin/mailu/ui/forms.py). check_localpart refuses '/' on top, see there.
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 # SQL LIKE wildcards: '%' any run, '_' one character (both are also atext). Dots may sit
@@ -241,8 +243,11 @@ _LIKE_PATTERN = re.compile(rf"[{_ATEXT}.]+")
 def check_localpart(local: str) -> str:
     """Validate a local part for a new user or alias and return its stored (lower-case) form.
 
-    Dot-atom of RFC 5322 atext (reference §3.3): no leading or trailing dot, no '..', at most
-    64 octets. Raises :class:`AddressError` naming the problem.
+    Dot-atom of RFC 5322 atext, as Mailu's admin UI accepts: no leading or trailing dot, no
+    '..', at most 64 octets. Less one character: '/' is atext, but each mailbox is the
+    directory ``ROOT/mail/<address>`` (Dovecot's ``mail_home = .../%u``), where a '/' makes
+    nested directories and a leading '/' an absolute path outside ROOT. Raises
+    :class:`AddressError` naming the problem.
     """
     if not local:
         raise AddressError("local part is empty")
@@ -254,6 +259,11 @@ def check_localpart(local: str) -> str:
         raise AddressError(f"{local!r}: local part starts or ends with a dot")
     if ".." in local:
         raise AddressError(f"{local!r}: local part contains '..'")
+    if "/" in local:
+        raise AddressError(
+            f"{local!r}: local part contains '/', which Roost refuses "
+            "(each mailbox is a directory named after its address)"
+        )
     if not _DOT_ATOM.fullmatch(local):
         bad = next(ch for ch in local if ch != "." and not re.fullmatch(f"[{_ATEXT}]", ch))
         raise AddressError(f"{local!r}: local part contains the character {bad!r}")
@@ -266,7 +276,7 @@ def check_wildcard_pattern(pattern: str) -> str:
     """Validate a wildcard alias local part (an SQL LIKE pattern) and return it lower-cased.
 
     Mailu stores a wildcard alias's local part as a LIKE pattern: ``%`` matches any run of
-    characters and ``_`` exactly one; the catch-all is ``%`` (reference §3.2 alias). The
+    characters and ``_`` exactly one; the catch-all is ``%`` (Mailu's ``Alias.wildcard``). The
     pattern may use atext, dots and the two wildcards; a backslash (LIKE's escape character
     on PostgreSQL) and anything else are refused so the pattern means the same on every
     database and in :class:`roost.core.directory.Directory`.
