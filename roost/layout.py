@@ -29,6 +29,7 @@ from roost.settings import Settings
 
 # Internal TCP ports on ``internal_address``; none of them is reachable from outside.
 POSTFIX_FRONT_PORT = 10025  # Postfix smtpd behind nginx's port 25 (XCLIENT from nginx)
+POSTFIX_SIEVE_PORT = 10026  # Postfix smtpd for mail Dovecot sends (Sieve redirect, vacation)
 GATE_HTTP_PORT = 10080  # the gate's HTTP side for Dovecot's Lua (with the secret header)
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
 MAIL_OWNER = "mail"

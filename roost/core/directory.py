@@ -1,12 +1,13 @@
 """The in-memory directory the gate answers every daemon lookup from.
 
-DESIGN §1: the gate answers Postfix, Dovecot and Rspamd from an index of the store that is
-rebuilt when the store changes, so no lookup waits on SQL. This module is that index: built
+The gate answers Postfix, Dovecot and Rspamd from an index of the store that is rebuilt
+when the store changes, so no lookup waits on SQL. This module is that index: built
 once from plain records (the gate loads them; core does no I/O), then read-only, with
 lookups that cost a few dictionary probes (and a scan of one domain's wildcard aliases).
 
-Behaviour follows Mailu (reference §7.2 address resolution, §7.1.3 sender ownership,
-§7.1.4 relayed-domain transports); deliberate differences are marked "Roost:".
+Behaviour follows Mailu's admin (core/admin/mailu/models.py ``Email.resolve_destination``
+for address resolution, internal/views/postfix.py for sender ownership and relayed-domain
+transports); deliberate differences are marked "Roost:".
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class UserEntry:
-    """One mailbox, with the columns of reference §3.2 ``user`` that shape mail handling.
+    """One mailbox, with the columns of Mailu's ``user`` table that shape mail handling.
 
     ``email`` is the canonical (lower-case, punycode) address; ``quota_bytes`` 0 = unlimited.
     """
@@ -71,13 +72,13 @@ class UserEntry:
     change_pw_next_login: bool = False
 
     def reply_active(self, today: date) -> bool:
-        """Mailu's ``reply_active``: enabled and start <= today <= end (reference §3.2)."""
+        """Mailu's ``reply_active``: enabled and start <= today <= end (Mailu's models.py)."""
         return self.reply_enabled and self.reply_startdate <= today <= self.reply_enddate
 
 
 @dataclass(frozen=True, slots=True)
 class AliasEntry:
-    """One alias (reference §3.2 ``alias``); for a wildcard, ``localpart`` is a LIKE pattern."""
+    """One alias (Mailu's ``alias`` table); for a wildcard, ``localpart`` is a LIKE pattern."""
 
     email: str
     localpart: str
@@ -90,7 +91,7 @@ class AliasEntry:
 
 @dataclass(frozen=True, slots=True)
 class TokenEntry:
-    """An app password (reference §3.2 ``token``): ``ip`` lists CIDRs; empty = any address."""
+    """An app password (Mailu's ``token`` table): ``ip`` lists CIDRs; empty = any address."""
 
     id: int
     user_email: str
@@ -101,7 +102,8 @@ class TokenEntry:
 
 @dataclass(frozen=True, slots=True)
 class RelayEntry:
-    """A relayed domain (reference §3.2 ``relay``); ``smtp`` is the target spec of §7.1.4."""
+    """A relayed domain (Mailu's ``relay`` table); ``smtp`` is the target, as
+    :func:`~roost.core.transport.relay_transport` reads it."""
 
     name: str
     smtp: str | None = None
@@ -117,9 +119,10 @@ def _match_all(_local: str) -> bool:
 def like_to_matcher(pattern: str) -> Matcher:
     """Compile an SQL LIKE pattern (``%`` any run, ``_`` one character) to a predicate.
 
-    Mailu matches wildcard aliases with ``:local LIKE alias.localpart`` (reference §3.2,
-    §7.2). Matching is case-insensitive: both sides are lower-cased. Common shapes skip
-    the regex engine: ``%`` (catch-all), ``prefix%`` and ``%suffix``.
+    Mailu matches wildcard aliases with ``:local LIKE alias.localpart`` (models.py
+    ``Email.resolve_destination``). Matching is case-insensitive: both sides are
+    lower-cased. Common shapes skip the regex engine: ``%`` (catch-all), ``prefix%`` and
+    ``%suffix``.
     """
     pat = pattern.lower()
     if pat and set(pat) == {"%"}:
@@ -165,7 +168,7 @@ class _Wildcard:
 
 
 def _insert_detail(destination: str, detail: str) -> str:
-    """``joe@x`` + ``+y`` -> ``joe+y@x`` (Mailu #2988, reference §7.2)."""
+    """``joe@x`` + ``+y`` -> ``joe+y@x`` (Mailu #2988)."""
     local, at, domain = destination.rpartition("@")
     if not at:
         return destination + detail
@@ -245,7 +248,7 @@ class Directory:
             return f"{local.lower()}@{domain_ascii}"
 
         def norm_destinations(items: Iterable[str]) -> tuple[str, ...]:
-            """Punycode each destination's domain, drop blanks, de-duplicate and sort (§3.1)."""
+            """Punycode each destination's domain, drop blanks, de-duplicate and sort."""
             out = set()
             for item in items:
                 text = item.strip() if isinstance(item, str) else ""
@@ -303,9 +306,10 @@ class Directory:
             if alias.disabled:
                 continue
             if alias.owner_email:
-                # Active iff the owner is enabled (reference §3.2 alias). Roost: an owner
-                # missing from the index counts as not enabled, since deleting the owner
-                # deletes the alias in Mailu; a dangling row must not keep receiving.
+                # An alias with an owner is active iff the owner is enabled, as in Mailu.
+                # Roost: an owner missing from the index counts as not enabled, since
+                # deleting the owner deletes the alias in Mailu; a dangling row must not
+                # keep receiving.
                 owner = self._users.get(norm_email(alias.owner_email) or "")
                 if owner is None or not owner.enabled:
                     continue
@@ -382,7 +386,7 @@ class Directory:
     def canonical_domain(self, domain: str) -> str | None:
         """The primary domain for ``domain`` (itself, or an alternative's primary), else None.
 
-        Reference §3.2 alternative: every address ``x@alt`` resolves as ``x@primary``.
+        Mailu's alternative domains: every address ``x@alt`` resolves as ``x@primary``.
         """
         if not isinstance(domain, str):
             return None
@@ -432,7 +436,7 @@ class Directory:
     def _split(self, address: str) -> tuple[str, str] | None:
         """``(lower-case local, primary domain)`` for a local address, else None.
 
-        Refuses what Mailu answers 404 for (reference §7.1.3, #3252): more than one '@', a
+        Refuses what Mailu answers 404 for (Mailu #3252): more than one '@', a
         leading '"', and (Roost) characters that would corrupt a comma-joined answer.
         """
         if not isinstance(address, str) or address.startswith('"') or address.count("@") != 1:
@@ -455,6 +459,14 @@ class Directory:
             return None
         return self._users.get(f"{split[0]}@{split[1]}")
 
+    def user_of(self, address: str, delimiter: str = "") -> UserEntry | None:
+        """The user whose mailbox ``address`` names: the full local part first, else the
+        local part without its detail (``joe+news@alt`` is joe@primary); else None."""
+        split = self._split(address)
+        if split is None:
+            return None
+        return self._user_of(split[0], split[1], delimiter)
+
     def mailbox(self, email: str) -> str | None:
         """Canonical email of the user behind ``email`` whether or not the user is enabled."""
         found = self.user(email)
@@ -465,14 +477,15 @@ class Directory:
         return self._tokens.get(email, ())
 
     def spoofers(self, domain: str) -> tuple[str, ...]:
-        """Users of ``domain``'s primary domain with ``allow_spoofing`` (reference §7.1.3)."""
+        """Users of ``domain``'s primary domain with ``allow_spoofing`` (Mailu's
+        ``/postfix/sender/login``)."""
         canon = self.canonical_domain(domain)
         return self._spoofers.get(canon, ()) if canon else ()
 
     # ------------------------------------------------------------------ resolution
 
     def resolve(self, address: str, delimiter: str = "") -> tuple[str, ...] | None:
-        """Postfix ``virtual_alias_maps`` answer for ``address`` (reference §7.2).
+        """Postfix ``virtual_alias_maps`` answer for ``address`` (Mailu's ``/postfix/alias``).
 
         ``delimiter`` is RECIPIENT_DELIMITER (each character is a delimiter). Returns the
         destinations, de-duplicated, sorted and with punycode domains, or None (Postfix:
@@ -481,7 +494,7 @@ class Directory:
         return self._resolve(address, delimiter, force_keep=False)
 
     def resolve_for_sender(self, address: str, delimiter: str = "") -> tuple[str, ...] | None:
-        """:meth:`resolve` with forward-keep forced on, as sender ownership needs (§7.1.3).
+        """:meth:`resolve` with forward-keep forced on, as sender ownership needs.
 
         A forwarding user still owns their own address even when they keep no copy.
         """
@@ -525,7 +538,7 @@ class Directory:
 
     def _user_of(self, local: str, domain: str, delimiter: str) -> UserEntry | None:
         """The user of a split address (lower-case local, primary domain): the full local
-        part first, else the local part without its detail (reference §7.2 step 1)."""
+        part first, else the local part without its detail (Mailu's resolution, step 1)."""
         user = self._users.get(f"{local}@{domain}")
         if user is None:
             stripped, detail = split_detail(local, delimiter)
@@ -534,7 +547,7 @@ class Directory:
         return user
 
     def _alias_targets(self, local: str, domain: str, delimiter: str) -> tuple[str, ...] | None:
-        """Destinations of the active alias that matches (reference §7.2 step 2), or None.
+        """Destinations of the active alias that matches (step 2), or None.
 
         Exact aliases before wildcards, then the longest pattern; an explicit alias matched
         on the stripped local part gets the detail back in every destination (#2988).
@@ -575,11 +588,11 @@ class Directory:
         """True when mail to ``address`` would reach only disabled users.
 
         Mailu's documentation says a disabled user receives no mail while its code delivers
-        anyway (reference §11.3 item 7). Roost keeps the documented promise: the gate's
-        ``recipientaccess`` map makes Postfix refuse such a recipient at RCPT with
-        ``550 5.2.1 Mailbox disabled`` (RFC 3463: X.2.1, mailbox disabled, not accepting
-        messages), so the sender learns it at once and nothing is accepted and then lost.
-        That covers the user's own address (detail and alternative domains included, and
+        anyway (its alias lookup does not look at ``enabled``). Roost keeps the documented
+        promise: the gate's ``recipientaccess`` map makes Postfix refuse such a recipient
+        at RCPT with ``550 5.2.1 Mailbox disabled`` (RFC 3463: X.2.1, mailbox disabled, not
+        accepting messages), so the sender learns it at once and nothing is accepted and
+        then lost. That covers the user's own address (detail and alternative domains included, and
         whatever it forwards to) and an alias all of whose destinations are disabled users;
         an alias with other destinations keeps delivering to them (:meth:`resolve`).
         """
@@ -600,10 +613,10 @@ class Directory:
     ) -> tuple[str, ...] | None:
         """Postfix ``smtpd_sender_login_maps`` answer: logins allowed to send as ``sender``.
 
-        Reference §7.1.3: the union of (1) the resolution of the sender with its detail
-        stripped and forward-keep forced on, (2) WILDCARD_SENDERS, (3) users of the sender's
-        own primary domain with ``allow_spoofing``. A key without '@' yields WILDCARD_SENDERS
-        only; more than one '@' or a leading '"' yields None.
+        As Mailu's ``/postfix/sender/login``: the union of (1) the resolution of the
+        sender with its detail stripped and forward-keep forced on, (2) WILDCARD_SENDERS,
+        (3) users of the sender's own primary domain with ``allow_spoofing``. A key without
+        '@' yields WILDCARD_SENDERS only; more than one '@' or a leading '"' yields None.
         """
         if not isinstance(sender, str) or not sender or sender.startswith('"'):
             return None
@@ -621,7 +634,7 @@ class Directory:
         return tuple(sorted(logins)) or None
 
     def transport(self, key: str) -> str | None:
-        """Postfix ``transport_maps`` answer for a relayed domain (reference §7.1.4).
+        """Postfix ``transport_maps`` answer for a relayed domain (Mailu's ``/postfix/transport``).
 
         ``key`` is an address or a domain. ``*`` and address literals (``[...]`` or
         ``x@[...]``) are never relayed. Raises :class:`TransportError` when the relay's

@@ -1,4 +1,5 @@
-"""The Sieve script Dovecot runs before each user's own scripts (reference §7.3).
+"""The Sieve script Dovecot runs before each user's own scripts (Mailu's
+``core/admin/mailu/internal/templates/default.sieve``).
 
 Mailu's admin renders one script per user at every delivery; Roost does the same, and the
 gate serves it to Pigeonhole as its ``sieve_before`` script over Dovecot's dict protocol
@@ -15,7 +16,7 @@ gate serves it to Pigeonhole as its ``sieve_before`` script over Dovecot's dict 
    ``X-Auto-Response-Suppress``. Its check of system senders (MAILER-DAEMON, LISTSERV,
    majordomo, owner-*, *-request) looks at the envelope sender, which Postfix has
    rewritten with SRS for every outside sender (``SRS0=hash=tt=domain=local@DOMAIN``,
-   reference §7.1.7), so the script makes that check itself, on the local part as sent
+   docs/routing.md), so the script makes that check itself, on the local part as sent
    or as the last field of its SRS form.
 
 Every text that comes from a user (display name, subject, body) is written as a Sieve

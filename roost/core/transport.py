@@ -1,4 +1,4 @@
-"""Postfix transport for a relayed domain, from the relay's ``smtp`` field (reference §7.1.4).
+"""Postfix transport for a relayed domain, from the relay's ``smtp`` field (Mailu's relay target).
 
 Mailu lets an administrator relay a domain to another MTA. The target field is written as
 ``[mx:|lmtp:]host[:port]`` or ``[mx:|lmtp:][ipv6-or-host]:port`` and becomes a Postfix
@@ -36,7 +36,7 @@ def _port(relay: str, spec: str, text: str) -> str:
 
 
 def _host(relay: str, spec: str, host: str) -> str:
-    """IDNA-encode a host name (reference §7.1.4: hosts are IDNA-encoded)."""
+    """IDNA-encode a host name (Mailu encodes relay hosts with IDNA too)."""
     if (
         len(host) <= DOMAIN_MAX
         and _ASCII_HOST.fullmatch(host)
@@ -52,7 +52,7 @@ def _host(relay: str, spec: str, host: str) -> str:
 def relay_transport(domain: str, smtp: str | None) -> str:
     """Return the Postfix transport for relayed ``domain`` whose target field is ``smtp``.
 
-    ``domain`` is the relay's stored (punycode) name. Mapping, reference §7.1.4:
+    ``domain`` is the relay's stored (punycode) name. Mapping, as Mailu's ``/postfix/transport``:
 
     ================================  =======================================
     ``smtp``                          result
@@ -65,8 +65,8 @@ def relay_transport(domain: str, smtp: str | None) -> str:
     ``[2001:db8::1]`` / ``...:port``  ``smtp:[ipv6:2001:db8::1]`` / ``...:port``
     ================================  =======================================
 
-    ``None`` is treated like an empty field: Mailu fails the lookup there (reference §11.3
-    item 6), which defers mail forever, while the UI stores "" for the same intent.
+    ``None`` is treated like an empty field: Mailu fails the lookup there (it formats
+    a None target), which defers mail forever, while the UI stores "" for the same intent.
     Raises :class:`TransportError` for ``mx:`` with brackets, a missing ``]``, text after
     ``]`` other than ``:port``, a bad port, a host that cannot be IDNA-encoded, or ``lmtp:``
     without a host.

@@ -14,7 +14,7 @@ message rate limit (``senderrate``) waits, on Redis, and its answers are written
 order the requests came, behind any that are ready earlier.
 
 Failure policy, chosen so mail is never lost: a lookup that cannot be answered for a reason
-on our side is ``TEMP`` (Postfix defers and retries, reference §1.5 podop does the same); a
+on our side is ``TEMP`` (Postfix defers and retries, as Mailu's podop does); a
 key that cannot name anything (two ``@``, a quoted local part, bytes that are not UTF-8) is
 ``NOTFOUND``, as Mailu answers 404 for it since #3252; a request that breaks the framing is
 answered ``PERM`` and the connection closed, because nothing after it can be trusted.
@@ -58,12 +58,26 @@ PERM_MALFORMED = netstring(b"PERM malformed netstring")
 # Answers that say something about our state rather than the key: never cached.
 _UNCACHED = frozenset({TEMP_INTERNAL, TEMP_BAD_RELAY})
 #: Maps whose answer depends on the day as well as the index (SRS stamps): never cached.
-_UNCACHED_MAPS = frozenset({b"sendermap", b"recipientmap"})
+_UNCACHED_MAPS = frozenset({b"sendermap", b"recipientmap", b"senderaccess"})
+
+#: Access maps that Postfix asks about the null sender (as ``<>``): the others never see it.
+_NULL_SENDER_MAPS = frozenset({b"senderaccess", b"localsender", b"mailfromrate"})
 
 #: Postfix access(5) answers: the text after the code reaches the client.
 MAILBOX_DISABLED = "550 5.2.1 Mailbox disabled"
-#: Mailu's answer over MESSAGE_RATELIMIT (reference §7.1.6), word for word.
+#: Mailu's answer over MESSAGE_RATELIMIT (its core/admin internal/views/postfix.py), word for
+#: word.
 SENDING_TOO_FAST = "450 4.2.1 You are sending too many emails too fast."
+#: ``senderaccess`` (port 25): an unauthenticated client claims one of our domains. Mailu
+#: answers a bare REJECT; Postfix prefixes the address ("554 5.7.1 <a@b>: Sender address
+#: rejected: ..."), access(5).
+LOCAL_SENDER_REJECTED = "REJECT Senders of this domain must log in to send"
+#: ``localsender`` (the listener for mail Dovecot sends): a sender that is not ours.
+FOREIGN_SENDER_REJECTED = "553 5.7.1 Sender address is not one of this server's addresses"
+#: access(5) DUNNO: the key is known but decides nothing, and Postfix tries no shorter key.
+DUNNO = "DUNNO"
+#: The key Postfix looks up for the null sender (postconf(5) smtpd_null_access_lookup_key).
+NULL_SENDER = "<>"
 
 Reply = bytes | Awaitable[bytes]
 
@@ -102,13 +116,16 @@ class Socketmaps:
             b"recipientaccess": self._recipientaccess,
             b"sendermap": self._sendermap,
             b"recipientmap": self._recipientmap,
+            b"senderaccess": self._senderaccess,
+            b"localsender": self._localsender,
         }
         # Maps that wait on something other than the index.
         self._async_handlers: dict[bytes, Callable[[Directory, str], Awaitable[str | None]]] = {
-            b"senderrate": self._senderrate
+            b"senderrate": self._senderrate,
+            b"mailfromrate": self._mailfromrate,
         }
 
-    # -- the maps (reference §1.3, §7.1.3, §7.1.4, §7.2) -----------------------------------
+    # -- the maps: Mailu's podop maps (core/admin/mailu/internal/views/postfix.py) ----------
 
     @staticmethod
     def _domain(directory: Directory, key: str) -> str | None:
@@ -137,7 +154,7 @@ class Socketmaps:
     def _sendermap(self, directory: Directory, key: str) -> str | None:
         """``sender_canonical_maps``: SRS for every envelope sender of a foreign domain.
 
-        Reference §7.1.7: senders of our domains and alternatives keep their address; every
+        As Mailu: senders of our domains and alternatives keep their address; every
         other one is rewritten to ``SRS0=...@DOMAIN``, so mail we pass on (forwards,
         aliases to outside addresses) still passes SPF at the next hop. Postfix also asks
         for ``@domain`` and bare local parts; those have no local part to encode.
@@ -160,8 +177,43 @@ class Socketmaps:
             return None
         return original
 
+    def _senderaccess(self, directory: Directory, key: str) -> str | None:
+        """``check_sender_access`` on port 25: no one unauthenticated sends as one of ours.
+
+        Mailu's ``/internal/postfix/sender/access``: REJECT for any sender whose domain is
+        one of our domains or alternatives, whatever the local part (a bare domain too:
+        Postfix asks for it after the address, so a quoted local part, which names no
+        address, is still caught). Relayed domains are not ours to police: their mail comes
+        from their own servers. The null sender (``<>``, bounces) is never refused, and
+        neither is a valid SRS address of ours, which only we can have made (a forward
+        that comes back, RFC 5321 section 3.9). RELAYNETS and loopback pass before this map
+        (``permit_mynetworks``), and authenticated submission never asks it.
+        """
+        if key == NULL_SENDER:
+            return None
+        local, at, domain = key.rpartition("@")
+        if at and not local:
+            return None  # Postfix's "user@" key: nothing to say about a bare local part
+        if not directory.is_local_domain(domain):
+            return None
+        if at and local[:4].lower() in ("srs0", "srs1") and self._srs.reverse(key):
+            return None
+        return LOCAL_SENDER_REJECTED
+
+    def _localsender(self, directory: Directory, key: str) -> str | None:
+        """``check_sender_access`` as the relay decision of the listener for mail Dovecot
+        sends (Sieve redirect, vacation, notify): OK (relay anywhere, as a user may) when
+        the sender is one of our addresses or the null sender, else a refusal.
+
+        Every key is answered, so Postfix never falls back to the domain or ``user@``
+        part of an address we refused.
+        """
+        if key == NULL_SENDER or _rate_key(directory, key, self._delimiter) is not None:
+            return "OK"
+        return FOREIGN_SENDER_REJECTED
+
     async def _senderrate(self, directory: Directory, key: str) -> str | None:
-        """``check_sasl_access``: MESSAGE_RATELIMIT per login (reference §7.1.6).
+        """``check_sasl_access``: MESSAGE_RATELIMIT per login (Mailu's ``senderrate``).
 
         Each lookup is one message against the login's moving window; unknown logins and
         MESSAGE_RATELIMIT_EXEMPTION are not limited. The login is counted under its
@@ -171,12 +223,34 @@ class Socketmaps:
         user = directory.user(key)
         if user is None:
             return None
+        return await self._charge(directory, user.email, "senderrate")
+
+    async def _mailfromrate(self, directory: Directory, key: str) -> str | None:
+        """``check_sender_access`` at DATA on the listener for mail Dovecot sends.
+
+        Sieve redirects, notifications and vacation replies leave with the user's own
+        address as envelope sender (dovecot.conf), so each message is charged to that
+        user's MESSAGE_RATELIMIT, the budget their submissions use. An alias address is
+        charged under its own name; the null sender (a Sieve reject's MDN, RFC 5429)
+        under one shared budget. Allowed messages answer DUNNO, so that Postfix does not
+        look up (and charge) the domain of the same sender again.
+        """
+        if key == NULL_SENDER:
+            charged: str | None = NULL_SENDER
+        else:
+            charged = _rate_key(directory, key, self._delimiter)
+        if charged is None:
+            return None
+        return await self._charge(directory, charged, "mailfromrate") or DUNNO
+
+    async def _charge(self, directory: Directory, account: str, name: str) -> str | None:
+        """Count one message for ``account``; SENDING_TOO_FAST when it is over the limit."""
         exempt = {directory.mailbox(login) or login for login in self._rate_exempt}
-        if user.email in exempt:
+        if account in exempt:
             return None
-        if await self._limiter.message_allowed(user.email):
+        if await self._limiter.message_allowed(account):
             return None
-        log.info("socketmap senderrate: %s is over MESSAGE_RATELIMIT", user.email)
+        log.info("socketmap %s: %s is over MESSAGE_RATELIMIT", name, account)
         return SENDING_TOO_FAST
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -220,7 +294,7 @@ class Socketmaps:
         except UnicodeDecodeError:
             log.info("socketmap %s: key is not UTF-8: %r", name.decode(), raw_key)
             return NOTFOUND
-        if _malformed(key):
+        if _malformed(key) and not (key == NULL_SENDER and name in _NULL_SENDER_MAPS):
             # Such a key names nobody; the maps must not answer for it at all (a sender
             # with a NUL or a comma would otherwise still match WILDCARD_SENDERS).
             log.info("socketmap %s: malformed key %r", name.decode(), key)
@@ -261,6 +335,21 @@ def _framed(value: str | None) -> bytes:
     if value is None:
         return NOTFOUND
     return netstring(b"OK " + value.encode("utf-8"))
+
+
+def _rate_key(directory: Directory, address: str, delimiter: str) -> str | None:
+    """The account a message from ``address`` is charged to: the canonical address of the
+    user it names (detail and alternative domains included), else of the alias, else None
+    (not one of our addresses)."""
+    if "@" not in address:
+        return None
+    user = directory.user_of(address, delimiter)
+    if user is not None:
+        return user.email
+    if directory.resolve(address, delimiter):
+        local, _, domain = address.rpartition("@")
+        return f"{local.lower()}@{directory.canonical_domain(domain)}"
+    return None
 
 
 def _malformed(key: str) -> bool:

@@ -1,4 +1,4 @@
-"""Where mail goes, through the real daemons (reference §7.1.4, §7.1.7, §7.2; docs/routing.md):
+"""Where mail goes, through the real daemons (Mailu's routing rules; docs/routing.md):
 alternative domains, relayed domains and backup MX, forwarding with SRS, disabled users and
 internationalised domains."""
 

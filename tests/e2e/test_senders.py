@@ -1,4 +1,4 @@
-"""Who may send what, and how mail leaves (reference §7.1.3, §7.1.6, §2.2; docs/routing.md):
+"""Who may send what, and how mail leaves (Mailu's sender rules; docs/routing.md):
 allow_spoofing, WILDCARD_SENDERS, MESSAGE_RATELIMIT, RELAYHOST with credentials, RELAYNETS.
 
 allow_spoofing needs no setting and uses the shared stack; the rest runs on one extra stack

@@ -1,4 +1,5 @@
-"""The gate's in-memory directory (roost.core.directory): reference §7.2, §7.1.3, §7.1.4."""
+"""The gate's in-memory directory (roost.core.directory): Mailu's address resolution,
+sender ownership and relayed-domain transports (core/admin/mailu/internal/views/postfix.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def build(users=(), aliases=(), **kwargs) -> Directory:  # type: ignore[no-untyp
 
 @pytest.fixture
 def mailu_example() -> Directory:
-    """Reference §7.2: user joe, alias team -> joe, catch-all % -> catchall."""
+    """Mailu's resolution example: user joe, alias team -> joe, catch-all % -> catchall."""
     return build(
         users=[user("joe@example.com"), user("catchall@example.com")],
         aliases=[
@@ -44,7 +45,7 @@ def mailu_example() -> Directory:
     )
 
 
-# ---------------------------------------------------------------------- §7.2 examples
+# ---------------------------------------------------------------- resolution examples
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ def test_bare_domain_key() -> None:
 
 
 def test_disabled_user_still_resolves_to_itself_but_is_refused() -> None:
-    # Reference §11.3 item 7: Mailu delivers anyway; Roost keeps the address known to
+    # Mailu delivers to a disabled user anyway; Roost keeps the address known to
     # Postfix (reject_unlisted_sender) and refuses it at RCPT through recipient_disabled.
     directory = build(users=[user("joe@example.com", enabled=False), user("ann@example.com")])
     assert directory.resolve("joe@example.com", "+") == ("joe@example.com",)
@@ -215,7 +216,7 @@ def test_forward_without_keep() -> None:
     )
     directory = build(users=[joe])
     assert directory.resolve("joe@example.com", "+") == ("a@elsewhere.org",)
-    # Sender ownership forces keep on (reference §7.1.3 item 1).
+    # Sender ownership forces keep on (Mailu's /postfix/sender/login).
     assert directory.resolve_for_sender("joe@example.com", "+") == (
         "a@elsewhere.org",
         "joe@example.com",
@@ -258,6 +259,20 @@ def test_full_local_user_before_stripped_user() -> None:
     assert directory.resolve("joe+x@example.com", "+") == ("joe+x@example.com",)
     assert directory.resolve("joe+x@example.com", "+") == ("joe+x@example.com",)
     assert directory.user("joe+x@example.com").email == "joe+x@example.com"  # type: ignore[union-attr]
+
+
+def test_user_of_an_address_strips_the_detail_and_follows_alternatives() -> None:
+    directory = build(users=[user("joe@example.com"), user("joe+x@example.com")])
+    for address, expected in (
+        ("joe+news@example.net", "joe@example.com"),
+        ("JOE@example.com", "joe@example.com"),
+        ("joe+x@example.com", "joe+x@example.com"),  # the full local part first
+    ):
+        found = directory.user_of(address, "+")
+        assert found is not None and found.email == expected, address
+    assert directory.user_of("joe+news@example.com", "") is None  # no delimiter: no detail
+    for key in ("ann@example.com", "joe@elsewhere.test", "example.com", '"joe"@example.com'):
+        assert directory.user_of(key, "+") is None, key
 
 
 # ---------------------------------------------------------------------- alternatives
@@ -569,7 +584,7 @@ def test_sender_logins_strip_detail_before_resolving() -> None:
         users=[user("joe@example.com")],
         aliases=[alias("joe+x@example.com", "ann@example.com")],
     )
-    # The alias named joe+x is not consulted: the detail is stripped first (§7.1.3 item 1).
+    # The alias named joe+x is not consulted: the detail is stripped first (as Mailu does).
     assert directory.sender_logins("joe+x@example.com", "+", ()) == ("joe@example.com",)
 
 
@@ -725,7 +740,7 @@ def test_reply_active() -> None:
 def test_build_scale() -> None:
     """10,000 users and 10,000 aliases over 100 domains build and answer correctly.
 
-    Speed is measured by benchmarks, not asserted here (DESIGN §4).
+    Speed is measured by benchmarks, not asserted here (bench/gate_lookups.py).
     """
     domains = [f"d{n}.example" for n in range(100)]
     users = [user(f"u{n}@{domains[n % 100]}") for n in range(10_000)]

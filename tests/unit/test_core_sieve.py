@@ -297,7 +297,7 @@ def test_non_ascii_display_name_is_encoded(workdir: Path) -> None:
         ("From: Robot <No-Reply@remote.test>\n", "bounces@remote.test"),
         ("From: Ann <ann@remote.test>\nReply-To: donotreply@remote.test\n", "ann@remote.test"),
         ("From: Ann <ann@remote.test>\n", "do-not-reply@remote.test"),
-        # Programs, as sent and as Postfix's SRS rewrites outside senders (reference §7.1.7).
+        # Programs, as sent and as Postfix's SRS rewrites outside senders (docs/routing.md).
         ("From: ann@remote.test\n", "MAILER-DAEMON@remote.test"),
         ("From: ann@remote.test\n", "SRS0=kwFy=JQ=remote.test=MAILER-DAEMON@example.test"),
         ("From: ann@remote.test\n", "owner-news@remote.test"),

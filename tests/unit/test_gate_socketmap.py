@@ -235,7 +235,7 @@ def test_malformed_keys_are_notfound_and_logged(
     )
 
 
-# -- the message rate limit (check_sasl_access, reference §7.1.6) ------------------------------
+# -- the message rate limit (check_sasl_access, Mailu's senderrate) ------------------------------
 
 RATE_LIMITED = "OK 450 4.2.1 You are sending too many emails too fast."
 
@@ -361,3 +361,54 @@ def test_socket_permissions(gate: GateHarness) -> None:
     assert layout.gate_socketmap.parent.stat().st_mode & 0o777 == 0o750
     assert layout.gate_socketmap.stat().st_mode & 0o777 == 0o660
     assert layout.gate_control.stat().st_mode & 0o777 == 0o600
+
+
+def test_dovecots_mail_is_charged_to_the_user_it_comes_from(limited_gate: GateHarness) -> None:
+    """``mailfromrate``: Sieve redirects and vacation replies share the user's budget."""
+    flush_limits(limited_gate)
+    assert limited_gate.lookup("senderrate", f"joe@{DOMAIN}") == "NOTFOUND "  # a submission
+    # Detail and alternative spellings are the same user.
+    assert limited_gate.lookup("mailfromrate", f"joe+away@{ALTERNATIVE}") == "OK DUNNO"
+    assert limited_gate.lookup("mailfromrate", f"joe@{DOMAIN}") == RATE_LIMITED
+    assert limited_gate.lookup("senderrate", f"joe@{DOMAIN}") == RATE_LIMITED
+    # An alias has a budget of its own; the null sender one shared budget.
+    for key in (f"team@{DOMAIN}", "<>"):
+        assert limited_gate.lookup("mailfromrate", key) == "OK DUNNO"
+        assert limited_gate.lookup("mailfromrate", key) == "OK DUNNO"
+        assert limited_gate.lookup("mailfromrate", key) == RATE_LIMITED
+    # Not ours (refused by localsender anyway), and exempt users: nothing is counted.
+    for _ in range(3):
+        assert limited_gate.lookup("mailfromrate", "someone@remote.test") == "NOTFOUND "
+        assert limited_gate.lookup("mailfromrate", DOMAIN) == "NOTFOUND "
+        assert limited_gate.lookup("mailfromrate", f"noimap@{DOMAIN}") == "OK DUNNO"
+
+
+# -- who may use our domains as senders -------------------------------------------------------
+
+LOCAL_REJECTED = "OK REJECT Senders of this domain must log in to send"
+FOREIGN_REJECTED = "OK 553 5.7.1 Sender address is not one of this server's addresses"
+
+
+def test_port_25_refuses_senders_of_our_domains_and_alternatives(gate: GateHarness) -> None:
+    """``senderaccess``, Mailu's /internal/postfix/sender/access: whoever the local part."""
+    for key in (f"joe@{DOMAIN}", f"CEO@{ALTERNATIVE.upper()}", f"nobody@{DOMAIN}", DOMAIN):
+        assert gate.lookup("senderaccess", key) == LOCAL_REJECTED, key
+    # Postfix's null-sender key, its "user@" key, foreign, relayed and sub-domains pass.
+    for key in ("<>", "joe@", "someone@remote.test", "x@relayed.test", f"x@sub.{DOMAIN}"):
+        assert gate.lookup("senderaccess", key) == "NOTFOUND ", key
+
+
+def test_a_valid_srs_address_of_ours_may_come_back(gate: GateHarness) -> None:
+    srs = gate.lookup("sendermap", "someone@remote.test").removeprefix("OK ")
+    assert srs.endswith(f"@{DOMAIN}")
+    assert gate.lookup("senderaccess", srs) == "NOTFOUND "
+    forged = f"SRS0=AAAA=ZZ=remote.test=someone@{DOMAIN}"
+    assert gate.lookup("senderaccess", forged) == LOCAL_REJECTED
+
+
+def test_dovecots_mail_must_come_from_one_of_our_addresses(gate: GateHarness) -> None:
+    """``localsender``: every key is answered, so Postfix tries no shorter one."""
+    for key in (f"joe@{DOMAIN}", f"joe+tag@{ALTERNATIVE}", f"team@{DOMAIN}", "<>"):
+        assert gate.lookup("localsender", key) == "OK OK", key
+    for key in ("someone@remote.test", f"nobody@{DOMAIN}", DOMAIN, "x@relayed.test"):
+        assert gate.lookup("localsender", key) == FOREIGN_REJECTED, key

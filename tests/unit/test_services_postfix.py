@@ -15,7 +15,7 @@ from test_services_postfix_support import make_settings, roost_root
 from roost import tls
 from roost.layout import Layout
 from roost.services.base import ServiceConfigError
-from roost.services.postfix import PostfixService, system_prerequisites
+from roost.services.postfix import PostfixService, system_prerequisites, tools
 from roost.services.postfix.tools import settle
 
 ADDRESS = "127.0.5.20"
@@ -165,6 +165,55 @@ def test_master_cf_listeners_and_transports(root: Path) -> None:
         assert param(service, name).startswith(f"check_recipient_access {gate}:recipientaccess,")
 
 
+def test_port_25_refuses_our_domains_as_senders_after_mynetworks(root: Path) -> None:
+    service = rendered(root)
+    gate = f"socketmap:unix:{service.layout.gate_socketmap}"
+    front = f"{ADDRESS}:10025"
+    # The front listener uses main.cf's restrictions: RELAYNETS and loopback first.
+    assert service_param(service, front, "smtpd_sender_restrictions") == ""
+    assert param(service, "smtpd_sender_restrictions") == (
+        f"permit_mynetworks, check_sender_access {gate}:senderaccess"
+    )
+    # Authenticated submission has restrictions of its own, without the map.
+    for port in (465, 587):
+        assert service_param(service, f"{ADDRESS}:{port}", "smtpd_sender_restrictions") == (
+            "$roost_submission_sender_restrictions"
+        )
+    assert "senderaccess" not in param(service, "roost_submission_sender_restrictions")
+    # "x@sub.example.test" is not "example.test": access maps match keys exactly.
+    assert "smtpd_access_maps" not in param(service, "parent_domain_matches_subdomains")
+
+
+def test_mail_dovecot_sends_has_a_listener_that_never_trusts_mynetworks(root: Path) -> None:
+    service = rendered(root)
+    gate = f"socketmap:unix:{service.layout.gate_socketmap}"
+    sieve = f"{ADDRESS}:10026"
+    assert f"{sieve}/inet" in services(service)
+    assert service_param(service, sieve, "smtpd_authorized_xclient_hosts") == ""
+    assert service_param(service, sieve, "smtpd_client_restrictions") == ""
+    stages = ("sender", "relay", "recipient", "data")
+    for stage in stages:
+        value = service_param(service, sieve, f"smtpd_{stage}_restrictions")
+        assert value == f"$roost_sieve_{stage}_restrictions"
+        assert "permit_mynetworks" not in param(service, f"roost_sieve_{stage}_restrictions")
+    # Relaying is the user's right when the sender is one of ours (OK), else refused.
+    assert param(service, "roost_sieve_relay_restrictions") == (
+        f"check_sender_access {gate}:localsender, reject"
+    )
+    # One lookup per message, at DATA: the rate limit keyed by the envelope sender.
+    assert param(service, "roost_sieve_data_restrictions") == (
+        f"check_sender_access {gate}:mailfromrate"
+    )
+
+
+def test_turtle_spaces_deliveries_per_domain(root: Path) -> None:
+    """postconf(5): the rate delay is per domain only with a recipient limit above 1."""
+    service = rendered(root)
+    assert param(service, "turtle_destination_rate_delay") == "5s"
+    assert param(service, "turtle_destination_concurrency_limit") == "1"
+    assert int(param(service, "turtle_destination_recipient_limit")) > 1
+
+
 def test_notls_has_no_465_and_587_allows_auth_without_tls(root: Path) -> None:
     service = rendered(root, TLS_FLAVOR="notls", PORTS=(25, 80, 465, 587))
     entries = services(service)
@@ -178,7 +227,7 @@ def test_notls_has_no_465_and_587_allows_auth_without_tls(root: Path) -> None:
 def test_without_submission_ports_only_the_internal_listener(root: Path) -> None:
     service = rendered(root, PORTS=(25, 80, 443))
     listeners = [name for name in services(service) if name.endswith("/inet")]
-    assert listeners == [f"{ADDRESS}:10025/inet"]
+    assert listeners == [f"{ADDRESS}:10025/inet", f"{ADDRESS}:10026/inet"]
 
 
 def test_wildcard_bind_and_ipv6(root: Path) -> None:
@@ -210,6 +259,68 @@ def test_relayhost_credentials_are_a_private_compiled_map(root: Path) -> None:
     assert postmap_query(service, "[smarthost.example.net]:587", table) == "roost:s3cret"
     assert not (service.etc / "sasl_passwd").exists()  # only the compiled map remains
     assert stat.S_IMODE((service.etc / "sasl_passwd.lmdb").stat().st_mode) == 0o600
+
+
+def test_secret_files_are_private_from_their_creation(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RELAYPASSWORD and a private override map are never in a file others may read.
+
+    chmod is disabled, so a file created 0644 and narrowed later would stay 0644; and at
+    each postmap run the source it reads and then the map it wrote are checked at once.
+    """
+    modes: list[tuple[str, int]] = []
+    real_run = tools.run
+
+    def checked_run(args: list[str], timeout: float = 120, umask: int = -1) -> Any:
+        if args[0] != tools.POSTMAP:
+            return real_run(args, timeout, umask)
+        source = Path(args[-1].partition(":")[2])
+        modes.append((source.name, stat.S_IMODE(source.stat().st_mode)))
+        result = real_run(args, timeout, umask)
+        compiled = source.with_name(source.name + ".lmdb")
+        modes.append((compiled.name, stat.S_IMODE(compiled.stat().st_mode)))
+        return result
+
+    def no_chmod(path: object, mode: int, *args: object, **kwargs: object) -> None:
+        pass
+
+    override(root, "secret.map", "smarthost user:pw\n", mode=0o600)
+    override(root, "transport.map", "slow.example turtle:\n")
+    monkeypatch.setattr(tools, "run", checked_run)
+    monkeypatch.setattr(tools.os, "chmod", no_chmod)
+    service = rendered(
+        root, RELAYHOST="[smarthost.example.net]:587", RELAYUSER="roost", RELAYPASSWORD="s3cret"
+    )
+    assert ("sasl_passwd", 0o600) in modes and ("sasl_passwd.lmdb", 0o600) in modes
+    assert ("secret.map", 0o600) in modes and ("secret.map.lmdb", 0o600) in modes
+    assert ("transport.map.lmdb", 0o644) in modes  # a public map stays readable
+    for name in ("sasl_passwd.lmdb", "secret.map.lmdb"):
+        assert stat.S_IMODE((service.etc / name).stat().st_mode) == 0o600
+
+
+def test_write_private_creates_the_file_with_its_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[int] = []
+    real_open = os.open
+
+    def recording_open(path: Any, flags: int, mode: int = 0o777, *args: Any) -> int:
+        opened.append(mode)
+        return real_open(path, flags, mode, *args)
+
+    monkeypatch.setattr(tools.os, "open", recording_open)
+    old = os.umask(0o022)
+    try:
+        tools.write_private(tmp_path / "secret", b"pw", 0o600)
+        tools.write_private(tmp_path / "shared", b"x", 0o640)
+    finally:
+        os.umask(old)
+    assert opened == [0o600, 0o640]
+    assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o640
+    assert (tmp_path / "secret").read_bytes() == b"pw"
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_dane_without_defer_on_tls_error(root: Path) -> None:

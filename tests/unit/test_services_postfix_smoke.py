@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_services_postfix_support import (
+    FORGED_SENDER,
     PostfixStack,
     roost_root,
     running_postfix,
@@ -100,6 +101,53 @@ def test_loopback_is_mynetworks_and_may_relay(stack: PostfixStack) -> None:
     with mx(source=("127.0.0.1", 0)) as client:
         client.mail("sender@example.test")
         assert client.rcpt("someone@foreign.example")[0] == 250
+
+
+def test_port_25_asks_senderaccess_after_mynetworks(stack: PostfixStack) -> None:
+    with mx() as client:
+        client.mail(FORGED_SENDER)
+        code, text = client.rcpt("alice@example.test")
+    assert code == 554
+    assert (
+        text
+        == (
+            f"5.7.1 <{FORGED_SENDER}>: Sender address rejected: "
+            "Senders of this domain must log in to send"
+        ).encode()
+    )
+    with mx() as client:
+        client.mail("")  # the null sender: bounces are welcome
+        assert client.rcpt("alice@example.test")[0] == 250
+    assert ("senderaccess", "<>") in stack.gate.queries
+    with mx(source=("127.0.0.1", 0)) as client:  # mynetworks passes first
+        client.mail(FORGED_SENDER)
+        assert client.rcpt("alice@example.test")[0] == 250
+
+
+def test_the_sieve_listener_never_lets_mynetworks_skip_its_checks(stack: PostfixStack) -> None:
+    """Loopback is mynetworks, yet mail Dovecot sends still meets localsender, mailfromrate."""
+    address = stack.layout.internal_address
+    stack.gate.maps["localsender"]["spoof@foreign.example"] = "553 5.7.1 not ours"
+    stack.gate.maps["mailfromrate"]["bob@example.test"] = "450 4.2.1 too fast"
+    try:
+        with smtplib.SMTP(address, 10026, source_address=("127.0.0.1", 0), timeout=10) as client:
+            client.ehlo("dovecot")
+            client.mail("spoof@foreign.example")
+            assert client.rcpt("someone@foreign.example")[0] == 553
+            client.rset()
+            client.mail("unknown@foreign.example")  # not in the map: the final reject
+            assert client.rcpt("someone@foreign.example")[0] == 554
+            client.rset()
+            client.mail("bob@example.test")
+            assert client.rcpt("someone@foreign.example")[0] == 250  # bob may send anywhere
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.data(b"Subject: redirected\r\n\r\nhi\r\n")
+            assert refused.value.smtp_code == 450
+            assert refused.value.smtp_error.endswith(b"Sender address rejected: too fast")
+    finally:
+        del stack.gate.maps["localsender"]["spoof@foreign.example"]
+        del stack.gate.maps["mailfromrate"]["bob@example.test"]
+    assert ("mailfromrate", "bob@example.test") in stack.gate.queries
 
 
 def test_oversize_is_552(stack: PostfixStack) -> None:

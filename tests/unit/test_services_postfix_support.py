@@ -34,6 +34,8 @@ from roost.settings import Settings
 DOMAIN = "example.test"
 RELAY_DOMAIN = "relay.test"
 USERS = {"alice@example.test": "alice-secret", "bob@example.test": "bob-secret"}
+#: A sender of our domain that the stand-in gate's senderaccess map refuses.
+FORGED_SENDER = "ceo@example.test"
 
 
 @contextmanager
@@ -236,6 +238,10 @@ def standard_maps(remote: tuple[str, int]) -> dict[str, dict[str, str]]:
         "sendermap": {},
         "recipientmap": {},
         "senderrate": {},
+        # Refused on port 25 whatever the client, unless it is in mynetworks.
+        "senderaccess": {FORGED_SENDER: "REJECT Senders of this domain must log in to send"},
+        "localsender": {user: "OK" for user in USERS},
+        "mailfromrate": {},
     }
 
 

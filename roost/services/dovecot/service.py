@@ -26,7 +26,7 @@ from typing import Any
 
 from roost import tls
 from roost.core.sieve import SPAM_SCORE_MAX
-from roost.layout import MAIL_OWNER, POSTFIX_FRONT_PORT
+from roost.layout import MAIL_OWNER, POSTFIX_SIEVE_PORT
 from roost.services.base import (
     Readiness,
     Service,
@@ -275,7 +275,7 @@ class DovecotService(Service):
             "mail_gid": mail.pw_gid,
             "gate_secret_file": str(layout.gate_http_secret),
             "recipient_delimiter": settings.RECIPIENT_DELIMITER,
-            "submission_host": f"{layout.internal_address}:{POSTFIX_FRONT_PORT}",
+            "submission_host": f"{layout.internal_address}:{POSTFIX_SIEVE_PORT}",
             "dict_socket": layout.gate_dict,
             "spam_score_max": SPAM_SCORE_MAX,
             "ports": ports,

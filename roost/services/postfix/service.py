@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from roost import tls
-from roost.layout import POSTFIX_FRONT_PORT, Layout
+from roost.layout import POSTFIX_FRONT_PORT, POSTFIX_SIEVE_PORT, Layout
 from roost.services.base import (
     Readiness,
     Service,
@@ -36,6 +36,7 @@ from roost.services.postfix.tools import (
     default_config_directory,
     postconf,
     settle,
+    write_private,
 )
 
 __all__ = ["PostfixService", "system_prerequisites"]
@@ -181,6 +182,8 @@ class PostfixService(Service):
             "dane": level in ("dane", "dane-only"),
             "dane_insecure_mx_policy": "dane" if settings.DEFER_ON_TLS_ERROR else "may",
             "front_listener": _host_port(internal, POSTFIX_FRONT_PORT),
+            # Mail Dovecot sends (Sieve redirect, notify, vacation): its own policy.
+            "sieve_listener": _host_port(internal, POSTFIX_SIEVE_PORT),
             "submission_listeners": self._submission_listeners(),
         }
 
@@ -258,7 +261,7 @@ class PostfixService(Service):
             return
         source = self.etc / "sasl_passwd"
         line = f"{settings.RELAYHOST} {settings.RELAYUSER}:{settings.RELAYPASSWORD}\n"
-        write_file(source, line, 0o600)
+        write_private(source, line.encode("utf-8"), 0o600)
         compile_map(self.etc, source, shown_as=source, mode=0o600)
 
 

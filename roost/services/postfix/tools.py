@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -29,10 +28,16 @@ _OPTION = re.compile(r"-o\s+\{?\s*([A-Za-z0-9_]+)\s*=")
 _UNUSED = re.compile(r"unused parameter: ([A-Za-z0-9_]+)=")
 
 
-def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run one Postfix tool and return its result; a missing tool is a clear error."""
+def run(args: list[str], timeout: float = 120, umask: int = -1) -> subprocess.CompletedProcess[str]:
+    """Run one Postfix tool and return its result; a missing tool is a clear error.
+
+    ``umask`` (when not -1) is the tool's umask, so files it creates have their final mode
+    from the first byte.
+    """
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, check=False, umask=umask
+        )
     except FileNotFoundError:
         raise ServiceConfigError(
             f"{args[0]}: not found; install the Debian packages postfix and postfix-lmdb"
@@ -124,14 +129,38 @@ def default_config_directory() -> Path:
     return Path(result.stdout.strip())
 
 
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically, every byte of it only ever readable as ``mode``.
+
+    The temporary file is created with ``mode`` by open(2) itself (O_EXCL, after removing
+    a leftover), so a secret such as RELAYPASSWORD is never in a file others may read,
+    not even between a write and a chmod. fchmod only adds back what the umask took.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def compile_map(etc: Path, source: Path, shown_as: Path, mode: int = 0o644) -> None:
     """Compile ``source`` into ``source.lmdb`` with postmap and remove the text.
 
     postmap only warns about a malformed line and carries on without it; a table that
     silently lost entries is worse than a refusal to start, so any warning is an error.
-    Messages name ``shown_as`` (the user's file) instead of the copy under etc.
+    Messages name ``shown_as`` (the user's file) instead of the copy under etc. postmap
+    runs with the umask that gives ``mode``, so the compiled map (which holds the same
+    secrets as its source) is created private rather than narrowed afterwards; postmap
+    narrows its umask further to its source's mode (postmap(1)).
     """
-    result = run([POSTMAP, "-c", str(etc), f"lmdb:{source}"])
+    result = run([POSTMAP, "-c", str(etc), f"lmdb:{source}"], umask=0o777 & ~mode)
     messages = [
         line.replace(str(source), str(shown_as)).strip()
         for line in _output(result).splitlines()
@@ -140,7 +169,7 @@ def compile_map(etc: Path, source: Path, shown_as: Path, mode: int = 0o644) -> N
     if result.returncode != 0 or messages:
         raise ServiceConfigError(f"{shown_as}: postmap refused it: " + "; ".join(messages))
     compiled = source.with_name(source.name + ".lmdb")
-    os.chmod(compiled, mode)
+    os.chmod(compiled, mode)  # only ever widens: the umask already kept others out
     source.unlink()
 
 
@@ -170,10 +199,13 @@ def apply_override_files(etc: Path, overrides: Path) -> dict[str, str]:
         if not source.is_file():
             continue
         copy = etc / source.name
-        # A map the user keeps private (credentials, say) stays private once compiled.
+        # A map the user keeps private (credentials, say) stays private, copied and compiled.
         mode = 0o600 if source.stat().st_mode & 0o077 == 0 else 0o644
-        shutil.copyfile(source, copy)
-        os.chmod(copy, mode)
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise ServiceConfigError(f"{source}: cannot be read ({exc})") from None
+        write_private(copy, data, mode)
         compile_map(etc, copy, shown_as=source, mode=mode)
 
     main_overrides = overrides / "postfix.cf"
