@@ -35,7 +35,8 @@ OVERRIDE = 'location = /hello {\n    return 200 "hello from an override";\n}\n'
 
 
 class AuthHTTP(BaseHTTPRequestHandler):
-    """The gate's ``GET /auth/email`` for port 25, as reference §1.4 describes it."""
+    """The gate's ``GET /auth/email`` for port 25: nginx's auth_http protocol
+    (https://nginx.org/en/docs/mail/ngx_mail_auth_http_module.html#protocol)."""
 
     requests: list[dict[str, str]]
     backend: str
