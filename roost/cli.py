@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -476,7 +476,7 @@ _LISTERS: dict[str, Callable[[Session, str | None], list[tuple[str, ...]]]] = {
 }
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     for row in rows:
         click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
 

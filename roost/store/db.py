@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, inspect, select, update
+from sqlalchemy import Engine, Table, create_engine, event, inspect, select, update
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
@@ -46,7 +46,7 @@ GENERATION_ROW_ID = 1
 CONNECT_TIMEOUT_S = 10
 
 _CHANGED = "roost_store_changed"
-_generation = StoreGeneration.__table__
+_generation = cast(Table, StoreGeneration.__table__)
 
 
 class StoreError(RuntimeError):

@@ -70,6 +70,6 @@ def exported(kind: str) -> tuple[Field, ...]:
 
 
 def all_rows(session: Session, section: str) -> list[Any]:
-    model = {"domain": Domain, "user": User, "alias": Alias, "relay": Relay}[section]
+    model: Any = {"domain": Domain, "user": User, "alias": Alias, "relay": Relay}[section]
     key = Domain.name if model is Domain else Relay.name if model is Relay else model.email
     return list(session.scalars(select(model).order_by(key)))

@@ -126,7 +126,7 @@ class _Importer:
         self.errors: list[tuple[str, str]] = []
         self.old_passwords: dict[str, list[str]] = {}
         self.old_tokens: dict[str, list[str]] = {}
-        self.old_fetches: dict[tuple[str, int], str] = {}
+        self.old_fetches: dict[tuple[str, Any], str] = {}
 
     def fail(self, path: str, message: str) -> _Skip:
         self.errors.append((path, message))
@@ -623,7 +623,7 @@ class _Importer:
                 if not self.update:
                     raise self.fail(f"{path}.id", f"{ident} appears more than once")
                 return obj
-        other = self.session.get(model, ident)
+        other: Any = self.session.get(model, ident)
         if other is not None:
             raise self.fail(f"{path}.id", f"{ident} belongs to '{show_email(other.user_email)}'")
         return None

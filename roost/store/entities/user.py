@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -409,7 +409,7 @@ def record_quota_usage(store: Store, usage: Mapping[str, int]) -> None:
     """
     if not usage:
         return
-    table = User.__table__
+    table = cast(Table, User.__table__)
     statement = (
         update(table)
         .where(table.c.email == bindparam("mailbox"))

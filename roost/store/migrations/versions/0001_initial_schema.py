@@ -12,6 +12,7 @@ convention in ``models.NAMING_CONVENTION`` (Mailu's ``<table>_<column>_fkey``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,7 +26,11 @@ depends_on: str | Sequence[str] | None = None
 # exactly, as SQLite and PostgreSQL do: addresses are lower-cased by Roost already, and a
 # case- or accent-folding collation would make two distinct local parts collide in a
 # primary key.
-MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+MYSQL_TABLE: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
 
 PROTOCOL = sa.Enum("imap", "pop3", name="protocol")
 
