@@ -220,7 +220,8 @@ class Supervisor:
             for child in self.children:
                 child.first_ready = loop.create_future()
                 child.life = asyncio.create_task(self._life(child))
-                await asyncio.wait({child.first_ready, stop_wait}, return_when="FIRST_COMPLETED")
+                waiting: set[asyncio.Future[Any]] = {child.first_ready, stop_wait}
+                await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
                 if self._stopping.is_set():
                     return 0
                 problem = child.first_ready.result()
@@ -520,12 +521,12 @@ class Supervisor:
                 return
             if self._urgent or time.monotonic() >= deadline:
                 signum = signal.SIGKILL
-            for pgid, pids in leftovers.items():
-                if pgid is None:
+            for group, pids in leftovers.items():
+                if group is None:
                     for pid in pids:
                         procs.signal_process(pid, signum)
                 else:
-                    procs.signal_group(pgid, signum)
+                    procs.signal_group(group, signum)
             await asyncio.sleep(0.1)
             if self.policy.adopt_orphans:
                 procs.reap_zombies(os.getpid(), self._tracked)

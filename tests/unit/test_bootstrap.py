@@ -16,6 +16,7 @@ from roost.layout import Layout
 from roost.settings import Settings, load_settings
 from roost.store.db import Store
 from roost.store.models import User
+from roost.tls import TLSError
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners can only be set as root")
 
@@ -162,6 +163,23 @@ def test_tls_cert_flavor_gets_a_self_signed_certificate_once(base: Path) -> None
     certificate = layout.cert_file.read_bytes()
     assert initialise(settings) == []
     assert layout.cert_file.read_bytes() == certificate
+
+
+def test_the_certificate_is_checked_at_every_start(base: Path) -> None:
+    """A name added to HOSTNAMES later is reported; a broken pair stops the start."""
+    initialise(make_settings(base, TLS_FLAVOR="cert"))
+    wider = make_settings(
+        base, TLS_FLAVOR="cert", HOSTNAMES="mail.example.test,imap.example.test,new.example.test"
+    )
+    layout = Layout(wider)
+    assert initialise(wider) == [
+        f"{layout.cert_file}: does not cover new.example.test from HOSTNAMES (its names: "
+        "mail.example.test, imap.example.test, localhost); clients connecting by those "
+        "names will refuse it"
+    ]
+    layout.key_file.write_text("not a key\n")
+    with pytest.raises(TLSError, match=f"{layout.key_file}: not a PEM private key"):
+        initialise(wider)
 
 
 def test_a_private_key_readable_by_others_is_closed(base: Path) -> None:
