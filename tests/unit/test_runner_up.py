@@ -73,24 +73,38 @@ class Fake(Service):
         return Readiness(unix_sockets=(self.socket,))
 
 
-def stop_when_running(status: Path, names: set[str]) -> threading.Thread:
-    """SIGTERM this process (the running `up`) once every service in ``names`` runs."""
+class StopWhenRunning(threading.Thread):
+    """SIGTERM this process (the running `up`) once every service in ``names`` runs.
 
-    def watch() -> None:
+    After 20 s it sends SIGTERM anyway, so that `up` returns, and ``ran`` stays False:
+    the test then fails instead of hanging or passing without the services ever running.
+    """
+
+    def __init__(self, status: Path, names: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.status = status
+        self.names = names
+        self.ran = False
+
+    def run(self) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                services = json.loads(status.read_text())["services"]
+                services = json.loads(self.status.read_text())["services"]
             except (OSError, ValueError, KeyError):
                 services = {}
-            if names and all(services.get(n, {}).get("state") == "running" for n in names):
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+            if all(services.get(n, {}).get("state") == "running" for n in self.names):
+                self.ran = True
+                break
             time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+
+def stop_when_running(status: Path, names: set[str]) -> StopWhenRunning:
+    assert names
+    watcher = StopWhenRunning(status, names)
+    watcher.start()
+    return watcher
 
 
 def test_up_prepares_root_renders_runs_and_stops_on_sigterm(
@@ -102,6 +116,7 @@ def test_up_prepares_root_renders_runs_and_stops_on_sigterm(
     watcher = stop_when_running(layout.runner_status, {"a", "b"})
     assert runner.up(settings, services=services, policy=FAST) == 0
     watcher.join()
+    assert watcher.ran
     out = capsys.readouterr().out
     assert (layout.etc / "a.rendered").exists() and (layout.etc / "b.rendered").exists()
     assert "roost: created ROOT" in out
@@ -172,6 +187,7 @@ def test_a_stale_lock_is_taken_over_and_reported(
     watcher = stop_when_running(layout.runner_status, {"a"})
     assert runner.up(settings, services=[Fake(layout, "a")], policy=FAST) == 0
     watcher.join()
+    assert watcher.ran
     assert "the previous `roost up` (pid 424242) did not stop cleanly" in capsys.readouterr().out
 
 
@@ -248,6 +264,7 @@ def test_a_disabled_service_is_not_built_started_or_waited_for(
     watcher = stop_when_running(layout.runner_status, {"core"})
     assert runner.up(settings, services=stack, policy=FAST) == 0
     watcher.join()
+    assert watcher.ran
     out = capsys.readouterr().out
     assert "core | fake core" in out
     assert "optional" not in out
@@ -290,7 +307,8 @@ def test_the_gate_runs_this_roost_with_the_same_settings(base: Path) -> None:
     assert gate.name == "gate"
     assert gate.command() == [sys.executable, "-m", "roost", "gate"]
     assert gate.readiness() == Readiness(
-        unix_sockets=(layout.gate_socketmap,), tcp=(("127.0.7.1", GATE_HTTP_PORT),)
+        unix_sockets=(layout.gate_socketmap, layout.gate_http_socket),
+        tcp=(("127.0.7.1", GATE_HTTP_PORT),),
     )
     spec = child_spec(gate, environ={"PATH": "/usr/bin", "MESSAGE_SIZE_LIMIT": "1"})
     assert spec.env is not None
