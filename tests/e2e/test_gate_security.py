@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import require_root
-from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.stack import Stack, e2e_address
 from tests.e2e.test_auth import imap_login
 
 pytestmark = pytest.mark.e2e

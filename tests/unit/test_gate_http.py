@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import grp
 import http.client
 import json
+import os
 import pwd
 import socket
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from roost.gate.http import HttpServer, Request, Response
+from roost.gate.streams import Limits
 from roost.layout import MAIL_OWNER
 from tests.unit.test_gate_support import ALTERNATIVE, DOMAIN, GateHarness, running_gate
 
@@ -211,3 +220,135 @@ def test_a_client_vanishing_mid_request_does_not_hurt(gate: GateHarness) -> None
         with socket.create_connection((gate.address, gate.http_port), timeout=5) as sock:
             sock.sendall(partial)
     assert gate.get("/health")[0] == 200
+
+
+# -- who may ask -----------------------------------------------------------------------------
+
+
+def tcp_exchange(gate: GateHarness, raw: bytes) -> bytes:
+    """Send raw bytes to the TCP port Dovecot's Lua client uses; read until closed."""
+    with socket.create_connection((gate.address, gate.http_port), timeout=5) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+AUTH_REQUEST = (
+    "GET /auth/email HTTP/1.1\r\nHost: gate\r\nAuth-Method: plain\r\n"
+    f"Auth-User: joe@{DOMAIN}\r\nAuth-Pass: guess\r\nAuth-Protocol: imap\r\n"
+    "Client-Ip: 192.0.2.99\r\n{secret}Connection: close\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("secret", ["", "X-Roost-Secret: \r\n", "X-Roost-Secret: 0123abcd\r\n"])
+def test_the_tcp_port_refuses_requests_without_the_secret(gate: GateHarness, secret: str) -> None:
+    response = tcp_exchange(gate, AUTH_REQUEST.format(secret=secret).encode())
+    assert status_of(response) == 403
+    # Nothing about the account, nor whether it exists.
+    assert b"Auth-" not in response
+    userdb = tcp_exchange(
+        gate, f"GET /dovecot/userdb/joe@{DOMAIN} HTTP/1.1\r\nHost: g\r\n\r\n".encode()
+    )
+    assert status_of(userdb) == 403 and b"joe" not in userdb
+
+
+def test_the_tcp_port_answers_with_the_secret(gate: GateHarness) -> None:
+    request = AUTH_REQUEST.format(secret=f"X-Roost-Secret: {gate.secret}\r\n")
+    response = tcp_exchange(gate, request.encode())
+    assert status_of(response) == 200 and b"Auth-Status: " in response
+
+
+def test_the_secret_and_nginx_socket_are_for_their_daemons_only(gate: GateHarness) -> None:
+    layout = gate.layout
+    secret = layout.gate_http_secret.stat()
+    assert stat.S_IMODE(secret.st_mode) == 0o640 and secret.st_uid == 0
+    assert secret.st_gid == grp.getgrnam("dovecot").gr_gid
+    assert stat.S_IMODE(layout.gate_http_secret.parent.stat().st_mode) == 0o750
+    sock = layout.gate_http_socket.stat()
+    directory = layout.gate_http_socket.parent.stat()
+    assert stat.S_IMODE(sock.st_mode) == 0o660 and stat.S_IMODE(directory.st_mode) == 0o750
+    assert sock.st_gid == directory.st_gid == grp.getgrnam("www-data").gr_gid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_an_unprivileged_local_user_gets_no_answer(gate: GateHarness) -> None:
+    """Reproduces the finding: nobody asked the gate about an account and got the answer."""
+    probe = (
+        "import socket, sys\n"
+        "def ask(family, target, request):\n"
+        "    try:\n"
+        "        with socket.socket(family, socket.SOCK_STREAM) as s:\n"
+        "            s.settimeout(5); s.connect(target); s.sendall(request)\n"
+        "            return s.recv(65536).split(b'\\r\\n', 1)[0].decode()\n"
+        "    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+        f"request = {AUTH_REQUEST.format(secret='').encode()!r}\n"
+        f"print(ask(socket.AF_INET, ({gate.address!r}, {gate.http_port}), request))\n"
+        f"print(ask(socket.AF_UNIX, {str(gate.layout.gate_http_socket)!r}, request))\n"
+    )
+    result = subprocess.run(
+        ["runuser", "-u", "nobody", "--", sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.splitlines() == ["HTTP/1.1 403 Forbidden", "PermissionError"]
+
+
+def test_idle_connections_do_not_keep_a_real_request_out(gate: GateHarness) -> None:
+    """1,100 connections that never send a byte, on both listeners: logins still pass."""
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            idle.append(socket.create_connection((gate.address, gate.http_port), timeout=5))
+            idle.append(unix_connection(str(gate.layout.gate_http_socket)))
+        started = time.monotonic()
+        assert gate.auth(f"joe@{DOMAIN}", "joe-secret")["Auth-Status"] == "OK"
+        conn = UnixHTTPConnection(str(gate.layout.gate_http_socket))
+        try:
+            conn.request("GET", "/health")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+        assert time.monotonic() - started < 3
+        # The gate closed all but a bounded number of the idle ones.
+        time.sleep(0.2)
+        still_open = 0
+        for sock in idle:
+            sock.setblocking(False)
+            try:
+                still_open += sock.recv(1) != b""
+            except BlockingIOError:
+                still_open += 1
+            except OSError:
+                pass
+        assert still_open <= 2 * Limits().max_waiting
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_first_request_timeout(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> float:
+        async def handler(request: Request) -> Response:
+            return Response(200)
+
+        server = HttpServer(handler, limits=Limits(first_request_timeout=0.3))
+        path = tmp_path / "http.sock"
+        await server.start_unix(path)
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            started = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            return time.monotonic() - started
+        finally:
+            assert server.server is not None
+            server.server.close()
+
+    assert 0.2 < asyncio.run(scenario()) < 2

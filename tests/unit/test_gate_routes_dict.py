@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from roost.core.sieve import before_script, script_id
 from roost.gate.control import request_reload
-from roost.gate.dictproxy import tab_escape, tab_unescape
+from roost.gate.dictproxy import MAX_CHANGES, MAX_TRANSACTIONS, tab_escape, tab_unescape
 from roost.gate.routes import QuotaUsageWriter
 from roost.store.db import Store, StoreError
 from roost.store.models import User
@@ -202,6 +202,37 @@ def test_rolled_back_or_refused_transactions_change_nothing(gate: GateHarness) -
         client.close()
     time.sleep(1.5)  # longer than the writer's interval
     assert stored_usage(gate.store, email) == 0
+
+
+def test_unfinished_transactions_are_capped_per_connection(gate: GateHarness) -> None:
+    email = f"fwd@{DOMAIN}"
+    client = DictClient(gate, HELLO_QUOTA)
+    try:
+        # MAX_TRANSACTIONS begun and never finished are kept ...
+        client.send(*(f"B{n}\t{email}" for n in range(MAX_TRANSACTIONS)))
+        # ... the next one is refused where the protocol can say so: at its commit.
+        over = MAX_TRANSACTIONS
+        client.send(f"B{over}\t{email}", f"S{over}\tpriv/quota/storage\t77")
+        assert client.ask(f"C{over}") == f"F{over}\tmore than {MAX_TRANSACTIONS} open transactions"
+        # Finishing one makes room again.
+        client.send("R0", f"B900\t{email}", "S900\tpriv/quota/storage\t5")
+        assert client.ask("C900") == "O900"
+        # A client that keeps opening refused ones is cut off.
+        client.send(*(f"B{1000 + n}\t{email}" for n in range(MAX_TRANSACTIONS + 2)))
+        assert client.closed()
+    finally:
+        client.close()
+
+
+def test_a_transaction_with_too_many_changes_fails_at_commit(gate: GateHarness) -> None:
+    client = DictClient(gate, HELLO_QUOTA)
+    try:
+        client.send(f"B1\tfwd@{DOMAIN}")
+        client.send(*(f"S1\tpriv/key{n}\t1" for n in range(MAX_CHANGES + 1)))
+        assert client.ask("C1") == f"F1\tmore than {MAX_CHANGES} changes in one transaction"
+        assert client.ask(f"Lpriv/sieve/name/roost\tjoe@{DOMAIN}").startswith(("O", "N", "F"))
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(

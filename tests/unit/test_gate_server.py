@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -11,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from roost.layout import Layout
+from roost.gate.secret import read_secret
+from roost.layout import GATE_HTTP_PORT, Layout
+from roost.services.gate import GateService
 from roost.store.db import StoreError
 from tests.unit.test_gate_support import (
     GateHarness,
@@ -88,3 +92,47 @@ def test_a_gate_that_cannot_read_the_store_does_not_start(tmp_path: Path) -> Non
     finally:
         store.dispose()
     assert not Layout(settings).gate_socketmap.exists()
+
+
+def test_the_gate_raises_its_open_file_limit_to_the_hard_one() -> None:
+    """systemd's default soft limit (1,024) is what 1,100 idle connections exhausted."""
+    script = (
+        "import resource\n"
+        "from roost.gate.server import raise_open_file_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))\n"
+        "raised = raise_open_file_limit()\n"
+        "print(raised == hard, resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.stdout.split() == ["True", "True"]
+
+
+def test_each_start_writes_a_new_secret_readable_by_root_and_dovecot_only(tmp_path: Path) -> None:
+    layout = Layout(make_settings(tmp_path, "127.0.4.8"))
+    service = GateService(layout)
+    old_umask = os.umask(0)  # the mode must not depend on the umask
+    try:
+        service.render()
+        first = read_secret(layout.gate_http_secret)
+        service.render()
+    finally:
+        os.umask(old_umask)
+    second = read_secret(layout.gate_http_secret)
+    assert first and second and first != second and len(second) == 64
+    info = layout.gate_http_secret.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o640
+    if os.geteuid() == 0:
+        assert (info.st_uid, info.st_gid) == (0, grp.getgrnam("dovecot").gr_gid)
+    # No temporary file is left beside it.
+    assert [p.name for p in layout.gate_http_secret.parent.iterdir()] == ["dovecot-http.secret"]
+    readiness = service.readiness()
+    assert layout.gate_http_socket in readiness.unix_sockets
+    assert readiness.tcp == ((layout.internal_address, GATE_HTTP_PORT),)

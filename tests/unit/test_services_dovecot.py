@@ -188,6 +188,9 @@ def test_postfix_sockets_and_the_lua_authdb(root: Path) -> None:
         assert f"file={lua} blocking=yes" in effective(service, db)
     script = lua.read_text()
     assert 'local gate_url = "http://127.0.6.1:10080"' in script
+    # The secret the gate demands on that port is read from the file roost up writes.
+    assert f'local gate_secret_file = "{root}/run/gate-secret/dovecot-http.secret"' in script
+    assert 'request:add_header("X-Roost-Secret", secret)' in script
     assert "function auth_password_verify(request, password)" in script
     assert "function auth_userdb_lookup(request)" in script
 

@@ -44,6 +44,7 @@ from cryptography.x509.oid import NameOID
 from roost.core.directory import Directory, UserEntry
 from roost.gate.dictproxy import DictError, start_dict_server
 from roost.gate.routes import MailboxDict
+from roost.gate.secret import write_secret
 from roost.layout import GATE_HTTP_PORT, Layout
 from roost.services.dovecot import DovecotService
 from roost.settings import Settings
@@ -111,6 +112,8 @@ class GateStandIn:
     #: login name -> canonical address (an alternative domain's address, say)
     aliases: dict[str, str]
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    #: What the real gate demands on its TCP port (roost.gate.secret); "" checks nothing.
+    secret: str = ""
 
     def auth_answer(self, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
         user = unquote(headers.get("auth-user", ""))
@@ -150,7 +153,9 @@ class GateStandIn:
                     headers[name.strip().lower()] = value.strip()
                 self.requests.append((target, headers))
                 body = b""
-                if target == "/auth/email":
+                if self.secret and headers.get("x-roost-secret") != self.secret:
+                    status, answer = 403, {}
+                elif target == "/auth/email":
                     status, answer = self.auth_answer(headers)
                 elif target.startswith("/dovecot/userdb/"):
                     user = unquote(target[len("/dovecot/userdb/") :])
@@ -294,6 +299,8 @@ def running() -> Iterator[RunningDovecot]:
     )
     usage = RecordedUsage()
     mailbox_dict = FailingForDana(StandInIndex(directory), usage)  # type: ignore[arg-type]
+    # As GateService.render does before Dovecot starts: the Lua script sends this secret.
+    gate.secret = write_secret(layout.gate_http_secret)
     stop_gate = start_gate(gate, mailbox_dict, layout.gate_dict)
     service = DovecotService(layout)
     service.render()

@@ -12,7 +12,7 @@ import pytest
 from test_services_postfix_support import make_settings, roost_root
 
 from roost import tls
-from roost.layout import Layout
+from roost.layout import Layout, derived_loopback
 from roost.services.base import ServiceConfigError
 from roost.services.nginx import NginxService
 
@@ -64,7 +64,8 @@ def test_cert_flavor(root: Path) -> None:
     assert (run / "client_body").owner() == "www-data"
 
     mail = directives(block(text, "mail {"))
-    assert f"auth_http http://{ADDRESS}:10080/auth/email;" in mail
+    # The gate's Unix socket (only root and www-data may open it), never a TCP port.
+    assert f"auth_http unix:{root}/run/gate-http/http.sock:/auth/email;" in mail
     assert f"listen {ADDRESS}:25;" in mail
     for line in (
         "server_name mail.example.test;",
@@ -163,7 +164,8 @@ def test_runner_interface(root: Path) -> None:
     notls = NginxService(Layout(make_settings(root, ADDRESS, TLS_FLAVOR="notls")))
     assert notls.reload_on() == frozenset()
     wildcard = NginxService(Layout(make_settings(root, "0.0.0.0")))
-    assert wildcard.readiness().tcp == (("127.0.0.1", 25),)
+    # A wildcard bind is probed on the stack's own internal loopback address.
+    assert wildcard.readiness().tcp == ((derived_loopback(root), 25),)
 
 
 def test_command_is_accepted_by_nginx(root: Path) -> None:

@@ -10,8 +10,9 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from socketserver import ThreadingUnixStreamServer
 from typing import Any
 
 import pytest
@@ -23,7 +24,6 @@ from test_services_postfix_support import (
     wait_for,
 )
 
-from roost.layout import GATE_HTTP_PORT
 from roost.services.nginx import NginxService
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +60,12 @@ class AuthHTTP(BaseHTTPRequestHandler):
         """Quiet: the test reads ``requests`` instead."""
 
 
+class UnixHTTPServer(ThreadingUnixStreamServer):
+    """The stand-in gate on a Unix socket, as nginx's ``auth_http unix:...`` reaches it."""
+
+    daemon_threads = True
+
+
 @dataclass
 class Front:
     postfix: PostfixStack
@@ -88,7 +94,11 @@ def front() -> Iterator[Front]:
         handler = type(
             "Handler", (AuthHTTP,), {"requests": requests, "backend": layout.internal_address}
         )
-        auth = ThreadingHTTPServer((layout.internal_address, GATE_HTTP_PORT), handler)
+        # The gate's socket for nginx (roost.gate.server makes it 0660 root:www-data).
+        layout.gate_http_socket.parent.mkdir(parents=True, exist_ok=True)
+        layout.gate_http_socket.parent.chmod(0o755)
+        auth = UnixHTTPServer(str(layout.gate_http_socket), handler)
+        layout.gate_http_socket.chmod(0o666)
         threading.Thread(target=auth.serve_forever, daemon=True).start()
 
         log_path = root / "nginx.log"
