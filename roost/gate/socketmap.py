@@ -68,6 +68,11 @@ MAILBOX_DISABLED = "550 5.2.1 Mailbox disabled"
 #: Mailu's answer over MESSAGE_RATELIMIT (its core/admin internal/views/postfix.py), word for
 #: word.
 SENDING_TOO_FAST = "450 4.2.1 You are sending too many emails too fast."
+#: The same for mail Dovecot sends, but permanent: on a temporary failure Pigeonhole aborts
+#: the whole delivery (LMTP 451), so a stranger could hold up a user's incoming mail by
+#: setting off their auto-reply; on a permanent one it logs the failed action and keeps the
+#: message in the mailbox (Sieve's implicit keep, RFC 5228 section 2.10.6).
+SENDING_TOO_FAST_KEPT = "550 5.7.1 You are sending too many emails too fast."
 #: ``senderaccess`` (port 25): an unauthenticated client claims one of our domains. Mailu
 #: answers a bare REJECT; Postfix prefixes the address ("554 5.7.1 <a@b>: Sender address
 #: rejected: ..."), access(5).
@@ -233,7 +238,8 @@ class Socketmaps:
         user's MESSAGE_RATELIMIT, the budget their submissions use. An alias address is
         charged under its own name; the null sender (a Sieve reject's MDN, RFC 5429)
         under one shared budget. Allowed messages answer DUNNO, so that Postfix does not
-        look up (and charge) the domain of the same sender again.
+        look up (and charge) the domain of the same sender again. Over the limit the answer
+        is permanent (SENDING_TOO_FAST_KEPT): the message stays in the user's mailbox.
         """
         if key == NULL_SENDER:
             charged: str | None = NULL_SENDER
@@ -241,17 +247,20 @@ class Socketmaps:
             charged = _rate_key(directory, key, self._delimiter)
         if charged is None:
             return None
-        return await self._charge(directory, charged, "mailfromrate") or DUNNO
+        refused = await self._charge(directory, charged, "mailfromrate", SENDING_TOO_FAST_KEPT)
+        return refused or DUNNO
 
-    async def _charge(self, directory: Directory, account: str, name: str) -> str | None:
-        """Count one message for ``account``; SENDING_TOO_FAST when it is over the limit."""
+    async def _charge(
+        self, directory: Directory, account: str, name: str, refusal: str = SENDING_TOO_FAST
+    ) -> str | None:
+        """Count one message for ``account``; ``refusal`` when it is over the limit."""
         exempt = {directory.mailbox(login) or login for login in self._rate_exempt}
         if account in exempt:
             return None
         if await self._limiter.message_allowed(account):
             return None
         log.info("socketmap %s: %s is over MESSAGE_RATELIMIT", name, account)
-        return SENDING_TOO_FAST
+        return refusal
 
     # -- dispatch ----------------------------------------------------------------------------
 
