@@ -383,6 +383,7 @@ class Gate:
                     return self._rate_limited(request)
                 if login.plain_guess:
                     self._failed.add(context, request.password)
+                    self.queue.failed(self._limiter.network(ip))
         self._store_rehash(login)
         if login.ok and login.user is not None:
             return await self._accepted(request, login)

@@ -371,3 +371,34 @@ def test_parallel_guessers_leave_the_real_user_a_share(harness: Harness) -> None
     # Joe's check ran after at most the two running ones and one per attacker network;
     # a first-come queue would have run all sixteen first.
     assert started.index(f"{PHONE}.0/24") <= 2 + 4, (started, waited)
+
+
+def test_queue_serves_quiet_networks_before_guessing_ones() -> None:
+    async def body() -> list[str]:
+        queue = FairQueue(1, capacity=8, per_network=4)
+        for _ in range(3):
+            queue.failed("attacker")
+        order: list[str] = []
+        release = threading.Event()
+
+        def work(tag: str) -> str:
+            order.append(tag)
+            return tag
+
+        blocker = asyncio.create_task(queue.run("x", release.wait, 10))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(queue.run("attacker", work, f"a{n}")) for n in range(3)]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(queue.run("user", work, "u0")))
+        await asyncio.sleep(0)
+        release.set()
+        await blocker
+        await asyncio.gather(*tasks)
+        return order
+
+    # The user's network queued last but has no failures: it goes first.
+    assert asyncio.run(body()) == ["u0", "a0", "a1", "a2"]
+    faded = FairQueue(1, half_life=0.01)
+    faded.failed("n")
+    time.sleep(0.05)
+    assert faded.score("n") < 0.1
