@@ -42,6 +42,7 @@ from roost.gate.homes import MailHomes
 from roost.gate.http import HttpServer
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
+from roost.gate.privileges import drop_capabilities
 from roost.gate.routes import MailboxDict, QuotaUsageWriter, Routes
 from roost.gate.secret import read_secret, write_secret
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
@@ -252,6 +253,10 @@ def serve(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.LOG_LEVEL)
     log.info("open-file limit %d", raise_open_file_limit())
+    # Before the event loop starts any thread: capabilities are per thread, and threads
+    # inherit those of the thread that creates them.
+    if drop_capabilities():
+        log.info("capabilities dropped to chown, dac_override and dac_read_search")
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -14,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from roost.gate.secret import read_secret
-from roost.layout import GATE_HTTP_PORT, Layout
+from roost.layout import GATE_HTTP_PORT, MAIL_OWNER, Layout
 from roost.services.gate import GateService
 from roost.store.db import StoreError
 from tests.unit.test_gate_support import (
+    DOMAIN,
     GateHarness,
     make_settings,
     open_store,
@@ -40,6 +43,11 @@ def test_serve_runs_until_sigterm_and_removes_its_sockets(tmp_path: Path) -> Non
     populate(store)
     store.dispose()
     layout = Layout(settings)
+    # As Dovecot's service leaves it: 0700 mail:mail, which root enters by dac_override.
+    layout.mail.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam(MAIL_OWNER)
+        os.chown(layout.mail, owner.pw_uid, owner.pw_gid)
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE, str(tmp_path), "127.0.4.6"],
         cwd=REPO,
@@ -55,6 +63,25 @@ def test_serve_runs_until_sigterm_and_removes_its_sockets(tmp_path: Path) -> Non
             assert time.monotonic() < deadline and proc.poll() is None, lines
             lines.append(proc.stderr.readline())
         assert layout.gate_socketmap.is_socket() and layout.gate_control.is_socket()
+        if os.geteuid() == 0:
+            # Of root, only chown, dac_override and dac_read_search are left, in every set
+            # and every thread of the process.
+            for status in Path(f"/proc/{proc.pid}/task").glob("*/status"):
+                caps = dict(
+                    line.split(":\t") for line in status.read_text().splitlines() if ":\t" in line
+                )
+                for name in ("CapEff", "CapPrm", "CapBnd"):
+                    assert int(caps[name], 16) == 0b111, (status, name, caps[name])
+                assert int(caps["CapInh"], 16) == 0 and caps["NoNewPrivs"].strip() == "1"
+            # And it still does what needs them: a home for a user, owned by mail.
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.settimeout(10)
+            client.connect(str(layout.gate_http_socket))
+            client.sendall(f"GET /dovecot/userdb/joe@{DOMAIN} HTTP/1.0\r\n\r\n".encode())
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 ")
+            client.close()
+            home = layout.mail / f"joe@{DOMAIN}"
+            assert home.is_dir() and home.owner() == MAIL_OWNER
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=30)[1]
     finally:
