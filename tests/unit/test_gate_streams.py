@@ -26,8 +26,15 @@ class FakeWriter:
         return None
 
 
+_LOOP = asyncio.new_event_loop()  # StreamReader needs one; nothing runs on it
+
+
+def teardown_module() -> None:
+    _LOOP.close()
+
+
 def reader(sent: bytes = b"") -> asyncio.StreamReader:
-    stream = asyncio.StreamReader(loop=asyncio.new_event_loop())
+    stream = asyncio.StreamReader(loop=_LOOP)
     if sent:
         stream.feed_data(sent)
     return stream
