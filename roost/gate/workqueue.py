@@ -148,7 +148,9 @@ class FairQueue:
         if not candidates:
             return False
         score, length, victim_key = max(candidates)
-        if not (score > own_score + 1.0 or length > own_length + 1):
+        # Half a failure of margin: a network that failed lately is noisier than one that
+        # did not, but two that both guess at about the same rate are equals.
+        if not (score > own_score + 0.5 or length > own_length + 1):
             return False
         queue = self._waiting[victim_key]
         victim = queue.pop()

@@ -402,3 +402,33 @@ def test_queue_serves_quiet_networks_before_guessing_ones() -> None:
     faded.failed("n")
     time.sleep(0.05)
     assert faded.score("n") < 0.1
+
+
+def test_a_full_queue_makes_room_for_a_network_that_has_not_failed() -> None:
+    async def body() -> list[str]:
+        queue = FairQueue(1, capacity=3, per_network=4)
+        for network in ("n1", "n2", "n3"):
+            queue.failed(network)
+        release = threading.Event()
+
+        async def job(network: str) -> str:
+            try:
+                return await queue.run(network, lambda: network)
+            except QueueFull:
+                return f"refused {network}"
+
+        blocker = asyncio.create_task(queue.run("x", release.wait, 10))
+        await asyncio.sleep(0.05)
+        # One check waiting per guessing network: no queue is longer than another ...
+        tasks = [asyncio.create_task(job(n)) for n in ("n1", "n2", "n3")]
+        await asyncio.sleep(0)
+        # ... yet the quiet network's check takes the place of a guessing one's.
+        tasks.append(asyncio.create_task(job("quiet")))
+        await asyncio.sleep(0)
+        release.set()
+        await blocker
+        return list(await asyncio.gather(*tasks))
+
+    results = asyncio.run(body())
+    assert results[-1] == "quiet"
+    assert sum(r.startswith("refused") for r in results) == 1
