@@ -212,7 +212,8 @@ def test_delivery_quota_and_sieve(root: Path) -> None:
     assert effective(service, "plugin/quota_vsizes") == "yes"
     assert effective(service, "plugin/quota_full_tempfail") == "no"
     assert effective(service, "plugin/sieve") == "file:~/sieve;active=~/.dovecot.sieve"
-    assert effective(service, "submission_host") == f"{BIND}:10025"
+    # Postfix's listener for mail Dovecot sends (Sieve redirect, vacation).
+    assert effective(service, "submission_host") == f"{BIND}:10026"
     for mailbox, use in (
         ("Sent", "\\Sent"),
         ("Drafts", "\\Drafts"),
