@@ -33,10 +33,10 @@ POSTFIX_SIEVE_PORT = 10026  # Postfix smtpd for mail Dovecot sends (Sieve redire
 GATE_HTTP_PORT = 10080  # the gate's HTTP side for Dovecot's Lua (with the secret header)
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
 MAIL_OWNER = "mail"
-
 #: The user nginx's workers run as (nginx.conf ``user``); its group alone may open
 #: ``gate_http_socket``.
 NGINX_USER = "www-data"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -121,7 +121,6 @@ class Layout:
         return self.run / "gate-dict" / "dict.sock"
 
     @property
-    @property
     def gate_http_socket(self) -> Path:
         """nginx's ``auth_http unix:...``: the directory is ``0750 root:<nginx group>``.
 
@@ -138,6 +137,7 @@ class Layout:
         """
         return self.run / "gate-secret" / "dovecot-http.secret"
 
+    @property
     def redis_socket(self) -> Path:
         return self.run / "redis" / "redis.sock"
 
@@ -183,15 +183,15 @@ class Layout:
 
     @property
     def gate_http_url(self) -> str:
-        return f"http://{self.internal_address}:{GATE_HTTP_PORT}"
         """Dovecot's Lua client's base URL of the gate."""
+        return f"http://{self.internal_address}:{GATE_HTTP_PORT}"
 
-    def listen_addresses(self) -> list[str]:
     @property
     def gate_auth_http(self) -> str:
         """nginx's ``auth_http`` value: the gate's login decision over its Unix socket."""
         return f"unix:{self.gate_http_socket}:/auth/email"
 
+    def listen_addresses(self) -> list[str]:
         """Addresses the public listeners bind, IPv6 in brackets-free form."""
         addresses = [self.settings.BIND_ADDRESS4]
         if self.settings.BIND_ADDRESS6:
