@@ -21,7 +21,7 @@ that is no account against a dummy hash of the same cost when one is given.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from roost.core.address import AddressError, parse_address
 from roost.core.directory import Directory, TokenEntry, UserEntry
@@ -167,16 +167,10 @@ def _switches(login: Login, protocol: str = "") -> Login:
     user = login.user
     assert user is not None
     if not user.enabled:
-        return Login(
-            user, LoginResult.DISABLED, login.via_token, login.rehash, login.token_id,
-            login.token_rehash, "account disabled",
-        )  # fmt: skip
+        return replace(login, result=LoginResult.DISABLED, reason="account disabled")
     switch = _PROTOCOL_SWITCH.get(protocol)
     if switch is not None and not getattr(user, switch):
-        return Login(
-            user, LoginResult.PROTOCOL_DISABLED, login.via_token, login.rehash, login.token_id,
-            login.token_rehash, f"{protocol} disabled",
-        )  # fmt: skip
+        return replace(login, result=LoginResult.PROTOCOL_DISABLED, reason=f"{protocol} disabled")
     return login
 
 
