@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,26 @@ MAIL_OWNER = "mail"
 #: The user nginx's workers run as (nginx.conf ``user``); its group alone may open
 #: ``gate_http_socket``.
 NGINX_USER = "www-data"
+
+
+class UnsafeHome(ValueError):
+    """An address whose home would not be a directory inside the mail directory."""
+
+
+def home_path(mail_root: Path, email: str) -> Path:
+    """``mail_root/<email>``, resolved, and refused unless it lies strictly inside mail_root.
+
+    ``Path("/srv/mail") / "/etc/cron.d/x@example.com"`` is ``/etc/cron.d/x@example.com``: a
+    join with an absolute part drops what came before, and ``..`` or a symbolic link can
+    climb out as well. The check is on the resolved path, so each of these is caught.
+    """
+    if not email or "\0" in email:
+        raise UnsafeHome(f"no home for the address {email!r}")
+    root = Path(os.path.realpath(mail_root))
+    home = Path(os.path.realpath(os.path.join(root, email)))
+    if home == root or not home.is_relative_to(root):
+        raise UnsafeHome(f"the home of {email!r} would be {home}, outside {root}")
+    return home
 
 
 @dataclass(frozen=True)
@@ -56,8 +77,11 @@ class Layout:
         return self.root / "mail"
 
     def mail_home(self, email: str) -> Path:
-        """A user's home and Maildir: Dovecot's ``mail_home`` with %u = the address."""
-        return self.mail / email
+        """A user's home and Maildir: Dovecot's ``mail_home`` with %u = the address.
+
+        Raises :class:`UnsafeHome` for an address whose home would leave ``mail``.
+        """
+        return home_path(self.mail, email)
 
     @property
     def queue(self) -> Path:

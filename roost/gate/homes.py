@@ -7,8 +7,9 @@ fails, and logs an error; the first message's tracking is then lost. The userdb 
 the first thing Dovecot asks about a user, so the gate makes the home right there.
 
 The gate runs as root and the address comes from the store, so the path is made safe by
-construction (:func:`home_path`): whatever the address holds ('/', '..', a symlink left in
-the mail directory), a home outside ``ROOT/mail`` is refused, never created or chowned.
+construction (:func:`roost.layout.home_path`): whatever the address holds ('/', '..', a
+symlink left in the mail directory), a home outside ``ROOT/mail`` is refused, never created
+or chowned.
 """
 
 from __future__ import annotations
@@ -16,33 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-from pathlib import Path
 
 from roost.layout import MAIL_OWNER, Layout
 
-__all__ = ["MailHomes", "UnsafeHome", "home_path"]
+__all__ = ["MailHomes"]
 
 log = logging.getLogger("roost.gate")
-
-
-class UnsafeHome(ValueError):
-    """An address whose home would not be a directory inside the mail directory."""
-
-
-def home_path(mail_root: Path, email: str) -> Path:
-    """``mail_root/<email>``, resolved, and refused unless it lies strictly inside mail_root.
-
-    ``Path("/srv/mail") / "/etc/cron.d/x@example.com"`` is ``/etc/cron.d/x@example.com``: a
-    join with an absolute part drops what came before, and ``..`` or a symbolic link can
-    climb out as well. The check is on the resolved path, so each of these is caught.
-    """
-    if not email or "\0" in email:
-        raise UnsafeHome(f"no home for the address {email!r}")
-    root = Path(os.path.realpath(mail_root))
-    home = Path(os.path.realpath(os.path.join(root, email)))
-    if home == root or not home.is_relative_to(root):
-        raise UnsafeHome(f"the home of {email!r} would be {home}, outside {root}")
-    return home
 
 
 class MailHomes:
@@ -53,14 +33,14 @@ class MailHomes:
         self._uid, self._gid = owner.pw_uid, owner.pw_gid
 
     def ensure(self, email: str) -> None:
-        """Create ``email``'s home, owned by the mail user, unless it is there already."""
+        """Create ``email``'s home, owned by the mail user, unless it is there already.
+
+        Raises :class:`~roost.layout.UnsafeHome` for an address whose home would lie
+        outside the mail directory; nothing is created then.
+        """
         if email in self._made:
             return
-        try:
-            home = home_path(self._layout.mail, email)
-        except UnsafeHome as exc:
-            log.warning("not creating a home: %s", exc)
-            return
+        home = self._layout.mail_home(email)
         try:
             os.mkdir(home, 0o700)
         except FileExistsError:

@@ -41,6 +41,7 @@ from roost.gate.homes import MailHomes
 from roost.gate.http import Request, Response
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
+from roost.layout import UnsafeHome
 from roost.store.db import Store, StoreError
 from roost.store.entities.user import record_quota_usage
 
@@ -96,7 +97,12 @@ class Routes:
         if user is None:
             return _not_found()
         if self._homes is not None:
-            self._homes.ensure(user.email)
+            try:
+                self._homes.ensure(user.email)
+            except UnsafeHome as exc:
+                # Dovecot would join mail_root and the name the same way: no home, no login.
+                log.warning("userdb: refusing %s: %s", user.email, exc)
+                return _not_found()
         return _json(200, {"user": user.email, "quota_rule": f"*:bytes={user.quota_bytes}"})
 
     def health(self) -> Response:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from roost.gate.homes import MailHomes, UnsafeHome, home_path
-from roost.layout import Layout
+from roost.gate.homes import MailHomes
+from roost.layout import Layout, UnsafeHome, home_path
 from tests.unit.test_cli_support import make_stack
 
 
@@ -55,7 +55,8 @@ def test_mail_homes_never_creates_a_directory_outside_root(tmp_path: Path) -> No
     outside = tmp_path / "outside"  # stands for /etc/cron.d: it exists
     outside.mkdir()
     homes = MailHomes(layout)
-    homes.ensure(f"{outside}/x@example.com")
+    with pytest.raises(UnsafeHome):
+        homes.ensure(f"{outside}/x@example.com")
     assert list(outside.iterdir()) == []
     homes.ensure("joe@example.com")
     made = layout.mail / "joe@example.com"

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
+from roost.gate.control import request_reload
 from roost.gate.http import HttpServer, Request, Response
 from roost.gate.streams import Limits
 from roost.layout import MAIL_OWNER
-from tests.unit.test_gate_support import ALTERNATIVE, DOMAIN, GateHarness, running_gate
+from roost.store.models import User
+from tests.unit.test_gate_support import ALTERNATIVE, DOMAIN, GateHarness, add_user, running_gate
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,26 @@ def test_userdb_makes_the_users_home_before_dovecot_needs_it(gate: GateHarness) 
     # Unknown users get nothing made for them.
     assert gate.get(f"/dovecot/userdb/nobody@{DOMAIN}")[0] == 404
     assert sorted(p.name for p in mail.iterdir()) == [f"joe@{DOMAIN}"]
+
+
+def test_userdb_refuses_a_user_whose_home_would_leave_the_mail_directory(
+    gate: GateHarness, tmp_path: Path
+) -> None:
+    """An address stored before '/' was refused (or written by hand) gets no home and no
+    userdb answer: Dovecot would join mail_root and the address the same way."""
+    gate.layout.mail.mkdir(exist_ok=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    email = add_user(gate.store, f"{outside}/x@{DOMAIN}", "x-secret")
+    request_reload(gate.layout)
+    try:
+        status, _headers, _body = gate.get(f"/dovecot/userdb/{email}")
+        assert status == 404
+        assert list(outside.iterdir()) == []
+    finally:
+        with gate.store.session() as session:
+            session.execute(delete(User).where(User.email == email))
+        request_reload(gate.layout)
 
 
 def test_userdb_quota_zero_is_unlimited(gate: GateHarness) -> None:
