@@ -689,11 +689,12 @@ def _read_input(filename: str) -> str:
 @cli.command()
 def init() -> None:
     """Prepare ROOT: directories, the store, the first admin, the TLS certificate."""
+    from roost import tls
     from roost.bootstrap import BootstrapError, initialise
 
     try:
         messages = initialise(_signing_settings())
-    except BootstrapError as exc:
+    except (BootstrapError, tls.TLSError) as exc:
         _fail(str(exc))
     for message in messages:
         click.echo(f"roost: {message}")

@@ -509,3 +509,19 @@ def _init_then_manage(tmp_path: Path) -> None:
     result = stack.roost_process("list", "users")
     assert result.stdout == "admin@example.com\tenabled\tadmin\t1000000000\t\n"
     assert os.path.isfile(stack.root / "data" / "main.db")
+
+
+def test_init_names_a_broken_certificate_in_one_line() -> None:
+    """A key that does not belong to the certificate stops `roost init` with one line, exit 2."""
+    with tempfile.TemporaryDirectory(prefix="rinit") as directory:
+        os.chmod(directory, 0o755)
+        stack = make_stack(Path(directory), "TLS_FLAVOR=cert\n", migrate=False)
+        certs = stack.root / "certs"
+        certs.mkdir(parents=True)
+        (certs / "cert.pem").write_text("not a certificate\n")
+        (certs / "key.pem").write_text("not a key\n")
+        result = stack.roost_process("init")
+        assert result.returncode == 2
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("roost: error: ") and "cert.pem" in lines[0]
