@@ -294,7 +294,14 @@ class Settings:
         86400,
         p.whole(),
         "logins",
-        "seconds an address stays exempt after a successful login",
+        "seconds a (client network, account) pair stays trusted after a successful login: "
+        "the account's spent budget does not close that network to it",
+    )
+    AUTH_REQUIRE_TOKENS: bool = setting(
+        False,
+        p.boolean,
+        "logins",
+        "refuse passwords for IMAP, POP3, SMTP and ManageSieve: only app tokens log in",
     )
     CREDENTIAL_ROUNDS: int = setting(
         13,
@@ -407,10 +414,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("ANTIVIRUS_ACTION", "`discard` or `reject` mail with a virus"),
     mailu_only("API", "expose Mailu's REST API"),
     mailu_only("API_TOKEN", "the token that authenticates calls to the REST API"),
-    mailu_only(
-        "AUTH_REQUIRE_TOKENS",
-        "refuse passwords for IMAP, POP3, SMTP and ManageSieve: only app tokens log in",
-    ),
     mailu_only("BABEL_DEFAULT_LOCALE", "language of the web interfaces"),
     mailu_only("BABEL_DEFAULT_TIMEZONE", "time zone of the web interfaces"),
     mailu_only("COMPOSE_PROJECT_NAME", "Docker Compose's project name"),
