@@ -313,8 +313,8 @@ class Directory:
                 owner = self._users.get(norm_email(alias.owner_email) or "")
                 if owner is None or not owner.enabled:
                     continue
-            domain = norm_domain(alias.domain)
-            if domain is None or not alias.localpart:
+            alias_domain = norm_domain(alias.domain)
+            if alias_domain is None or not alias.localpart:
                 continue
             local = alias.localpart.lower()
             destinations = norm_destinations(alias.destination)
@@ -322,9 +322,9 @@ class Directory:
                 match = matchers.get(local)
                 if match is None:
                     match = matchers[local] = like_to_matcher(local)
-                wild.setdefault(domain, []).append(_Wildcard(local, match, destinations))
+                wild.setdefault(alias_domain, []).append(_Wildcard(local, match, destinations))
             else:
-                self._exact[(domain, local)] = destinations
+                self._exact[(alias_domain, local)] = destinations
         self._aliases = tuple(all_aliases)
         # Preference among wildcards: longest pattern first (Mailu orders by
         # char_length(localpart) desc); ties broken by the pattern text for a stable answer.
@@ -606,7 +606,7 @@ class Directory:
         if user is not None:
             return not user.enabled
         targets = self._alias_targets(local, domain, delimiter)
-        return bool(targets) and not self._live(targets, delimiter)
+        return targets is not None and bool(targets) and not self._live(targets, delimiter)
 
     def sender_logins(
         self, sender: str, delimiter: str = "", wildcard_senders: Sequence[str] = ()

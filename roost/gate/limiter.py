@@ -180,7 +180,7 @@ class RedisCounters:
         await self.client.ping()
 
     async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
-        args = [repr(now), rate.amount, rate.seconds]
+        args: list[str | int] = [repr(now), rate.amount, rate.seconds]
         return bool(await self._check(keys=[exempt, window], args=args))
 
     async def exists(self, key: str, now: float) -> bool:

@@ -1,4 +1,8 @@
-"""Aliases, wildcards and the recipient delimiter through the real daemons (reference §7.2)."""
+"""Aliases, wildcards and the recipient delimiter through the real daemons.
+
+Resolution follows Mailu's: an exact alias before a wildcard, the longest wildcard first,
+and the recipient delimiter's extension dropped when nothing matches the full local part.
+"""
 
 from __future__ import annotations
 

@@ -54,5 +54,6 @@ def test_directory_follows_the_generation(store: Store) -> None:
     directory = load_directory(store)
     assert not directory.users["joe@example.com"].enabled
     assert "new.org" in directory.domains
-    # The disabled owner's anonymous alias stops resolving (reference §3.2 alias).
+    # The disabled owner's anonymous alias stops resolving (in Mailu an owned alias is
+    # active only while its owner is enabled).
     assert directory.resolve("shop.apple@example.com") == ("ann@example.com",)
