@@ -5,20 +5,15 @@
   ACME, is a subclass and one entry in :data:`roost.tls.sources.FLAVORS`.
 - :mod:`roost.tls.check`: the one check of a pair (:func:`check_pair`, :class:`TLSError`).
 - :mod:`roost.tls.watch`: the change notice the runner polls to reload the daemons.
+- :mod:`roost.tls.served`: the pair the daemons serve (:func:`served_pair`), provided and
+  checked once (:func:`ensure`), and watched (:func:`watch_served`).
 
-The service renderers take the files to name from :func:`served_pair` and check nothing
-themselves: bootstrap calls :func:`ensure` once before any of them runs. This package
-imports nothing from ``roost.services``; services import it.
+This package imports nothing from ``roost.services``; services import it.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
-
-from roost.layout import Layout
 from roost.tls.check import CheckedCertificate, TLSError, check_pair
-from roost.tls.sources import CertificateSource, source_for
+from roost.tls.served import CertificatePair, check_served, ensure, served_pair, watch_served
+from roost.tls.sources import CertificateSource
 from roost.tls.watch import CERTIFICATE_CHANGED, CertificateChange, CertificateWatch
 
 __all__ = [
@@ -29,53 +24,9 @@ __all__ = [
     "CertificateWatch",
     "CheckedCertificate",
     "TLSError",
-    "check",
+    "check_pair",
+    "check_served",
     "ensure",
     "served_pair",
-    "watch",
+    "watch_served",
 ]
-
-
-@dataclass(frozen=True)
-class CertificatePair:
-    """The two files a daemon's configuration names."""
-
-    cert_file: Path
-    key_file: Path
-
-
-def served_pair(layout: Layout) -> CertificatePair | None:
-    """The files the daemons serve; None under TLS_FLAVOR=notls. Checks nothing."""
-    source = source_for(layout)
-    if source is None:
-        return None
-    return CertificatePair(source.cert_file, source.key_file)
-
-
-def ensure(layout: Layout) -> list[str]:
-    """Have the source provide the pair, then check it: once, before any daemon starts.
-
-    Returns messages for the administrator (a pair was created; the certificate expired
-    or does not cover a host name); raises TLSError when the pair cannot be used.
-    """
-    source = source_for(layout)
-    if source is None:
-        return []
-    messages = source.provide()
-    return messages + list(check(layout).warnings)
-
-
-def check(layout: Layout) -> CheckedCertificate:
-    """Check the pair as it is now, without providing anything; TLSError if unusable."""
-    source = source_for(layout)
-    if source is None:
-        raise TLSError("TLS_FLAVOR=notls: there is no certificate to check")
-    return check_pair(source.cert_file, source.key_file, layout.settings.HOSTNAMES)
-
-
-def watch(layout: Layout) -> CertificateWatch | None:
-    """A watch on the served pair as it is now; None under TLS_FLAVOR=notls."""
-    source = source_for(layout)
-    if source is None:
-        return None
-    return CertificateWatch(source.cert_file, source.key_file, layout.settings.HOSTNAMES)

@@ -96,7 +96,7 @@ def test_notls_needs_nothing(layout: Layout) -> None:
     notls = Layout(make_settings(layout.root, "127.0.5.50", TLS_FLAVOR="notls"))
     assert tls.ensure(notls) == []
     assert tls.served_pair(notls) is None
-    assert tls.watch(notls) is None
+    assert tls.watch_served(notls) is None
     assert not notls.certs.exists()
 
 
@@ -128,7 +128,7 @@ def test_missing_pair_becomes_a_self_signed_certificate(layout: Layout) -> None:
     before = layout.cert_file.read_bytes()
     assert tls.ensure(layout) == []
     assert layout.cert_file.read_bytes() == before
-    checked = tls.check(layout)
+    checked = tls.check_served(layout)
     assert checked.names == (*HOSTNAMES, "localhost")
     assert checked.warnings == ()
 
@@ -218,7 +218,7 @@ def test_encrypted_key_is_refused(layout: Layout) -> None:
 
 def test_check_never_creates(layout: Layout) -> None:
     with pytest.raises(tls.TLSError, match=str(layout.cert_file)):
-        tls.check(layout)
+        tls.check_served(layout)
     assert not layout.certs.exists()
 
 
@@ -240,8 +240,8 @@ def test_tls_imports_no_service_module() -> None:
 
 def test_watch_reports_a_new_pair_once_and_ignores_a_touch(layout: Layout) -> None:
     tls.ensure(layout)
-    first = tls.check(layout)
-    watch = tls.watch(layout)
+    first = tls.check_served(layout)
+    watch = tls.watch_served(layout)
     assert watch is not None
     assert watch.poll() is None
     os.utime(layout.cert_file, ns=(1, 1))  # same content, new mtime: nothing to reload
@@ -251,14 +251,14 @@ def test_watch_reports_a_new_pair_once_and_ignores_a_touch(layout: Layout) -> No
     change = watch.poll()
     assert change is not None and change.error is None and change.certificate is not None
     assert change.certificate.fingerprint != first.fingerprint
-    assert change.certificate.fingerprint == tls.check(layout).fingerprint
+    assert change.certificate.fingerprint == tls.check_served(layout).fingerprint
     assert watch.poll() is None
 
 
 def test_watch_reports_a_broken_pair_and_the_fixed_one_after_it(layout: Layout) -> None:
     """A certificate copied before its key is a mismatch for a moment: reported, not loaded."""
     tls.ensure(layout)
-    watch = tls.watch(layout)
+    watch = tls.watch_served(layout)
     assert watch is not None
     key = ec.generate_private_key(ec.SECP256R1())
     supplied_pair(layout, key)

@@ -58,7 +58,7 @@ def run_with_watch(
     """Run a web daemon (reloads on a new certificate) and a cache (does not) with the
     certificate watch; ``while_running`` is a list of callables, and of strings to wait for
     in the output. Returns the output and the marks each reload left."""
-    watch = tls.watch(layout)
+    watch = tls.watch_served(layout)
     assert watch is not None
     out: list[str] = []
     specs = [
@@ -105,9 +105,9 @@ def renew(layout: Layout) -> None:
 
 
 def test_a_renewed_certificate_reloads_the_daemons_that_serve_it(layout: Layout) -> None:
-    old = tls.check(layout).fingerprint
+    old = tls.check_served(layout).fingerprint
     out, marks = run_with_watch(layout, 0.05, [lambda: renew(layout), "reloaded web"])
-    new = tls.check(layout)
+    new = tls.check_served(layout)
     assert new.fingerprint != old
     assert marks == {"web": "x"}  # once, and the cache not at all
     [line] = [line for line in out if "new certificate" in line]

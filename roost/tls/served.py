@@ -1,0 +1,62 @@
+"""The pair the daemons serve: which files, provided and checked once, and watched.
+
+The service renderers take the files to name from :func:`served_pair` and check nothing
+themselves: bootstrap calls :func:`ensure` once before any of them runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from roost.layout import Layout
+from roost.tls.check import CheckedCertificate, TLSError, check_pair
+from roost.tls.sources import source_for
+from roost.tls.watch import CertificateWatch
+
+__all__ = ["CertificatePair", "check_served", "ensure", "served_pair", "watch_served"]
+
+
+@dataclass(frozen=True)
+class CertificatePair:
+    """The two files a daemon's configuration names."""
+
+    cert_file: Path
+    key_file: Path
+
+
+def served_pair(layout: Layout) -> CertificatePair | None:
+    """The files the daemons serve; None under TLS_FLAVOR=notls. Checks nothing."""
+    source = source_for(layout)
+    if source is None:
+        return None
+    return CertificatePair(source.cert_file, source.key_file)
+
+
+def ensure(layout: Layout) -> list[str]:
+    """Have the source provide the pair, then check it: once, before any daemon starts.
+
+    Returns messages for the administrator (a pair was created; the certificate expired
+    or does not cover a host name); raises TLSError when the pair cannot be used.
+    """
+    source = source_for(layout)
+    if source is None:
+        return []
+    messages = source.provide()
+    return messages + list(check_served(layout).warnings)
+
+
+def check_served(layout: Layout) -> CheckedCertificate:
+    """Check the pair as it is now, without providing anything; TLSError if unusable."""
+    source = source_for(layout)
+    if source is None:
+        raise TLSError("TLS_FLAVOR=notls: there is no certificate to check")
+    return check_pair(source.cert_file, source.key_file, layout.settings.HOSTNAMES)
+
+
+def watch_served(layout: Layout) -> CertificateWatch | None:
+    """A watch on the served pair as it is now; None under TLS_FLAVOR=notls."""
+    source = source_for(layout)
+    if source is None:
+        return None
+    return CertificateWatch(source.cert_file, source.key_file, layout.settings.HOSTNAMES)
