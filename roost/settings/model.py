@@ -48,6 +48,7 @@ SECTIONS = {
     "logins": "Logins and rate limits",
     "database": "Database",
     "admin": "First account",
+    "web": "Web",
     "mailu-only": "Accepted, not acted on yet",
 }
 
@@ -345,6 +346,49 @@ class Settings:
         "`create` (error if it exists), `ifmissing`, `update` (reset the password)",
     )
 
+    # -- web -----------------------------------------------------------------------------
+    WEB_ADMIN: str = setting(
+        "/admin",
+        p.web_path,
+        "web",
+        "path of the web administration and account pages; empty: no web pages (the web "
+        "daemon still runs when API is true)",
+    )
+    WEBROOT_REDIRECT: str = setting(
+        "",
+        p.web_redirect,
+        "web",
+        "where a request for `/` (or any path nothing else serves) is redirected; empty: "
+        "404; `none`: no `location /`, so an override may define one",
+    )
+    SITENAME: str = setting("Roost", p.text, "web", "the site's name in the web pages")
+    SESSION_COOKIE_SECURE: str | bool = setting(
+        "",
+        p.optional(p.boolean),
+        "web",
+        "send the session cookie only over HTTPS; empty: yes unless TLS_FLAVOR=notls",
+    )
+    SESSION_TIMEOUT: int = setting(3600, p.whole(60), "web", "seconds an idle web session lasts")
+    PERMANENT_SESSION_LIFETIME: int = setting(
+        2_592_000, p.whole(60), "web", "seconds a web session lasts at most, however busy"
+    )
+    API: bool = setting(
+        False,
+        p.boolean,
+        "web",
+        "serve the REST API (Mailu's API v1, [api.md](api.md)) under `WEB_API`/v1",
+    )
+    API_TOKEN: str = setting(
+        "",
+        p.text,
+        "web",
+        "the token every API call carries (`Authorization: Bearer <token>` or the bare "
+        "token); the API answers only when API is true and this is set, and the web "
+        "server refuses a token under 16 characters (`openssl rand -hex 16` makes one)",
+        secret=True,
+    )
+    WEB_API: str = setting("/api", p.web_path, "web", "path prefix of the REST API")
+
     # -- derived values -------------------------------------------------------------------
 
     @property
@@ -359,6 +403,13 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.TLS_FLAVOR != "notls"
+
+    @property
+    def session_cookie_secure(self) -> bool:
+        """SESSION_COOKIE_SECURE, or Mailu's automatic value: secure unless notls."""
+        if isinstance(self.SESSION_COOKIE_SECURE, bool):
+            return self.SESSION_COOKIE_SECURE
+        return self.tls
 
     def port_enabled(self, port: int) -> bool:
         """Mailu's PORT_<n> flag: 25 is always on, TLS-only ports are off under notls."""
@@ -412,8 +463,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("ANONMAIL_MAX_RETRIES", "attempts at a free random address for anonmail"),
     mailu_only("ANTIVIRUS", "the antivirus container to run (`clamav` or `none`)"),
     mailu_only("ANTIVIRUS_ACTION", "`discard` or `reject` mail with a virus"),
-    mailu_only("API", "expose Mailu's REST API"),
-    mailu_only("API_TOKEN", "the token that authenticates calls to the REST API"),
     mailu_only("BABEL_DEFAULT_LOCALE", "language of the web interfaces"),
     mailu_only("BABEL_DEFAULT_TIMEZONE", "time zone of the web interfaces"),
     mailu_only("COMPOSE_PROJECT_NAME", "Docker Compose's project name"),
@@ -440,7 +489,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("LOGO_BACKGROUND", "background colour of the web interfaces' logo"),
     mailu_only("LOGO_URL", "logo of the web interfaces"),
     mailu_only("MEMORY_SESSIONS", "keep web sessions in memory instead of Redis"),
-    mailu_only("PERMANENT_SESSION_LIFETIME", "seconds a web session lasts"),
     mailu_only("POSTFIX_LOG_FILE", "also write Postfix's log to this file"),
     mailu_only("PROXY_AUTH_CREATE", "create users that a header authentication proxy names"),
     mailu_only("PROXY_AUTH_HEADER", "the header that names the user behind a proxy"),
@@ -453,20 +501,14 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
     mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),
     mailu_only("SCAN_MACROS", "treat Office documents with macros as viruses"),
-    mailu_only("SESSION_COOKIE_SECURE", "send web session cookies only over HTTPS"),
     mailu_only("SESSION_KEY_BITS", "strength of web session keys"),
-    mailu_only("SESSION_TIMEOUT", "seconds an idle web session lasts"),
-    mailu_only("SITENAME", "the site's name in the web interfaces"),
     mailu_only("SUBNET", "the Docker network of Mailu's containers"),
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),
     mailu_only("TLS", "a TLS setting of old mailu.env files"),
     mailu_only("TZ", "the containers' time zone"),
     mailu_only("WEBDAV", "the CalDAV/CardDAV container (`radicale` or `none`)"),
     mailu_only("WEBMAIL", "the webmail container (`roundcube`, `snappymail` or `none`)"),
-    mailu_only("WEBROOT_REDIRECT", "where `/` redirects"),
     mailu_only("WEBSITE", "the site linked from the web interfaces"),
-    mailu_only("WEB_ADMIN", "path of the web admin (`/admin`)"),
-    mailu_only("WEB_API", "path of the REST API (`/api`)"),
     mailu_only("WEB_WEBMAIL", "path of the webmail (`/webmail`)"),
     mailu_only("WELCOME", "send a welcome message to new users"),
     mailu_only("WELCOME_BODY", "the welcome message's text"),

@@ -34,6 +34,8 @@ __all__ = [
     "text",
     "url",
     "verbatim",
+    "web_path",
+    "web_redirect",
     "whole",
 ]
 
@@ -248,3 +250,25 @@ def url(name: str, raw: str) -> str:
     if value and not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", value):
         raise SettingsError(f"{name}={raw!r}: accepts a sqlite://, postgresql:// or mysql:// URL")
     return value
+
+
+# Segments of URL-safe characters (RFC 3986 unreserved), none of them "." or "..".
+_WEB_PATH = re.compile(r"(/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+")
+
+
+def web_path(name: str, raw: str) -> str:
+    """A URL path prefix such as ``/admin`` (no trailing slash, no query), or empty."""
+    value = raw.strip()
+    if value and not _WEB_PATH.fullmatch(value):
+        raise SettingsError(f"{name}={raw!r}: accepts a path such as /admin, or nothing")
+    return value
+
+
+def web_redirect(name: str, raw: str) -> str:
+    """WEBROOT_REDIRECT: a path, an http(s) URL, ``none`` or empty (Mailu's meanings)."""
+    value = raw.strip()
+    if value in ("", "none") or _WEB_PATH.fullmatch(value):
+        return value
+    if re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~/-]*)?", value):
+        return value
+    raise SettingsError(f"{name}={raw!r}: accepts a path such as /admin, a URL, none or nothing")
