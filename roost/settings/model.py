@@ -250,6 +250,18 @@ class Settings:
         "mail",
         "Postfix `smtpd_reject_unlisted_recipient`: refuse unknown recipients at RCPT time",
     )
+    DMARC_RUA: str = setting(
+        "",
+        p.optional(p.local_part),
+        "mail",
+        "local part at DOMAIN that receives DMARC aggregate reports (the published `rua=`)",
+    )
+    DMARC_RUF: str = setting(
+        "",
+        p.optional(p.local_part),
+        "mail",
+        "local part at DOMAIN that receives DMARC failure reports (the published `ruf=`)",
+    )
     DEFAULT_QUOTA: int = setting(
         1_000_000_000,
         p.whole(),
@@ -473,8 +485,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("DISABLE_STATISTICS", "do not send Mailu's anonymous usage statistics"),
     mailu_only("DKIM_PATH", "where DKIM keys are kept"),
     mailu_only("DKIM_SELECTOR", "the DKIM selector (`dkim`)"),
-    mailu_only("DMARC_RUA", "local part that receives DMARC aggregate reports"),
-    mailu_only("DMARC_RUF", "local part that receives DMARC failure reports"),
     mailu_only("DMARC_SEND_REPORTS", "send DMARC reports to other domains"),
     mailu_only("DOMAIN_REGISTRATION", "let visitors create domains in the web admin"),
     mailu_only("FETCHMAIL_DELAY", "seconds between fetches of remote mailboxes"),
