@@ -724,6 +724,57 @@ def gate() -> None:
     serve(_signing_settings())
 
 
+@cli.command()
+@click.argument("domain")
+@click.option("--zone", is_flag=True, help="Print the records as a zone file (RFC 1035).")
+@click.option("--check", is_flag=True, help="Also look each record up in DNS now.")
+@click.option(
+    "--resolver",
+    metavar="ADDR[:PORT]",
+    help="With --check: the DNS resolver to ask (default: the system's).",
+)
+def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
+    """The DNS records to publish for DOMAIN and its alternatives; --check: are they live?
+
+    With --check the exit status is 0 only when every record is live.
+    """
+    from roost.core import dnsrecords
+    from roost.store.entities.names import domain_name, require_domain
+
+    with _session() as session:
+        found = require_domain(session, domain_name(domain))
+        name, alternative_names = found.name, [a.name for a in found.alternatives]
+    settings = _settings()
+    if zone:
+        click.echo(dnsrecords.zone_file(settings, name, alternative_names), nl=False)
+        return
+    records = dnsrecords.records(settings, name, alternative_names)
+    if not check:
+        for record in records:
+            click.echo(record.line)
+        for reason in dnsrecords.omitted(settings, name):
+            click.echo(f"Left out: {reason}")
+        return
+    from roost.web import dnscheck
+
+    try:
+        server = dnscheck.parse_resolver(resolver) if resolver else None
+    except ValueError as exc:
+        _fail(str(exc))
+    checks = dnscheck.check_records(records, server)
+    for result in checks:
+        click.echo(f"{result.state:<8} {result.record.line}")
+        if result.reason:
+            click.echo(f"         ({result.reason})")
+        elif result.state != dnscheck.LIVE:
+            for text in result.found:
+                click.echo(f"         found: {text}")
+    for reason in dnsrecords.omitted(settings, name):
+        click.echo(f"Left out: {reason}")
+    if any(result.state != dnscheck.LIVE for result in checks):
+        raise click.exceptions.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``roost`` script and ``python -m roost``."""
     cli.main(prog_name="roost")

@@ -1,0 +1,255 @@
+"""The DNS records a domain publishes for mail to reach Roost and for clients to find it.
+
+Pure functions of the settings, the domain's name and its alternative names: no I/O, so
+the admin UI, the API and ``roost dns`` show the same records and tests run in
+microseconds. Names are lower-case punycode (IDNA A-labels), fully qualified with a trailing
+dot, as Mailu's admin shows them, so they can be pasted into a zone file as they are.
+
+What is published, per domain (and for each alternative name: MX, SPF, DMARC):
+
+- MX (RFC 5321 §5.1): ``<d>. 600 IN MX 10 <HOSTNAMES[0]>.``
+- SPF (RFC 7208): ``"v=spf1 mx a:<host> ~all"``: the MX host sends.
+- DMARC (RFC 7489 §6.3): ``p=reject`` with strict alignment, and report addresses
+  ``rua``/``ruf`` at DOMAIN when DMARC_RUA/DMARC_RUF name local parts. A domain other than
+  DOMAIN whose reports go to DOMAIN also needs DOMAIN's permission (RFC 7489 §7.1):
+  ``<d>._report._dmarc.<DOMAIN>. TXT "v=DMARC1;"``.
+- Service records (RFC 6186, with RFC 8314 §5.1's preference of implicit TLS): one for
+  each of IMAP, POP3 and submission, with and without TLS, and Outlook's autodiscover.
+  A service whose port is off in PORTS (or a TLS port under TLS_FLAVOR=notls) gets the
+  target ``.``, RFC 6186 §4's "not provided here", so that clients stop looking.
+- ``autoconfig`` and ``autodiscover`` CNAMEs to the host, where Thunderbird and Outlook
+  look for their configuration documents.
+
+Left out, and said so by :func:`omitted`: DKIM (Roost keeps no DKIM keys yet) and TLSA
+(RFC 7671: a DANE record must follow the certificate or its issuer across renewals, and
+Roost has no ACME source yet whose issuer is fixed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from roost.core.address import DOMAIN_MAX, domain_to_ascii
+from roost.settings import Settings
+
+__all__ = [
+    "TTL",
+    "Record",
+    "Service",
+    "dmarc_text",
+    "omitted",
+    "records",
+    "services",
+    "spf_text",
+    "zone_file",
+]
+
+#: Mailu's TTL for every record it shows (seconds).
+TTL = 600
+#: RFC 1035 §3.3.14: one character-string holds at most 255 octets; Mailu cuts at 250.
+TXT_CHUNK = 250
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resource record: owner name, TTL, type and data in master-file presentation.
+
+    ``data`` holds the fields a live answer is compared with: (preference, exchange) for
+    MX, (text,) for TXT, (priority, weight, port, target) for SRV, (target,) for CNAME.
+    ``domain`` is the domain or alternative the record is for; ``purpose`` says why it is
+    there, for people.
+    """
+
+    name: str
+    rtype: str
+    data: tuple[str | int, ...]
+    domain: str
+    purpose: str
+    ttl: int = TTL
+
+    @property
+    def value(self) -> str:
+        """The record's data as RFC 1035 §5.1 writes it."""
+        if self.rtype == "TXT":
+            return txt_value(str(self.data[0]))
+        return " ".join(str(part) for part in self.data)
+
+    @property
+    def line(self) -> str:
+        """One master-file line: ``name ttl IN type data``."""
+        return f"{self.name} {self.ttl} IN {self.rtype} {self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A mail service a client can be pointed at (RFC 6186 and RFC 8314 names)."""
+
+    srv: str  # the SRV service label, without the underscore
+    protocol: str  # imap, pop3, smtp, https
+    port: int
+    implicit_tls: bool
+
+
+#: In RFC 6186's order; RFC 8314 §5.1: implicit TLS is preferred (lower priority value).
+SERVICES: tuple[Service, ...] = (
+    Service("imap", "imap", 143, False),
+    Service("pop3", "pop3", 110, False),
+    Service("submission", "smtp", 587, False),
+    Service("autodiscover", "https", 443, True),
+    Service("submissions", "smtp", 465, True),
+    Service("imaps", "imap", 993, True),
+    Service("pop3s", "pop3", 995, True),
+)
+
+
+def services(settings: Settings) -> list[Service]:
+    """The services that are on: their port in PORTS, and a TLS port only with TLS."""
+    return [s for s in SERVICES if settings.port_enabled(s.port)]
+
+
+def fqdn(name: str) -> str:
+    return f"{name}."
+
+
+def ascii_name(name: str) -> str:
+    """Lower-case punycode without the trailing dot (raises core.address.AddressError)."""
+    return domain_to_ascii(name.strip(), max_length=DOMAIN_MAX)
+
+
+def txt_value(text: str) -> str:
+    """A TXT record's text as quoted character-strings of at most 250 octets each.
+
+    RFC 1035 §5.1: a quote and a backslash are escaped with a backslash, any other octet
+    outside printable ASCII as ``\\DDD``.
+    """
+    raw = text.encode("utf-8")
+    chunks = [raw[i : i + TXT_CHUNK] for i in range(0, len(raw), TXT_CHUNK)] or [b""]
+    return " ".join(f'"{_escape(chunk)}"' for chunk in chunks)
+
+
+def _escape(chunk: bytes) -> str:
+    out = []
+    for octet in chunk:
+        char = chr(octet)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= octet < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\{octet:03d}")
+    return "".join(out)
+
+
+def spf_text(settings: Settings) -> str:
+    """RFC 7208: the MX hosts and the first host name send; anything else soft-fails."""
+    return f"v=spf1 mx a:{settings.hostname} ~all"
+
+
+def _report_localparts(settings: Settings) -> tuple[str, str]:
+    """DMARC_RUA and DMARC_RUF: local parts at DOMAIN; Mailu's default is neither."""
+    return settings.DMARC_RUA, settings.DMARC_RUF
+
+
+def _mailto(localpart: str, settings: Settings) -> str:
+    # RFC 7489 §6.4: "," and "!" separate URIs and sizes, ";" ends the tag: escape them.
+    return f"mailto:{quote(localpart, safe='.+-_=~')}@{settings.DOMAIN}"
+
+
+def dmarc_text(settings: Settings) -> str:
+    """RFC 7489: reject mail that fails, strict alignment, reports to DOMAIN if named."""
+    rua, ruf = _report_localparts(settings)
+    text = "v=DMARC1; p=reject;"
+    if rua:
+        text += f" rua={_mailto(rua, settings)};"
+    if ruf:
+        text += f" ruf={_mailto(ruf, settings)};"
+    return text + " adkim=s; aspf=s"
+
+
+def _mail_records(settings: Settings, name: str) -> list[Record]:
+    """MX, SPF, DMARC and the report permission: for a domain and each alternative."""
+    host = fqdn(settings.hostname)
+    out = [
+        Record(fqdn(name), "MX", (10, host), name, "mail for the domain goes to this host"),
+        Record(fqdn(name), "TXT", (spf_text(settings),), name, "SPF: who may send"),
+        Record(
+            fqdn(f"_dmarc.{name}"),
+            "TXT",
+            (dmarc_text(settings),),
+            name,
+            "DMARC: what receivers do with mail that fails SPF and DKIM",
+        ),
+    ]
+    rua, ruf = _report_localparts(settings)
+    if (rua or ruf) and name != settings.DOMAIN:
+        out.append(
+            Record(
+                fqdn(f"{name}._report._dmarc.{settings.DOMAIN}"),
+                "TXT",
+                ("v=DMARC1;",),
+                name,
+                f"DMARC: {settings.DOMAIN} accepts this domain's reports (in its own zone)",
+            )
+        )
+    return out
+
+
+def _service_records(settings: Settings, name: str) -> list[Record]:
+    """RFC 6186 SRV records and the autoconfig/autodiscover names."""
+    host = fqdn(settings.hostname)
+    out = []
+    for service in SERVICES:
+        owner = fqdn(f"_{service.srv}._tcp.{name}")
+        if settings.port_enabled(service.port):
+            priority = 10 if service.implicit_tls else 20
+            data: tuple[str | int, ...] = (priority, 1, service.port, host)
+            purpose = f"{service.srv} on port {service.port}"
+        else:
+            data = (0, 0, 0, ".")
+            purpose = f"{service.srv}: not provided (port {service.port} is off)"
+        out.append(Record(owner, "SRV", data, name, purpose))
+    for label, client in (("autoconfig", "Thunderbird"), ("autodiscover", "Outlook")):
+        owner = f"{label}.{name}"
+        if owner != settings.hostname:  # a CNAME to itself would be a loop
+            out.append(
+                Record(fqdn(owner), "CNAME", (host,), name, f"{client} finds its settings here")
+            )
+    return out
+
+
+def records(settings: Settings, domain: str, alternatives: Iterable[str] = ()) -> list[Record]:
+    """Every record to publish for ``domain`` and its alternative names, in zone order.
+
+    Names may be given in Unicode or punycode; raises core.address.AddressError for a
+    name that is not a domain.
+    """
+    name = ascii_name(domain)
+    out = _mail_records(settings, name)
+    out += _service_records(settings, name)
+    for alternative in sorted({ascii_name(a) for a in alternatives} - {name}):
+        out += _mail_records(settings, alternative)
+    return out
+
+
+def omitted(settings: Settings, domain: str) -> list[str]:
+    """The records Mailu would also show that Roost leaves out, each with the reason."""
+    del settings, domain  # the same for every domain until DKIM keys and ACME exist
+    return [
+        "DKIM: Roost does not sign mail with DKIM yet, so there is no key to publish",
+        "TLSA (DANE): only with a certificate whose issuer stays fixed across renewals "
+        "(ACME); the certificate in ROOT/certs can change without notice",
+    ]
+
+
+def zone_file(settings: Settings, domain: str, alternatives: Sequence[str] = ()) -> str:
+    """The records as RFC 1035 master-file lines, ready to paste into the zone; ends in a newline.
+
+    Comment lines (``;``) name the domain and what is left out and why.
+    """
+    name = ascii_name(domain)
+    lines = [f"; Mail records for {name}, from Roost"]
+    lines += [f"; left out: {reason}" for reason in omitted(settings, name)]
+    lines += [record.line for record in records(settings, name, alternatives)]
+    return "\n".join(lines) + "\n"
