@@ -70,6 +70,9 @@ class UserEntry:
     spam_mark_as_read: bool = True
     spam_threshold: int = 80
     change_pw_next_login: bool = False
+    #: Two-factor login is on (Roost's own): passwords no longer open mail protocols
+    #: unless AUTH_TOTP_MAIL_PASSWORDS, and a web login needs a second step.
+    totp_enabled: bool = False
 
     def reply_active(self, today: date) -> bool:
         """Mailu's ``reply_active``: enabled and start <= today <= end (Mailu's models.py)."""
@@ -200,6 +203,8 @@ class Directory:
         self._wild: dict[str, tuple[_Wildcard, ...]] = {}
         self._tokens: dict[str, tuple[TokenEntry, ...]] = {}
         self._token_count = 0
+        #: Primary domains whose users must enrol in two-factor login.
+        self._totp_domains: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ building
 
@@ -212,8 +217,11 @@ class Directory:
         users: Iterable[UserEntry] = (),
         aliases: Iterable[AliasEntry] = (),
         tokens: Iterable[TokenEntry] = (),
+        totp_domains: Iterable[str] = (),
     ) -> Directory:
         """Index plain records; ``alternatives`` maps alternative name -> primary domain.
+
+        ``totp_domains`` are the domains that require two-factor login of their users.
 
         Names are normalised defensively (lower-case, punycode) so a record written by an
         older import still matches. Invalid names are skipped rather than failing the whole
@@ -271,6 +279,9 @@ class Directory:
                 canon[alt_ascii] = primary_ascii
         self._alternatives = alts
         self._canon = canon
+        self._totp_domains = frozenset(
+            d for d in map(norm_domain, totp_domains) if d in self._domains
+        )
 
         for relay in relays:
             name = norm_domain(relay.name)
@@ -471,6 +482,11 @@ class Directory:
         """Canonical email of the user behind ``email`` whether or not the user is enabled."""
         found = self.user(email)
         return found.email if found is not None else None
+
+    def totp_required(self, domain: str) -> bool:
+        """True when ``domain`` (or its primary) requires two-factor login of its users."""
+        canon = self.canonical_domain(domain)
+        return canon is not None and canon in self._totp_domains
 
     def tokens_of(self, email: str) -> tuple[TokenEntry, ...]:
         """App tokens of the user with canonical address ``email`` (ordered by id)."""

@@ -316,6 +316,21 @@ class Settings:
         "logins",
         "refuse passwords for IMAP, POP3, SMTP and ManageSieve: only app tokens log in",
     )
+    AUTH_REQUIRE_TOTP: bool = setting(
+        False,
+        p.boolean,
+        "logins",
+        "Roost's own (Mailu has no two-factor login): every user must enrol in two-factor "
+        "login (TOTP) at the next web login, as a domain's `totp_required` asks of its "
+        "users ([two-factor.md](two-factor.md))",
+    )
+    AUTH_TOTP_MAIL_PASSWORDS: bool = setting(
+        False,
+        p.boolean,
+        "logins",
+        "Roost's own: let users with two-factor login on still log in to IMAP, POP3, SMTP "
+        "and ManageSieve with their password; off, only app tokens open those for them",
+    )
     CREDENTIAL_ROUNDS: int = setting(
         13,
         p.whole(4, 31, "a cost"),

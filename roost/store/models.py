@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -104,6 +105,10 @@ class Domain(Audited, Base):
     max_quota_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     signup_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     anonmail_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Roost's own (Mailu has no two-factor login): every user of the domain must enrol.
+    totp_required: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
     users: Mapped[list[User]] = relationship(
         back_populates="domain", cascade="all, delete-orphan", passive_deletes=True
@@ -178,6 +183,18 @@ class User(Audited, Base):
     spam_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     spam_mark_as_read: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     spam_threshold: Mapped[int] = mapped_column(Integer, nullable=False, default=80)
+    # Roost's own (Mailu has no two-factor login), roost/core/totp.py: the TOTP secret
+    # sealed with a key derived from SECRET_KEY (set at enrolment, in use once enabled),
+    # the last time step accepted (a code is never accepted twice) and the HMACs of the
+    # unused recovery codes.
+    totp_enabled: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    totp_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    totp_recovery_codes: Mapped[list[str]] = mapped_column(
+        CommaSeparatedList, nullable=True, default=list
+    )
 
     domain: Mapped[Domain] = relationship(back_populates="users")
     tokens: Mapped[list[Token]] = relationship(

@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    true,
     type_coerce,
 )
 
@@ -132,6 +133,11 @@ def load_snapshot(store: Store) -> Snapshot:
             users=_USERS.load(connection),
             aliases=_ALIASES.load(connection),
             tokens=_TOKENS.load(connection),
+            totp_domains=connection.execute(
+                select(_domain.c.name).where(_domain.c.totp_required == true())
+            )
+            .scalars()
+            .all(),
         )
     return Snapshot(int(generation or 0), directory)
 

@@ -10,7 +10,7 @@ import datetime as dt
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import Integer, MetaData, Table, func, insert, inspect, select
 
 from roost.core.directory import AliasEntry, RelayEntry, TokenEntry, UserEntry
 from roost.store.db import Store
@@ -44,13 +44,82 @@ def check_migrations(store: Store) -> None:
     assert store.revision() is None
     assert "domain" not in table_names(store)
     store.upgrade()
-    assert store.revision() == "0001"
+    assert store.revision() == "0002"
     assert schema_differences(store) == []
     assert store.generation() == 0
     store.upgrade()  # already at head: nothing to do, nothing fails
     store.downgrade("base")
     assert store.revision() is None
     assert table_names(store) <= {"alembic_version"}
+    store.upgrade()
+    assert schema_differences(store) == []
+
+
+def _fill_required(table: Table, values: dict[str, object]) -> dict[str, object]:
+    """``values`` plus a plain value for every NOT NULL column without a server default."""
+    row = dict(values)
+    for column in table.columns:
+        if column.name in row or column.nullable or column.server_default is not None:
+            continue
+        if column.autoincrement is True or (
+            column.primary_key and isinstance(column.type, Integer)
+        ):
+            continue
+        python_type = column.type.python_type
+        if python_type is bool:
+            row[column.name] = False
+        elif python_type is int:
+            row[column.name] = 0
+        elif python_type is dt.date:
+            row[column.name] = dt.date(2024, 1, 1)
+        else:
+            row[column.name] = "x"
+    return row
+
+
+def check_two_factor_migration(store: Store) -> None:
+    """0001 -> 0002 keeps existing rows with two-factor login off; 0002 -> 0001 drops only
+    the new columns and keeps the rows; up again works."""
+    store.upgrade("0001")
+    with store.engine.begin() as connection:
+        meta = MetaData()
+        domain = Table("domain", meta, autoload_with=connection)
+        user = Table("user", meta, autoload_with=connection)
+        connection.execute(insert(domain).values(_fill_required(domain, {"name": "old.org"})))
+        connection.execute(
+            insert(user).values(
+                _fill_required(
+                    user,
+                    {"email": "joe@old.org", "localpart": "joe", "domain_name": "old.org"},
+                )
+            )
+        )
+    store.upgrade()
+    assert store.revision() == "0002"
+    assert schema_differences(store) == []
+    with store.session() as session:
+        joe = session.get(User, "joe@old.org")
+        assert joe is not None and joe.domain is not None
+        assert (joe.totp_enabled, joe.totp_secret, joe.totp_last_step) == (False, None, None)
+        assert joe.totp_recovery_codes == []
+        assert joe.domain.totp_required is False
+        joe.totp_enabled, joe.totp_secret, joe.totp_last_step = True, "v1:sealed", 2**40
+        joe.totp_recovery_codes = ["a" * 64, "b" * 64]
+        joe.domain.totp_required = True
+    with store.session() as session:
+        joe = session.get(User, "joe@old.org")
+        assert joe is not None
+        assert (joe.totp_enabled, joe.totp_last_step) == (True, 2**40)
+        assert joe.totp_recovery_codes == ["a" * 64, "b" * 64]
+    store.downgrade("0001")
+    assert store.revision() == "0001"
+    columns = {c["name"] for c in inspect(store.engine).get_columns("user")}
+    assert "email" in columns and not {c for c in columns if c.startswith("totp_")}
+    domain_columns = {c["name"] for c in inspect(store.engine).get_columns("domain")}
+    assert "totp_required" not in domain_columns
+    with store.engine.connect() as connection:
+        table = Table("user", MetaData(), autoload_with=connection)
+        assert connection.execute(select(table.c.email)).scalars().all() == ["joe@old.org"]
     store.upgrade()
     assert schema_differences(store) == []
 

@@ -17,6 +17,10 @@ def test_migrations_create_exactly_the_models_and_downgrade_to_base(empty_store:
     samples.check_migrations(empty_store)
 
 
+def test_two_factor_migration_keeps_rows_up_and_down(empty_store: Store) -> None:
+    samples.check_two_factor_migration(empty_store)
+
+
 def test_snapshot_round_trip(server_store: Store) -> None:
     samples.check_snapshot(server_store)
 

@@ -151,6 +151,7 @@ def test_export_full_and_json(stack: Stack) -> None:
                 "max_quota_bytes": 0,
                 "max_users": -1,
                 "signup_enabled": False,
+                "totp_required": False,
             }
         ],
         "user": [],

@@ -79,6 +79,14 @@ def test_migrations_create_exactly_the_models_and_downgrade_to_base(tmp_path: Pa
         store.dispose()
 
 
+def test_two_factor_migration_keeps_rows_up_and_down(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/main.db")
+    try:
+        samples.check_two_factor_migration(store)
+    finally:
+        store.dispose()
+
+
 def test_migrating_leaves_foreign_keys_enforced(tmp_path: Path) -> None:
     # SQLite migrations run with foreign keys off; the pooled connection must get them back.
     store = Store.open(f"sqlite:///{tmp_path}/main.db")

@@ -36,6 +36,7 @@ __all__ = [
     "list_domains",
     "set_domain",
     "set_limits",
+    "set_totp_required",
 ]
 
 
@@ -78,6 +79,9 @@ FIELDS: tuple[Field, ...] = (
     Field("max_quota_bytes", _checked(check_max_quota), 0),
     Field("max_users", _checked(check_max_users), -1),
     Field("signup_enabled", boolean, False),
+    # Roost's own: every user of the domain must enrol in two-factor login at the next
+    # web login (docs/two-factor.md).
+    Field("totp_required", boolean, False),
 )
 
 
@@ -182,6 +186,17 @@ def set_limits(
         new_aliases,
         new_quota,
     )
+    return domain
+
+
+def set_totp_required(session: Session, name: str, required: bool) -> Domain:
+    """Require (or stop requiring) two-factor login of every user of the domain.
+
+    Users who have not enrolled keep logging in to mail with their password; the web
+    makes them enrol at their next login there (docs/two-factor.md).
+    """
+    domain = require_domain(session, domain_name(name))
+    domain.totp_required = required
     return domain
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from roost.core import totp
 from roost.core.passwords import hash_password
 from roost.settings import Settings
 from roost.store.db import Store, StoreError
@@ -51,24 +54,34 @@ __all__ = [
     "REPLY_END_DEFAULT",
     "REPLY_START_DEFAULT",
     "REPLY_SUBJECT_MAX",
+    "Enrolment",
+    "TwoFactorStatus",
     "admin",
+    "begin_enrolment",
     "check_forward_length",
     "check_quota",
     "check_reply_body",
     "check_reply_dates",
     "check_reply_subject",
+    "check_two_factor",
+    "confirm_enrolment",
     "create_user",
     "default_quota",
     "delete_user",
+    "disable_two_factor",
     "import_user",
     "list_users",
     "new_user_values",
     "parse_reply_date",
     "record_quota_usage",
+    "regenerate_recovery_codes",
     "set_autoreply",
     "set_forward",
     "set_password",
     "set_quota",
+    "two_factor_required",
+    "two_factor_status",
+    "verify_second_factor",
 ]
 
 ADMIN_MODES = ("create", "ifmissing", "update")
@@ -171,6 +184,24 @@ def _quota(value: Any) -> int:
     return check_quota_value(integer(-(2**63))(value))
 
 
+def _sealed_secret(value: Any) -> str:
+    """A TOTP secret as the store keeps it: sealed (roost.core.totp), never in the clear."""
+    secret = text(255)(value)
+    if not secret.startswith("v1:"):
+        raise ValueError("expected a sealed secret as config-export writes it (v1:...)")
+    return secret
+
+
+def _recovery_hashes(value: Any) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(
+        isinstance(i, str) and len(i) == 64 and all(c in "0123456789abcdef" for c in i)
+        for i in items
+    ):
+        raise ValueError("expected a list of stored recovery code hashes (64 hex characters)")
+    return list(items)
+
+
 # -- fields --------------------------------------------------------------------------------
 
 KEY = "email"
@@ -207,6 +238,17 @@ FIELDS: tuple[Field, ...] = (
     Field("spam_mark_as_read", boolean, True),
     Field("spam_threshold", integer(0, 100), lambda s: s.DEFAULT_SPAM_THRESHOLD),
     Field("tokens", default=()),  # nested objects: roost.store.entities.token
+    # Two-factor login (Roost's own). The sealed secret opens only with the same
+    # SECRET_KEY: a move to a server with another key needs a new enrolment.
+    Field("totp_enabled", boolean, False),
+    Field("totp_last_step", optional(integer(0)), None, full_only=True),
+    Field(
+        "totp_recovery_codes",
+        _recovery_hashes,
+        (),
+        read=lambda u: list(u.totp_recovery_codes or []),
+    ),
+    Field("totp_secret", optional(_sealed_secret), None),
 )
 
 
@@ -464,3 +506,187 @@ def set_autoreply(
         raise ManageError(f"auto-reply for '{show_email(user.email)}' needs a body (--body)")
     user.reply_enabled = enabled
     return user
+
+
+# -- two-factor login ----------------------------------------------------------------------
+# Roost's own (Mailu has no two-factor login). The codes and the sealing are
+# roost.core.totp; here is what the store keeps and when. The web asks for a code after a
+# good password when the gate says so (docs/two-factor.md).
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A begun enrolment: the secret (shown once, for typing in) and the URI (the QR code)."""
+
+    secret: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class TwoFactorStatus:
+    """Where a user stands: ``required`` by the domain or by AUTH_REQUIRE_TOTP."""
+
+    enabled: bool
+    required: bool
+    pending: bool
+    recovery_codes_left: int
+
+
+def _totp_keys(settings: Settings) -> totp.TotpKeys:
+    return totp.TotpKeys.from_secret_key(settings.SECRET_KEY)
+
+
+def check_two_factor(user: User) -> None:
+    """Two-factor login on needs a secret to check codes against."""
+    if user.totp_enabled and not user.totp_secret:
+        raise ManageError(f"two-factor login of '{show_email(user.email)}' is on without a secret")
+
+
+def two_factor_required(settings: Settings, user: User) -> bool:
+    """Whether the user must have two-factor login: AUTH_REQUIRE_TOTP or the domain's flag."""
+    return bool(settings.AUTH_REQUIRE_TOTP or user.domain.totp_required)
+
+
+def two_factor_status(session: Session, settings: Settings, email: str) -> TwoFactorStatus:
+    user = require_user(session, email)
+    return TwoFactorStatus(
+        enabled=user.totp_enabled,
+        required=two_factor_required(settings, user),
+        pending=bool(user.totp_secret) and not user.totp_enabled,
+        recovery_codes_left=len(user.totp_recovery_codes or []) if user.totp_enabled else 0,
+    )
+
+
+def begin_enrolment(session: Session, settings: Settings, email: str) -> Enrolment:
+    """Give the user a new secret to enrol in an app; it is not used until confirmed.
+
+    Beginning again replaces a secret not yet confirmed. A user who has two-factor login
+    on turns it off first (or keeps the app and regenerates recovery codes).
+    """
+    user = require_user(session, email)
+    if user.totp_enabled:
+        raise ManageError(
+            f"two-factor login of '{show_email(user.email)}' is already on; turn it off "
+            "before enrolling another app"
+        )
+    secret = totp.new_secret()
+    user.totp_secret = _totp_keys(settings).seal(secret, user.email)
+    user.totp_last_step = None
+    user.totp_recovery_codes = []
+    uri = totp.provisioning_uri(secret, show_email(user.email), settings.SITENAME)
+    return Enrolment(secret=secret, uri=uri)
+
+
+def confirm_enrolment(
+    session: Session, settings: Settings, email: str, code: str, *, now: float | None = None
+) -> list[str]:
+    """Turn two-factor login on when ``code`` is right for the begun enrolment.
+
+    Returns the recovery codes, to show once: only their HMACs are kept. A wrong code
+    changes nothing and raises :class:`ManageError`.
+    """
+    user = require_user(session, email)
+    if user.totp_enabled:
+        raise ManageError(f"two-factor login of '{show_email(user.email)}' is already on")
+    if not user.totp_secret:
+        raise ManageError(f"'{show_email(user.email)}' has no enrolment to confirm; begin one")
+    keys = _totp_keys(settings)
+    try:
+        secret = keys.unseal(user.totp_secret, user.email)
+    except totp.SealError as exc:
+        raise ManageError(f"{exc}; begin the enrolment again") from None
+    step = totp.matching_step(secret, code, time.time() if now is None else now, None)
+    if step is None:
+        raise ManageError(
+            "that code is not the app's current one; check the phone's clock and try the next code"
+        )
+    codes = totp.new_recovery_codes()
+    user.totp_enabled = True
+    user.totp_last_step = step
+    user.totp_recovery_codes = [keys.recovery_hash(c) for c in codes]
+    return codes
+
+
+def disable_two_factor(session: Session, email: str) -> User:
+    """Turn two-factor login off and forget the secret and the recovery codes."""
+    user = require_user(session, email)
+    user.totp_enabled = False
+    user.totp_secret = None
+    user.totp_last_step = None
+    user.totp_recovery_codes = []
+    return user
+
+
+def regenerate_recovery_codes(session: Session, settings: Settings, email: str) -> list[str]:
+    """New recovery codes (returned, to show once); the old ones stop working."""
+    user = require_user(session, email)
+    if not user.totp_enabled:
+        raise ManageError(f"two-factor login of '{show_email(user.email)}' is off")
+    keys = _totp_keys(settings)
+    codes = totp.new_recovery_codes()
+    user.totp_recovery_codes = [keys.recovery_hash(c) for c in codes]
+    return codes
+
+
+def verify_second_factor(
+    session: Session, settings: Settings, email: str, code: str, *, now: float | None = None
+) -> str | None:
+    """Check a login's second factor: ``"totp"`` or ``"recovery"`` when accepted, else None.
+
+    A TOTP code is accepted once: its time step is stored and no code of that step or an
+    earlier one works again. A recovery code is burned. Both writes are conditional
+    updates (the row must still hold what was read), so two logins racing with the same
+    code cannot both pass, on any database. They are bookkeeping, not configuration: they
+    do not count as a change of the store, so the gate does not reload for them (run this
+    in ``work.read`` or ``work.change``; both commit).
+    """
+    table = cast(Table, User.__table__)
+    connection = session.connection()
+    row = connection.execute(
+        select(
+            table.c.email,
+            table.c.totp_enabled,
+            table.c.totp_secret,
+            table.c.totp_last_step,
+            table.c.totp_recovery_codes,
+        ).where(table.c.email == email)
+    ).one_or_none()
+    if row is None or not row.totp_enabled or not row.totp_secret:
+        return None
+    keys = _totp_keys(settings)
+    keep_updated_at = {"updated_at": table.c.updated_at}
+    try:
+        secret = keys.unseal(row.totp_secret, row.email)
+    except totp.SealError:
+        secret = None
+    if secret is not None:
+        moment = time.time() if now is None else now
+        step = totp.matching_step(secret, code, moment, row.totp_last_step)
+        if step is not None:
+            last = table.c.totp_last_step
+            claimed = connection.execute(
+                update(table)
+                .where(table.c.email == row.email, (last.is_(None)) | (last < step))
+                .values(totp_last_step=step, **keep_updated_at)
+            )
+            _expire(session, row.email)
+            return "totp" if claimed.rowcount == 1 else None
+    stored = list(row.totp_recovery_codes or [])
+    found = keys.find_recovery(stored, code)
+    if found is None:
+        return None
+    rest = [h for h in stored if h != found]
+    burned = connection.execute(
+        update(table)
+        .where(table.c.email == row.email, table.c.totp_recovery_codes == stored)
+        .values(totp_recovery_codes=rest, **keep_updated_at)
+    )
+    _expire(session, row.email)
+    return "recovery" if burned.rowcount == 1 else None
+
+
+def _expire(session: Session, email: str) -> None:
+    """Forget a loaded User's columns after a Core update, so it is read again if used."""
+    loaded = session.identity_map.get(session.identity_key(User, email))
+    if loaded is not None:
+        session.expire(loaded)
