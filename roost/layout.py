@@ -162,6 +162,15 @@ class Layout:
         return self.run / "gate-secret" / "dovecot-http.secret"
 
     @property
+    def web_socket(self) -> Path:
+        """The web application (uvicorn) for nginx: directory ``0750 root:<nginx group>``.
+
+        Only root and nginx's workers can open it, so the client address nginx puts in
+        ``X-Real-IP`` is the only one a request here can carry.
+        """
+        return self.run / "web" / "web.sock"
+
+    @property
     def redis_socket(self) -> Path:
         return self.run / "redis" / "redis.sock"
 

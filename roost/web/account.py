@@ -1,0 +1,97 @@
+"""The "my account" page under WEB_ADMIN: address, quota and usage, password change.
+
+Changing the password goes through the user entity's rule book and the unit of work
+(:mod:`roost.store.work`), like ``roost passwd``; it needs the current password (checked
+by the gate, with its rate limits), and then every session of the account ends, this one
+included: the browser is sent to sign in with the new password.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from roost.store import work
+from roost.store.entities import user as user_entity
+from roost.store.entities.names import ManageError
+from roost.web.auth import Account, current_user, settings_of
+from roost.web.client import client_info
+from roost.web.csrf import html_router
+from roost.web.gatelogin import Verdict
+from roost.web.sessions import get_session
+from roost.web.sso.routes import LIMITED, check_new_password, verify_password
+from roost.web.templating import render
+
+__all__ = ["build_router"]
+
+log = logging.getLogger("roost.web")
+
+
+def _usage(account: Account) -> dict[str, object]:
+    if account.quota_bytes <= 0:
+        return {"limit": None, "percent": None}
+    percent = min(100, round(100 * account.quota_bytes_used / account.quota_bytes))
+    return {"limit": account.quota_bytes, "percent": percent}
+
+
+def build_router(prefix: str) -> object:
+    """The account pages at ``prefix`` (WEB_ADMIN): ``/`` and ``/account``."""
+    router = html_router(prefix=prefix)
+
+    @router.get("")
+    @router.get("/")
+    async def index() -> Response:
+        return RedirectResponse(prefix + "/account", status_code=303)
+
+    @router.get("/account")
+    async def account_page(
+        request: Request,
+        account: Account = Depends(current_user),  # noqa: B008
+    ) -> Response:
+        return render(request, "account.html", {"account": account, "usage": _usage(account)})
+
+    @router.post("/account/password")
+    async def change_password(
+        request: Request,
+        account: Account = Depends(current_user),  # noqa: B008
+        current: str = Form(""),
+        password: str = Form(""),
+        password2: str = Form(""),
+    ) -> Response:
+        error = check_new_password(current, password, password2)
+        status = 400
+        if error is None:
+            verdict = await verify_password(request, account.email, current)
+            if verdict is Verdict.OK:
+                try:
+                    with work.change(settings_of(request)) as db:
+                        user = user_entity.set_password(db, account.email, password)
+                        # The owner chose it: no change is due at the next sign-in.
+                        user.change_pw_next_login = False
+                except ManageError as exc:
+                    error = str(exc)
+                else:
+                    info = client_info(request)
+                    log.info(
+                        "Password change by %s from: %s/%s: success",
+                        account.email,
+                        info.ip,
+                        info.port,
+                    )
+                    await request.app.state.sessions.delete_user(account.email)
+                    get_session(request).end()
+                    return RedirectResponse("/sso/login?msg=changed", status_code=303)
+            elif verdict is Verdict.RATE_LIMITED:
+                error, status = LIMITED, 429
+            else:
+                error, status = "The current password is wrong.", 401
+        return render(
+            request,
+            "account.html",
+            {"account": account, "usage": _usage(account), "error": error},
+            status_code=status,
+        )
+
+    return router

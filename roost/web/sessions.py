@@ -1,0 +1,315 @@
+"""Server-side web sessions in the stack's Redis, behind an opaque random cookie.
+
+The cookie carries nothing but a random id (256 bits, ``secrets.token_urlsafe``); what a
+session knows (the signed-in address, its CSRF token, when it began) stays in Redis, so
+it can be ended from the server: at logout, at a password change (every session of the
+account), and when it has been idle for SESSION_TIMEOUT or lived for
+PERMANENT_SESSION_LIFETIME (Mailu's settings and meanings). Redis keys hold a SHA-256 of
+the id, never the id itself, so a copy of Redis's memory opens no session.
+
+Redis database 3 holds them, as in Mailu; the gate's rate limits are in database 2
+(:data:`roost.gate.limiter.REDIS_DB`). Redis keeps no snapshot in Roost (its
+configuration says why), so a restart of Redis signs everybody out, which is safe.
+
+The cookie is ``HttpOnly``, ``SameSite=Lax`` and ``Secure`` per SESSION_COOKIE_SECURE
+(default: unless TLS_FLAVOR=notls). A secure cookie takes the ``__Host-`` prefix
+(RFC 6265bis §4.1.3.2): the browser then refuses it unless it is Secure, for ``/`` and
+without a Domain, so no sibling host can plant a session id (session fixation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from roost.layout import Layout
+from roost.settings import Settings
+
+__all__ = [
+    "REDIS_DB",
+    "MemorySessionStore",
+    "RedisSessionStore",
+    "Session",
+    "SessionMiddleware",
+    "SessionStore",
+    "cookie_name",
+    "get_session",
+]
+
+#: Mailu keeps its sessions in Redis database 3; the gate's rate limits use database 2.
+REDIS_DB = 3
+#: Seconds a session without a signed-in user lives (it only carries the sign-in form's
+#: CSRF token): short, so loading the sign-in page in a loop cannot fill Redis for long.
+ANONYMOUS_TTL = 900
+_KEY = "session:"
+_USER_KEY = "session-user:"
+
+
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode("ascii", "replace")).hexdigest()
+
+
+def cookie_name(settings: Settings) -> str:
+    """``__Host-session`` for a Secure cookie, else Mailu's ``session``."""
+    return "__Host-session" if settings.session_cookie_secure else "session"
+
+
+@dataclass
+class Session:
+    """One request's view of its session; changes are saved after the response."""
+
+    sid: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    #: set when the data changed and must be written back
+    modified: bool = False
+    #: the id the browser sent, to be deleted when the session is rotated or ended
+    stale: list[str] = field(default_factory=list)
+    ended: bool = False
+
+    @property
+    def user(self) -> str | None:
+        value = self.data.get("user")
+        return value if isinstance(value, str) else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.modified = True
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        if key in self.data:
+            self.modified = True
+        return self.data.pop(key, default)
+
+    def ensure(self) -> None:
+        """Give the session an id (and a CSRF token) if it has none yet."""
+        if self.sid is None:
+            self.sid = secrets.token_urlsafe(32)
+            self.data.setdefault("created", time.time())
+            self.modified = True
+            self.ended = False
+
+    def rotate(self, user: str) -> None:
+        """Sign ``user`` in under a new id: the id a visitor had before is worthless now.
+
+        A new CSRF token too, so a token seen before the sign-in cannot be replayed.
+        """
+        if self.sid is not None:
+            self.stale.append(self.sid)
+        self.sid = secrets.token_urlsafe(32)
+        self.data = {"user": user, "created": time.time(), "csrf": secrets.token_urlsafe(32)}
+        self.modified = True
+        self.ended = False
+
+    def rotate_pending(self, user: str, second_factor: str, target: str) -> None:
+        """A right password whose account still needs a second factor: a new id, and
+        ``pending`` instead of ``user``, so no page treats the session as signed in."""
+        self.rotate(user)
+        del self.data["user"]
+        self.data.update(pending=user, second_factor=second_factor, next=target)
+
+    def end(self) -> None:
+        """Forget the session here and in Redis; the cookie is expired."""
+        if self.sid is not None:
+            self.stale.append(self.sid)
+        self.sid = None
+        self.data = {}
+        self.modified = False
+        self.ended = True
+
+
+class SessionStore(ABC):
+    """Where sessions live: Redis in a stack, memory in unit tests."""
+
+    @abstractmethod
+    async def load(self, sid: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None: ...
+
+    @abstractmethod
+    async def delete(self, sid: str) -> None: ...
+
+    @abstractmethod
+    async def delete_user(self, email: str) -> int:
+        """End every session of ``email``; the number ended."""
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisSessionStore(SessionStore):
+    """Sessions as JSON under ``session:<sha256(id)>`` in Redis db 3, with their TTL.
+
+    ``session-user:<email>`` lists the hashed ids of one account, so a password change
+    can end them all (Mailu prunes them the same way, by user).
+    """
+
+    def __init__(self, client: aioredis.Redis, lifetime: int) -> None:
+        self._redis = client
+        self._lifetime = lifetime
+
+    @classmethod
+    def for_layout(cls, layout: Layout) -> RedisSessionStore:
+        client = aioredis.Redis(
+            unix_socket_path=str(layout.redis_socket),
+            db=REDIS_DB,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+        )
+        return cls(client, layout.settings.PERMANENT_SESSION_LIFETIME)
+
+    async def load(self, sid: str) -> dict[str, Any] | None:
+        raw = await self._redis.get(_KEY + _digest(sid))
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None:
+        key = _digest(sid)
+        pipe = self._redis.pipeline()
+        pipe.set(_KEY + key, json.dumps(data), ex=max(1, ttl))
+        user = data.get("user")
+        if isinstance(user, str):
+            pipe.sadd(_USER_KEY + user, key)
+            pipe.expire(_USER_KEY + user, self._lifetime)
+        await pipe.execute()
+
+    async def delete(self, sid: str) -> None:
+        await self._redis.delete(_KEY + _digest(sid))
+
+    async def delete_user(self, email: str) -> int:
+        members = await self._redis.smembers(_USER_KEY + email)
+        keys = [_KEY + (m.decode() if isinstance(m, bytes) else m) for m in members]
+        ended = int(await self._redis.delete(*keys)) if keys else 0
+        await self._redis.delete(_USER_KEY + email)
+        return ended
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class MemorySessionStore(SessionStore):
+    """The same behaviour in this process (unit tests); expiry by a clock."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self.items: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def load(self, sid: str) -> dict[str, Any] | None:
+        item = self.items.get(_digest(sid))
+        if item is None or item[0] <= self._clock():
+            return None
+        return json.loads(json.dumps(item[1]))
+
+    async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None:
+        self.items[_digest(sid)] = (self._clock() + ttl, json.loads(json.dumps(data)))
+
+    async def delete(self, sid: str) -> None:
+        self.items.pop(_digest(sid), None)
+
+    async def delete_user(self, email: str) -> int:
+        keys = [k for k, (_, data) in self.items.items() if data.get("user") == email]
+        for key in keys:
+            del self.items[key]
+        return len(keys)
+
+
+def get_session(request: Request) -> Session:
+    """The request's session (put there by :class:`SessionMiddleware`)."""
+    session = request.scope.get("roost.session")
+    if not isinstance(session, Session):
+        raise RuntimeError("SessionMiddleware is not installed")
+    return session
+
+
+class SessionMiddleware:
+    """Loads the session named by the cookie and saves it (and the cookie) afterwards.
+
+    A pure ASGI middleware: the response's headers get the cookie before they are sent,
+    and streaming bodies pass untouched. A session with a user is refreshed for another
+    SESSION_TIMEOUT at each request, up to PERMANENT_SESSION_LIFETIME from its start.
+    """
+
+    def __init__(self, app: ASGIApp, store: SessionStore, settings: Settings) -> None:
+        self.app = app
+        self.store = store
+        self.settings = settings
+        self.cookie = cookie_name(settings)
+        self.secure = settings.session_cookie_secure
+
+    async def _load(self, scope: Scope) -> Session:
+        request = Request(scope)
+        sid = request.cookies.get(self.cookie)
+        if not sid or len(sid) > 128:
+            return Session()
+        data = await self.store.load(sid)
+        if data is None:
+            return Session()
+        created = data.get("created")
+        if (
+            not isinstance(created, (int, float))
+            or time.time() - created > self.settings.PERMANENT_SESSION_LIFETIME
+        ):
+            await self.store.delete(sid)
+            return Session()
+        # A signed-in session is saved at each request, which refreshes its idle timeout.
+        return Session(sid=sid, data=data, modified=isinstance(data.get("user"), str))
+
+    def _ttl(self, session: Session) -> int:
+        if session.user is None:
+            return ANONYMOUS_TTL
+        age = time.time() - float(session.data.get("created", time.time()))
+        left = self.settings.PERMANENT_SESSION_LIFETIME - age
+        return max(1, int(min(self.settings.SESSION_TIMEOUT, left)))
+
+    def _cookie(self, session: Session) -> str | None:
+        parts: list[str]
+        if session.sid is not None and session.modified:
+            parts = [f"{self.cookie}={session.sid}", f"Max-Age={self._ttl(session)}"]
+        elif session.ended:
+            parts = [f"{self.cookie}=", "Max-Age=0"]
+        else:
+            return None
+        parts += ["Path=/", "HttpOnly", "SameSite=Lax"]
+        if self.secure:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        session = await self._load(scope)
+        scope["roost.session"] = session
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for sid in session.stale:
+                    await self.store.delete(sid)
+                session.stale.clear()
+                if session.sid is not None and session.modified:
+                    await self.store.save(session.sid, session.data, self._ttl(session))
+                cookie = self._cookie(session)
+                if cookie is not None:
+                    headers = list(message.get("headers", []))
+                    headers.append((b"set-cookie", cookie.encode("latin-1")))
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)

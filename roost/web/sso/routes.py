@@ -1,0 +1,209 @@
+"""Sign-in, forced password change and sign-out at Mailu's paths: /sso/login,
+/sso/pw_change, /sso/logout.
+
+The password is decided by the gate (:mod:`roost.web.gatelogin`), never here. A good
+sign-in rotates the session (new id, new CSRF token); an account flagged
+``change_pw_next_login`` must choose a new password before any other page; the page it
+came for is remembered and must be on this site (:mod:`roost.web.redirects`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from roost.store import work
+from roost.store.entities import user as user_entity
+from roost.store.entities.names import ManageError
+from roost.web.auth import Account, load_account, settings_of, signed_in_user
+from roost.web.client import client_info
+from roost.web.csrf import html_router
+from roost.web.gatelogin import GateAnswer, GateUnavailable, Verdict, WebLogin
+from roost.web.redirects import safe_target
+from roost.web.sessions import get_session
+from roost.web.templating import render
+
+__all__ = ["check_new_password", "router", "verify_password"]
+
+log = logging.getLogger("roost.web")
+
+WRONG = "Wrong e-mail or password."
+LIMITED = "Too many attempts. Try again later."
+UNAVAILABLE = "Signing in is not possible right now. Try again in a minute."
+#: Messages the sign-in page shows when sent there with ``?msg=`` (never free text).
+MESSAGES = {
+    "changed": "Your password was changed. Sign in with the new one.",
+    "out": "You have signed out.",
+}
+MIN_PASSWORD = 8
+#: Where a right password goes when the gate says a second factor is due (Auth-2FA).
+SECOND_FACTOR_PAGE = "/sso/2fa"
+
+
+def check_new_password(current: str, new: str, again: str) -> str | None:
+    """What is wrong with a new password, or None (Mailu's rules)."""
+    if new != again:
+        return "The two new passwords differ."
+    if len(new) < MIN_PASSWORD:
+        return f"The new password is too short: at least {MIN_PASSWORD} characters."
+    if new != new.strip():
+        return "The new password must not begin or end with a space."
+    if new == current:
+        return "The new password must differ from the current one."
+    return None
+
+
+async def verify_password(request: Request, email: str, password: str) -> Verdict:
+    """Ask the gate about ``email``'s password, as a sign-in from this browser."""
+    info = client_info(request)
+    attempt = WebLogin(
+        user=email,
+        password=password,
+        client_ip=info.ip,
+        client_port=info.port,
+        port=info.server_port,
+        ssl=info.https,
+    )
+    answer = await request.app.state.gate.check(attempt)
+    return answer.verdict
+
+
+def _default_target(request: Request) -> str:
+    paths = request.app.state.paths
+    return paths["admin"] + "/" if paths["admin"] else "/sso/login"
+
+
+def _target(request: Request, url: str | None) -> str:
+    settings = settings_of(request)
+    hosts = (*settings.HOSTNAMES, request.headers.get("host", ""))
+    return safe_target(url, hosts) or _default_target(request)
+
+
+router = html_router(prefix="/sso")
+
+
+@router.get("/login")
+async def login_form(request: Request, url: str = "", msg: str = "") -> Response:
+    session = get_session(request)
+    if session.user is not None and load_account(settings_of(request), session.user):
+        return RedirectResponse(_target(request, url), status_code=303)
+    return render(request, "sso/login.html", {"url": url, "notice": MESSAGES.get(msg)})
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    email: str = Form(""),
+    password: str = Form(""),
+    url: str = Form(""),
+) -> Response:
+    email = email.strip()
+    error = WRONG
+    status = 401
+    if email and password:
+        info = client_info(request)
+        attempt = WebLogin(
+            user=email,
+            password=password,
+            client_ip=info.ip,
+            client_port=info.port,
+            port=info.server_port,
+            ssl=info.https,
+        )
+        try:
+            answer = await request.app.state.gate.check(attempt)
+        except GateUnavailable as exc:
+            log.warning("web sign-in impossible: %s", exc)
+            answer = GateAnswer(Verdict.BAD)
+            error, status = UNAVAILABLE, 503
+        account = load_account(settings_of(request), answer.user) if answer.user else None
+        if answer.ok and account is not None:
+            session = get_session(request)
+            target = _target(request, url)
+            if answer.second_factor is not None:
+                # The password was right, but the account is not signed in until the
+                # second factor is given (or enrolled): a new session without a user.
+                session.rotate_pending(account.email, answer.second_factor, target)
+                return RedirectResponse(SECOND_FACTOR_PAGE, status_code=303)
+            session.rotate(account.email)
+            if account.change_pw_next_login:
+                session["next"] = target
+                return RedirectResponse("/sso/pw_change", status_code=303)
+            return RedirectResponse(target, status_code=303)
+        if answer.verdict is Verdict.RATE_LIMITED:
+            error, status = LIMITED, 429
+    return render(
+        request,
+        "sso/login.html",
+        {"url": url, "error": error, "email": email},
+        status_code=status,
+    )
+
+
+@router.get("/pw_change")
+async def pw_change_form(
+    request: Request,
+    account: Account = Depends(signed_in_user),  # noqa: B008
+) -> Response:
+    return render(request, "sso/pw_change.html", {"account": account})
+
+
+@router.post("/pw_change")
+async def pw_change(
+    request: Request,
+    account: Account = Depends(signed_in_user),  # noqa: B008
+    current: str = Form(""),
+    password: str = Form(""),
+    password2: str = Form(""),
+) -> Response:
+    error = check_new_password(current, password, password2)
+    status = 400
+    if error is None:
+        verdict = await verify_password(request, account.email, current)
+        if verdict is Verdict.OK:
+            try:
+                with work.change(settings_of(request)) as db:
+                    user = user_entity.set_password(db, account.email, password)
+                    user.change_pw_next_login = False
+            except ManageError as exc:
+                error = str(exc)
+            else:
+                info = client_info(request)
+                log.info(
+                    "Forced password change by %s from: %s/%s: success",
+                    account.email,
+                    info.ip,
+                    info.port,
+                )
+                # Every other session of the account ends; this one goes on under a new id.
+                session = get_session(request)
+                target = session.get("next")
+                await request.app.state.sessions.delete_user(account.email)
+                session.rotate(account.email)
+                if not isinstance(target, str):
+                    target = _default_target(request)
+                return RedirectResponse(_target(request, target), status_code=303)
+        elif verdict is Verdict.RATE_LIMITED:
+            error, status = LIMITED, 429
+        else:
+            error, status = "The current password is wrong.", 401
+    return render(
+        request, "sso/pw_change.html", {"account": account, "error": error}, status_code=status
+    )
+
+
+@router.get("/logout")
+async def logout_form(request: Request) -> Response:
+    """A page with a sign-out button: a link alone cannot sign anybody out (CSRF)."""
+    if get_session(request).user is None:
+        return RedirectResponse("/sso/login", status_code=303)
+    return render(request, "sso/logout.html")
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    session = get_session(request)
+    session.end()
+    return RedirectResponse("/sso/login?msg=out", status_code=303)
