@@ -775,6 +775,53 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         raise click.exceptions.Exit(1)
 
 
+@cli.group("2fa")
+def two_factor() -> None:
+    """Two-factor login (TOTP): see where a user stands, turn it off, require it per domain.
+
+    Users enrol on the web (their account page); these commands are the administrator's
+    way to help one who lost the phone and the recovery codes.
+    """
+
+
+@two_factor.command("status")
+@click.argument("email")
+def two_factor_status(email: str) -> None:
+    """Whether EMAIL has two-factor login on, must have it, and how many recovery codes are left."""
+    with _session() as session:
+        address = parse_email(email)
+        status = users.two_factor_status(session, _settings(), address)
+    state = "on" if status.enabled else "off"
+    if status.pending:
+        state += " (enrolment begun, not confirmed)"
+    click.echo(f"{show_email(address)}: two-factor login {state}")
+    if status.enabled:
+        click.echo(f"recovery codes left: {status.recovery_codes_left}")
+    if status.required:
+        click.echo("required: by the domain or AUTH_REQUIRE_TOTP")
+
+
+@two_factor.command("disable")
+@click.argument("email")
+def two_factor_disable(email: str) -> None:
+    """Turn EMAIL's two-factor login off (forgets its secret and recovery codes)."""
+    with _changing() as session:
+        user = users.disable_two_factor(session, parse_email(email))
+        shown = show_email(user.email)
+    click.echo(f"two-factor login of {shown} is off")
+
+
+@two_factor.command("enforce")
+@click.argument("domain")
+@click.argument("state", type=click.Choice(["on", "off"]))
+def two_factor_enforce(domain: str, state: str) -> None:
+    """Require two-factor login of DOMAIN's users (on) or leave it to each user (off)."""
+    with _changing() as session:
+        found = domains.set_totp_required(session, domain, state == "on")
+        shown = show_domain(found.name)
+    click.echo(f"two-factor login required in {shown}: {state}")
+
+
 def main() -> None:
     """Entry point of the ``roost`` script and ``python -m roost``."""
     cli.main(prog_name="roost")
