@@ -60,17 +60,18 @@ def _last_capability() -> int:
         return 40  # CAP_CHECKPOINT_RESTORE, the last one in Linux 5.9 to 6.x
 
 
-def drop_capabilities() -> bool:
-    """Keep only :data:`KEPT`; True when done, False when not root (nothing to drop)."""
+def drop_capabilities(keep: tuple[int, ...] = KEPT) -> bool:
+    """Keep only ``keep`` (the gate's :data:`KEPT`; the web daemon keeps less); True when
+    done, False when not root (nothing to drop)."""
     if os.geteuid() != 0:
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     for cap in range(_last_capability() + 1):
         # The bounding set first: dropping from it needs CAP_SETPCAP, about to go.
-        if cap not in KEPT and libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+        if cap not in keep and libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    mask = sum(1 << cap for cap in KEPT)
+    mask = sum(1 << cap for cap in keep)
     header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)(_Data(mask, mask, 0), _Data(0, 0, 0))
     if libc.capset(ctypes.byref(header), data) != 0:

@@ -15,6 +15,7 @@ from roost.services.gate import GateService
 from roost.services.nginx import NginxService
 from roost.services.postfix import PostfixService
 from roost.services.redis import RedisService
+from roost.services.web import WebService
 
 __all__ = ["SERVICES"]
 
@@ -23,5 +24,6 @@ SERVICES: tuple[type[Service], ...] = (
     GateService,
     DovecotService,
     PostfixService,
+    WebService,
     NginxService,
 )

@@ -41,7 +41,7 @@ from roost.web.sessions import RedisSessionStore, SessionMiddleware, SessionStor
 from roost.web.sso.routes import router as sso_router
 from roost.web.templating import render
 
-__all__ = ["SECURITY_HEADERS", "create_app", "web_enabled"]
+__all__ = ["SECURITY_HEADERS", "create_app"]
 
 log = logging.getLogger("roost.web")
 
@@ -59,11 +59,6 @@ CONTENT_SECURITY_POLICY = (
     "form-action 'self'; frame-ancestors 'self'; img-src 'self' data:"
 )
 STATIC = Path(__file__).parent / "static"
-
-
-def web_enabled(settings: Settings) -> bool:
-    """The web runs when it has pages (WEB_ADMIN) or an API to serve (Mailu's rule)."""
-    return bool(settings.WEB_ADMIN) or bool(getattr(settings, "API", False))
 
 
 class SecurityHeaders:

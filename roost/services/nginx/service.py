@@ -3,8 +3,10 @@
 Port 25 is nginx's mail proxy rather than Postfix itself so that every SMTP session,
 like every login on every other protocol, is decided by the gate through nginx's
 ``auth_http`` protocol (fail2ban lines and rate limits in one place, as in Mailu), and
-Postfix sees the real client through XCLIENT. The HTTP side answers ``/health`` and, under
-TLS_FLAVOR=cert, sends everything else to HTTPS; the web application comes later.
+Postfix sees the real client through XCLIENT. The HTTP side answers ``/health``, proxies
+the web application's paths to its Unix socket (roost.services.web) with the security
+headers Mailu's front adds, applies WEBROOT_REDIRECT, and under TLS_FLAVOR=cert sends
+everything but ``/.well-known/`` on port 80 to HTTPS.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from roost.services.base import (
     template_environment,
     write_file,
 )
+from roost.services.web.service import web_enabled
 
 __all__ = ["MAIL_MODULE", "NginxService"]
 
@@ -51,8 +54,9 @@ class NginxService(Service):
     """Renders nginx.conf and checks it with ``nginx -t``."""
 
     name: str = field(init=False, default="nginx")
-    # The gate answers auth_http; Postfix takes the proxied sessions.
-    after: Sequence[str] = field(init=False, default=("gate", "postfix"))
+    # The gate answers auth_http; Postfix takes the proxied sessions; the web app answers
+    # HTTP (ignored when it is not enabled).
+    after: Sequence[str] = field(init=False, default=("gate", "postfix", "web"))
 
     @property
     def conf(self) -> Path:
@@ -116,6 +120,31 @@ class NginxService(Service):
             "client_max_body_size": limit + BODY_SLACK if limit else 0,
             "http_servers": self._http_servers(),
             "mail_listen": [_listen(a, 25) for a in self.layout.listen_addresses()],
+            **self._web_context(),
+        }
+
+    def _web_context(self) -> dict[str, Any]:
+        """Which paths go to the web application (none when it is not enabled)."""
+        settings = self.layout.settings
+        web = web_enabled(settings)
+        exact: list[str] = []
+        prefixes: list[str] = []
+        if web:
+            if settings.WEB_ADMIN:
+                exact.append(settings.WEB_ADMIN)
+                prefixes += [settings.WEB_ADMIN + "/", "/sso/", "/static/"]
+            if getattr(settings, "API", False):
+                exact.append(settings.WEB_API)
+                prefixes.append(settings.WEB_API + "/")
+            exact += ["/mail/config-v1.1.xml", "/apple", "/apple.mobileconfig", "/mobileconfig"]
+            prefixes.append("/.well-known/autoconfig/")
+        redirect = settings.WEBROOT_REDIRECT
+        return {
+            "web": web,
+            "web_socket": self.layout.web_socket,
+            "web_exact": exact,
+            "web_prefixes": prefixes,
+            "webroot_redirect": "" if redirect in ("", "none") else redirect,
         }
 
     def render(self) -> None:
