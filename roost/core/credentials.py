@@ -34,18 +34,28 @@ from roost.core.passwords import (
 )
 
 __all__ = [
+    "PASSWORD_ONLY",
     "REQUIRE_TOKEN_REASON",
+    "SECOND_FACTOR_ENROL",
+    "SECOND_FACTOR_REQUIRED",
+    "TWO_FACTOR_REASON",
     "Login",
     "LoginResult",
     "check_login",
     "failure_context",
     "find_user",
     "quick_login",
+    "second_factor",
     "token_login",
 ]
 
 #: The log tail of a password refused because AUTH_REQUIRE_TOKENS is on.
 REQUIRE_TOKEN_REASON = "password refused: AUTH_REQUIRE_TOKENS"
+#: The log tail of a password refused on a mail protocol for a user with two-factor login.
+TWO_FACTOR_REASON = "password refused: two-factor login is on, an app token is needed"
+#: What a web login still needs after the password (the gate's ``Auth-2FA`` header).
+SECOND_FACTOR_REQUIRED = "required"
+SECOND_FACTOR_ENROL = "enrol"
 
 
 class LoginResult(enum.Enum):
@@ -93,6 +103,9 @@ _PROTOCOL_SWITCH = {"imap": "enable_imap", "pop3": "enable_pop", "pop": "enable_
 # Protocols where AUTH_REQUIRE_TOKENS does not apply: Mailu refuses passwords only for
 # imap, pop3, smtp and sieve, i.e. every mail protocol; web logins keep them.
 _PASSWORD_ALWAYS_OK = frozenset({"web", "sso"})
+#: Protocols app tokens do not open: the web sign-in takes the account password only, as
+#: Mailu's does, so a token leaked from a mail client cannot change the password.
+PASSWORD_ONLY = frozenset({"web", "sso"})
 
 
 def _check_secret(stored: str, plain: str, cache: CredentialCache) -> tuple[bool, str | None]:
@@ -184,11 +197,15 @@ def quick_login(
     *,
     require_token: bool = False,
     equal_time: bool = False,
+    totp_passwords: bool = False,
 ) -> Login | None:
     """The decision when it needs no slow password hash; None when it does.
 
     ``equal_time``: a name that is no account needs the slow path too (a dummy hash), so
-    that it answers after the same time as a real account.
+    that it answers after the same time as a real account. ``totp_passwords`` is
+    AUTH_TOTP_MAIL_PASSWORDS: without it, a user with two-factor login on opens mail
+    protocols with app tokens only, and the password is not even checked there (a
+    password that cannot log in is not worth an Argon2 check, nor an answer about it).
     """
     user = find_user(directory, username)
     if user is None:
@@ -198,12 +215,17 @@ def quick_login(
     if not isinstance(password, str) or not password:
         return Login(user, LoginResult.BAD_CREDENTIALS, reason="badauth")
     proto = protocol.lower() if isinstance(protocol, str) else ""
-    by_token = token_login(directory, user, password, client_ip, cache)
+    by_token = (
+        None if proto in PASSWORD_ONLY else token_login(directory, user, password, client_ip, cache)
+    )
     if by_token is not None and by_token.result is not LoginResult.BAD_CREDENTIALS:
         return _switches(by_token, proto)
     if require_token and proto not in _PASSWORD_ALWAYS_OK:
         # Mailu does not even look at the password then; neither is Argon2 spent on it.
         reason = by_token.reason if by_token is not None else REQUIRE_TOKEN_REASON
+        return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
+    if user.totp_enabled and not totp_passwords and proto not in _PASSWORD_ALWAYS_OK:
+        reason = by_token.reason if by_token is not None else TWO_FACTOR_REASON
         return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
     if cache.check(user.password_hash, password):
         return _switches(Login(user, LoginResult.OK), proto)
@@ -232,6 +254,7 @@ def check_login(
     *,
     require_token: bool = False,
     dummy_hash: str | None = None,
+    totp_passwords: bool = False,
 ) -> Login:
     """Decide one login. Never raises, whatever the inputs.
 
@@ -250,6 +273,7 @@ def check_login(
         cache,
         require_token=require_token,
         equal_time=dummy_hash is not None,
+        totp_passwords=totp_passwords,
     )
     if quick is not None:
         return quick
@@ -261,9 +285,26 @@ def check_login(
     proto = protocol.lower() if isinstance(protocol, str) else ""
     # A token-shaped password that is no usable token is tried as the password too, as
     # Mailu does; "badip" stays the reason when the password is wrong as well.
-    by_token = token_login(directory, user, password, client_ip, cache)
+    by_token = (
+        None if proto in PASSWORD_ONLY else token_login(directory, user, password, client_ip, cache)
+    )
     ok, rehash = _check_secret(user.password_hash, password, cache)
     if not ok:
         reason = by_token.reason if by_token is not None else "badauth"
         return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
     return _switches(Login(user, LoginResult.OK, rehash=rehash), proto)
+
+
+def second_factor(directory: Directory, user: UserEntry, require_all: bool = False) -> str | None:
+    """What a web login of ``user`` still needs once the password is right.
+
+    :data:`SECOND_FACTOR_REQUIRED` when two-factor login is on (the web asks for a code);
+    :data:`SECOND_FACTOR_ENROL` when it is off but required, by ``require_all``
+    (AUTH_REQUIRE_TOTP) or by the user's domain (the web makes the user enrol first);
+    None when the password is enough.
+    """
+    if user.totp_enabled:
+        return SECOND_FACTOR_REQUIRED
+    if require_all or directory.totp_required(user.domain):
+        return SECOND_FACTOR_ENROL
+    return None

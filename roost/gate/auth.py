@@ -28,7 +28,12 @@ server:
 * a guess for a name that is no account is verified against a dummy hash of the same cost,
   so the time of the answer does not tell which accounts exist;
 * a disabled account, or a protocol switched off for it, answers exactly like a wrong
-  password (core checks the password first), so an answer never confirms a password.
+  password (core checks the password first), so an answer never confirms a password;
+* Roost's two-factor login: for a user who has it on, a password no longer opens IMAP,
+  POP3, SMTP or ManageSieve (unless AUTH_TOTP_MAIL_PASSWORDS), only app tokens do, and
+  the log line says so; a good web password is only the first step, which the answer's
+  ``Auth-2FA`` header tells the web application (``required``: ask for a code; ``enrol``:
+  the domain or AUTH_REQUIRE_TOTP wants two-factor login and the user has none yet).
 
 A password hash that needs upgrading is written back to the store after the answer has gone
 out.
@@ -48,12 +53,14 @@ from urllib.parse import unquote_to_bytes
 from sqlalchemy import update
 
 from roost.core.credentials import (
+    PASSWORD_ONLY,
     Login,
     LoginResult,
     check_login,
     failure_context,
     find_user,
     quick_login,
+    second_factor,
     token_login,
 )
 from roost.core.ipnet import parse_ip
@@ -100,6 +107,8 @@ _CODES: dict[str, tuple[str, str, str]] = {
         "-ERR [LOGIN-DELAY] Retry later",
     ),
     "sieve": ("AuthFailed", "ENCRYPT-NEEDED", "AuthFailed"),
+    # The web application's sign-in (roost.web.gatelogin); it reads Auth-Status only.
+    "web": ("badauth", "encrypt", "ratelimit"),
 }
 #: Protocols the gate decides logins for (Dovecot service names; nginx's smtp).
 PROTOCOLS = frozenset(_CODES)
@@ -174,6 +183,8 @@ class AuthAnswer:
     user: str | None = None
     user_exists: bool | None = None
     wait: int | None = None
+    #: Web logins only: what the web must still ask for (``required``, ``enrol``).
+    second_factor: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -192,6 +203,8 @@ class AuthAnswer:
             fields.append(("Auth-Error-Code", self.error_code))
         if self.wait is not None:
             fields.append(("Auth-Wait", str(self.wait)))
+        if self.second_factor is not None:
+            fields.append(("Auth-2FA", self.second_factor))
         return fields
 
 
@@ -267,6 +280,8 @@ class Gate:
         self._failed = FailedGuesses()
         self._dummy = dummy_hash()
         self._require_tokens = bool(getattr(settings, "AUTH_REQUIRE_TOKENS", False))
+        self._totp_passwords = bool(getattr(settings, "AUTH_TOTP_MAIL_PASSWORDS", False))
+        self._require_totp = bool(getattr(settings, "AUTH_REQUIRE_TOTP", False))
         self._fp_key = fingerprint_key(settings)
         self._background: set[asyncio.Task[None]] = set()
         self._rehashing: set[tuple[str, int | None]] = set()
@@ -338,7 +353,7 @@ class Gate:
         refusal = await self._limiter.refusal(ip, email)
         if refusal is not None:
             login = None
-            if user is not None:
+            if user is not None and request.protocol not in PASSWORD_ONLY:
                 login = token_login(directory, user, request.password, ip, self._cache)
             if login is not None and login.ok:
                 return await self._accepted(request, login)
@@ -353,6 +368,7 @@ class Gate:
             self._cache,
             require_token=self._require_tokens,
             equal_time=True,
+            totp_passwords=self._totp_passwords,
         )
         if login is None:
             context = failure_context(directory, user, request.user)
@@ -372,6 +388,7 @@ class Gate:
                     self._cache,
                     require_token=self._require_tokens,
                     dummy_hash=self._dummy,
+                    totp_passwords=self._totp_passwords,
                 )
                 try:
                     login = await self.queue.run(self._limiter.network(ip), check, priority=trusted)
@@ -416,8 +433,18 @@ class Gate:
         how = f"token-{login.token_id}" if login.via_token else "password"
         log.info("Login attempt for: %s: success: %s", self._where(request), how)
         server, port = self._backend(request)
+        needs = None
+        if request.protocol in PASSWORD_ONLY:
+            needs = second_factor(self._index.directory, login.user, self._require_totp)
+            if needs is not None:
+                log.info("Login attempt for: %s: second factor: %s", self._where(request), needs)
         return AuthAnswer(
-            STATUS_OK, server=server, port=port, user=login.user.email, user_exists=True
+            STATUS_OK,
+            server=server,
+            port=port,
+            user=login.user.email,
+            user_exists=True,
+            second_factor=needs,
         )
 
     async def _refused(self, request: AuthRequest, login: Login) -> AuthAnswer:

@@ -18,7 +18,7 @@ from roost.gate.control import request_reload
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
 from roost.settings import Settings
-from roost.store.models import User
+from roost.store.models import Domain, User
 from tests.unit.test_gate_support import (
     ALTERNATIVE,
     DOMAIN,
@@ -455,3 +455,100 @@ def test_answer_headers_follow_the_auth_http_order() -> None:
     ]
     injected: Any = AuthAnswer(BADAUTH, user="a@b\r\nAuth-Status: OK")
     assert [name for name, _ in injected.headers()] == ["Auth-Status"]
+
+
+# -- two-factor login --------------------------------------------------------------------------
+
+TWOFA = f"twofa@{DOMAIN}"
+TWOFA_TOKEN = "fedcba9876543210fedcba9876543210"
+ENFORCED_DOMAIN = "enforced.test"
+
+
+@pytest.fixture(scope="module")
+def two_factor_users(gate: GateHarness) -> None:
+    """twofa@ has two-factor login on and an app token; enforced.test requires it."""
+    add_user(gate.store, TWOFA, "twofa-secret", totp_enabled=True, totp_secret="v1:sealed")
+    add_token(gate.store, TWOFA, TWOFA_TOKEN)
+    with gate.store.session() as session:
+        session.add(Domain(name=ENFORCED_DOMAIN, totp_required=True))
+    add_user(gate.store, f"new@{ENFORCED_DOMAIN}", "new-secret")
+    request_reload(gate.layout)
+
+
+@pytest.mark.parametrize(("protocol", "port", "code", "_limit"), PROTOCOLS)
+def test_two_factor_user_password_is_refused_on_mail_protocols_and_a_token_works(
+    gate: GateHarness,
+    two_factor_users: None,
+    caplog: pytest.LogCaptureFixture,
+    protocol: str,
+    port: int,
+    code: str,
+    _limit: str,
+) -> None:
+    refused = gate.auth(TWOFA, "twofa-secret", protocol, port)
+    assert (refused["Auth-Status"], refused["Auth-Error-Code"]) == (BADAUTH, code)
+    assert any(
+        m.startswith(f"Login attempt for: {TWOFA}/{protocol}/{port} ")
+        and m.endswith("(password refused: two-factor login is on, an app token is needed)")
+        for m in messages(caplog)
+    ), messages(caplog)
+    accepted = gate.auth(TWOFA, TWOFA_TOKEN, protocol, port)
+    assert (accepted["Auth-Status"], accepted["Auth-User"]) == ("OK", TWOFA)
+    assert "Auth-2FA" not in accepted
+
+
+def test_a_refused_two_factor_password_answers_like_a_wrong_one(
+    gate: GateHarness, two_factor_users: None
+) -> None:
+    right = gate.auth(TWOFA, "twofa-secret")
+    wrong = gate.auth(TWOFA, "not-the-password")
+    for key in ("Auth-Status", "Auth-Error-Code", "Auth-User-Exists", "Auth-Wait"):
+        assert right[key] == wrong[key]
+
+
+def test_the_admin_may_allow_passwords_on_mail_protocols_with_two_factor(
+    gate: GateHarness, two_factor_users: None
+) -> None:
+    allowed = settings_with(gate.settings, AUTH_TOTP_MAIL_PASSWORDS=True)
+    imap, web = decide(
+        gate,
+        allowed,
+        request(TWOFA, "twofa-secret", "imap", 993),
+        request(TWOFA, "twofa-secret", "web", 443),
+    )
+    assert imap.ok and imap.second_factor is None
+    assert web.ok and web.second_factor == "required"  # the web still asks for the code
+
+
+def test_a_web_password_is_only_the_first_step_for_a_two_factor_user(
+    gate: GateHarness, two_factor_users: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = gate.auth(TWOFA, "twofa-secret", "web", 443)
+    assert (answer["Auth-Status"], answer["Auth-User"]) == ("OK", TWOFA)
+    assert answer["Auth-2FA"] == "required"
+    assert (
+        f"Login attempt for: {TWOFA}/web/443 from: 192.0.2.10/40000: second factor: required"
+        in (messages(caplog))
+    )
+    # An app token is no way round the second step: it does not open the web at all.
+    assert gate.auth(TWOFA, TWOFA_TOKEN, "web", 443)["Auth-Status"] == BADAUTH
+    assert gate.auth(TWOFA, "wrong", "web", 443).get("Auth-2FA") is None
+
+
+def test_web_logins_under_enforcement_must_enrol(gate: GateHarness, two_factor_users: None) -> None:
+    enforced = gate.auth(f"new@{ENFORCED_DOMAIN}", "new-secret", "web", 443)
+    assert (enforced["Auth-Status"], enforced["Auth-2FA"]) == ("OK", "enrol")
+    # Mail protocols keep the password until the user has enrolled.
+    assert gate.auth(f"new@{ENFORCED_DOMAIN}", "new-secret")["Auth-Status"] == "OK"
+    assert "Auth-2FA" not in gate.auth(JOE, "joe-secret", "web", 443)
+    (everyone,) = decide(
+        gate,
+        settings_with(gate.settings, AUTH_REQUIRE_TOTP=True),
+        request(JOE, "joe-secret", "web"),
+    )
+    assert everyone.ok and everyone.second_factor == "enrol"
+
+
+def test_the_second_factor_header_follows_the_others() -> None:
+    answer = AuthAnswer("OK", user="a@b", user_exists=True, second_factor="required")
+    assert answer.headers()[-1] == ("Auth-2FA", "required")
