@@ -7,6 +7,11 @@ dot, as Mailu's admin shows them, so they can be pasted into a zone file as they
 
 What is published, per domain (and for each alternative name: MX, SPF, DMARC):
 
+DMARC and the report permission only with a DKIM key (``signed``), as Mailu shows them:
+``p=reject`` without a signature would make receivers refuse every message a third party
+forwards, since forwarding breaks SPF and nothing else would align.
+
+
 - MX (RFC 5321 §5.1): ``<d>. 600 IN MX 10 <HOSTNAMES[0]>.``
 - SPF (RFC 7208): ``"v=spf1 mx a:<host> ~all"``: the MX host sends.
 - DMARC (RFC 7489 §6.3): ``p=reject`` with strict alignment, and report addresses
@@ -168,12 +173,17 @@ def dmarc_text(settings: Settings) -> str:
     return text + " adkim=s; aspf=s"
 
 
-def _mail_records(settings: Settings, name: str) -> list[Record]:
-    """MX, SPF, DMARC and the report permission: for a domain and each alternative."""
+def _mail_records(settings: Settings, name: str, signed: bool) -> list[Record]:
+    """MX, SPF, and with a DKIM key DMARC and the report permission: for a domain and
+    each alternative."""
     host = fqdn(settings.hostname)
     out = [
         Record(fqdn(name), "MX", (10, host), name, "mail for the domain goes to this host"),
         Record(fqdn(name), "TXT", (spf_text(settings),), name, "SPF: who may send"),
+    ]
+    if not signed:
+        return out
+    out += [
         Record(
             fqdn(f"_dmarc.{name}"),
             "TXT",
@@ -219,17 +229,20 @@ def _service_records(settings: Settings, name: str) -> list[Record]:
     return out
 
 
-def records(settings: Settings, domain: str, alternatives: Iterable[str] = ()) -> list[Record]:
+def records(
+    settings: Settings, domain: str, alternatives: Iterable[str] = (), *, signed: bool = False
+) -> list[Record]:
     """Every record to publish for ``domain`` and its alternative names, in zone order.
 
-    Names may be given in Unicode or punycode; raises core.address.AddressError for a
-    name that is not a domain.
+    ``signed``: the domain has a DKIM key (then DMARC is published too). Names may be
+    given in Unicode or punycode; raises core.address.AddressError for a name that is not
+    a domain.
     """
     name = ascii_name(domain)
-    out = _mail_records(settings, name)
+    out = _mail_records(settings, name, signed)
     out += _service_records(settings, name)
     for alternative in sorted({ascii_name(a) for a in alternatives} - {name}):
-        out += _mail_records(settings, alternative)
+        out += _mail_records(settings, alternative, signed)
     return out
 
 
@@ -238,12 +251,16 @@ def omitted(settings: Settings, domain: str) -> list[str]:
     del settings, domain  # the same for every domain until DKIM keys and ACME exist
     return [
         "DKIM: Roost does not sign mail with DKIM yet, so there is no key to publish",
+        "DMARC: published with the DKIM key; p=reject without a signature would refuse "
+        "mail that others forward",
         "TLSA (DANE): only with a certificate whose issuer stays fixed across renewals "
         "(ACME); the certificate in ROOT/certs can change without notice",
     ]
 
 
-def zone_file(settings: Settings, domain: str, alternatives: Sequence[str] = ()) -> str:
+def zone_file(
+    settings: Settings, domain: str, alternatives: Sequence[str] = (), *, signed: bool = False
+) -> str:
     """The records as RFC 1035 master-file lines, ready to paste into the zone; ends in a newline.
 
     Comment lines (``;``) name the domain and what is left out and why.
@@ -251,5 +268,5 @@ def zone_file(settings: Settings, domain: str, alternatives: Sequence[str] = ())
     name = ascii_name(domain)
     lines = [f"; Mail records for {name}, from Roost"]
     lines += [f"; left out: {reason}" for reason in omitted(settings, name)]
-    lines += [record.line for record in records(settings, name, alternatives)]
+    lines += [record.line for record in records(settings, name, alternatives, signed=signed)]
     return "\n".join(lines) + "\n"

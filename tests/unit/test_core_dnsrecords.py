@@ -19,7 +19,18 @@ def settings(**values: str) -> Settings:
 
 
 def lines(s: Settings, domain: str, alternatives: tuple[str, ...] = ()) -> list[str]:
-    return [r.line for r in records(s, domain, alternatives)]
+    """The records of a domain with a DKIM key (so with DMARC)."""
+    return [r.line for r in records(s, domain, alternatives, signed=True)]
+
+
+def test_without_a_dkim_key_no_dmarc_is_suggested() -> None:
+    """Mailu shows DMARC only with a key: p=reject without a signature would refuse
+    every message that a third party forwards (forwarding breaks SPF)."""
+    s = settings(DMARC_RUA="postmaster")
+    unsigned = [r.line for r in records(s, "other.org", ("alt.example",))]
+    assert not any("_dmarc" in line for line in unsigned)
+    assert [line for line in lines(s, "other.org", ("alt.example",)) if "_dmarc" in line]
+    assert any(reason.startswith("DMARC:") for reason in omitted(s, "other.org"))
 
 
 def test_default_ports_publish_mailus_formats() -> None:
@@ -141,21 +152,21 @@ def test_txt_values_are_quoted_escaped_and_split() -> None:
 
 def test_zone_file_is_master_file_lines_with_omissions_as_comments() -> None:
     s = settings()
-    text = zone_file(s, "example.com", ["alt.example"])
+    text = zone_file(s, "example.com", ["alt.example"], signed=True)
     assert text.endswith("\n")
     body = [line for line in text.splitlines() if not line.startswith(";")]
     assert body == lines(s, "example.com", ("alt.example",))
     comments = [line for line in text.splitlines() if line.startswith(";")]
     assert comments[0] == "; Mail records for example.com, from Roost"
-    assert [c.split(":")[1].strip() for c in comments[1:]] == ["DKIM", "TLSA (DANE)"]
-    assert len(omitted(s, "example.com")) == 2
+    assert [c.split(":")[1].strip() for c in comments[1:]] == ["DKIM", "DMARC", "TLSA (DANE)"]
+    assert len(omitted(s, "example.com")) == 3
 
 
 def test_zone_file_parses_as_rfc1035_master_file() -> None:
     dnslib = pytest.importorskip("dnslib")
     s = settings(DMARC_RUA="postmaster")
-    parsed = list(dnslib.RR.fromZone(zone_file(s, "bücher.example", ["alt.example"])))
-    ours = records(s, "bücher.example", ["alt.example"])
+    parsed = list(dnslib.RR.fromZone(zone_file(s, "bücher.example", ["alt.example"], signed=True)))
+    ours = records(s, "bücher.example", ["alt.example"], signed=True)
     assert [(str(rr.rname), dnslib.QTYPE[rr.rtype], rr.ttl) for rr in parsed] == [
         (r.name, r.rtype, 600) for r in ours
     ]

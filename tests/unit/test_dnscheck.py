@@ -96,7 +96,7 @@ def settings() -> Settings:
 def states(server: ResolverAddress, **kwargs: float) -> dict[str, tuple[str, str]]:
     """(state, reason or found) by "name type" for example.com with alternative alt.example."""
     checks = dnscheck.check_records(
-        records(settings(), "example.com", ["alt.example"]), server, **kwargs
+        records(settings(), "example.com", ["alt.example"], signed=True), server, **kwargs
     )
     return {
         f"{c.record.name} {c.record.rtype}": (c.state, c.reason or " | ".join(c.found))
@@ -212,10 +212,12 @@ def test_cli_check_shows_each_state_and_fails_unless_all_live(
     assert result.exit_code == 1, result.output
     out = result.output.splitlines()
     assert "live     example.com. 600 IN MX 10 mail.example.com." in out
-    at = out.index('wrong    _dmarc.example.com. 600 IN TXT "v=DMARC1; p=reject; adkim=s; aspf=s"')
-    assert out[at + 1] == '         found: "v=DMARC1; p=none"'
-    at = out.index('unknown  _dmarc.alt.example. 600 IN TXT "v=DMARC1; p=reject; adkim=s; aspf=s"')
-    assert out[at + 1].startswith("         (no server answered")
+    at = out.index("wrong    _imaps._tcp.example.com. 600 IN SRV 10 1 993 mail.example.com.")
+    assert out[at + 1] == "         found: 10 1 143 mail.example.com."
+    at = out.index("wrong    alt.example. 600 IN MX 10 mail.example.com.")
+    assert out[at + 1].startswith("         found: 5 ")
+    # No DKIM key yet, so no DMARC record is suggested (or checked).
+    assert not any("_dmarc" in line for line in out)
 
 
 def test_cli_check_all_live_exits_zero(tmp_path: Path) -> None:
