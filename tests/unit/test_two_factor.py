@@ -211,6 +211,16 @@ def test_import_refuses_a_secret_in_the_clear(stack: Stack) -> None:
     assert "user[0].totp_secret : expected a sealed secret" in result.stderr
 
 
+def test_import_refuses_two_factor_on_without_a_secret(stack: Stack) -> None:
+    """The same rule as the store's: codes need a secret to be checked against."""
+    document = json.dumps({"user": [{"email": JOE, "password": "x", "totp_enabled": True}]})
+    result = stack.roost("config-import", "--update", input=document)
+    assert result.exit_code == 2
+    assert f"user[0].totp_enabled : two-factor login of '{JOE}' is on without a secret" in (
+        result.stderr
+    )
+
+
 def test_the_cli_shows_disables_and_enforces(stack: Stack) -> None:
     enrol(stack)
     shown = stack.roost("2fa", "status", JOE)

@@ -449,6 +449,8 @@ class _Importer:
         if "reply_startdate" in values or "reply_enddate" in values:
             field = "reply_enddate" if "reply_enddate" in values else "reply_startdate"
             self.rule(f"{path}.{field}", lambda: users.check_reply_dates(user))
+        if "totp_enabled" in values or "totp_secret" in values:
+            self.rule(f"{path}.totp_enabled", lambda: users.check_two_factor(user))
         if "forward_destination" in item:
             where = f"{path}.forward_destination"
             targets = self._merge(
