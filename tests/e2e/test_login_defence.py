@@ -85,7 +85,12 @@ def test_a_spent_account_budget_does_not_lock_the_owner_out(small_budget: Stack)
     # The budget is spent: the attacker's network stays stopped even with the password,
     # and a network the owner has not used is refused with a pointer to app tokens ...
     assert imap_login(stack, user, "owner-pw-1", attacker) != "OK"
-    assert imap_login(stack, user, "owner-pw-1", phone) != "OK"
+    refused = imap_login(stack, user, "owner-pw-1", phone)
+    assert "An app token works from anywhere." in refused, refused
+    assert "An app token works from anywhere." in pop_login(stack, user, "x", phone)
+    assert "An app token works from anywhere." in sieve_login(stack, user, "x", phone).decode()
+    # Postfix's SASL ignores Dovecot's nologin: submission keeps the plain refusal.
+    assert smtp_login(stack, user, "owner-pw-1", phone).startswith("535 "), "never let in"
     stack.wait_for_log(
         rf"Authentication attempt from 127\.104\.0\.1 for {re.escape(user)} has been "
         r"rate-limited\. An app token works from anywhere\."
