@@ -86,21 +86,28 @@ def test_token_with_or_without_bearer(api: tuple[Stack, TestClient]) -> None:
 def test_token_checked_before_the_body(api: tuple[Stack, TestClient]) -> None:
     _, client = api
     del client.headers["Authorization"]
-    response = client.post("/domain", content=b"{not json", headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/domain", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 401
 
 
 def test_wrong_tokens_spend_the_network_budget(tmp_path: Path) -> None:
-    stack, client = api_stack(tmp_path, "AUTH_RATELIMIT_USER=3/day\n")
+    _, client = api_stack(tmp_path, "AUTH_RATELIMIT_USER=3/day\n")
     for n in range(3):
-        assert client.get("/domain", headers={"Authorization": f"wrong-token-{n:020d}"}).status_code == 403
+        assert (
+            client.get("/domain", headers={"Authorization": f"wrong-token-{n:020d}"}).status_code
+            == 403
+        )
     # The budget is spent: even the right token is refused from this network now...
     assert client.get("/domain").status_code == 429
-    assert client.get("/domain").json() == {"message": "Too many attempts from your IP (rate-limit)"}
+    assert client.get("/domain").json() == {
+        "message": "Too many attempts from your IP (rate-limit)"
+    }
 
 
 def test_good_token_network_stays_open(tmp_path: Path) -> None:
-    stack, client = api_stack(tmp_path, "AUTH_RATELIMIT_USER=3/day\n")
+    _, client = api_stack(tmp_path, "AUTH_RATELIMIT_USER=3/day\n")
     assert client.get("/domain").status_code == 200  # trusts this network
     for n in range(5):
         headers = {"Authorization": f"wrong-token-{n:020d}", "X-Real-IP": "198.51.100.7"}
@@ -175,8 +182,12 @@ def test_domain_crud(api: tuple[Stack, TestClient]) -> None:
     ok(
         client.post(
             "/domain",
-            json={"name": "Bücher.Example", "max_users": 2, "comment": "books",
-                  "alternatives": ["books.example"]},
+            json={
+                "name": "Bücher.Example",
+                "max_users": 2,
+                "comment": "books",
+                "alternatives": ["books.example"],
+            },
         ),
         "Domain bücher.example has been created",
     )
@@ -191,13 +202,17 @@ def test_domain_crud(api: tuple[Stack, TestClient]) -> None:
     assert "dns_dkim" not in got
     assert [d["name"] for d in ok(client.get("/domain"))] == ["bücher.example"]
     ok(
-        client.patch("/domain/bücher.example", json={"max_quota_bytes": 5000, "signup_enabled": True}),
+        client.patch(
+            "/domain/bücher.example", json={"max_quota_bytes": 5000, "signup_enabled": True}
+        ),
         "Domain bücher.example has been updated",
     )
     got = ok(client.get("/domain/bücher.example"))
     assert (got["max_quota_bytes"], got["signup_enabled"], got["max_users"]) == (5000, True, 2)
     ok(client.delete("/domain/bücher.example"), "Domain bücher.example has been deleted")
-    assert refused(client.get("/domain/bücher.example"), 404) == "Domain bücher.example does not exist"
+    assert (
+        refused(client.get("/domain/bücher.example"), 404) == "Domain bücher.example does not exist"
+    )
 
 
 def test_domain_refusals(api: tuple[Stack, TestClient]) -> None:
@@ -207,8 +222,12 @@ def test_domain_refusals(api: tuple[Stack, TestClient]) -> None:
         "'example.com' is already a domain"
     )
     ok(client.post("/alternative", json={"name": "alt.example", "domain": "example.com"}))
-    assert "alternative domain" in refused(client.post("/domain", json={"name": "alt.example"}), 409)
-    refused(client.post("/domain", json={"name": "x", "alternatives": ["a.example", "A.example"]}), 409)
+    assert "alternative domain" in refused(
+        client.post("/domain", json={"name": "alt.example"}), 409
+    )
+    refused(
+        client.post("/domain", json={"name": "x", "alternatives": ["a.example", "A.example"]}), 409
+    )
     refused(client.post("/domain", json={"name": "bad_name!"}), 400)
     assert refused(client.get("/domain/bad_name!"), 400)
     refused(client.patch("/domain/nowhere.example", json={"comment": "x"}), 404)
@@ -216,7 +235,12 @@ def test_domain_refusals(api: tuple[Stack, TestClient]) -> None:
     assert body["message"] == "Input payload validation failed"
     assert "max_users" in body["errors"]
     assert client.post("/domain", json={"name": "y.example", "max_users": "3"}).status_code == 400
-    assert client.post("/domain", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    assert (
+        client.post(
+            "/domain", content=b"{", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
     assert client.post("/domain", json={"name": "y.example", "max_users": 2**70}).status_code == 400
 
 
@@ -230,25 +254,38 @@ def test_managers(api: tuple[Stack, TestClient]) -> None:
     refused(client.post("/domain/example.com/manager", json={"user_email": "joe@example.com"}), 409)
     refused(client.post("/domain/example.com/manager", json={"user_email": "ann@example.com"}), 404)
     assert ok(client.get("/domain/example.com/manager")) == {"managers": ["joe@example.com"]}
-    ok(client.get("/domain/example.com/manager/joe@example.com"),
-       "User joe@example.com is a manager of the domain example.com")
+    ok(
+        client.get("/domain/example.com/manager/joe@example.com"),
+        "User joe@example.com is a manager of the domain example.com",
+    )
     assert ok(client.get("/domain/example.com"))["managers"] == ["joe@example.com"]
-    ok(client.delete("/domain/example.com/manager/joe@example.com"),
-       "User joe@example.com has been removed as a manager of the domain example.com ")
+    ok(
+        client.delete("/domain/example.com/manager/joe@example.com"),
+        "User joe@example.com has been removed as a manager of the domain example.com ",
+    )
     refused(client.get("/domain/example.com/manager/joe@example.com"), 404)
 
 
 def test_alternatives(api: tuple[Stack, TestClient]) -> None:
     _, client = api
     seed(client)
-    ok(client.post("/alternative", json={"name": "alt.example", "domain": "example.com"}),
-       "Alternative alt.example for domain example.com has been created")
+    ok(
+        client.post("/alternative", json={"name": "alt.example", "domain": "example.com"}),
+        "Alternative alt.example for domain example.com has been created",
+    )
     assert ok(client.get("/alternative")) == [{"name": "alt.example", "domain": "example.com"}]
-    assert ok(client.get("/alternative/alt.example")) == {"name": "alt.example", "domain": "example.com"}
+    assert ok(client.get("/alternative/alt.example")) == {
+        "name": "alt.example",
+        "domain": "example.com",
+    }
     refused(client.post("/alternative", json={"name": "alt.example", "domain": "example.com"}), 409)
-    refused(client.post("/alternative", json={"name": "new.example", "domain": "none.example"}), 404)
-    ok(client.delete("/alternative/alt.example"),
-       "Alternative alt.example for domain example.com has been deleted")
+    refused(
+        client.post("/alternative", json={"name": "new.example", "domain": "none.example"}), 404
+    )
+    ok(
+        client.delete("/alternative/alt.example"),
+        "Alternative alt.example for domain example.com has been deleted",
+    )
     refused(client.get("/alternative/alt.example"), 404)
 
 
@@ -293,8 +330,12 @@ def test_user_crud_all_fields(api: tuple[Stack, TestClient]) -> None:
         user = session.get(User, "ann@example.com")
         assert user is not None and user.password.startswith("$argon2id$")
         old_hash = user.password
-    ok(client.patch("/user/ann@example.com", json={"raw_password": "new-pw-2", "enable_imap": True}),
-       "User ann@example.com has been updated")
+    ok(
+        client.patch(
+            "/user/ann@example.com", json={"raw_password": "new-pw-2", "enable_imap": True}
+        ),
+        "User ann@example.com has been updated",
+    )
     with stack.session() as session:
         user = session.get(User, "ann@example.com")
         assert user is not None and user.password != old_hash and user.enable_imap
@@ -317,8 +358,11 @@ def test_user_refusals(api: tuple[Stack, TestClient]) -> None:
     refused(client.post("/user", json={"email": "a b@example.com", "raw_password": "x"}), 400)
     assert client.post("/user", json={"email": "a@example.com"}).status_code == 400
     message = refused(
-        client.post("/user", json={"email": "b@example.com", "raw_password": "x",
-                                   "reply_startdate": "July"}), 400)
+        client.post(
+            "/user", json={"email": "b@example.com", "raw_password": "x", "reply_startdate": "July"}
+        ),
+        400,
+    )
     assert "YYYY-MM-DD" in message
     message = refused(client.patch("/user/joe@example.com", json={"forward_enabled": True}), 400)
     assert message == "'joe@example.com' has no forward destination: name one or more"
@@ -331,7 +375,9 @@ def test_max_users_is_409(api: tuple[Stack, TestClient]) -> None:
     _, client = api
     ok(client.post("/domain", json={"name": "small.example", "max_users": 1}))
     ok(client.post("/user", json={"email": "a@small.example", "raw_password": "pw"}))
-    message = refused(client.post("/user", json={"email": "b@small.example", "raw_password": "pw"}), 409)
+    message = refused(
+        client.post("/user", json={"email": "b@small.example", "raw_password": "pw"}), 409
+    )
     assert message == "domain 'small.example' already has its maximum of 1 users"
 
 
@@ -342,12 +388,20 @@ def test_quota_above_cap_has_the_cli_message(api: tuple[Stack, TestClient]) -> N
     line = error_line(stack.roost("quota", "joe@example.com", "2000000"))
     via_cli = line[len(CLI_ERROR) :]
     via_api = refused(client.patch("/user/joe@example.com", json={"quota_bytes": 2000000}), 400)
-    assert via_api == via_cli == (
-        "quota for 'joe@example.com': 2000000 bytes is above the 1000000 bytes domain "
-        "'example.com' allows (its max_quota_bytes)"
+    assert (
+        via_api
+        == via_cli
+        == (
+            "quota for 'joe@example.com': 2000000 bytes is above the 1000000 bytes domain "
+            "'example.com' allows (its max_quota_bytes)"
+        )
     )
-    via_create = refused(client.post("/user", json={"email": "ann@example.com", "raw_password": "pw",
-                                                     "quota_bytes": 0}), 400)
+    via_create = refused(
+        client.post(
+            "/user", json={"email": "ann@example.com", "raw_password": "pw", "quota_bytes": 0}
+        ),
+        400,
+    )
     assert "unlimited is above the 1000000 bytes" in via_create
     assert [u["email"] for u in ok(client.get("/user"))] == ["joe@example.com"]
 
@@ -356,7 +410,9 @@ def test_local_part_rule_as_in_the_cli(api: tuple[Stack, TestClient]) -> None:
     stack, client = api
     seed(client)
     line = error_line(stack.roost("user", "a/b", "example.com", "pw"))
-    via_api = refused(client.post("/user", json={"email": "a/b@example.com", "raw_password": "pw"}), 400)
+    via_api = refused(
+        client.post("/user", json={"email": "a/b@example.com", "raw_password": "pw"}), 400
+    )
     assert via_api == line[len(CLI_ERROR) :]
 
 
@@ -364,21 +420,37 @@ def test_local_part_rule_as_in_the_cli(api: tuple[Stack, TestClient]) -> None:
 
 
 def test_alias_crud(api: tuple[Stack, TestClient]) -> None:
-    stack, client = api
+    _, client = api
     seed(client)
-    ok(client.post("/alias", json={"email": "info@example.com", "destination": ["joe@example.com"],
-                                   "comment": "front desk"}),
-       "Alias info@example.com to destination(s) ['joe@example.com'] has been created")
+    ok(
+        client.post(
+            "/alias",
+            json={
+                "email": "info@example.com",
+                "destination": ["joe@example.com"],
+                "comment": "front desk",
+            },
+        ),
+        "Alias info@example.com to destination(s) ['joe@example.com'] has been created",
+    )
     got = ok(client.get("/alias/info@example.com"))
     assert got["destination"] == ["joe@example.com"] and got["comment"] == "front desk"
     assert got["wildcard"] is False and "hostname" not in got
-    ok(client.patch("/alias/info@example.com", json={"destination": ["x@elsewhere.example"]}),
-       "Alias info@example.com has been updated")
+    ok(
+        client.patch("/alias/info@example.com", json={"destination": ["x@elsewhere.example"]}),
+        "Alias info@example.com has been updated",
+    )
     assert ok(client.get("/alias/info@example.com"))["destination"] == ["x@elsewhere.example"]
-    ok(client.post("/alias", json={"email": "%@example.com", "destination": ["joe@example.com"],
-                                   "wildcard": True}))
+    ok(
+        client.post(
+            "/alias",
+            json={"email": "%@example.com", "destination": ["joe@example.com"], "wildcard": True},
+        )
+    )
     assert [a["email"] for a in ok(client.get("/alias/destination/example.com"))] == [
-        "%@example.com", "info@example.com"]
+        "%@example.com",
+        "info@example.com",
+    ]
     assert ok(client.get("/alias/domains/available")) == ["example.com"]
     assert len(ok(client.get("/alias"))) == 2
     ok(client.delete("/alias/%@example.com"), "Alias %@example.com has been deleted")
@@ -391,13 +463,20 @@ def test_alias_crud(api: tuple[Stack, TestClient]) -> None:
 def test_alias_refusals(api: tuple[Stack, TestClient]) -> None:
     _, client = api
     seed(client)
-    refused(client.post("/alias", json={"email": "joe@example.com", "destination": ["a@b.example"]}), 409)
-    refused(client.post("/alias", json={"email": "x@none.example", "destination": ["a@b.example"]}), 404)
-    assert refused(client.post("/alias", json={"email": "x@example.com", "destination": []}), 400) == (
-        "an alias needs at least one destination address"
+    refused(
+        client.post("/alias", json={"email": "joe@example.com", "destination": ["a@b.example"]}),
+        409,
     )
+    refused(
+        client.post("/alias", json={"email": "x@none.example", "destination": ["a@b.example"]}), 404
+    )
+    assert refused(
+        client.post("/alias", json={"email": "x@example.com", "destination": []}), 400
+    ) == ("an alias needs at least one destination address")
     ok(client.patch("/domain/example.com", json={"max_aliases": 0}))
-    refused(client.post("/alias", json={"email": "y@example.com", "destination": ["a@b.example"]}), 409)
+    refused(
+        client.post("/alias", json={"email": "y@example.com", "destination": ["a@b.example"]}), 409
+    )
 
 
 # -- relays and tokens -------------------------------------------------------------------
@@ -405,24 +484,32 @@ def test_alias_refusals(api: tuple[Stack, TestClient]) -> None:
 
 def test_relay_crud(api: tuple[Stack, TestClient]) -> None:
     _, client = api
-    ok(client.post("/relay", json={"name": "relayed.example", "smtp": "mx.relayed.example:25"}),
-       "Relayed domain relayed.example has been created")
+    ok(
+        client.post("/relay", json={"name": "relayed.example", "smtp": "mx.relayed.example:25"}),
+        "Relayed domain relayed.example has been created",
+    )
     assert ok(client.get("/relay")) == [
-        {"name": "relayed.example", "smtp": "mx.relayed.example:25", "comment": ""}]
+        {"name": "relayed.example", "smtp": "mx.relayed.example:25", "comment": ""}
+    ]
     ok(client.patch("/relay/relayed.example", json={"comment": "partner"}))
     assert ok(client.get("/relay/relayed.example"))["comment"] == "partner"
     refused(client.post("/relay", json={"name": "relayed.example"}), 409)
     refused(client.patch("/relay/relayed.example", json={"smtp": "bad host name:99999"}), 400)
     ok(client.delete("/relay/relayed.example"), "Relayed domain relayed.example has been deleted")
     assert refused(client.get("/relay/relayed.example"), 404) == (
-        "Relayed domain relayed.example cannot be found")
+        "Relayed domain relayed.example cannot be found"
+    )
 
 
 def test_tokens(api: tuple[Stack, TestClient]) -> None:
     stack, client = api
     seed(client)
-    made = ok(client.post("/token", json={"email": "joe@example.com", "comment": "phone",
-                                          "AuthorizedIP": ["192.0.2.1"]}))
+    made = ok(
+        client.post(
+            "/token",
+            json={"email": "joe@example.com", "comment": "phone", "AuthorizedIP": ["192.0.2.1"]},
+        )
+    )
     assert len(made["token"]) == 32 and made["AuthorizedIP"] == ["192.0.2.1/32"]
     token_id = made["id"]
     with stack.session() as session:
@@ -434,13 +521,16 @@ def test_tokens(api: tuple[Stack, TestClient]) -> None:
     ok(client.post("/tokenuser/joe@example.com", json={"comment": "laptop"}))
     got = ok(client.get(f"/token/{token_id}"))
     assert got["id"] == token_id and got["Last edit"] == "None"
-    ok(client.patch(f"/token/{token_id}", json={"AuthorizedIP": ["2001:db8::/32"]}),
-       f"Token with id {token_id} has been updated")
+    ok(
+        client.patch(f"/token/{token_id}", json={"AuthorizedIP": ["2001:db8::/32"]}),
+        f"Token with id {token_id} has been updated",
+    )
     assert ok(client.get(f"/token/{token_id}"))["AuthorizedIP"] == ["2001:db8::/32"]
     refused(client.patch(f"/token/{token_id}", json={"AuthorizedIP": ["not-an-ip"]}), 400)
     ok(client.delete(f"/token/{token_id}"), f"Token with id {token_id} has been deleted")
     assert refused(client.get(f"/token/{token_id}"), 404) == (
-        f"Record cannot be found for id {token_id} or invalid id provided")
+        f"Record cannot be found for id {token_id} or invalid id provided"
+    )
     refused(client.post("/token", json={"email": "nobody@example.com"}), 404)
     assert client.get("/token/abc").status_code == 400
 
@@ -450,7 +540,9 @@ def test_store_not_initialised_is_503(tmp_path: Path) -> None:
 
     stack = make_stack(tmp_path, f"API=true\nAPI_TOKEN={TOKEN}\n", migrate=False)
     limiter = AuthLimiter(stack.settings, Layout(stack.settings).redis_socket, use_redis=False)
-    client = TestClient(build_api(stack.settings, limiter=limiter), headers={"Authorization": TOKEN})
+    client = TestClient(
+        build_api(stack.settings, limiter=limiter), headers={"Authorization": TOKEN}
+    )
     assert client.get("/user").status_code == 503
 
 
@@ -460,3 +552,24 @@ def test_alias_model_untouched_by_reads(api: tuple[Stack, TestClient]) -> None:
     ok(client.post("/alias", json={"email": "a@example.com", "destination": ["joe@example.com"]}))
     with stack.session() as session:
         assert session.get(Alias, "a@example.com") is not None
+
+
+def test_user_list_follows_changes_and_quota_usage(api: tuple[Stack, TestClient]) -> None:
+    """The kept list answer is rebuilt after an API change, a CLI change, and Dovecot's
+    quota usage report (which does not bump the store generation)."""
+    from roost.store.db import Store
+    from roost.store.entities.user import record_quota_usage
+
+    stack, client = api
+    seed(client)
+    assert ok(client.get("/user"))[0]["comment"] == ""
+    ok(client.patch("/user/joe@example.com", json={"comment": "via api"}))
+    assert ok(client.get("/user"))[0]["comment"] == "via api"
+    assert stack.roost("user", "ann", "example.com", "pw").exit_code == 0
+    assert [u["email"] for u in ok(client.get("/user"))] == ["ann@example.com", "joe@example.com"]
+    store = Store.from_settings(stack.settings)
+    try:
+        record_quota_usage(store, {"joe@example.com": 4242})
+    finally:
+        store.dispose()
+    assert ok(client.get("/user"))[1]["quota_bytes_used"] == 4242

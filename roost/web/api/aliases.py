@@ -19,13 +19,11 @@ from roost.store.entities.names import (
 )
 from roost.store.models import Alias
 from roost.web.api import schemas
-from roost.web.api.backend import ApiError, Backend, conflict, invalid
+from roost.web.api.backend import ApiError, Backend, conflict, invalid, parsed
 from roost.web.api.lookups import find_alias, find_domain
 from roost.web.api.responses import MailuJSON, PathText, answers, done
 
 __all__ = ["router"]
-
-_FIELD = {f.name: f for f in aliases.FIELDS}
 
 
 def alias_out(alias: Alias) -> dict[str, Any]:
@@ -74,7 +72,7 @@ def router(backend: Backend) -> APIRouter:
                 )
             )
             if body.comment is not None:
-                alias.comment = invalid(lambda: _FIELD["comment"].parse(body.comment))
+                alias.comment = parsed(aliases.FIELDS, "comment", body.comment)
             shown = (show_email(alias.email), [show_email(d) for d in alias.destination])
         return done(f"Alias {shown[0]} to destination(s) {shown[1]} has been created")
 
@@ -107,9 +105,10 @@ def router(backend: Backend) -> APIRouter:
                 invalid(lambda: check_local(found.localpart, wildcard=bool(body.wildcard)))
                 found.wildcard = body.wildcard
             if body.destination is not None:
-                found.destination = invalid(lambda: aliases.parse_destinations(body.destination))
+                targets = body.destination
+                found.destination = invalid(lambda: aliases.parse_destinations(targets))
             if body.comment is not None:
-                found.comment = invalid(lambda: _FIELD["comment"].parse(body.comment))
+                found.comment = parsed(aliases.FIELDS, "comment", body.comment)
             shown = show_email(found.email)
         return done(f"Alias {shown} has been updated")
 

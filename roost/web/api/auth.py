@@ -145,4 +145,3 @@ class Authorizer:
         if counted:
             await limiter.succeeded(ip, API_ACCOUNT)
         log.info("Valid API token provided by %s.", ip)
-

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
 from roost.settings import Settings
 from roost.store import work
 from roost.store.db import Store
+from roost.store.entities.fields import Field
 from roost.store.entities.names import ManageError
 
-__all__ = ["ApiError", "Backend", "conflict", "invalid"]
+__all__ = ["ApiError", "Backend", "conflict", "invalid", "parsed"]
 
 log = logging.getLogger("roost.web.api")
 
@@ -52,6 +53,12 @@ def invalid(check: Callable[[], T]) -> T:
         return check()
     except ValueError as exc:  # ManageError is a ValueError
         raise ApiError(400, str(exc)) from None
+
+
+def parsed(fields: Sequence[Field], name: str, value: Any) -> Any:
+    """``value`` checked by the parser the entity declares for its field ``name`` (400)."""
+    parse = next(f.parse for f in fields if f.name == name and f.parse is not None)
+    return invalid(lambda: parse(value))
 
 
 class Backend:

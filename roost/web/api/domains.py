@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,14 +12,12 @@ from roost.store.entities import domain as domains
 from roost.store.entities.names import check_domain_name_free, show_domain, show_email
 from roost.store.models import Domain
 from roost.web.api import dns, schemas
-from roost.web.api.backend import ApiError, Backend, conflict, invalid
+from roost.web.api.backend import ApiError, Backend, conflict, invalid, parsed
 from roost.web.api.lookups import find_alternative, find_domain, find_user, stored_domain
 from roost.web.api.responses import MailuJSON, PathText, answers, done
 from roost.web.api.users import user_rows
 
 __all__ = ["router"]
-
-_FIELD = {f.name: f for f in domains.FIELDS}
 
 
 def domain_out(backend: Backend, domain: Domain) -> dict[str, Any]:
@@ -48,13 +47,17 @@ def _add_alternatives(session: Any, domain: Domain, names: list[str]) -> None:
     for name in stored:
         if name in current:
             continue
-        conflict(lambda name=name: check_domain_name_free(session, name))
+        conflict(partial(check_domain_name_free, session, name))
         session.flush()
         alternatives.add_alternative(session, name, domain.name)
 
 
 def _apply(session: Any, domain: Domain, body: schemas.DomainUpdate) -> None:
-    if body.max_users is not None or body.max_aliases is not None or body.max_quota_bytes is not None:
+    if (
+        body.max_users is not None
+        or body.max_aliases is not None
+        or body.max_quota_bytes is not None
+    ):
         invalid(
             lambda: domains.set_limits(
                 session, domain.name, body.max_users, body.max_aliases, body.max_quota_bytes
@@ -63,7 +66,7 @@ def _apply(session: Any, domain: Domain, body: schemas.DomainUpdate) -> None:
     for name in ("comment", "signup_enabled"):
         value = getattr(body, name)
         if value is not None:
-            setattr(domain, name, invalid(lambda f=_FIELD[name], v=value: f.parse(v)))
+            setattr(domain, name, parsed(domains.FIELDS, name, value))
     if body.alternatives is not None:
         _add_alternatives(session, domain, body.alternatives)
 
@@ -107,9 +110,7 @@ def router(backend: Backend) -> APIRouter:
             domains.delete_domain(session, name, really=True)
         return done(f"Domain {show_domain(name)} has been deleted")
 
-    @api.get(
-        "/domain/{domain}/users", response_model=list[schemas.UserGet], responses=answers(404)
-    )
+    @api.get("/domain/{domain}/users", response_model=list[schemas.UserGet], responses=answers(404))
     def domain_users(domain: PathText) -> Any:
         with backend.reading() as session:
             name = find_domain(session, domain).name
@@ -117,9 +118,7 @@ def router(backend: Backend) -> APIRouter:
 
     # -- managers ------------------------------------------------------------------------
 
-    @api.get(
-        "/domain/{domain}/manager", response_model=schemas.Managers, responses=answers(404)
-    )
+    @api.get("/domain/{domain}/manager", response_model=schemas.Managers, responses=answers(404))
     def list_managers(domain: PathText) -> Any:
         with backend.reading() as session:
             found = find_domain(session, domain)
@@ -141,8 +140,7 @@ def router(backend: Backend) -> APIRouter:
             user.manager_of.append(found)
             email, name = user.email, found.name
         return done(
-            f"User {show_email(email)} has been added as manager of the domain "
-            f"{show_domain(name)} "
+            f"User {show_email(email)} has been added as manager of the domain {show_domain(name)} "
         )
 
     @api.get(
@@ -211,7 +209,9 @@ def router(backend: Backend) -> APIRouter:
     def get_alternative(alt: PathText) -> Any:
         with backend.reading() as session:
             found = find_alternative(session, alt)
-            return MailuJSON({"name": show_domain(found.name), "domain": show_domain(found.domain_name)})
+            return MailuJSON(
+                {"name": show_domain(found.name), "domain": show_domain(found.domain_name)}
+            )
 
     @api.delete(
         "/alternative/{alt}",

@@ -10,17 +10,19 @@ from roost.store.entities import relay as relays
 from roost.store.entities.names import check_domain_name_free, show_domain
 from roost.store.models import Relay
 from roost.web.api import schemas
-from roost.web.api.backend import Backend, conflict, invalid
+from roost.web.api.backend import Backend, conflict, invalid, parsed
 from roost.web.api.lookups import find_relay, stored_domain
 from roost.web.api.responses import MailuJSON, PathText, answers, done
 
 __all__ = ["router"]
 
-_FIELD = {f.name: f for f in relays.FIELDS}
-
 
 def relay_out(relay: Relay) -> dict[str, Any]:
-    return {"name": show_domain(relay.name), "smtp": relay.smtp or "", "comment": relay.comment or ""}
+    return {
+        "name": show_domain(relay.name),
+        "smtp": relay.smtp or "",
+        "comment": relay.comment or "",
+    }
 
 
 def _apply(relay: Relay, body: schemas.RelayUpdate) -> None:
@@ -28,7 +30,7 @@ def _apply(relay: Relay, body: schemas.RelayUpdate) -> None:
         smtp = body.smtp.strip()
         relay.smtp = invalid(lambda: relays.check_target(relay.name, smtp))
     if body.comment is not None:
-        relay.comment = invalid(lambda: _FIELD["comment"].parse(body.comment))
+        relay.comment = parsed(relays.FIELDS, "comment", body.comment)
 
 
 def router(backend: Backend) -> APIRouter:

@@ -17,13 +17,12 @@ from roost.store.entities import token as tokens
 from roost.store.entities.names import show_email
 from roost.store.models import Token
 from roost.web.api import schemas
-from roost.web.api.backend import ApiError, Backend, invalid
+from roost.web.api.backend import ApiError, Backend, invalid, parsed
 from roost.web.api.lookups import find_user
 from roost.web.api.responses import MailuJSON, PathText, answers, done
 
 __all__ = ["router"]
 
-_FIELD = {f.name: f for f in tokens.FIELDS}
 TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
@@ -48,7 +47,7 @@ def _find(session: Session, token_id: int) -> Token:
 def _create(backend: Backend, email: str, body: schemas.TokenUpdate) -> MailuJSON:
     with backend.changing() as session:
         user = find_user(session, email)
-        comment = invalid(lambda: _FIELD["comment"].parse(body.comment or ""))
+        comment = parsed(tokens.FIELDS, "comment", body.comment or "")
         token, raw = invalid(
             lambda: tokens.add_token(session, user.email, comment, body.AuthorizedIP or [])
         )
@@ -71,18 +70,14 @@ def router(backend: Backend) -> APIRouter:
     def create_token(body: schemas.TokenCreate) -> Any:
         return _create(backend, body.email, body)
 
-    @api.get(
-        "/tokenuser/{email}", response_model=list[schemas.TokenGet], responses=answers(404)
-    )
+    @api.get("/tokenuser/{email}", response_model=list[schemas.TokenGet], responses=answers(404))
     def user_tokens(email: PathText) -> Any:
         with backend.reading() as session:
             user = find_user(session, email)
             found = tokens.list_tokens(session, user.email)
             return MailuJSON([token_out(t, id_as_text=True) for t in found])
 
-    @api.post(
-        "/tokenuser/{email}", response_model=schemas.TokenCreated, responses=answers(404)
-    )
+    @api.post("/tokenuser/{email}", response_model=schemas.TokenCreated, responses=answers(404))
     def create_user_token(body: schemas.TokenUpdate, email: PathText) -> Any:
         return _create(backend, email, body)
 
@@ -96,7 +91,7 @@ def router(backend: Backend) -> APIRouter:
         with backend.changing() as session:
             token = _find(session, token_id)
             if body.comment is not None:
-                token.comment = invalid(lambda: _FIELD["comment"].parse(body.comment))
+                token.comment = parsed(tokens.FIELDS, "comment", body.comment)
             if body.AuthorizedIP is not None:
                 token.ip = invalid(lambda: tokens.parse_networks(body.AuthorizedIP or []))
         return done(f"Token with id {token_id} has been updated")
