@@ -1,48 +1,29 @@
-"""The DNS records the API shows for a domain (``dns_*`` of Mailu's DomainGet).
+"""The ``dns_*`` fields of Mailu's DomainGet, from :mod:`roost.core.dnsrecords`.
 
-Formats as Mailu's admin writes them (core/admin/mailu/models.py, Domain.dns_*): MX and SPF
-(RFC 7208) for the first of HOSTNAMES, SRV records for client setup (RFC 6186, RFC 8314)
-and the autoconfig/autodiscover names. A service whose port is not open is published as
-"not available here" (RFC 2782's target ``.``), where Mailu always claims 465 and 993.
-DKIM and DMARC records need a DKIM key, which Roost does not make yet: they are absent.
+The records themselves (formats, which services, what is left out and why) are the core's,
+so the API, the admin pages and the zone file show the same lines. Mailu's fields hold the
+domain's own records: ``dns_mx``, ``dns_spf``, and ``dns_autoconfig`` (the SRV and CNAME
+records). DKIM, DMARC and TLSA records are absent until Roost has DKIM keys and ACME.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from roost.core.dnsrecords import records
 from roost.settings import Settings
 
-__all__ = ["autoconfig_records", "mx_record", "spf_record"]
-
-#: (service, port, priority, needs TLS); RFC 8314 prefers the implicit-TLS ports.
-_SERVICES = (
-    ("imap", 143, 20, False),
-    ("pop3", 110, 20, False),
-    ("submission", 587, 20, False),
-    ("autodiscover", 443, 10, True),
-    ("submissions", 465, 10, True),
-    ("imaps", 993, 10, True),
-    ("pop3s", 995, 10, True),
-)
+__all__ = ["dns_fields"]
 
 
-def mx_record(settings: Settings, domain: str) -> str:
-    return f"{domain}. 600 IN MX 10 {settings.hostname}."
-
-
-def spf_record(settings: Settings, domain: str) -> str:
-    return f'{domain}. 600 IN TXT "v=spf1 mx a:{settings.hostname} ~all"'
-
-
-def autoconfig_records(settings: Settings, domain: str) -> list[str]:
-    records = []
-    for service, port, priority, tls in _SERVICES:
-        if tls and not settings.tls:
-            continue
-        name = f"_{service}._tcp.{domain}. 600 IN SRV"
-        if settings.port_enabled(port):
-            records.append(f"{name} {priority} 1 {port} {settings.hostname}.")
-        else:
-            records.append(f"{name} 0 0 0 .")
-    records.append(f"autoconfig.{domain}. 600 IN CNAME {settings.hostname}.")
-    records.append(f"autodiscover.{domain}. 600 IN CNAME {settings.hostname}.")
-    return records
+def dns_fields(settings: Settings, domain: str) -> dict[str, Any]:
+    own = [r for r in records(settings, domain) if r.domain == domain]
+    fields: dict[str, Any] = {"dns_autoconfig": []}
+    for record in own:
+        if record.rtype == "MX":
+            fields["dns_mx"] = record.line
+        elif record.rtype == "TXT" and str(record.data[0]).startswith("v=spf1"):
+            fields["dns_spf"] = record.line
+        elif record.rtype in ("SRV", "CNAME"):
+            fields["dns_autoconfig"].append(record.line)
+    return fields

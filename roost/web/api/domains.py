@@ -31,9 +31,7 @@ def domain_out(backend: Backend, domain: Domain) -> dict[str, Any]:
         "max_quota_bytes": domain.max_quota_bytes,
         "signup_enabled": domain.signup_enabled,
         "alternatives": sorted(show_domain(a.name) for a in domain.alternatives),
-        "dns_autoconfig": dns.autoconfig_records(settings, domain.name),
-        "dns_mx": dns.mx_record(settings, domain.name),
-        "dns_spf": dns.spf_record(settings, domain.name),
+        **dns.dns_fields(settings, domain.name),
     }
 
 
