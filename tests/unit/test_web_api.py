@@ -573,3 +573,17 @@ def test_user_list_follows_changes_and_quota_usage(api: tuple[Stack, TestClient]
     finally:
         store.dispose()
     assert ok(client.get("/user"))[1]["quota_bytes_used"] == 4242
+
+
+def test_mounted_under_web_api(api: tuple[Stack, TestClient]) -> None:
+    """Mounted as roost/web/app.py mounts it: the token rule and the document's servers."""
+    from fastapi import FastAPI
+
+    stack, client = api
+    outer = FastAPI()
+    outer.mount(stack.settings.WEB_API + "/v1", client.app)
+    mounted = TestClient(outer)
+    document = mounted.get("/api/v1/openapi.json").json()
+    assert document["servers"] == [{"url": "/api/v1"}]
+    assert mounted.get("/api/v1/domain").status_code == 401
+    assert mounted.get("/api/v1/domain", headers={"Authorization": TOKEN}).status_code == 200

@@ -162,8 +162,11 @@ def build_api(settings: Settings, *, limiter: AuthLimiter | None = None) -> Fast
     _install_handlers(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
-    async def document(_: Request) -> Response:
-        return MailuJSON(app.openapi())
+    async def document(request: Request) -> Response:
+        # Mounted at WEB_API/v1, the document names that prefix, so clients built from it
+        # call the right URLs (as FastAPI does for its own document).
+        root = request.scope.get("root_path", "")
+        return MailuJSON({**app.openapi(), **({"servers": [{"url": root}]} if root else {})})
 
     for path in _PUBLIC:
         app.add_route(path, document, include_in_schema=False)
