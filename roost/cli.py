@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.orm import Session
 
-from roost.settings import Settings, SettingsError, check_secret_key, load_settings
+from roost.settings import Settings, SettingsError, check_start_secrets, load_settings
 from roost.store import configio, work
 from roost.store.db import StoreError
 from roost.store.entities import alias as aliases
@@ -108,13 +108,14 @@ def _settings() -> Settings:
 
 
 def _signing_settings() -> Settings:
-    """The settings of a command that starts what signs with SECRET_KEY (the gate's SRS).
+    """The settings of a command that starts what signs with SECRET_KEY (the gate's SRS)
+    or serves the API with API_TOKEN.
 
-    A key others know or can guess is refused here, before anything starts.
+    A key or token others know or can guess is refused here, before anything starts.
     """
     context = click.get_current_context().find_object(_Context)
     settings = _settings()
-    check_secret_key(settings, context.env_file if context else None)
+    check_start_secrets(settings, context.env_file if context else None)
     return settings
 
 

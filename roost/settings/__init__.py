@@ -24,7 +24,12 @@ from roost.settings.model import (
     declarations,
 )
 from roost.settings.parsers import SettingsError
-from roost.settings.secret import SECRET_KEY_MIN_LENGTH, check_secret_key
+from roost.settings.secret import (
+    SECRET_KEY_MIN_LENGTH,
+    check_api_token,
+    check_secret_key,
+    check_start_secrets,
+)
 
 __all__ = [
     "DB_FLAVORS",
@@ -38,7 +43,9 @@ __all__ = [
     "Setting",
     "Settings",
     "SettingsError",
+    "check_api_token",
     "check_secret_key",
+    "check_start_secrets",
     "declarations",
     "load_settings",
     "read_env_file",

@@ -22,9 +22,21 @@ from pathlib import Path
 from roost.settings.model import Settings
 from roost.settings.parsers import SettingsError
 
-__all__ = ["SECRET_KEY_MIN_LENGTH", "check_secret_key", "secret_key_problem"]
+__all__ = [
+    "API_TOKEN_MIN_LENGTH",
+    "SECRET_KEY_MIN_LENGTH",
+    "api_token_problem",
+    "check_api_token",
+    "check_secret_key",
+    "check_start_secrets",
+    "secret_key_problem",
+]
 
 SECRET_KEY_MIN_LENGTH = 16
+#: Same floor for API_TOKEN: Mailu's setup utility writes 32 random characters, so a token
+#: made the Mailu way passes.
+API_TOKEN_MIN_LENGTH = 16
+_TOKEN_EXAMPLES = {"changeme", "apitoken", "api_token", "secret", "token"}
 
 #: Where the advice points when the caller does not say which settings file it read.
 _DEFAULT_FILE = Path("/etc/roost/mailu.env")
@@ -61,3 +73,36 @@ def check_secret_key(settings: Settings, env_file: Path | None = None) -> None:
         f"relay through this server; run `openssl rand -hex 16` and put SECRET_KEY=<its "
         f"output> in {where}"
     )
+
+
+def api_token_problem(token: str) -> str | None:
+    """What is wrong with ``token`` as an API_TOKEN, or None when it will do."""
+    if not token:
+        return "is empty"
+    if token.lower() in _TOKEN_EXAMPLES:
+        return "is an example value"
+    if any(ch.isspace() for ch in token):
+        return "contains white space"
+    if len(token) < API_TOKEN_MIN_LENGTH:
+        return f"has {len(token)} characters, fewer than {API_TOKEN_MIN_LENGTH}"
+    return None
+
+
+def check_api_token(settings: Settings, env_file: Path | None = None) -> None:
+    """With API=true, refuse an API_TOKEN that others know or can guess; never shown."""
+    if not settings.API:
+        return
+    problem = api_token_problem(settings.API_TOKEN)
+    if problem is None:
+        return
+    where = env_file or _DEFAULT_FILE
+    raise SettingsError(
+        f"API_TOKEN {problem}: the API token can do anything a global administrator can; "
+        f"run `openssl rand -hex 16` and put API_TOKEN=<its output> in {where}"
+    )
+
+
+def check_start_secrets(settings: Settings, env_file: Path | None = None) -> None:
+    """Every secret check made before a stack (or its gate) starts."""
+    check_secret_key(settings, env_file)
+    check_api_token(settings, env_file)

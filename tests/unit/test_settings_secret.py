@@ -114,6 +114,23 @@ def test_up_gate_and_init_refuse_the_default_key_before_starting(
     assert not stack.root.exists()  # nothing was prepared or started
 
 
+def test_up_refuses_a_weak_api_token_before_starting(tmp_path: Path) -> None:
+    """API_TOKEN opens everything a global admin can do: a guessable one stops the start."""
+    settings = (
+        "SECRET_KEY=0123456789abcdef0123\nBIND_ADDRESS4=127.0.13.250\nTLS_FLAVOR=notls\n"
+        "API=true\nAPI_TOKEN=changeme\n"
+    )
+    stack = make_stack(tmp_path, settings, migrate=False)
+    result = roost(stack.env_file, "up")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.splitlines() == [
+        "roost: error: API_TOKEN is an example value: the API token can do anything a global "
+        "administrator can; run `openssl rand -hex 16` and put API_TOKEN=<its output> in "
+        f"{stack.env_file}"
+    ]
+    assert not stack.root.exists()
+
+
 def test_management_verbs_work_with_the_default_key(tmp_path: Path) -> None:
     stack = make_stack(tmp_path, UNSAFE)
     assert stack.settings.SECRET_KEY == "changeMe"

@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 
 from roost.gate.limiter import AuthLimiter
 from roost.layout import Layout
+from roost.settings import SettingsError
 from roost.store.models import Alias, Domain, Token, User
-from roost.web.api import ApiTokenError, build_api
+from roost.web.api import build_api
 from tests.unit.test_cli_support import Stack, error_line
 from tests.unit.test_web_api_support import TOKEN, api_stack
 
@@ -140,7 +141,7 @@ def test_api_off_answers_404(tmp_path: Path, api: tuple[Stack, TestClient]) -> N
 def test_weak_token_refused_at_start(api: tuple[Stack, TestClient], token: str) -> None:
     stack, _ = api
     settings = dataclasses.replace(stack.settings, API_TOKEN=token)
-    with pytest.raises(ApiTokenError) as caught:
+    with pytest.raises(SettingsError) as caught:
         build_api(settings)
     assert token not in str(caught.value)
     assert "openssl rand -hex 16" in str(caught.value)

@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from roost.gate.limiter import AuthLimiter
-from roost.settings import Settings
+from roost.settings import Settings, check_api_token
 from roost.store.db import StoreError
 from roost.store.entities.names import ManageError
 from roost.web.api import aliases, domains, relays, tokens, users
-from roost.web.api.auth import Authorizer, check_api_token
+from roost.web.api.auth import Authorizer
 from roost.web.api.backend import ApiError, Backend
 from roost.web.api.responses import MailuJSON
 
@@ -139,7 +139,7 @@ def _disabled() -> FastAPI:
 def build_api(settings: Settings, *, limiter: AuthLimiter | None = None) -> FastAPI:
     """The API application for ``settings``.
 
-    Raises :class:`roost.web.api.ApiTokenError` when API is true and API_TOKEN is weak.
+    Raises :class:`roost.settings.SettingsError` when API is true and API_TOKEN is weak.
     ``limiter`` replaces the Redis-backed limiter (tests pass an in-memory one).
     """
     if not (settings.API and settings.API_TOKEN):

@@ -30,52 +30,15 @@ from roost.web.api.backend import ApiError
 
 __all__ = [
     "API_ACCOUNT",
-    "API_TOKEN_MIN_LENGTH",
-    "ApiTokenError",
     "Authorizer",
-    "api_token_problem",
-    "check_api_token",
     "client_address",
     "presented_token",
 ]
 
 log = logging.getLogger("roost.web.api")
 
-#: Same floor as SECRET_KEY (roost/settings/secret.py): Mailu's setup utility writes
-#: 32 random characters, so a token made the Mailu way passes.
-API_TOKEN_MIN_LENGTH = 16
 #: The name the API's failures count under in the limiter: no address can spell it.
 API_ACCOUNT = "<api-token>"
-_EXAMPLES = {"changeme", "apitoken", "api_token", "secret", "token"}
-
-
-class ApiTokenError(ValueError):
-    """API is true with an API_TOKEN that must not guard a global administrator's power."""
-
-
-def api_token_problem(token: str) -> str | None:
-    """What is wrong with ``token`` as an API_TOKEN, or None when it will do."""
-    if not token:
-        return "is empty"
-    if token.lower() in _EXAMPLES:
-        return "is an example value"
-    if any(ch.isspace() for ch in token):
-        return "contains white space"
-    if len(token) < API_TOKEN_MIN_LENGTH:
-        return f"has {len(token)} characters, fewer than {API_TOKEN_MIN_LENGTH}"
-    return None
-
-
-def check_api_token(settings: Settings) -> None:
-    """Refuse to serve the API (API true) with a weak API_TOKEN; the token is never shown."""
-    if not settings.API:
-        return
-    problem = api_token_problem(settings.API_TOKEN)
-    if problem is not None:
-        raise ApiTokenError(
-            f"API_TOKEN {problem}: the API token can do anything a global administrator "
-            "can; run `openssl rand -hex 16` and put API_TOKEN=<its output> in mailu.env"
-        )
 
 
 def presented_token(header: str) -> str:
