@@ -10,7 +10,7 @@ Roost's changes: a wrong token counts against the limiter's budgets the way a wr
 password does (``roost/gate/limiter.py``: once per distinct token against the API's own
 account budget and once per network), and a good token trusts the caller's network, so a
 guesser elsewhere cannot shut the administrator's scripts out; and the web server refuses
-to start the API with a token anyone could guess (:func:`check_api_token`).
+to start the API with a token anyone could guess (:func:`roost.settings.check_api_token`).
 """
 
 from __future__ import annotations
