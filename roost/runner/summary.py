@@ -29,6 +29,17 @@ def listening(settings: Settings) -> str:
     return ", ".join(f"{name} {port}" for port, name in PROTOCOLS if settings.port_enabled(port))
 
 
+def web_address(settings: Settings) -> str | None:
+    """Where a browser reaches the admin pages, or None when nothing serves them."""
+    if not settings.WEB_ADMIN:
+        return None
+    if settings.tls and settings.port_enabled(443):
+        return f"https://{settings.hostname}{settings.WEB_ADMIN}"
+    if not settings.tls and settings.port_enabled(80):
+        return f"http://{settings.hostname}{settings.WEB_ADMIN}"
+    return None
+
+
 def summary_lines(settings: Settings) -> list[str]:
     layout = Layout(settings)
     addresses = " and ".join(layout.listen_addresses())
@@ -54,6 +65,9 @@ def summary_lines(settings: Settings) -> list[str]:
             "no administrator account configured: set INITIAL_ADMIN_ACCOUNT, "
             "INITIAL_ADMIN_DOMAIN and INITIAL_ADMIN_PW"
         )
+    web = web_address(settings)
+    if web:
+        lines.append(f"web administration: {web} (sign in with the full address)")
     if not settings.tls:
         lines.append("TLS_FLAVOR=notls: passwords travel unencrypted; use it only for testing")
     return lines

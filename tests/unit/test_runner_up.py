@@ -339,6 +339,9 @@ def test_summary_names_ports_host_and_admin(base: Path) -> None:
     assert "server mail.example.test" in lines[1]
     assert "IMAP 993" in lines[1] and "SMTP 465" in lines[1]
     assert lines[2] == "administrator account: admin@example.test"
+    assert lines[3] == (
+        "web administration: https://mail.example.test/admin (sign in with the full address)"
+    )
 
 
 def test_summary_without_tls_lists_only_plain_ports(base: Path) -> None:
@@ -346,3 +349,9 @@ def test_summary_without_tls_lists_only_plain_ports(base: Path) -> None:
     assert listening(settings) == "smtp 25, submission 587, imap 143, pop3 110, sieve 4190, http 80"
     assert any("TLS_FLAVOR=notls" in line for line in summary_lines(settings))
     assert any("no administrator account" in line for line in summary_lines(settings))
+    assert "web administration: http://mail.example.test/admin" in "\n".join(
+        summary_lines(settings)
+    )
+    assert not any(
+        "web administration" in line for line in summary_lines(make_settings(base, WEB_ADMIN=""))
+    )

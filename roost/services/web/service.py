@@ -29,7 +29,7 @@ _SUN_PATH_MAX = 107
 
 def web_enabled(settings: Settings) -> bool:
     """The web runs when it has pages (WEB_ADMIN) or an API to serve (API=true)."""
-    return bool(settings.WEB_ADMIN) or bool(getattr(settings, "API", False))
+    return bool(settings.WEB_ADMIN) or settings.API
 
 
 @dataclass
