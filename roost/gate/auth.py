@@ -34,6 +34,12 @@ server:
   the log line says so; a good web password is only the first step, which the answer's
   ``Auth-2FA`` header tells the web application (``required``: ask for a code; ``enrol``:
   the domain or AUTH_REQUIRE_TOTP wants two-factor login and the user has none yet).
+  The web then reports the second step here (``Auth-Second-Factor``, proven with a key
+  only holders of SECRET_KEY can make): ``check`` before a code is tried, answered like
+  a password login from that network (rate-limited once the budget is spent), ``failed``
+  for a wrong code, counted and logged exactly like a wrong password, and ``passed``,
+  which only then trusts the (network, account) pair. So a password alone cannot buy
+  unlimited guesses at six digits.
 
 A password hash that needs upgrading is written back to the store after the answer has gone
 out.
@@ -46,6 +52,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -54,6 +61,7 @@ from sqlalchemy import update
 
 from roost.core.credentials import (
     PASSWORD_ONLY,
+    SECOND_FACTOR_REQUIRED,
     Login,
     LoginResult,
     check_login,
@@ -75,6 +83,9 @@ from roost.store.models import Token, User
 
 __all__ = [
     "PROTOCOLS",
+    "SECOND_FACTOR_HEADER",
+    "SECOND_FACTOR_KEY_HEADER",
+    "SECOND_FACTOR_STEPS",
     "AuthAnswer",
     "AuthRequest",
     "Gate",
@@ -113,6 +124,14 @@ _CODES: dict[str, tuple[str, str, str]] = {
 #: Protocols the gate decides logins for (Dovecot service names; nginx's smtp).
 PROTOCOLS = frozenset(_CODES)
 
+#: The web's report on a login's second step, and its proof (see the module doc).
+SECOND_FACTOR_HEADER = "Auth-Second-Factor"
+SECOND_FACTOR_KEY_HEADER = "Auth-Second-Factor-Key"
+SECOND_FACTOR_STEPS = frozenset({"check", "failed", "passed"})
+#: Seconds in which the same wrong code counts once (RFC 6238's step): another step, another
+#: guess, so repeating one code all day is not a free guess each time.
+_CODE_STEP = 30
+
 #: Longest user name written to the log as is; longer ones are cut (log lines stay lines).
 _LOG_USER_MAX = 256
 
@@ -144,6 +163,9 @@ class AuthRequest:
     client_ip: str
     client_port: str
     ssl: bool
+    #: the web's second-step report (``check``, ``failed``, ``passed``) and its key
+    second_factor: str = ""
+    second_factor_key: str = ""
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> AuthRequest:
@@ -169,6 +191,8 @@ class AuthRequest:
             client_ip=str(addr),
             client_port=client_port if client_port.isascii() and client_port.isdigit() else "0",
             ssl=headers.get("auth-ssl", "").strip().lower() == "on",
+            second_factor=headers.get(SECOND_FACTOR_HEADER.lower(), "").strip().lower(),
+            second_factor_key=headers.get(SECOND_FACTOR_KEY_HEADER.lower(), "").strip(),
         )
 
 
@@ -235,6 +259,18 @@ def _log_safe(text: str) -> str:
     return "".join(map(_escape, text))
 
 
+def second_factor_key(settings: Settings) -> str:
+    """The key the web application proves its second-factor reports with.
+
+    Derived from SECRET_KEY, which only root's daemons read: nginx (which may open the
+    same socket) and Dovecot (which has the TCP secret) cannot make it, so nobody else
+    can spend an account's budget or mark a network as trusted through these reports.
+    """
+    return hmac.new(
+        settings.SECRET_KEY.encode("utf-8"), b"ROOST_WEB_SECOND_FACTOR", hashlib.sha256
+    ).hexdigest()
+
+
 def fingerprint_key(settings: Settings) -> bytes:
     """The HMAC key of the 6-hex password fingerprints, derived from SECRET_KEY.
 
@@ -283,6 +319,7 @@ class Gate:
         self._totp_passwords = bool(getattr(settings, "AUTH_TOTP_MAIL_PASSWORDS", False))
         self._require_totp = bool(getattr(settings, "AUTH_REQUIRE_TOTP", False))
         self._fp_key = fingerprint_key(settings)
+        self._web_key = second_factor_key(settings)
         self._background: set[asyncio.Task[None]] = set()
         self._rehashing: set[tuple[str, int | None]] = set()
 
@@ -321,6 +358,8 @@ class Gate:
     async def decide(self, request: AuthRequest) -> AuthAnswer:
         """Answer one auth_http request."""
         ip = request.client_ip
+        if request.second_factor or request.second_factor_key:
+            return await self._second_step(request)
 
         # Port 25 takes mail, not logins. nginx still asks about an AUTH PLAIN/LOGIN sent
         # there; it is refused and counts against nothing (see the module doc).
@@ -427,17 +466,18 @@ class Gate:
 
     async def _accepted(self, request: AuthRequest, login: Login) -> AuthAnswer:
         assert login.user is not None
-        # A good login trusts (network, account) for a while; never one on port 25.
-        if request.port != 25:
+        needs = None
+        if request.protocol in PASSWORD_ONLY:
+            needs = second_factor(self._index.directory, login.user, self._require_totp)
+        # A good login trusts (network, account) for a while; never one on port 25, and a
+        # password still waiting for its code only once the code is right (_second_step).
+        if request.port != 25 and needs != SECOND_FACTOR_REQUIRED:
             await self._limiter.succeeded(request.client_ip, login.user.email)
         how = f"token-{login.token_id}" if login.via_token else "password"
         log.info("Login attempt for: %s: success: %s", self._where(request), how)
         server, port = self._backend(request)
-        needs = None
-        if request.protocol in PASSWORD_ONLY:
-            needs = second_factor(self._index.directory, login.user, self._require_totp)
-            if needs is not None:
-                log.info("Login attempt for: %s: second factor: %s", self._where(request), needs)
+        if needs is not None:
+            log.info("Login attempt for: %s: second factor: %s", self._where(request), needs)
         return AuthAnswer(
             STATUS_OK,
             server=server,
@@ -446,6 +486,47 @@ class Gate:
             user_exists=True,
             second_factor=needs,
         )
+
+    async def _second_step(self, request: AuthRequest) -> AuthAnswer:
+        """The web's report on the second step of a web login (see the module doc).
+
+        The web checks the code itself (roost.store.entities.user.verify_second_factor);
+        the budgets, the trust and the log lines stay here, with every other login's.
+        """
+        ip = request.client_ip
+        genuine = hmac.compare_digest(
+            request.second_factor_key.encode("latin-1"), self._web_key.encode("ascii")
+        )
+        if (
+            not genuine
+            or request.protocol not in PASSWORD_ONLY
+            or request.second_factor not in SECOND_FACTOR_STEPS
+        ):
+            log.warning("second-factor report from %s refused: not the web application's", ip)
+            return self._failure(request, 0, STATUS_BADAUTH)
+        user = find_user(self._index.directory, request.user)
+        if user is None:
+            return self._failure(request, 0, STATUS_BADAUTH)
+        email = user.email
+        if request.second_factor == "check":
+            refusal = await self._limiter.refusal(ip, email)
+            if refusal is not None:
+                return self._refuse(request, refusal, email)
+            return AuthAnswer(STATUS_OK, user=email, user_exists=True)
+        if request.second_factor == "passed":
+            await self._limiter.succeeded(ip, email)
+            log.info("Login attempt for: %s: success: second factor", self._where(request))
+            return AuthAnswer(STATUS_OK, user=email, user_exists=True)
+        shown = password_fingerprint(self._fp_key, request.password)
+        log.info(
+            "Login attempt for: %s: failed: badauth: %s (second factor refused)",
+            self._where(request),
+            shown,
+        )
+        step = int(time.time() // _CODE_STEP)
+        counted = password_fingerprint(self._fp_key, f"second factor {step} {request.password}")
+        await self._limiter.fail_user(email, ip, counted)
+        return self._failure(request, 0, STATUS_BADAUTH, user=request.user, exists=True)
 
     async def _refused(self, request: AuthRequest, login: Login) -> AuthAnswer:
         fingerprint = password_fingerprint(self._fp_key, request.password)

@@ -94,4 +94,8 @@ def build_router(prefix: str) -> object:
             status_code=status,
         )
 
+    # Two-factor login: /account/2fa (roost.web.account_2fa).
+    from roost.web.account_2fa import build_router as two_factor_pages
+
+    router.include_router(two_factor_pages(prefix))
     return router

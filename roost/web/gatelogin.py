@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -71,8 +72,11 @@ class GateClient:
     def __init__(self, socket_path: Path) -> None:
         self._socket = socket_path
 
-    async def check(self, login: WebLogin) -> GateAnswer:
-        """Ask the gate; raise :class:`GateUnavailable` when it does not answer."""
+    async def check(self, login: WebLogin, extra: Mapping[str, str] | None = None) -> GateAnswer:
+        """Ask the gate; raise :class:`GateUnavailable` when it does not answer.
+
+        ``extra`` adds headers: the second step's report (:mod:`roost.web.sso.twofactor`).
+        """
         headers = {
             "Auth-Method": "plain",
             # Percent-encoded as nginx does; the gate decodes both (UTF-8 passwords).
@@ -83,6 +87,7 @@ class GateClient:
             "Auth-SSL": "on" if login.ssl else "off",
             "Client-IP": login.client_ip,
             "Client-Port": str(login.client_port),
+            **(extra or {}),
         }
         transport = httpx.AsyncHTTPTransport(uds=str(self._socket))
         try:

@@ -36,6 +36,7 @@ UNAVAILABLE = "Signing in is not possible right now. Try again in a minute."
 MESSAGES = {
     "changed": "Your password was changed. Sign in with the new one.",
     "out": "You have signed out.",
+    "expired": "The sign-in took too long or had too many wrong codes. Sign in again.",
 }
 MIN_PASSWORD = 8
 #: Where a right password goes when the gate says a second factor is due (Auth-2FA).
@@ -207,3 +208,9 @@ async def logout(request: Request) -> Response:
     session = get_session(request)
     session.end()
     return RedirectResponse("/sso/login?msg=out", status_code=303)
+
+
+# The second step (/sso/2fa): its own module, on this router so the app mounts it with it.
+from roost.web.sso.twofactor import router as _second_step  # noqa: E402
+
+router.include_router(_second_step)
