@@ -1,0 +1,550 @@
+"""Domains, their DNS records, alternatives, managers, and relayed domains.
+
+Global administrators create, edit and delete domains, alternatives and relays; a domain
+manager sees the domains they manage, their details and DNS records, and adds or removes
+their managers (within the rank rule, :mod:`roost.web.admin.rights`). Every change goes
+through the entity operations in one unit of work (:func:`roost.store.work.change`);
+what an operation refuses is shown on the form, with the values typed kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+
+from roost.core import dnsrecords
+from roost.core.address import AddressError
+from roost.store import work
+from roost.store.entities import alternative as alternatives
+from roost.store.entities import domain as domains
+from roost.store.entities import relay as relays
+from roost.store.entities.fields import text
+from roost.store.entities.manager import set_manager
+from roost.store.entities.names import ManageError, domain_name, show_domain, show_email
+from roost.store.models import Alias, Alternative, Domain, Relay, User
+from roost.web import dnscheck
+from roost.web.admin import rights
+from roost.web.admin.common import (
+    checked,
+    find_domain,
+    find_user,
+    form_of,
+    matching,
+    page,
+    parse_count,
+    parse_size,
+    redirect,
+    say,
+    settings_of,
+    show,
+)
+from roost.web.auth import Account, require_role
+
+__all__ = ["add_routes"]
+
+manager_only = require_role("manager")
+admin_only = require_role("admin")
+
+#: Mailu's admin form defaults for a new domain.
+NEW_DOMAIN = {"name": "", "max_users": "10", "max_aliases": "10", "max_quota_bytes": "0"}
+
+
+def _domain_form(domain: Domain) -> dict[str, str]:
+    return {
+        "name": show_domain(domain.name),
+        "max_users": str(domain.max_users),
+        "max_aliases": str(domain.max_aliases),
+        "max_quota_bytes": str(domain.max_quota_bytes),
+        "comment": domain.comment or "",
+        "totp_required": "on" if domain.totp_required else "",
+    }
+
+
+def _limits(form: dict[str, str]) -> tuple[int, int, int]:
+    return (
+        parse_count(form.get("max_users", "-1"), "max users"),
+        parse_count(form.get("max_aliases", "-1"), "max aliases"),
+        parse_size(form.get("max_quota_bytes", "0") or "0", "max quota"),
+    )
+
+
+def _records(request: Request, domain: Domain) -> list[dnsrecords.Record]:
+    names = [a.name for a in domain.alternatives]
+    try:
+        return dnsrecords.records(settings_of(request), domain.name, names)
+    except AddressError:
+        return []
+
+
+def add_routes(router: APIRouter, prefix: str) -> None:
+    """The domain, alternative, manager and relay pages, on ``router``."""
+
+    # -- domains -------------------------------------------------------------------------
+
+    @router.get("/domain")
+    async def domain_list(
+        request: Request,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            query = select(Domain.name)
+            if not account.global_admin:
+                query = query.where(Domain.name.in_(account.managed_domains))
+            search = request.query_params.get("q", "").strip().lower()
+            condition = matching(search[:100], Domain.name, Domain.comment)
+            if condition is not None:
+                query = query.where(condition)
+            total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+            pager = page(request, total)
+            names = list(
+                db.scalars(query.order_by(Domain.name).limit(pager.per_page).offset(pager.offset))
+            )
+            rows = list(db.scalars(select(Domain).where(Domain.name.in_(names))))
+            users = dict(
+                db.execute(
+                    select(User.domain_name, func.count())
+                    .where(User.domain_name.in_(names))
+                    .group_by(User.domain_name)
+                ).all()
+            )
+            aliases = dict(
+                db.execute(
+                    select(Alias.domain_name, func.count())
+                    .where(Alias.domain_name.in_(names))
+                    .group_by(Alias.domain_name)
+                ).all()
+            )
+            listed = [
+                {
+                    "name": d.name,
+                    "shown": show_domain(d.name),
+                    "users": users.get(d.name, 0),
+                    "aliases": aliases.get(d.name, 0),
+                    "max_users": d.max_users,
+                    "max_aliases": d.max_aliases,
+                    "max_quota_bytes": d.max_quota_bytes,
+                    "comment": d.comment or "",
+                }
+                for d in sorted(rows, key=lambda d: d.name)
+            ]
+        return show(request, account, "domains.html", {"domains": listed, "pager": pager})
+
+    @router.get("/domain/create")
+    async def domain_create_form(
+        request: Request,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        return show(request, account, "domain_form.html", {"form": NEW_DOMAIN, "new": True})
+
+    @router.post("/domain/create")
+    async def domain_create(
+        request: Request,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        form = await form_of(request)
+        try:
+            with work.change(settings_of(request)) as db:
+                created = domains.create_domain(db, form.get("name", ""), *_limits(form))
+                created.comment = text(255)(form.get("comment", "").strip())
+                created.totp_required = checked(form, "totp_required")
+                name = created.name
+        except (ManageError, ValueError) as exc:
+            context = {"form": form, "new": True, "error": str(exc)}
+            return show(request, account, "domain_form.html", context, status_code=400)
+        say(request, f"Domain {show_domain(name)} created.")
+        return redirect(f"{prefix}/domain/details/{name}")
+
+    @router.get("/domain/edit/{domain}")
+    async def domain_edit_form(
+        request: Request,
+        domain: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            form = _domain_form(find_domain(db, domain))
+        return show(request, account, "domain_form.html", {"form": form, "new": False})
+
+    @router.post("/domain/edit/{domain}")
+    async def domain_edit(
+        request: Request,
+        domain: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        form = await form_of(request)
+        try:
+            with work.change(settings_of(request)) as db:
+                found = find_domain(db, domain)
+                form["name"] = show_domain(found.name)
+                domains.set_limits(db, found.name, *_limits(form))
+                found.comment = text(255)(form.get("comment", "").strip())
+                domains.set_totp_required(db, found.name, checked(form, "totp_required"))
+                name = found.name
+        except (ManageError, ValueError) as exc:
+            context = {"form": form, "new": False, "error": str(exc)}
+            return show(request, account, "domain_form.html", context, status_code=400)
+        say(request, f"Domain {show_domain(name)} saved.")
+        return redirect(f"{prefix}/domain/details/{name}")
+
+    @router.get("/domain/delete/{domain}")
+    async def domain_delete_form(
+        request: Request,
+        domain: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            found = find_domain(db, domain)
+            users, aliases = len(found.users), len(found.aliases)
+            shown, name = show_domain(found.name), found.name
+        return show(
+            request,
+            account,
+            "confirm.html",
+            {
+                "title": f"Delete {shown}",
+                "message": f"Delete the domain {shown} with its {users} users, "
+                f"{aliases} aliases and its alternatives? Their mail stays on disk but "
+                "nobody can reach it.",
+                "action": f"{prefix}/domain/delete/{name}",
+                "back": f"{prefix}/domain/details/{name}",
+                "button": "Delete the domain",
+            },
+        )
+
+    @router.post("/domain/delete/{domain}")
+    async def domain_delete(
+        request: Request,
+        domain: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        with work.change(settings_of(request)) as db:
+            found = find_domain(db, domain)
+            shown = show_domain(found.name)
+            domains.delete_domain(db, found.name, really=True)
+        say(request, f"Domain {shown} deleted.")
+        return redirect(f"{prefix}/domain")
+
+    @router.get("/domain/details/{domain}")
+    async def domain_details(
+        request: Request,
+        domain: str,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            found = find_domain(db, domain)
+            rights.require_domain(account, found.name)
+            context = _details(db, request, found)
+        return show(request, account, "domain.html", context)
+
+    @router.get("/domain/details/{domain}/zonefile")
+    async def zone_file(
+        request: Request,
+        domain: str,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            found = find_domain(db, domain)
+            rights.require_domain(account, found.name)
+            names = [a.name for a in found.alternatives]
+            name = found.name
+        body = dnsrecords.zone_file(settings_of(request), name, names)
+        return Response(
+            body,
+            media_type="text/plain; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}-zonefile.txt"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    @router.get("/domain/details/{domain}/check")
+    async def dns_check(
+        request: Request,
+        domain: str,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            found = find_domain(db, domain)
+            rights.require_domain(account, found.name)
+            records = _records(request, found)
+            shown, name = show_domain(found.name), found.name
+        # Live lookups take seconds at worst (bounded by dnscheck's deadline): off the loop.
+        checks = await asyncio.to_thread(dnscheck.check_records, records)
+        return show(
+            request,
+            account,
+            "dns_check.html",
+            {
+                "domain": name,
+                "shown": shown,
+                "checks": checks,
+                "summary": dnscheck.summary(checks),
+            },
+        )
+
+    # -- alternatives (global administrators) --------------------------------------------
+
+    @router.post("/alternative/create/{domain}")
+    async def alternative_create(
+        request: Request,
+        domain: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        form = await form_of(request)
+        try:
+            with work.change(settings_of(request)) as db:
+                found = find_domain(db, domain)
+                name = found.name
+                added = alternatives.add_alternative(db, form.get("name", ""), found.name)
+                shown = show_domain(added.name)
+        except ManageError as exc:
+            with work.read(settings_of(request)) as db:
+                context = _details(db, request, find_domain(db, domain))
+            context.update(alternative_form=form, alternative_error=str(exc))
+            return show(request, account, "domain.html", context, status_code=400)
+        say(request, f"Alternative domain {shown} added.")
+        return redirect(f"{prefix}/domain/details/{name}")
+
+    @router.get("/alternative/delete/{name}")
+    async def alternative_delete_form(
+        request: Request,
+        name: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            found = _find_alternative(db, name)
+            shown, parent = show_domain(found.name), found.domain_name
+        return show(
+            request,
+            account,
+            "confirm.html",
+            {
+                "title": f"Delete {shown}",
+                "message": f"Stop receiving mail for {shown} as {show_domain(parent)}?",
+                "action": f"{prefix}/alternative/delete/{found.name}",
+                "back": f"{prefix}/domain/details/{parent}",
+                "button": "Delete the alternative",
+            },
+        )
+
+    @router.post("/alternative/delete/{name}")
+    async def alternative_delete(
+        request: Request,
+        name: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        with work.change(settings_of(request)) as db:
+            found = _find_alternative(db, name)
+            shown, parent = show_domain(found.name), found.domain_name
+            alternatives.delete_alternative(db, found.name)
+        say(request, f"Alternative domain {shown} deleted.")
+        return redirect(f"{prefix}/domain/details/{parent}")
+
+    # -- managers (global administrators and the domain's managers) ----------------------
+
+    @router.post("/manager/create/{domain}")
+    async def manager_create(
+        request: Request,
+        domain: str,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        form = await form_of(request)
+        with work.read(settings_of(request)) as db:
+            found = find_domain(db, domain)
+            rights.require_domain(account, found.name)
+            name = found.name
+        localpart = form.get("localpart", "").strip().partition("@")[0]
+        try:
+            with work.change(settings_of(request)) as db:
+                user = db.get(User, f"{localpart.lower()}@{name}")
+                if user is not None:
+                    rights.require_user(account, rights.Target.of(user))
+                made = set_manager(db, name, localpart)
+                shown = show_email(made.email)
+        except ManageError as exc:
+            with work.read(settings_of(request)) as db:
+                context = _details(db, request, find_domain(db, name))
+            context.update(manager_form=form, manager_error=str(exc))
+            return show(request, account, "domain.html", context, status_code=400)
+        say(request, f"{shown} now manages {show_domain(name)}.")
+        return redirect(f"{prefix}/domain/details/{name}")
+
+    @router.get("/manager/delete/{domain}/{email}")
+    async def manager_delete_form(
+        request: Request,
+        domain: str,
+        email: str,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            found, user = _manager_target(db, account, domain, email)
+            shown, who, name = show_domain(found.name), show_email(user.email), found.name
+            target = user.email
+        return show(
+            request,
+            account,
+            "confirm.html",
+            {
+                "title": "Remove a manager",
+                "message": f"{who} will no longer manage {shown}.",
+                "action": f"{prefix}/manager/delete/{name}/{target}",
+                "back": f"{prefix}/domain/details/{name}",
+                "button": "Remove the manager",
+            },
+        )
+
+    @router.post("/manager/delete/{domain}/{email}")
+    async def manager_delete(
+        request: Request,
+        domain: str,
+        email: str,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        with work.change(settings_of(request)) as db:
+            found, user = _manager_target(db, account, domain, email)
+            user.manager_of.remove(found)
+            shown, who, name = show_domain(found.name), show_email(user.email), found.name
+        say(request, f"{who} no longer manages {shown}.")
+        return redirect(f"{prefix}/domain/details/{name}")
+
+    # -- relays (global administrators) --------------------------------------------------
+
+    @router.get("/relay")
+    async def relay_list(
+        request: Request,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        return show(request, account, "relays.html", _relays(request, {}))
+
+    @router.post("/relay/create")
+    async def relay_create(
+        request: Request,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        form = await form_of(request)
+        try:
+            with work.change(settings_of(request)) as db:
+                relay = relays.add_relay(db, form.get("name", ""), form.get("smtp", ""))
+                relay.comment = text(255)(form.get("comment", "").strip())
+                shown = show_domain(relay.name)
+        except (ManageError, ValueError) as exc:
+            context = _relays(request, {"form": form, "error": str(exc)})
+            return show(request, account, "relays.html", context, status_code=400)
+        say(request, f"Mail for {shown} is relayed now.")
+        return redirect(f"{prefix}/relay")
+
+    @router.get("/relay/delete/{name}")
+    async def relay_delete_form(
+        request: Request,
+        name: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        with work.read(settings_of(request)) as db:
+            found = _find_relay(db, name)
+            shown, stored = show_domain(found.name), found.name
+        return show(
+            request,
+            account,
+            "confirm.html",
+            {
+                "title": f"Stop relaying {shown}",
+                "message": f"Mail for {shown} will no longer be relayed.",
+                "action": f"{prefix}/relay/delete/{stored}",
+                "back": f"{prefix}/relay",
+                "button": "Delete the relay",
+            },
+        )
+
+    @router.post("/relay/delete/{name}")
+    async def relay_delete(
+        request: Request,
+        name: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        with work.change(settings_of(request)) as db:
+            found = _find_relay(db, name)
+            shown = show_domain(found.name)
+            relays.delete_relay(db, found.name)
+        say(request, f"Relay for {shown} deleted.")
+        return redirect(f"{prefix}/relay")
+
+
+def _details(db: Any, request: Request, found: Domain) -> dict[str, Any]:
+    users = db.scalar(select(func.count()).where(User.domain_name == found.name)) or 0
+    aliases = db.scalar(select(func.count()).where(Alias.domain_name == found.name)) or 0
+    return {
+        "domain": found.name,
+        "shown": show_domain(found.name),
+        "limits": {
+            "max_users": found.max_users,
+            "max_aliases": found.max_aliases,
+            "max_quota_bytes": found.max_quota_bytes,
+        },
+        "comment": found.comment or "",
+        "totp_required": found.totp_required,
+        "users": users,
+        "aliases": aliases,
+        "alternatives": [
+            {"name": a.name, "shown": show_domain(a.name)}
+            for a in sorted(found.alternatives, key=lambda a: a.name)
+        ],
+        "managers": [
+            {"email": u.email, "shown": show_email(u.email)}
+            for u in sorted(found.managers, key=lambda u: u.email)
+        ],
+        "records": _records(request, found),
+        "omitted": dnsrecords.omitted(settings_of(request), found.name),
+        "alternative_form": {},
+        "manager_form": {},
+    }
+
+
+def _find_alternative(db: Any, name: str) -> Alternative:
+    try:
+        found = db.get(Alternative, domain_name(name))
+    except ManageError:
+        found = None
+    if found is None:
+        raise HTTPException(status_code=404)
+    assert isinstance(found, Alternative)
+    return found
+
+
+def _find_relay(db: Any, name: str) -> Relay:
+    try:
+        found = db.get(Relay, domain_name(name))
+    except ManageError:
+        found = None
+    if found is None:
+        raise HTTPException(status_code=404)
+    assert isinstance(found, Relay)
+    return found
+
+
+def _manager_target(db: Any, account: Account, domain: str, email: str) -> tuple[Domain, User]:
+    found = find_domain(db, domain)
+    rights.require_domain(account, found.name)
+    user = find_user(db, email)
+    rights.require_user(account, rights.Target.of(user))
+    if found not in user.manager_of:
+        raise HTTPException(status_code=404)
+    return found, user
+
+
+def _relays(request: Request, extra: dict[str, Any]) -> dict[str, Any]:
+    with work.read(settings_of(request)) as db:
+        listed = [
+            {
+                "name": r.name,
+                "shown": show_domain(r.name),
+                "smtp": r.smtp or "",
+                "comment": r.comment or "",
+            }
+            for r in relays.list_relays(db)
+        ]
+    context: dict[str, Any] = {"relays": listed, "form": {}}
+    context.update(extra)
+    return context
