@@ -139,6 +139,16 @@ def _account(email: str, admin: bool = False, managed: tuple[str, ...] = ()) -> 
     return Account(email, "", admin, False, 0, 0, managed)
 
 
+def test_sizes_read_back_as_written() -> None:
+    from roost.web.admin.common import parse_size, show_size
+
+    for value in (0, 1, 1500, 2 * 10**9, 500 * 10**6, 10**12, 1_234_567):
+        assert parse_size(show_size(value), "q") == value
+    assert show_size(2 * 10**9) == "2G" and parse_size("1.5 GB", "q") == 1_500_000_000
+    with pytest.raises(ValueError, match="give bytes or a size"):
+        parse_size("lots", "quota")
+
+
 def test_rank_rule_cases() -> None:
     boss = _account("b@a.test", admin=True)
     mgr = _account("m@a.test", managed=("a.test",))

@@ -34,6 +34,7 @@ __all__ = [
     "redirect",
     "say",
     "settings_of",
+    "show_size",
 ]
 
 #: Rows per list page: a screenful on a desktop, a short scroll on a phone.
@@ -122,6 +123,14 @@ def parse_size(text: str, what: str) -> int:
     if not match:
         raise ManageError(f"{what} {text!r}: give bytes or a size such as 500M or 2G")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def show_size(value: int) -> str:
+    """Bytes as the shortest exact form :func:`parse_size` reads back (2000000000 -> 2G)."""
+    for unit in ("T", "G", "M", "K"):
+        if value and value % _UNITS[unit.lower()] == 0:
+            return f"{value // _UNITS[unit.lower()]}{unit}"
+    return str(value)
 
 
 def parse_count(text: str, what: str) -> int:

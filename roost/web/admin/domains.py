@@ -41,6 +41,7 @@ from roost.web.admin.common import (
     say,
     settings_of,
     show,
+    show_size,
 )
 from roost.web.auth import Account, require_role
 
@@ -58,7 +59,7 @@ def _domain_form(domain: Domain) -> dict[str, str]:
         "name": show_domain(domain.name),
         "max_users": str(domain.max_users),
         "max_aliases": str(domain.max_aliases),
-        "max_quota_bytes": str(domain.max_quota_bytes),
+        "max_quota_bytes": show_size(domain.max_quota_bytes),
         "comment": domain.comment or "",
         "totp_required": "on" if domain.totp_required else "",
     }

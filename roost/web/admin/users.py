@@ -33,6 +33,7 @@ from roost.web.admin.common import (
     say,
     settings_of,
     show,
+    show_size,
 )
 from roost.web.auth import Account, require_role
 
@@ -85,7 +86,7 @@ def _user_form(user: User) -> dict[str, str]:
     form = {flag: "on" if getattr(user, flag) else "" for flag in flags}
     form.update(
         displayed_name=user.displayed_name or "",
-        quota_bytes=str(user.quota_bytes),
+        quota_bytes=show_size(user.quota_bytes),
         comment=user.comment or "",
         forward_destination=", ".join(show_email(a) for a in user.forward_destination or []),
         spam_threshold=str(user.spam_threshold),
@@ -199,7 +200,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             quota = users.default_quota(settings, found)
             name = found.name
         form = {
-            "quota_bytes": str(quota),
+            "quota_bytes": show_size(quota),
             "enabled": "on",
             "enable_imap": "on",
             "enable_pop": "on",
