@@ -42,8 +42,10 @@ def build_router(prefix: str) -> object:
 
     @router.get("")
     @router.get("/")
-    async def index() -> Response:
-        return RedirectResponse(prefix + "/account", status_code=303)
+    async def index(account: Account = Depends(current_user)) -> Response:  # noqa: B008
+        """Managers and admins start at their domains, users at their account."""
+        landing = "/domain" if account.has_role("manager") else "/account"
+        return RedirectResponse(prefix + landing, status_code=303)
 
     @router.get("/account")
     async def account_page(

@@ -184,6 +184,17 @@ def test_signed_out_is_sent_to_sign_in_and_a_user_gets_no_admin_page(gate: GateH
     assert browse(gate, PLAIN, plain) == [403, 403, 403, 403]
 
 
+def test_the_admin_root_lands_managers_on_domains_and_users_on_their_account(
+    gate: GateHarness,
+) -> None:
+    for who, landing in ((BOSS, "/domain"), (MGR, "/domain"), (PLAIN, "/account")):
+        page = browse(gate, who, lambda c: c.get(f"{ADMIN}/"))
+        assert (page.status_code, page.headers["location"]) == (303, ADMIN + landing)
+    account = browse(gate, MGR, lambda c: c.get(f"{ADMIN}/account"))
+    assert f'href="{ADMIN}/domain"' in account.text  # the nav shows the admin pages
+    assert f'href="{ADMIN}/relay"' not in account.text
+
+
 def test_admin_sees_every_domain_and_a_manager_only_theirs(gate: GateHarness) -> None:
     boss = browse(gate, BOSS, lambda c: c.get(f"{ADMIN}/domain"))
     assert boss.status_code == 200
