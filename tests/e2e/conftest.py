@@ -11,7 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
-from tests.e2e.dns import private_resolv_conf, start_dns
+from tests.e2e.local_dns import private_resolv_conf, start_dns
 from tests.e2e.stack import Stack, e2e_address, running
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 # Before any thread starts: the daemons must see the test DNS, not the machine's resolver.
 IN_PRIVATE_NAMESPACE = private_resolv_conf()
 
-# The outside world: remote.test's MX (tests/e2e/dns.py) on its own loopback address.
+# The outside world: remote.test's MX (tests/e2e/local_dns.py) on its own loopback address.
 RECEIVER_ADDRESS = e2e_address(91)
 RECEIVER_PORT = 25
 REMOTE_DOMAIN = "remote.test"

@@ -22,7 +22,7 @@ from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, running
 pytestmark = pytest.mark.e2e
 
 ADDRESS = e2e_address(12)
-#: sender.test's MX in the test DNS (tests/e2e/dns.py); this module plays it.
+#: sender.test's MX in the test DNS (tests/e2e/local_dns.py); this module plays it.
 SENDER_TEST_MX = e2e_address(92)
 EXTRA_PORT = 2526
 
