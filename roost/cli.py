@@ -637,10 +637,25 @@ def _write_private(path: Path, text: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Show only errors.")
 @click.option("-u", "--update", is_flag=True, help="Merge into the configuration.")
 @click.option("-n", "--dry-run", is_flag=True, help="Check and count, but change nothing.")
+@click.option(
+    "--check-limits",
+    is_flag=True,
+    help="Refuse new users and aliases beyond their domain's max_users / max_aliases.",
+)
 def config_import(
-    filename: str, verbose: int, secrets: bool, quiet: bool, update: bool, dry_run: bool
+    filename: str,
+    verbose: int,
+    secrets: bool,
+    quiet: bool,
+    update: bool,
+    dry_run: bool,
+    check_limits: bool,
 ) -> None:
-    """Import a configuration in Mailu's YAML or JSON format; replaces it unless --update."""
+    """Import a configuration in Mailu's YAML or JSON format; replaces it unless --update.
+
+    Like Mailu's, the import ignores the domains' max_users and max_aliases (it restores a
+    state); --check-limits applies them, for imports that grow a server.
+    """
     text = _read_input(filename)
     settings = _settings()
     if not dry_run and work.is_new(settings):
@@ -655,7 +670,12 @@ def config_import(
         document = configio.load_document(text)
         with _session() as session:
             result = configio.import_config(
-                session, settings, document, update=update, secrets=secrets
+                session,
+                settings,
+                document,
+                update=update,
+                secrets=secrets,
+                check_limits=check_limits,
             )
             if dry_run:
                 session.rollback()
