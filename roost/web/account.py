@@ -100,4 +100,8 @@ def build_router(prefix: str) -> object:
     from roost.web.account_2fa import build_router as two_factor_pages
 
     router.include_router(two_factor_pages(prefix))
+    # Settings, app tokens, fetched accounts: /account/... (roost.web.selfservice).
+    from roost.web.selfservice import build_router as self_service_pages
+
+    router.include_router(self_service_pages(prefix))
     return router
