@@ -179,7 +179,7 @@ def test_export_and_import_carry_two_factor_login(stack: Stack, tmp_path: Path) 
     secret, codes = enrol(stack)
     with stack.session() as session:
         domains.set_totp_required(session, "example.com", True)
-    exported = stack.roost("config-export")
+    exported = stack.roost("config-export", "--secrets")
     assert exported.exit_code == 0, exported.stderr
     (joe,) = yaml.safe_load(exported.stdout)["user"]
     assert joe["totp_enabled"] is True and joe["totp_secret"].startswith("v1:")
@@ -200,6 +200,48 @@ def test_export_and_import_carry_two_factor_login(stack: Stack, tmp_path: Path) 
             == "totp"
         )
         assert users.verify_second_factor(session, other.settings, JOE, codes[5]) == "recovery"
+
+
+def stored_secret(stack: Stack) -> str | None:
+    with stack.session() as session:
+        return session.get(User, JOE).totp_secret  # type: ignore[union-attr]
+
+
+def test_export_hides_the_secret_and_hidden_keeps_it_on_import(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Like a fetch's password: ``<hidden>`` unless --secrets; importing it changes nothing."""
+    secret, _ = enrol(stack)
+    sealed = stored_secret(stack)
+    assert sealed and sealed.startswith("v1:")
+    exported = stack.roost("config-export")
+    assert exported.exit_code == 0, exported.stderr
+    assert "v1:" not in exported.stdout
+    (joe,) = yaml.safe_load(exported.stdout)["user"]
+    assert joe["totp_secret"] == "<hidden>" and joe["totp_enabled"] is True
+
+    for later, mode in ((600, ()), (1200, ("--update",))):  # replace mode, then update mode
+        result = stack.roost("config-import", "-v", *mode, input=exported.stdout)
+        assert result.exit_code == 0, result.stderr
+        assert "v1:" not in result.stdout
+        assert stored_secret(stack) == sealed
+        assert verify(stack, code_at(secret, NOW + later), NOW + later) == "totp"
+
+    # The change lines never show a secret either, unless asked (-s).
+    edited = exported.stdout.replace("totp_secret: <hidden>", "-totp_secret: null").replace(
+        "totp_enabled: true", "totp_enabled: false"
+    )
+    result = stack.roost("config-import", "--update", "-v", input=edited)
+    assert result.exit_code == 0, result.stderr
+    assert "v1:" not in result.stdout and "<hidden>" in result.stdout
+    assert stored_secret(stack) is None
+
+    # A store that never had the secret cannot take "<hidden>" for it.
+    other = make_stack(tmp_path / "other")
+    result = other.roost("config-import", input=exported.stdout)
+    assert result.exit_code == 2
+    assert "user[0].totp_enabled : two-factor login of" in result.stderr
+    assert "(export with --secrets to include it)" in result.stderr
 
 
 def test_import_refuses_a_secret_in_the_clear(stack: Stack) -> None:

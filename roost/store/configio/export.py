@@ -21,7 +21,7 @@ from roost.store.configio.common import (
     default_values,
     exported,
 )
-from roost.store.entities import ManageError
+from roost.store.entities import ManageError, user
 
 
 def _record(obj: Any, kind: str) -> dict[str, Any]:
@@ -117,6 +117,10 @@ def _full_record(
     record = _record(obj, section)
     if section != "user":
         return record
+    if not secrets:
+        for name in user.SECRETS:
+            if record[name] is not None:
+                record[name] = HIDDEN
     record["tokens"] = [
         _trim(_record(t, "token"), defaults["token"], "token", full, set())
         for t in sorted(obj.tokens, key=lambda t: t.id)

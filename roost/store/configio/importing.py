@@ -127,6 +127,7 @@ class _Importer:
         self.old_passwords: dict[str, list[str]] = {}
         self.old_tokens: dict[str, list[str]] = {}
         self.old_fetches: dict[tuple[str, Any], str] = {}
+        self.old_secrets: dict[str, dict[str, Any]] = {}
 
     def fail(self, path: str, message: str) -> _Skip:
         self.errors.append((path, message))
@@ -172,8 +173,9 @@ class _Importer:
 
         The hashes of the users about to go are remembered, so that a ``hash_password``
         plaintext that still matches keeps its hash and a repeated import changes nothing;
-        so are fetch passwords, so that an export without ``--secrets`` (``<hidden>``) can
-        be edited and imported back into the same store.
+        so are fetch passwords and the users' secret fields (the sealed TOTP secret), so
+        that an export without ``--secrets`` (``<hidden>``) can be edited and imported back
+        into the same store.
         """
         if "user" in sections or "domain" in sections:
             for user in self.session.scalars(select(User)):
@@ -181,6 +183,7 @@ class _Importer:
                 self.old_tokens[user.email] = [t.password for t in user.tokens]
                 for fetch in user.fetches:
                     self.old_fetches[(user.email, fetch.id)] = fetch.password
+                self.old_secrets[user.email] = {n: getattr(user, n) for n in users.SECRETS}
         for name, model in (("alias", Alias), ("relay", Relay), ("user", User), ("domain", Domain)):
             if name in sections:
                 for obj in self.session.scalars(select(model)):
@@ -406,6 +409,8 @@ class _Importer:
 
     def _apply_user(self, item: dict[str, Any], email: str, path: str) -> None:
         mark = len(self.errors)
+        hidden = {n for n in users.SECRETS if item.get(n) == HIDDEN}
+        item = {k: v for k, v in item.items() if k not in hidden}
         local, _, domain_part = email.partition("@")
         domain = self._address_domain(local, domain_part, False, f"{path}.email")
         values = self._values(
@@ -439,6 +444,11 @@ class _Importer:
             self.session.add(user)
         elif password is not None:
             user.password = password
+        for name in hidden:
+            # ``<hidden>`` keeps the stored secret: the user's own in update mode, in replace
+            # mode the one the same user had before (none for a user new to this store).
+            if name in self.old_secrets.get(email, {}):
+                setattr(user, name, self.old_secrets[email][name])
         for key, value in values.items():
             setattr(user, key, value)
         if "quota_bytes" in values:
@@ -449,8 +459,9 @@ class _Importer:
         if "reply_startdate" in values or "reply_enddate" in values:
             field = "reply_enddate" if "reply_enddate" in values else "reply_startdate"
             self.rule(f"{path}.{field}", lambda: users.check_reply_dates(user))
-        if "totp_enabled" in values or "totp_secret" in values:
-            self.rule(f"{path}.totp_enabled", lambda: users.check_two_factor(user))
+        if "totp_enabled" in values or "totp_secret" in values or hidden:
+            hint = " (export with --secrets to include it)" if hidden else ""
+            self.rule(f"{path}.totp_enabled", lambda: _two_factor(user, hint))
         if "forward_destination" in item:
             where = f"{path}.forward_destination"
             targets = self._merge(
@@ -689,6 +700,14 @@ class _Importer:
             setattr(relay, key, value)
 
 
+def _two_factor(user: User, hint: str) -> None:
+    """The store's rule (two-factor on needs a secret), saying why a secret may be missing."""
+    try:
+        users.check_two_factor(user)
+    except ManageError as exc:
+        raise ManageError(f"{exc}{hint}") from None
+
+
 def _rehash(
     plain: str,
     candidates: Iterable[str],
@@ -705,7 +724,7 @@ def _rehash(
 # ======================================================================== change counting
 
 _IGNORED_COLUMNS = {"created_at", "updated_at", "quota_bytes_used"}
-_SECRET_COLUMNS = {"password"}
+_SECRET_COLUMNS = {"password", *users.SECRETS}
 
 
 def _snapshot(session: Session) -> dict[tuple[str, str], dict[str, Any]]:

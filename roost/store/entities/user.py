@@ -251,6 +251,10 @@ FIELDS: tuple[Field, ...] = (
     Field("totp_secret", optional(_sealed_secret), None),
 )
 
+#: Fields config-export writes as ``<hidden>`` unless ``--secrets`` (Mailu's rule for a
+#: fetch's password and a DKIM key); config-import keeps the stored value for ``<hidden>``.
+SECRETS: frozenset[str] = frozenset({"totp_secret"})
+
 
 def new_user_values(settings: Settings, domain: Domain) -> dict[str, Any]:
     """What a new user's columns start as: the fields' defaults, the quota capped."""
