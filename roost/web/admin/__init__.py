@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from roost.settings import Settings
-from roost.web.admin import aliases, domains, users
+from roost.web.admin import admins, aliases, announcement, client_setup, domains, users
 from roost.web.csrf import html_router
 
 __all__ = ["build_router"]
@@ -21,4 +21,7 @@ def build_router(settings: Settings) -> APIRouter:
     domains.add_routes(router, prefix)
     users.add_routes(router, prefix)
     aliases.add_routes(router, prefix)
+    admins.add_routes(router, prefix)
+    announcement.add_routes(router, prefix)
+    client_setup.add_routes(router, prefix)
     return router
