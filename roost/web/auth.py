@@ -7,11 +7,15 @@ that need a role add ``Depends(require_role("admin"))`` (global admin) or
 rule for acting on a given user or domain belongs to the page that acts.
 
 Not signed in: a redirect to ``/sso/login?url=<this page>`` (Mailu's). Signed in with
-``change_pw_next_login``: a redirect to ``/sso/pw_change`` before any other page.
+``change_pw_next_login``: a redirect to ``/sso/pw_change`` before any other page. A session
+whose account has had its password changed since the sign-in (from the CLI, the API, an
+import or any page: the stored hash no longer matches the session's fingerprint of it,
+:func:`roost.web.sessions.password_fingerprint`) is ended, and the browser must sign in.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -22,7 +26,7 @@ from sqlalchemy.orm import Session as DbSession
 from roost.settings import Settings
 from roost.store import work
 from roost.store.models import User
-from roost.web.sessions import get_session
+from roost.web.sessions import get_session, password_fingerprint
 
 __all__ = [
     "Account",
@@ -107,6 +111,15 @@ def load_account(settings: Settings, email: str) -> Account | None:
         return _find(session, email)
 
 
+def _signed_in(settings: Settings, email: str) -> tuple[Account, str] | None:
+    """The enabled account ``email`` and its password fingerprint, in one read."""
+    with work.read(settings) as session:
+        user = session.get(User, email)
+        if user is None or not user.enabled:
+            return None
+        return account_from(user), password_fingerprint(settings, user.password)
+
+
 def _back_to(request: Request) -> str:
     path = request.url.path
     return path + ("?" + request.url.query if request.url.query else "")
@@ -118,12 +131,13 @@ async def signed_in_user(request: Request) -> Account:
     email = session.user
     if email is None:
         raise LoginRequired(_back_to(request))
-    account = load_account(settings_of(request), email)
-    if account is None:
-        # Deleted or disabled since the sign-in: the session is worth nothing now.
+    found = _signed_in(settings_of(request), email)
+    if found is None or not hmac.compare_digest(found[1], session.password_mark or ""):
+        # Deleted, disabled or given a new password since the sign-in: the session is
+        # worth nothing now.
         session.end()
         raise LoginRequired(_back_to(request))
-    return account
+    return found[0]
 
 
 async def current_user(account: Account = Depends(signed_in_user)) -> Account:  # noqa: B008

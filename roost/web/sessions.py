@@ -15,24 +15,37 @@ The cookie is ``HttpOnly``, ``SameSite=Lax`` and ``Secure`` per SESSION_COOKIE_S
 (default: unless TLS_FLAVOR=notls). A secure cookie takes the ``__Host-`` prefix
 (RFC 6265bis §4.1.3.2): the browser then refuses it unless it is Secure, for ``/`` and
 without a Domain, so no sibling host can plant a session id (session fixation).
+
+A password change ends the account's sessions wherever it is made (CLI, API, import, an
+admin's page), not only on the web's own form: a session records, when it is signed in,
+a fingerprint of the account's stored password hash (``pw``: an HMAC under a key derived
+from SECRET_KEY, so Redis never holds the hash), and :func:`roost.web.auth.signed_in_user`
+ends a session whose fingerprint no longer matches the store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roost.layout import Layout
 from roost.settings import Settings
+from roost.store import work
+from roost.store.models import User
 
 __all__ = [
     "REDIS_DB",
@@ -43,6 +56,8 @@ __all__ = [
     "SessionStore",
     "cookie_name",
     "get_session",
+    "password_fingerprint",
+    "stored_fingerprint",
 ]
 
 #: Mailu keeps its sessions in Redis database 3; the gate's rate limits use database 2.
@@ -56,6 +71,23 @@ _USER_KEY = "session-user:"
 
 def _digest(sid: str) -> str:
     return hashlib.sha256(sid.encode("ascii", "replace")).hexdigest()
+
+
+def password_fingerprint(settings: Settings, password_hash: str) -> str:
+    """What a session keeps of the password hash it was signed in with: an HMAC-SHA256
+    under an HKDF (RFC 5869) sub-key of SECRET_KEY, so neither Redis nor a session's data
+    reveals the hash, yet any new hash (a new password, or a rehash) shows."""
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"roost web session password"
+    ).derive(settings.SECRET_KEY.encode("utf-8"))
+    return hmac.new(key, password_hash.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def stored_fingerprint(settings: Settings, email: str) -> str | None:
+    """The fingerprint of ``email``'s password as the store has it now (None: no account)."""
+    with work.read(settings) as db:
+        user = db.get(User, email)
+        return None if user is None else password_fingerprint(settings, user.password)
 
 
 def cookie_name(settings: Settings) -> str:
@@ -74,10 +106,18 @@ class Session:
     #: the id the browser sent, to be deleted when the session is rotated or ended
     stale: list[str] = field(default_factory=list)
     ended: bool = False
+    #: set at a sign-in: the middleware records the password fingerprint before saving
+    fingerprint_due: bool = False
 
     @property
     def user(self) -> str | None:
         value = self.data.get("user")
+        return value if isinstance(value, str) else None
+
+    @property
+    def password_mark(self) -> str | None:
+        """The password fingerprint recorded at sign-in (see :func:`password_fingerprint`)."""
+        value = self.data.get("pw")
         return value if isinstance(value, str) else None
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -103,12 +143,20 @@ class Session:
     def rotate(self, user: str) -> None:
         """Sign ``user`` in under a new id: the id a visitor had before is worthless now.
 
-        A new CSRF token too, so a token seen before the sign-in cannot be replayed.
+        A new CSRF token too, so a token seen before the sign-in cannot be replayed. The
+        password fingerprint is taken from the store when the session is saved, except
+        after a pending sign-in of the same account (second factor): that one keeps the
+        fingerprint of the password it was given, so a password changed in between still
+        ends it.
         """
+        carried = self.password_mark if self.data.get("pending") == user else None
         if self.sid is not None:
             self.stale.append(self.sid)
         self.sid = secrets.token_urlsafe(32)
         self.data = {"user": user, "created": time.time(), "csrf": secrets.token_urlsafe(32)}
+        if carried is not None:
+            self.data["pw"] = carried
+        self.fingerprint_due = carried is None
         self.modified = True
         self.ended = False
 
@@ -117,6 +165,8 @@ class Session:
         ``pending`` instead of ``user``, so no page treats the session as signed in."""
         self.rotate(user)
         del self.data["user"]
+        self.data.pop("pw", None)  # the password just checked is the one to record
+        self.fingerprint_due = True
         self.data.update(pending=user, second_factor=second_factor, next=target)
 
     def end(self) -> None:
@@ -127,6 +177,7 @@ class Session:
         self.data = {}
         self.modified = False
         self.ended = True
+        self.fingerprint_due = False
 
 
 class SessionStore(ABC):
@@ -246,10 +297,18 @@ class SessionMiddleware:
     SESSION_TIMEOUT at each request, up to PERMANENT_SESSION_LIFETIME from its start.
     """
 
-    def __init__(self, app: ASGIApp, store: SessionStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: SessionStore,
+        settings: Settings,
+        fingerprint: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.app = app
         self.store = store
         self.settings = settings
+        #: the account's current password fingerprint, recorded at each sign-in
+        self.fingerprint = fingerprint or partial(stored_fingerprint, settings)
         self.cookie = cookie_name(settings)
         self.secure = settings.session_cookie_secure
 
@@ -303,6 +362,11 @@ class SessionMiddleware:
                 for sid in session.stale:
                     await self.store.delete(sid)
                 session.stale.clear()
+                if session.sid is not None and session.fingerprint_due:
+                    email = session.user or session.get("pending")
+                    mark = self.fingerprint(email) if isinstance(email, str) else None
+                    session.data["pw"] = mark or ""  # "" matches no account: ended at once
+                    session.fingerprint_due = False
                 if session.sid is not None and session.modified:
                     await self.store.save(session.sid, session.data, self._ttl(session))
                 cookie = self._cookie(session)
