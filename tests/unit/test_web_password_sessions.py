@@ -35,12 +35,13 @@ from tests.unit.test_gate_support import (
     flush_limits,
     running_gate,
 )
+from tests.unit.test_web_2fa import enrol, post_code
 
 HOST = "mail.mailu.io"
 BASE = f"https://{HOST}"
 COOKIE = "__Host-session"
 PASSWORD = "web-password-1"
-PEOPLE = ("cli", "api", "import", "kept", "redis")
+PEOPLE = ("cli", "api", "import", "kept", "redis", "pending")
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,29 @@ def test_redis_keeps_a_fingerprint_never_the_hash(gate: GateHarness) -> None:
     assert mine[0]["pw"] == password_fingerprint(gate.settings, stored)
     assert stored not in json.dumps(values)
     assert stored.split("$")[-1] not in json.dumps(values)
+
+
+def test_a_password_changed_during_the_code_step_ends_the_session_after_it(
+    gate: GateHarness,
+) -> None:
+    """The pending sign-in keeps the fingerprint of the password it was given: a right code
+    afterwards does not make a session for a password that is no longer the account's."""
+    email = f"pending@{DOMAIN}"
+    app, _ = enrol(gate, email)
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, ...]:
+        page = await client.get("/sso/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token
+        data = {"email": email, "password": PASSWORD, "csrf_token": token.group(1), "url": ""}
+        answer = await client.post("/sso/login", data=data)
+        assert answer.headers["location"] == "/sso/2fa"
+        with work.change(gate.settings) as db:
+            db.get(User, email).password = "{PLAIN}changed-meanwhile"
+        code = await post_code(client, app.now())
+        after = await client.get("/admin/account")
+        return code, after
+
+    code, after = browse(gate, scenario)
+    assert code.status_code == 303  # the code itself was right
+    assert sent_to_sign_in(after)
