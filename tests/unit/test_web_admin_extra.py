@@ -8,9 +8,12 @@ tests/e2e/test_web_announcement.py.)
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import html
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +55,8 @@ class Inbox:
     messages: list[tuple[str, str, list[str], bytes]] = field(default_factory=list)
     sessions: int = 0
     refuse: set[str] = field(default_factory=set)
+    #: While set, DATA is not answered (a slow Postfix).
+    hold: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(
@@ -71,6 +76,8 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        while self.hold.is_set():
+            await asyncio.sleep(0.01)
         with self.lock:
             self.messages.append(
                 (session.peer[0], envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
@@ -277,22 +284,37 @@ def test_admin_pages_need_csrf(gate: GateHarness, inbox: Inbox) -> None:
 # -- the announcement -----------------------------------------------------------------------------
 
 
+async def finished(client: httpx.AsyncClient) -> str:
+    """The announcement page once sending has finished (it refreshes itself meanwhile)."""
+    deadline = time.monotonic() + 20
+    while True:
+        after = await client.get(f"{ADMIN}/announcement")
+        if "so far" not in after.text or time.monotonic() > deadline:
+            return html.unescape(after.text)
+        assert '<meta http-equiv="refresh"' in after.text
+        await asyncio.sleep(0.05)
+
+
+async def announce(client: httpx.AsyncClient, data: dict[str, str]) -> tuple[int, str]:
+    """Send an announcement: the POST's status and the page once sending has finished."""
+    page = f"{ADMIN}/announcement"
+    sent = await post_form(client, page, page, data)
+    return sent.status_code, await finished(client)
+
+
 def test_announcement_one_message_per_enabled_user_from_loopback(
     gate: GateHarness, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("roost.web.admin.announcement.BATCH", 3)
 
-    async def go(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
-        page = f"{ADMIN}/announcement"
-        data = {"subject": "Maintenance tonight — 22:00", "body": "Hello,\r\nback at 23:00.\r\n"}
-        sent = await post_form(client, page, page, data)
-        return sent, await client.get(page)
-
-    sent, after = browse(gate, BOSS, go)
-    assert sent.status_code == 303
+    subject = "Maintenance tonight — 22:00"
+    data = {"subject": subject, "body": "Hello,\r\nback at 23:00.\r\n"}
+    status, after = browse(gate, BOSS, lambda client: announce(client, data))
+    assert status == 303
     enabled = enabled_in_store(gate)
     assert f"off@{DOMAIN}" not in enabled
-    assert f"Announcement sent to {len(enabled)} of {len(enabled)} enabled users." in after.text
+    n = len(enabled)
+    assert f"Announcement “{subject}” sent to {n} of {n} enabled users." in after
     assert sorted(r for _, _, rcpts, _ in inbox.messages for r in rcpts) == sorted(enabled)
     for peer, sender, rcpts, content in inbox.messages:
         assert peer == "127.0.0.1"  # the source Postfix trusts, not the stack's own address
@@ -311,15 +333,10 @@ def test_announcement_one_message_per_enabled_user_from_loopback(
 def test_announcement_counts_and_names_refused_recipients(gate: GateHarness, inbox: Inbox) -> None:
     inbox.refuse.add(REFUSED)
 
-    async def go(client: httpx.AsyncClient) -> httpx.Response:
-        page = f"{ADMIN}/announcement"
-        await post_form(client, page, page, {"subject": "s", "body": "b"})
-        return await client.get(page)
-
-    after = browse(gate, BOSS, go)
+    _, after = browse(gate, BOSS, lambda client: announce(client, {"subject": "s", "body": "b"}))
     total = len(enabled_in_store(gate))
-    assert f"Announcement sent to {total - 1} of {total} enabled users. 1 failed:" in after.text
-    assert f"{REFUSED}: 550 5.2.1 Mailbox disabled" in after.text
+    assert f"Announcement “s” sent to {total - 1} of {total} enabled users. 1 failed." in after
+    assert f'<span class="mono">{REFUSED}</span>: 550 5.2.1 Mailbox disabled' in after
     assert len(inbox.messages) == total - 1
 
 
@@ -365,15 +382,47 @@ def test_announcement_without_postfix_reports_every_failure(
 ) -> None:
     monkeypatch.setattr("roost.web.admin.announcement.POSTFIX_FRONT_PORT", 1)
 
-    async def go(client: httpx.AsyncClient) -> httpx.Response:
-        page = f"{ADMIN}/announcement"
-        await post_form(client, page, page, {"subject": "s", "body": "b"})
-        return await client.get(page)
-
-    after = browse(gate, BOSS, go)
+    _, after = browse(gate, BOSS, lambda client: announce(client, {"subject": "s", "body": "b"}))
     total = len(enabled_in_store(gate))
-    assert f"Announcement sent to 0 of {total} enabled users. {total} failed:" in after.text
-    assert "cannot reach Postfix" in after.text
+    assert f"Announcement “s” sent to 0 of {total} enabled users. {total} failed." in after
+    assert "cannot reach Postfix" in after
+
+
+def test_one_announcement_at_a_time(
+    gate: GateHarness, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one is being sent, a second is refused (a double click sends nothing twice)."""
+    inbox.hold.set()
+
+    async def go(client: httpx.AsyncClient) -> tuple[int, str, int, str]:
+        page = f"{ADMIN}/announcement"
+        first = await post_form(client, page, page, {"subject": "first", "body": "b"})
+        running = await client.get(page)
+        second = await client.post(
+            page, data={"subject": "second", "body": "b", "csrf_token": csrf_of(running)}
+        )
+        inbox.hold.clear()
+        await finished(client)
+        _, done = await announce(client, {"subject": "third", "body": "b"})
+        return first.status_code, html.unescape(running.text), second.status_code, done
+
+    try:
+        first, running, second, done = browse(gate, BOSS, go)
+    finally:
+        inbox.hold.clear()
+    assert first == 303
+    assert "Sending “first”:" in running and "so far" in running
+    assert second == 409
+    subjects = [
+        email.message_from_bytes(content, policy=email.policy.default)["Subject"]
+        for *_, content in inbox.messages
+    ]
+    assert "second" not in subjects
+    # The third, sent once the first had finished, went out.
+    total = len(enabled_in_store(gate))
+    assert subjects.count("first") == total
+    assert subjects.count("third") == total
+    assert f"“third” sent to {total} of {total}" in done
 
 
 # -- client setup ------------------------------------------------------------------------------

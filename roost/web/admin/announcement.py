@@ -15,7 +15,10 @@ No new trusted path is made.
 
 Each user gets a message of their own (To: is theirs, nobody learns the other
 addresses), sent in batches over one SMTP connection per batch (RFC 5321 allows many
-transactions per session), off the event loop. The subject is one line without control
+transactions per session). Sending runs in a thread of the web daemon (one process), so
+the request does not wait for 10,000 messages (about 4 ms each through Postfix, longer than
+nginx waits for an answer); the page shows the progress and then the count, and refuses a
+second announcement while one is being sent. The subject is one line without control
 characters and the message is built by :mod:`email` with the SMTP policy, which refuses
 a line break in a header, so no header can be smuggled in.
 """
@@ -23,7 +26,9 @@ a line break in a header, so no header can be smuggled in.
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
+import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +45,13 @@ from roost.settings import Settings
 from roost.store import work
 from roost.store.entities.names import ManageError, domain_name, show_email
 from roost.store.models import User
-from roost.web.admin.common import form_of, redirect, say, settings_of, show
+from roost.web.admin.common import form_of, redirect, settings_of, show
 from roost.web.auth import Account, require_role
 
-__all__ = ["BATCH", "Report", "add_routes", "check_body", "check_subject", "send_all"]
+__all__ = ["BATCH", "Job", "Report", "add_routes", "check_body", "check_subject", "send_all"]
 
 admin_only = require_role("admin")
+log = logging.getLogger(__name__)
 
 #: Messages per SMTP connection: short sessions, so one slow answer delays few messages.
 BATCH = 50
@@ -53,7 +59,7 @@ SUBJECT_MAX = 200
 BODY_MAX = 100_000
 #: Seconds to wait for Postfix's answers.
 TIMEOUT = 30
-#: Failures named in the notice afterwards (the count covers them all).
+#: Failures named on the page afterwards (the count covers them all).
 SHOWN_FAILURES = 20
 
 
@@ -103,6 +109,45 @@ class Report:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class Job:
+    """The announcement being sent, or the last one sent, by this web daemon."""
+
+    subject: str
+    total: int
+    by: str
+    report: Report = field(default_factory=Report)
+    done: bool = False
+    error: str = ""
+
+    @property
+    def count(self) -> int:
+        return self.report.sent + len(self.report.failed)
+
+
+def current_job(request: Request) -> Job | None:
+    job = getattr(request.app.state, "announcement", None)
+    return job if isinstance(job, Job) else None
+
+
+def _run(settings: Settings, job: Job, recipients: Sequence[str], body: str) -> None:
+    try:
+        send_all(settings, recipients, job.subject, body, job.report)
+    except Exception as exc:  # a bug must still end the job, and be shown
+        log.exception("announcement %r: sending stopped", job.subject)
+        job.error = f"sending stopped: {exc}"
+    finally:
+        job.done = True
+        log.info(
+            "announcement %r by %s: sent to %d of %d users, %d failed",
+            job.subject,
+            job.by,
+            job.report.sent,
+            job.total,
+            len(job.report.failed),
+        )
+
+
 def _connect(settings: Settings) -> smtplib.SMTP:
     host = Layout(settings).internal_address
     client = smtplib.SMTP(
@@ -121,10 +166,17 @@ def _batches(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
         yield items[start : start + size]
 
 
-def send_all(settings: Settings, recipients: Sequence[str], subject: str, body: str) -> Report:
+def send_all(
+    settings: Settings,
+    recipients: Sequence[str],
+    subject: str,
+    body: str,
+    report: Report | None = None,
+) -> Report:
     """Send one message per recipient, BATCH per connection; a failure costs only its own
-    message, or the rest of its batch when the connection itself fails."""
-    report = Report()
+    message, or the rest of its batch when the connection itself fails. ``report`` is
+    updated as it goes, so another thread can show the progress."""
+    report = Report() if report is None else report
     sender = sender_of(settings)
     for batch in _batches(recipients, BATCH):
         try:
@@ -143,8 +195,8 @@ def send_all(settings: Settings, recipients: Sequence[str], subject: str, body: 
                     report.failed.append((recipient, f"{code} {why.decode(errors='replace')}"))
                 except smtplib.SMTPResponseException as exc:
                     text = exc.smtp_error.decode(errors="replace")
+                    # smtplib has reset the transaction (RSET) before raising.
                     report.failed.append((recipient, f"{exc.smtp_code} {text}"))
-                    client.rset()
                 except (OSError, smtplib.SMTPException) as exc:
                     report.failed.extend((r, f"connection lost: {exc}") for r in batch[index:])
                     break
@@ -172,9 +224,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         request: Request,
         account: Account = Depends(admin_only),  # noqa: B008
     ) -> Response:
-        settings = settings_of(request)
-        context = {"form": {}, "sender": sender_of(settings)}
-        return show(request, account, "announcement.html", context)
+        return _page(request, account, {})
 
     @router.post("/announcement")
     async def announcement_send(
@@ -187,21 +237,50 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             subject = check_subject(form.get("subject", ""))
             body = check_body(form.get("body", ""))
         except ManageError as exc:
-            context = {"form": form, "sender": sender_of(settings), "error": str(exc)}
-            return show(request, account, "announcement.html", context, status_code=400)
+            return _page(request, account, form, str(exc), 400)
         recipients = await asyncio.to_thread(enabled_users, settings)
-        report = await asyncio.to_thread(send_all, settings, recipients, subject, body)
+        # No await between this check and the start: the event loop makes it atomic.
+        running = current_job(request)
+        if running is not None and not running.done:
+            problem = f"The announcement “{running.subject}” is still being sent; wait for it."
+            return _page(request, account, form, problem, 409)
+        job = Job(subject, len(recipients), account.email)
+        request.app.state.announcement = job
+        log.info("announcement %r by %s: sending to %d users", subject, account.email, job.total)
+        worker = threading.Thread(
+            target=_run, args=(settings, job, recipients, body), name="announcement", daemon=True
+        )
+        worker.start()
         # Post/redirect/get: reloading the page that follows cannot send it twice.
-        say(request, summary(report, len(recipients)))
         return redirect(f"{prefix}/announcement")
 
 
-def summary(report: Report, total: int) -> str:
-    """The notice after sending: the count, and the first failures with Postfix's answer."""
-    line = f"Announcement sent to {report.sent} of {total} enabled users."
-    if report.failed:
-        shown = "; ".join(f"{show_email(r)}: {why}" for r, why in report.failed[:SHOWN_FAILURES])
-        more = len(report.failed) - SHOWN_FAILURES
-        tail = f"; and {more} more." if more > 0 else "."
-        line += f" {len(report.failed)} failed: {shown}{tail}"
+def _page(
+    request: Request,
+    account: Account,
+    form: dict[str, str],
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    job = current_job(request)
+    context = {
+        "form": form,
+        "sender": sender_of(settings_of(request)),
+        "error": error,
+        "job": job,
+        "result": summary(job) if job is not None and job.done else None,
+        "failed": [(show_email(r), why) for r, why in job.report.failed[:SHOWN_FAILURES]]
+        if job is not None
+        else [],
+    }
+    return show(request, account, "announcement.html", context, status_code=status_code)
+
+
+def summary(job: Job) -> str:
+    """The line after sending: the count of messages Postfix accepted, and of failures."""
+    line = f"Announcement “{job.subject}” sent to {job.report.sent} of {job.total} enabled users."
+    if job.report.failed:
+        line += f" {len(job.report.failed)} failed."
+    if job.error:
+        line += f" {job.error}."
     return line
