@@ -44,10 +44,12 @@ def wait_for_folder(
     """Numbers of the messages in ``folder`` with ``subject``, once there is one."""
     deadline = time.monotonic() + timeout
     while True:
-        client.select(folder, readonly=True)
-        _, data = client.search(None, "SUBJECT", f'"{subject}"')
-        if data[0]:
-            return data[0].split()
+        # The folder may not exist until the delivery that files into it has happened.
+        status, _ = client.select(folder, readonly=True)
+        if status == "OK":
+            _, data = client.search(None, "SUBJECT", f'"{subject}"')
+            if data[0]:
+                return data[0].split()
         assert time.monotonic() < deadline, f"{subject!r} never reached {folder}"
         time.sleep(0.5)
 
