@@ -459,3 +459,19 @@ def test_client_page_follows_ports(tmp_path_factory: pytest.TempPathFactory) -> 
     assert "<td>993</td>" not in page.text and "<td>465</td>" not in page.text
     assert "<td>143</td>" in page.text and "<td>587</td>" in page.text
     assert SECURITY["STARTTLS"] in page.text
+
+
+def test_client_page_says_when_only_app_tokens_open_mail(gate: GateHarness) -> None:
+    """The gate's rule: AUTH_REQUIRE_TOKENS, or two-factor login without
+    AUTH_TOTP_MAIL_PASSWORDS, leaves mail programs to app tokens."""
+    from dataclasses import replace
+
+    from roost.web.admin.client_setup import tokens_only
+
+    settings = gate.settings
+    assert not tokens_only(settings, False)
+    assert tokens_only(settings, True)
+    assert not tokens_only(replace(settings, AUTH_TOTP_MAIL_PASSWORDS=True), True)
+    assert tokens_only(replace(settings, AUTH_REQUIRE_TOKENS=True), False)
+    page = browse(gate, PLAIN, lambda c: c.get(f"{ADMIN}/client"))
+    assert "your password, or an app token" in page.text

@@ -161,6 +161,10 @@ def _connect(settings: Settings) -> smtplib.SMTP:
     return client
 
 
+def _text(answer: bytes | str) -> str:
+    return answer.decode(errors="replace") if isinstance(answer, bytes) else answer
+
+
 def _batches(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -192,9 +196,9 @@ def send_all(
                     report.sent += 1
                 except smtplib.SMTPRecipientsRefused as exc:
                     code, why = exc.recipients[recipient]
-                    report.failed.append((recipient, f"{code} {why.decode(errors='replace')}"))
+                    report.failed.append((recipient, f"{code} {_text(why)}"))
                 except smtplib.SMTPResponseException as exc:
-                    text = exc.smtp_error.decode(errors="replace")
+                    text = _text(exc.smtp_error)
                     # smtplib has reset the transaction (RSET) before raising.
                     report.failed.append((recipient, f"{exc.smtp_code} {text}"))
                 except (OSError, smtplib.SMTPException) as exc:

@@ -12,8 +12,12 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from sqlalchemy import select
 
+from roost.settings import Settings
+from roost.store import work
 from roost.store.entities.names import show_email
+from roost.store.models import User
 from roost.web.admin.common import settings_of, show
 from roost.web.auth import Account, current_user
 from roost.web.autoconfig import client_servers
@@ -28,6 +32,12 @@ SECURITY = {
 }
 
 
+def tokens_only(settings: Settings, two_factor: bool) -> bool:
+    """Whether mail programs need an app token: the gate's rule (AUTH_REQUIRE_TOKENS, or
+    two-factor login without AUTH_TOTP_MAIL_PASSWORDS), stated here to tell the user."""
+    return settings.AUTH_REQUIRE_TOKENS or (two_factor and not settings.AUTH_TOTP_MAIL_PASSWORDS)
+
+
 def add_routes(router: APIRouter, prefix: str) -> None:
     @router.get("/client")
     async def client_setup(
@@ -36,6 +46,10 @@ def add_routes(router: APIRouter, prefix: str) -> None:
     ) -> Response:
         settings = settings_of(request)
         address = show_email(account.email)
+        with work.read(settings) as db:
+            two_factor = bool(
+                db.execute(select(User.totp_enabled).where(User.email == account.email)).scalar()
+            )
         servers = [
             {
                 "protocol": NAMES[s.protocol],
@@ -48,7 +62,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             "host": settings.hostname,
             "address": address,
             "servers": servers,
-            "tokens_only": settings.AUTH_REQUIRE_TOKENS,
+            "tokens_only": tokens_only(settings, two_factor),
             "tls": settings.tls,
             "apple": "/apple.mobileconfig?emailaddress=" + quote(address, safe="@"),
             "thunderbird": "/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress="
