@@ -21,13 +21,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 
 from roost.store import work
 from roost.store.entities import fetch as fetch_entity
 from roost.store.entities import token as token_entity
 from roost.store.entities import user as user_entity
-from roost.store.entities.fields import integer
 from roost.store.entities.names import ManageError, require_user, show_email
 from roost.store.models import Fetch, User
 from roost.web.auth import Account, current_user, settings_of
@@ -52,22 +50,8 @@ NOTICES = {
     "added": "Added.",
 }
 
+
 #: The fetch fields a form sets, with their labels for messages.
-_FETCH_LABELS = {
-    "protocol": "Protocol",
-    "host": "Server",
-    "port": "Port",
-    "username": "User name",
-    "password": "Password",
-}
-_DEFAULT_PORTS = {
-    ("imap", True): 993,
-    ("imap", False): 143,
-    ("pop3", True): 995,
-    ("pop3", False): 110,
-}
-
-
 def _checked(form: dict[str, str], name: str) -> bool:
     """An HTML checkbox: sent (as ``on``) when ticked, absent when not."""
     return form.get(name, "") in ("on", "1", "true", "yes")
@@ -139,15 +123,17 @@ def _apply_reply(db: Any, email: str, form: dict[str, str]) -> None:
 
 
 def _apply_spam(db: Any, email: str, form: dict[str, str]) -> None:
-    """The spam columns, as the admin pages and config-import set them (the field's parser)."""
-    user = require_user(db, email)
     try:
-        threshold = integer(0, 100)(int(form.get("spam_threshold", "").strip()))
+        threshold = int(form.get("spam_threshold", "").strip())
     except ValueError:
         raise ManageError("spam threshold: give a whole number from 0 to 100") from None
-    user.spam_enabled = _checked(form, "spam_enabled")
-    user.spam_mark_as_read = _checked(form, "spam_mark_as_read")
-    user.spam_threshold = threshold
+    user_entity.set_spam(
+        db,
+        email,
+        enabled=_checked(form, "spam_enabled"),
+        mark_as_read=_checked(form, "spam_mark_as_read"),
+        threshold=threshold,
+    )
 
 
 _APPLY = {"forward": _apply_forward, "reply": _apply_reply, "spam": _apply_spam}
@@ -183,52 +169,29 @@ def _settings_page(
 
 def _own_fetch(db: Any, email: str, fetch_id: int) -> Fetch:
     """The user's fetch ``fetch_id``; anyone else's is "not found"."""
-    row = db.get(Fetch, fetch_id)
-    if row is None or row.user_email != email:
-        raise HTTPException(status_code=404)
-    return row
-
-
-def _parse(name: str, value: str) -> Any:
-    parser = next(f.parse for f in fetch_entity.FIELDS if f.name == name)
-    assert parser is not None
     try:
-        return parser(value)
-    except ValueError as exc:
-        raise ManageError(f"{_FETCH_LABELS[name]}: {exc}") from None
+        return fetch_entity.user_fetch(db, email, fetch_id)
+    except ManageError:
+        raise HTTPException(status_code=404) from None
 
 
-def _apply_fetch(row: Fetch, form: dict[str, str], *, new: bool) -> None:
-    """Protocol, server, port, TLS, user name and (when typed) the password."""
-    protocol = _parse("protocol", form.get("protocol", "").strip())
-    tls = _checked(form, "tls")
+def _fetch_settings(form: dict[str, str]) -> fetch_entity.FetchSettings:
+    """The form's values; the fetch entity checks them."""
     port_text = form.get("port", "").strip()
-    if port_text:
-        try:
-            port = _parse("port", int(port_text))  # type: ignore[arg-type]
-        except ValueError:
-            raise ManageError("Port: give a whole number from 1 to 65535") from None
-    else:
-        port = _DEFAULT_PORTS[(protocol, tls)]
-    host = _parse("host", form.get("host", "").strip())
-    username = _parse("username", form.get("username", "").strip())
-    password = form.get("password", "")
-    if new and not password:
-        raise ManageError("Password: type the password of the remote account")
-    if len(password) > 255:
-        raise ManageError("Password: longer than 255 characters")
-    row.protocol, row.tls, row.port, row.host, row.username = protocol, tls, port, host, username
-    row.keep = _checked(form, "keep")
-    if password:
-        row.password = password
-    row.comment = _parse_comment(form)
-
-
-def _parse_comment(form: dict[str, str]) -> str:
-    comment = form.get("comment", "").strip()
-    if len(comment) > 255:
-        raise ManageError("Comment: longer than 255 characters")
-    return comment
+    try:
+        port = int(port_text) if port_text else None
+    except ValueError:
+        raise ManageError("port: give a whole number from 1 to 65535") from None
+    return fetch_entity.FetchSettings(
+        protocol=form.get("protocol", "").strip(),
+        host=form.get("host", ""),
+        username=form.get("username", ""),
+        tls=_checked(form, "tls"),
+        port=port,
+        password=form.get("password", "") or None,
+        keep=_checked(form, "keep"),
+        comment=form.get("comment", ""),
+    )
 
 
 def _fetch_form(row: Fetch) -> dict[str, str]:
@@ -344,7 +307,7 @@ def build_router(admin: str) -> APIRouter:
     ) -> Response:
         form = await _form(request)
         try:
-            comment = _parse_comment(form)
+            comment = form.get("comment", "").strip()
             networks = [form.get("networks", "")]
             with work.change(settings_of(request)) as db:
                 _token, raw = token_entity.add_token(db, account.email, comment, networks)
@@ -377,11 +340,9 @@ def build_router(admin: str) -> APIRouter:
         msg: str = "",
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            rows = [
+            rows: list[dict[str, Any]] = [
                 _fetch_form(f) | {"id": str(f.id), "last_check": f.last_check, "error": f.error}
-                for f in db.scalars(
-                    select(Fetch).where(Fetch.user_email == account.email).order_by(Fetch.id)
-                )
+                for f in fetch_entity.list_fetches(db, account.email)
             ]
         context = {"account": account, "fetches": rows, "notice": NOTICES.get(msg)}
         return render(request, "self/fetches.html", context)
@@ -402,10 +363,7 @@ def build_router(admin: str) -> APIRouter:
         form = await _form(request)
         try:
             with work.change(settings_of(request)) as db:
-                user = require_user(db, account.email)
-                row = Fetch(user=user, folders=[])
-                _apply_fetch(row, form, new=True)
-                db.add(row)
+                fetch_entity.add_fetch(db, account.email, _fetch_settings(form))
         except ManageError as exc:
             return _fetch_page(request, account, form, fetch_id=None, error=str(exc), status=400)
         _log(request, "fetch creation", account)
@@ -430,7 +388,8 @@ def build_router(admin: str) -> APIRouter:
         form = await _form(request)
         try:
             with work.change(settings_of(request)) as db:
-                _apply_fetch(_own_fetch(db, account.email, fetch_id), form, new=False)
+                _own_fetch(db, account.email, fetch_id)
+                fetch_entity.change_fetch(db, account.email, fetch_id, _fetch_settings(form))
         except ManageError as exc:
             return _fetch_page(
                 request, account, form, fetch_id=fetch_id, error=str(exc), status=400
@@ -445,7 +404,8 @@ def build_router(admin: str) -> APIRouter:
         account: Account = Depends(current_user),  # noqa: B008
     ) -> Response:
         with work.change(settings_of(request)) as db:
-            db.delete(_own_fetch(db, account.email, fetch_id))
+            _own_fetch(db, account.email, fetch_id)
+            fetch_entity.delete_fetch(db, account.email, fetch_id)
         _log(request, f"fetch {fetch_id} deletion", account)
         return RedirectResponse(f"{admin}{FETCHES}?msg=deleted", status_code=303)
 

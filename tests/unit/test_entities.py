@@ -14,6 +14,7 @@ from roost.core.passwords import is_token_shaped, verify_password, verify_token
 from roost.store.entities import alias as aliases
 from roost.store.entities import alternative as alternatives
 from roost.store.entities import domain as domains
+from roost.store.entities import fetch as fetches
 from roost.store.entities import manager as managers
 from roost.store.entities import names
 from roost.store.entities import relay as relays
@@ -487,3 +488,62 @@ def test_token_delete_checks_its_owner(stack: Stack) -> None:
         tokens.delete_token(session, "joe@example.com", token.id)
     with stack.session() as session:
         assert session.get(Token, token.id) is None
+
+
+# -- spam filing and fetched accounts ----------------------------------------------------------
+
+
+def test_spam_settings_change_what_is_given_within_mailus_scale(stack: Stack) -> None:
+    with stack.session() as session:
+        users.create_user(session, stack.settings, "joe", "example.com", "secret")
+        users.set_spam(session, "joe@example.com", threshold=40, mark_as_read=False)
+    with stack.session() as session:
+        user = session.get(User, "joe@example.com")
+        assert user is not None
+        assert (user.spam_enabled, user.spam_mark_as_read, user.spam_threshold) == (
+            True,
+            False,
+            40,
+        )
+    refused(
+        stack,
+        lambda s: users.set_spam(s, "joe@example.com", threshold=101),
+        "spam threshold 101: accepts a whole number from 0 to 100",
+    )
+
+
+def test_fetched_accounts_belong_to_their_user_and_take_usual_ports(stack: Stack) -> None:
+    with stack.session() as session:
+        users.create_user(session, stack.settings, "joe", "example.com", "secret")
+        users.create_user(session, stack.settings, "ann", "example.com", "secret")
+        values = fetches.FetchSettings("pop3", " pop.example.net ", "joe", tls=True, password="pw")
+        made = fetches.add_fetch(session, "joe@example.com", values)
+        session.flush()
+        ident = made.id
+    with stack.session() as session:
+        (fetch,) = fetches.list_fetches(session, "joe@example.com")
+        assert (fetch.host, fetch.port, fetch.password) == ("pop.example.net", 995, "pw")
+        kept = replace(values, protocol="imap", tls=False, password=None)
+        fetches.change_fetch(session, "joe@example.com", ident, kept)
+    with stack.session() as session:
+        fetch = fetches.user_fetch(session, "joe@example.com", ident)
+        assert (fetch.protocol, fetch.port, fetch.password) == ("imap", 143, "pw")
+    refused(
+        stack,
+        lambda s: fetches.delete_fetch(s, "ann@example.com", ident),
+        f"'ann@example.com' has no fetched account {ident}",
+    )
+    refused(
+        stack,
+        lambda s: fetches.add_fetch(s, "ann@example.com", replace(values, password=None)),
+        "password: a new fetched account needs the remote password",
+    )
+    refused(
+        stack,
+        lambda s: fetches.add_fetch(s, "ann@example.com", replace(values, port=70000)),
+        "port: 70000 is out of range (1 to 65535)",
+    )
+    with stack.session() as session:
+        fetches.delete_fetch(session, "joe@example.com", ident)
+    with stack.session() as session:
+        assert fetches.list_fetches(session, "joe@example.com") == []

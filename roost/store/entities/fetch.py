@@ -1,13 +1,18 @@
 """Fetches: remote POP3/IMAP accounts fetched into a user's mailbox (Mailu's ``fetch``).
 
-Roost has no fetcher yet; fetches are kept so that an export from Mailu survives an
-import and an export back. ``last_check`` and ``error`` are run-time state, exported only
-with ``--full``; the password is a secret, hidden unless ``--secrets``.
+Roost has no fetcher yet; fetches are kept so that an export from Mailu survives an import
+and an export back, and users manage theirs on the web (the operations below).
+``last_check`` and ``error`` are run-time state, exported only with ``--full``; the
+password is a secret, hidden unless ``--secrets``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from roost.store.entities.fields import (
     Field,
@@ -18,8 +23,21 @@ from roost.store.entities.fields import (
     optional,
     text,
 )
+from roost.store.entities.names import ManageError, require_user, show_email
+from roost.store.models import Fetch
 
-__all__ = ["FIELDS", "MATCH", "NEEDED"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "FIELDS",
+    "MATCH",
+    "NEEDED",
+    "FetchSettings",
+    "add_fetch",
+    "change_fetch",
+    "delete_fetch",
+    "list_fetches",
+    "user_fetch",
+]
 
 
 def _folders(value: Any) -> list[str]:
@@ -52,3 +70,87 @@ FIELDS: tuple[Field, ...] = (
 MATCH = ("host", "port", "protocol", "username")
 #: What a new fetch must be given (with its password).
 NEEDED = MATCH
+
+
+#: The usual port of each protocol, with and without implicit TLS (RFC 8314).
+DEFAULT_PORTS = {
+    ("imap", True): 993,
+    ("imap", False): 143,
+    ("pop3", True): 995,
+    ("pop3", False): 110,
+}
+#: Longest remote password the store keeps (the column's width).
+PASSWORD_MAX = 255
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """What a person sets of a fetched account; ``port`` None takes the protocol's usual
+    one and ``password`` None keeps the stored password (a new fetch needs one)."""
+
+    protocol: str
+    host: str
+    username: str
+    tls: bool = True
+    port: int | None = None
+    password: str | None = None
+    keep: bool = False
+    comment: str = ""
+
+
+def _checked(name: str, label: str, value: Any) -> Any:
+    parser = next(field.parse for field in FIELDS if field.name == name)
+    assert parser is not None
+    try:
+        return parser(value)
+    except ValueError as exc:
+        raise ManageError(f"{label}: {exc}") from None
+
+
+def _apply(fetch: Fetch, values: FetchSettings) -> None:
+    protocol = _checked("protocol", "protocol", values.protocol)
+    port = DEFAULT_PORTS[(protocol, values.tls)] if values.port is None else values.port
+    fetch.port = _checked("port", "port", port)
+    fetch.protocol, fetch.tls = protocol, values.tls
+    fetch.host = _checked("host", "server", values.host.strip())
+    fetch.username = _checked("username", "user name", values.username.strip())
+    fetch.comment = _checked("comment", "comment", values.comment.strip())
+    fetch.keep = values.keep
+    if values.password:
+        if len(values.password) > PASSWORD_MAX:
+            raise ManageError(f"password: longer than {PASSWORD_MAX} characters")
+        fetch.password = values.password
+
+
+def user_fetch(session: Session, email: str, fetch_id: int) -> Fetch:
+    """The fetch ``fetch_id`` of ``email``; another user's is refused as unknown."""
+    fetch = session.get(Fetch, fetch_id)
+    if fetch is None or fetch.user_email != email:
+        raise ManageError(f"'{show_email(email)}' has no fetched account {fetch_id}")
+    return fetch
+
+
+def list_fetches(session: Session, email: str) -> list[Fetch]:
+    user = require_user(session, email)
+    return list(
+        session.scalars(select(Fetch).where(Fetch.user_email == user.email).order_by(Fetch.id))
+    )
+
+
+def add_fetch(session: Session, email: str, values: FetchSettings) -> Fetch:
+    if not values.password:
+        raise ManageError("password: a new fetched account needs the remote password")
+    fetch = Fetch(user=require_user(session, email), folders=[])
+    _apply(fetch, values)
+    session.add(fetch)
+    return fetch
+
+
+def change_fetch(session: Session, email: str, fetch_id: int, values: FetchSettings) -> Fetch:
+    fetch = user_fetch(session, email, fetch_id)
+    _apply(fetch, values)
+    return fetch
+
+
+def delete_fetch(session: Session, email: str, fetch_id: int) -> None:
+    session.delete(user_fetch(session, email, fetch_id))

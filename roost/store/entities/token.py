@@ -43,9 +43,12 @@ def _networks(value: Any) -> list[str]:
     return parse_networks(str(i) for i in items)
 
 
+#: The comment column's width.
+COMMENT_MAX = 255
+
 FIELDS: tuple[Field, ...] = (
     Field("id"),
-    Field("comment", text(255), "", read=lambda t: t.comment or ""),
+    Field("comment", text(COMMENT_MAX), "", read=lambda t: t.comment or ""),
     Field("hash_password", default=False, exported=False),
     Field("ip", _networks, (), read=lambda t: list(t.ip or [])),
     Field("password"),
@@ -57,6 +60,8 @@ def add_token(
 ) -> tuple[Token, str]:
     """Create an app token; returns it and the raw secret, which is never stored."""
     user = require_user(session, email)
+    if len(comment) > COMMENT_MAX:
+        raise ManageError(f"comment: longer than {COMMENT_MAX} characters")
     raw = generate_token()
     token = Token(user=user, password=hash_token(raw), ip=parse_networks(networks), comment=comment)
     session.add(token)

@@ -79,6 +79,7 @@ __all__ = [
     "set_forward",
     "set_password",
     "set_quota",
+    "set_spam",
     "two_factor_required",
     "two_factor_status",
     "verify_second_factor",
@@ -435,6 +436,33 @@ def set_forward(
         user.forward_enabled = enabled
     if keep is not None:
         user.forward_keep = keep
+    return user
+
+
+#: Mailu's spam threshold scale: 0 catches everything, 100 nothing.
+SPAM_THRESHOLD_MAX = 100
+
+
+def set_spam(
+    session: Session,
+    email: str,
+    *,
+    enabled: bool | None = None,
+    mark_as_read: bool | None = None,
+    threshold: int | None = None,
+) -> User:
+    """Change a user's spam filing (Junk folder, mark as read, threshold); ``None`` keeps."""
+    user = require_user(session, email)
+    if threshold is not None:
+        if not 0 <= threshold <= SPAM_THRESHOLD_MAX:
+            raise ManageError(
+                f"spam threshold {threshold}: accepts a whole number from 0 to {SPAM_THRESHOLD_MAX}"
+            )
+        user.spam_threshold = threshold
+    if enabled is not None:
+        user.spam_enabled = enabled
+    if mark_as_read is not None:
+        user.spam_mark_as_read = mark_as_read
     return user
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from roost.store import work
 from roost.store.entities import user as users
-from roost.store.entities.fields import integer, text
+from roost.store.entities.fields import text
 from roost.store.entities.names import ManageError, show_domain, show_email
 from roost.store.models import User
 from roost.web.admin import rights
@@ -394,12 +394,17 @@ def _apply_settings(db: Any, account: Account, user: User, form: dict[str, str])
         keep=checked(form, "forward_keep"),
         enabled=checked(form, "forward_enabled"),
     )
-    user.spam_enabled = checked(form, "spam_enabled")
-    user.spam_mark_as_read = checked(form, "spam_mark_as_read")
     try:
-        user.spam_threshold = integer(0, 100)(int(form.get("spam_threshold", "80").strip()))
+        threshold = int(form.get("spam_threshold", "80").strip())
     except ValueError:
         raise ManageError("spam threshold: give a whole number from 0 to 100") from None
+    users.set_spam(
+        db,
+        user.email,
+        enabled=checked(form, "spam_enabled"),
+        mark_as_read=checked(form, "spam_mark_as_read"),
+        threshold=threshold,
+    )
 
 
 def _apply_reply(db: Any, account: Account, user: User, form: dict[str, str]) -> None:
