@@ -547,3 +547,23 @@ def test_fetched_accounts_belong_to_their_user_and_take_usual_ports(stack: Stack
         fetches.delete_fetch(session, "joe@example.com", ident)
     with stack.session() as session:
         assert fetches.list_fetches(session, "joe@example.com") == []
+
+
+def test_plain_fields_are_set_through_their_declared_parsers(stack: Stack) -> None:
+    with stack.session() as session:
+        users.create_user(session, stack.settings, "joe", "example.com", "secret")
+        users.set_fields(session, "joe@example.com", {"displayed_name": "Joe", "enabled": False})
+    with stack.session() as session:
+        user = session.get(User, "joe@example.com")
+        assert user is not None and (user.displayed_name, user.enabled) == ("Joe", False)
+    refused(
+        stack,
+        lambda s: users.set_fields(s, "joe@example.com", {"displayed_name": "x" * 161}),
+        "displayed name: longer than 160 characters",
+    )
+    # Quota and password have rules across fields and objects: their own operations only.
+    refused(
+        stack,
+        lambda s: users.set_fields(s, "joe@example.com", {"quota_bytes": 0}),
+        "quota_bytes: not a field that can be set this way",
+    )

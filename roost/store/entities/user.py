@@ -76,6 +76,7 @@ __all__ = [
     "record_quota_usage",
     "regenerate_recovery_codes",
     "set_autoreply",
+    "set_fields",
     "set_forward",
     "set_password",
     "set_quota",
@@ -436,6 +437,38 @@ def set_forward(
         user.forward_enabled = enabled
     if keep is not None:
         user.forward_keep = keep
+    return user
+
+
+#: Plain switches and texts a front end sets as they are, through their fields' parsers;
+#: everything else has its own operation (quota, forwarding, auto-reply, spam, password,
+#: two-factor login) with the rules that go across fields.
+SETTABLE = frozenset(
+    {
+        "allow_spoofing",
+        "change_pw_next_login",
+        "comment",
+        "displayed_name",
+        "enable_imap",
+        "enable_pop",
+        "enabled",
+        "global_admin",
+    }
+)
+
+
+def set_fields(session: Session, email: str, values: Mapping[str, Any]) -> User:
+    """Set plain fields of a user, each checked by its declared parser (as import does)."""
+    user = require_user(session, email)
+    parsers = {field.name: field.parse for field in FIELDS if field.name in SETTABLE}
+    for name, raw in values.items():
+        parse = parsers.get(name)
+        if parse is None:
+            raise ManageError(f"{name}: not a field that can be set this way")
+        try:
+            setattr(user, name, parse(raw))
+        except ValueError as exc:
+            raise ManageError(f"{name.replace('_', ' ')}: {exc}") from None
     return user
 
 

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 
 from roost.store import work
+from roost.store.entities import user as users
 from roost.store.entities.names import ManageError, show_email
 from roost.store.models import User
 from roost.web.admin.common import find_user, form_of, redirect, say, settings_of, show
@@ -91,7 +92,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                 if user.global_admin:
                     notice = f"{shown} is a global administrator already."
                 else:
-                    user.global_admin = True
+                    users.set_fields(db, user.email, {"global_admin": True})
                     notice = f"{shown} is now a global administrator."
         except ManageError as exc:
             error = str(exc)
@@ -147,7 +148,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             elif remaining_admins(db, user.email) == 0:
                 problem = f"{shown} is the last global administrator; grant someone else first."
             else:
-                user.global_admin = False
+                users.set_fields(db, user.email, {"global_admin": False})
         if problem is not None:
             return show(
                 request,

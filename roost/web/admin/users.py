@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from roost.store import work
 from roost.store.entities import user as users
-from roost.store.entities.fields import text
 from roost.store.entities.names import ManageError, show_domain, show_email
 from roost.store.models import User
 from roost.web.admin import rights
@@ -373,15 +372,18 @@ def _apply_account(db: Any, account: Account, user: User, form: dict[str, str]) 
     """Name, quota, switches and comment; only a global administrator grants or revokes
     global administration (a manager's form has no such field, nor does a crafted one
     count)."""
-    user.displayed_name = text(160)(form.get("displayed_name", "").strip())
-    user.comment = text(255)(form.get("comment", "").strip())
+    values: dict[str, Any] = {
+        "displayed_name": form.get("displayed_name", "").strip(),
+        "comment": form.get("comment", "").strip(),
+        "change_pw_next_login": checked(form, "change_pw_next_login"),
+    }
     for flag in ("enabled", "enable_imap", "enable_pop", "allow_spoofing"):
-        setattr(user, flag, checked(form, flag))
+        values[flag] = checked(form, flag)
+    if account.global_admin and user.email != account.email:
+        values["global_admin"] = checked(form, "global_admin")
+    users.set_fields(db, user.email, values)
     if "quota_bytes" in form:
         users.set_quota(db, user.email, parse_size(form["quota_bytes"] or "0", "quota"))
-    if account.global_admin and user.email != account.email:
-        user.global_admin = checked(form, "global_admin")
-    user.change_pw_next_login = checked(form, "change_pw_next_login")
 
 
 def _apply_settings(db: Any, account: Account, user: User, form: dict[str, str]) -> None:
