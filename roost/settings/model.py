@@ -395,6 +395,14 @@ class Settings:
         "web",
         "send the session cookie only over HTTPS; empty: yes unless TLS_FLAVOR=notls",
     )
+    DOMAIN_REGISTRATION: bool = setting(
+        False,
+        p.boolean,
+        "web",
+        "let anyone register a domain at `WEB_ADMIN/domain/signup` (a visitor with its first "
+        "account, a signed-in user as its manager); the domain's MX must name one of "
+        "HOSTNAMES, and it gets 10 users, 10 aliases and DEFAULT_QUOTA per user",
+    )
     SESSION_TIMEOUT: int = setting(3600, p.whole(60), "web", "seconds an idle web session lasts")
     PERMANENT_SESSION_LIFETIME: int = setting(
         2_592_000, p.whole(60), "web", "seconds a web session lasts at most, however busy"
@@ -501,7 +509,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("DKIM_PATH", "where DKIM keys are kept"),
     mailu_only("DKIM_SELECTOR", "the DKIM selector (`dkim`)"),
     mailu_only("DMARC_SEND_REPORTS", "send DMARC reports to other domains"),
-    mailu_only("DOMAIN_REGISTRATION", "let visitors create domains in the web admin"),
     mailu_only("FETCHMAIL_DELAY", "seconds between fetches of remote mailboxes"),
     mailu_only("FETCHMAIL_ENABLED", "fetch mail from remote mailboxes"),
     mailu_only("FETCHMAIL_OPTIONS", "extra options for fetchmail"),
