@@ -1,23 +1,36 @@
-"""Self-service pages for the signed-in user under WEB_ADMIN + ``/account``.
+"""Settings, app tokens and fetched accounts of one user, under WEB_ADMIN.
 
 Three pages, as Mailu's user settings offer them (https://mailu.io/master/webadministration.html):
+forwarding, auto-reply and spam filing (each its own form); app tokens (per-client
+passwords) listed, made and deleted; remote POP3/IMAP accounts to fetch mail from (kept;
+the fetcher comes later).
 
-* ``/account/settings``: forwarding, auto-reply and spam filing, each its own form;
-* ``/account/tokens``: app tokens (per-client passwords) listed, made and deleted;
-* ``/account/fetches``: remote POP3/IMAP accounts to fetch mail from (kept; the fetcher
-  comes later).
+Each page serves two cases with one handler, told apart by the path (:data:`PAGES`):
+
+* the signed-in user's own: ``/account/settings``, ``/account/tokens``,
+  ``/account/fetches`` and below;
+* a user given by address, at Mailu's paths: ``/user/usersettings/<email>``,
+  ``/token/list/<email>``, ``/fetch/list/<email>`` and below. The page's owner is the
+  user themself, a global administrator, or a domain manager whom the rank rule
+  (:mod:`roost.web.admin.rights`) lets act on that user; anyone else gets 403 and nothing
+  changes (an account that manages no domain gets 403 for every address but its own,
+  existing or not, so it learns nothing; a manager gets 404 for an address that is no
+  user).
 
 Every change goes through the entity rules (:mod:`roost.store.entities`) and the unit of
-work (:mod:`roost.store.work`). Only the signed-in user's own rows are reachable: a token
-or fetch id of someone else is "not found" and nothing changes. A new token's secret is
-shown once, in the answer to the form that made it, and never written to a log; a fetch
-password is never shown back.
+work (:mod:`roost.store.work`). A token or fetch id is looked up with its owner's address,
+so another user's id is "not found" and nothing changes. A new token's secret is shown
+once, in the answer to the form that made it, and never written to a log; a fetch password
+is never shown back.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -26,20 +39,30 @@ from roost.store import work
 from roost.store.entities import fetch as fetch_entity
 from roost.store.entities import token as token_entity
 from roost.store.entities import user as user_entity
-from roost.store.entities.names import ManageError, require_user, show_email
+from roost.store.entities.names import ManageError, parse_email, require_user, show_email
 from roost.store.models import Fetch, User
-from roost.web.auth import Account, current_user, settings_of
+from roost.web.admin import rights
+from roost.web.auth import Account, Forbidden, current_user, settings_of
 from roost.web.client import client_info
 from roost.web.csrf import html_router
 from roost.web.templating import render
 
-__all__ = ["build_router"]
+__all__ = ["PAGES", "Owner", "build_router", "page_owner"]
 
 log = logging.getLogger("roost.web")
 
-SETTINGS = "/account/settings"
-TOKENS = "/account/tokens"
-FETCHES = "/account/fetches"
+#: Each page's path under WEB_ADMIN: (the signed-in user's own, a user given by address).
+PAGES: dict[str, tuple[str, str]] = {
+    "settings": ("/account/settings", "/user/usersettings/{email}"),
+    "save": ("/account/settings/{section}", "/user/usersettings/{email}/{section}"),
+    "tokens": ("/account/tokens", "/token/list/{email}"),
+    "token_create": ("/account/tokens", "/token/create/{email}"),
+    "token_delete": ("/account/tokens/{token_id}/delete", "/token/delete/{email}/{token_id}"),
+    "fetches": ("/account/fetches", "/fetch/list/{email}"),
+    "fetch_new": ("/account/fetches/new", "/fetch/create/{email}"),
+    "fetch": ("/account/fetches/{fetch_id}", "/fetch/edit/{email}/{fetch_id}"),
+    "fetch_delete": ("/account/fetches/{fetch_id}/delete", "/fetch/delete/{email}/{fetch_id}"),
+}
 
 NOTICES = {
     "forward": "Forwarding saved.",
@@ -51,7 +74,58 @@ NOTICES = {
 }
 
 
-#: The fetch fields a form sets, with their labels for messages.
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose pages these are, and who is looking at them."""
+
+    account: Account
+    email: str
+    by_address: bool
+    admin: str
+
+    @property
+    def shown(self) -> str:
+        return show_email(self.email)
+
+    @property
+    def acting(self) -> bool:
+        """Someone else's pages, opened by an administrator."""
+        return self.email != self.account.email
+
+    def url(self, page: str, **params: object) -> str:
+        """The path of ``page`` for this owner, in the form this request used."""
+        own, other = PAGES[page]
+        if self.by_address:
+            return self.admin + other.format(email=quote(self.email, safe="@+"), **params)
+        return self.admin + own.format(**params)
+
+
+async def page_owner(
+    request: Request,
+    account: Account = Depends(current_user),  # noqa: B008
+) -> Owner:
+    """The owner of the page asked for: the path's ``email``, if the account may act on it."""
+    settings = settings_of(request)
+    admin = request.app.state.paths["admin"]
+    address = request.path_params.get("email")
+    if address is None:
+        return Owner(account, account.email, False, admin)
+    try:
+        email: str | None = parse_email(address)
+    except ManageError:
+        email = None
+    if email == account.email:
+        return Owner(account, email, True, admin)
+    if not account.has_role("manager"):
+        raise Forbidden()
+    with work.read(settings) as db:
+        user = db.get(User, email) if email else None
+        if user is None:
+            raise HTTPException(status_code=404)
+        rights.require_user(account, rights.Target.of(user))
+        return Owner(account, user.email, True, admin)
+
+
 def _checked(form: dict[str, str], name: str) -> bool:
     """An HTML checkbox: sent (as ``on``) when ticked, absent when not."""
     return form.get(name, "") in ("on", "1", "true", "yes")
@@ -62,10 +136,25 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str) and k != "csrf_token"}
 
 
-def _log(request: Request, what: str, account: Account) -> None:
+def _log(request: Request, what: str, owner: Owner) -> None:
     """One line per change, for the administrator; never a secret."""
     info = client_info(request)
-    log.info("Self-service %s by %s from: %s/%s: success", what, account.email, info.ip, info.port)
+    whose = f" of {owner.email}" if owner.acting else ""
+    log.info(
+        "Self-service %s%s by %s from: %s/%s: success",
+        what,
+        whose,
+        owner.account.email,
+        info.ip,
+        info.port,
+    )
+
+
+def _show(
+    request: Request, owner: Owner, template: str, context: dict[str, Any], status: int = 200
+) -> Response:
+    values = {"account": owner.account, "owner": owner, **context}
+    return render(request, "self/" + template, values, status_code=status)
 
 
 # -- settings: forwarding, auto-reply, spam ------------------------------------------------
@@ -141,7 +230,7 @@ _APPLY = {"forward": _apply_forward, "reply": _apply_reply, "spam": _apply_spam}
 
 def _settings_page(
     request: Request,
-    account: Account,
+    owner: Owner,
     *,
     typed: dict[str, str] | None = None,
     section: str = "",
@@ -150,18 +239,49 @@ def _settings_page(
     status: int = 200,
 ) -> Response:
     with work.read(settings_of(request)) as db:
-        stored = _settings_form(require_user(db, account.email))
+        stored = _settings_form(require_user(db, owner.email))
     forms = {name: stored for name in _APPLY}
     if typed is not None:
         forms[section] = typed
+    context = {"forms": forms, "section": section, "error": error, "notice": notice}
+    return _show(request, owner, "settings.html", context, status)
+
+
+# -- app tokens -----------------------------------------------------------------------------
+
+
+def _tokens_page(
+    request: Request,
+    owner: Owner,
+    *,
+    created: str | None = None,
+    typed: dict[str, str] | None = None,
+    error: str | None = None,
+    notice: str | None = None,
+    status: int = 200,
+) -> Response:
+    with work.read(settings_of(request)) as db:
+        rows = [
+            {
+                "id": t.id,
+                "comment": t.comment or "",
+                "networks": list(t.ip or []),
+                "created": t.created_at,
+            }
+            for t in token_entity.list_tokens(db, owner.email)
+        ]
     context = {
-        "account": account,
-        "forms": forms,
-        "section": section,
+        "tokens": rows,
+        "created": created,
+        "form": typed or {},
         "error": error,
         "notice": notice,
     }
-    return render(request, "self/settings.html", context, status_code=status)
+    response = _show(request, owner, "tokens.html", context, status)
+    if created:
+        # The secret is in this answer only: no cache keeps it (render sets no-store too).
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # -- fetched accounts ---------------------------------------------------------------------
@@ -209,7 +329,7 @@ def _fetch_form(row: Fetch) -> dict[str, str]:
 
 def _fetch_page(
     request: Request,
-    account: Account,
+    owner: Owner,
     form: dict[str, str],
     *,
     fetch_id: int | None,
@@ -217,196 +337,143 @@ def _fetch_page(
     status: int = 200,
 ) -> Response:
     form = {k: v for k, v in form.items() if k != "password"}
-    context = {"account": account, "form": form, "fetch_id": fetch_id, "error": error}
-    return render(request, "self/fetch_form.html", context, status_code=status)
+    context = {"form": form, "fetch_id": fetch_id, "error": error}
+    return _show(request, owner, "fetch_form.html", context, status)
 
 
 # -- the router ---------------------------------------------------------------------------
 
+Handler = Callable[..., Any]
+
 
 def build_router(admin: str) -> APIRouter:
-    """The self-service pages (no prefix: the account router, at ``admin``, adds it)."""
+    """The pages (no prefix: the account router, at ``admin``, adds it; the links they
+    make take it from the application's paths, in :class:`Owner`)."""
     router = html_router()
+    owner_of = Depends(page_owner)
 
-    @router.get(SETTINGS)
-    async def settings_page(
-        request: Request,
-        account: Account = Depends(current_user),  # noqa: B008
-        msg: str = "",
-    ) -> Response:
-        return _settings_page(request, account, notice=NOTICES.get(msg))
+    def route(method: str, page: str) -> Callable[[Handler], Handler]:
+        """Serve ``page`` at both its paths with the one handler."""
 
-    @router.post(SETTINGS + "/{section}")
-    async def save_settings(
-        request: Request,
-        section: str,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+        def register(handler: Handler) -> Handler:
+            for path in PAGES[page]:
+                router.add_api_route(path, handler, methods=[method])
+            return handler
+
+        return register
+
+    def done(owner: Owner, page: str, msg: str, anchor: str = "") -> Response:
+        return RedirectResponse(f"{owner.url(page)}?msg={msg}{anchor}", status_code=303)
+
+    # -- settings
+
+    @route("GET", "settings")
+    async def settings_page(request: Request, owner: Owner = owner_of, msg: str = "") -> Response:
+        return _settings_page(request, owner, notice=NOTICES.get(msg))
+
+    @route("POST", "save")
+    async def save_settings(request: Request, section: str, owner: Owner = owner_of) -> Response:
         apply = _APPLY.get(section)
         if apply is None:
             raise HTTPException(status_code=404)
         form = await _form(request)
         try:
             with work.change(settings_of(request)) as db:
-                apply(db, account.email, form)
+                apply(db, owner.email, form)
         except ManageError as exc:
             return _settings_page(
-                request, account, typed=form, section=section, error=str(exc), status=400
+                request, owner, typed=form, section=section, error=str(exc), status=400
             )
-        _log(request, f"{section} change", account)
-        return RedirectResponse(f"{admin}{SETTINGS}?msg={section}#{section}", status_code=303)
+        _log(request, f"{section} change", owner)
+        return done(owner, "settings", section, f"#{section}")
 
     # -- tokens
 
-    def tokens_page(
-        request: Request,
-        account: Account,
-        *,
-        created: str | None = None,
-        typed: dict[str, str] | None = None,
-        error: str | None = None,
-        notice: str | None = None,
-        status: int = 200,
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            rows = [
-                {
-                    "id": t.id,
-                    "comment": t.comment or "",
-                    "networks": list(t.ip or []),
-                    "created": t.created_at,
-                }
-                for t in token_entity.list_tokens(db, account.email)
-            ]
-        context = {
-            "account": account,
-            "tokens": rows,
-            "created": created,
-            "form": typed or {},
-            "error": error,
-            "notice": notice,
-        }
-        response = render(request, "self/tokens.html", context, status_code=status)
-        if created:
-            # The secret is in this answer only: no cache keeps it.
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    @route("GET", "tokens")
+    async def tokens(request: Request, owner: Owner = owner_of, msg: str = "") -> Response:
+        return _tokens_page(request, owner, notice=NOTICES.get(msg))
 
-    @router.get(TOKENS)
-    async def tokens(
-        request: Request,
-        account: Account = Depends(current_user),  # noqa: B008
-        msg: str = "",
-    ) -> Response:
-        return tokens_page(request, account, notice=NOTICES.get(msg))
-
-    @router.post(TOKENS)
-    async def create_token(
-        request: Request,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+    @route("POST", "token_create")
+    async def create_token(request: Request, owner: Owner = owner_of) -> Response:
         form = await _form(request)
         try:
             comment = form.get("comment", "").strip()
             networks = [form.get("networks", "")]
             with work.change(settings_of(request)) as db:
-                _token, raw = token_entity.add_token(db, account.email, comment, networks)
+                _token, raw = token_entity.add_token(db, owner.email, comment, networks)
         except ManageError as exc:
-            return tokens_page(request, account, typed=form, error=str(exc), status=400)
-        _log(request, "token creation", account)
-        return tokens_page(request, account, created=raw)
+            return _tokens_page(request, owner, typed=form, error=str(exc), status=400)
+        _log(request, "token creation", owner)
+        return _tokens_page(request, owner, created=raw)
 
-    @router.post(TOKENS + "/{token_id}/delete")
-    async def delete_token(
-        request: Request,
-        token_id: int,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+    @route("POST", "token_delete")
+    async def delete_token(request: Request, token_id: int, owner: Owner = owner_of) -> Response:
         try:
             with work.change(settings_of(request)) as db:
-                token_entity.delete_token(db, account.email, token_id)
+                token_entity.delete_token(db, owner.email, token_id)
         except ManageError:
             # Someone else's token, or none: the same answer, and nothing changed.
             raise HTTPException(status_code=404) from None
-        _log(request, f"token {token_id} deletion", account)
-        return RedirectResponse(f"{admin}{TOKENS}?msg=deleted", status_code=303)
+        _log(request, f"token {token_id} deletion", owner)
+        return done(owner, "tokens", "deleted")
 
     # -- fetched accounts
 
-    @router.get(FETCHES)
-    async def fetches(
-        request: Request,
-        account: Account = Depends(current_user),  # noqa: B008
-        msg: str = "",
-    ) -> Response:
+    @route("GET", "fetches")
+    async def fetches(request: Request, owner: Owner = owner_of, msg: str = "") -> Response:
         with work.read(settings_of(request)) as db:
             rows: list[dict[str, Any]] = [
                 _fetch_form(f) | {"id": str(f.id), "last_check": f.last_check, "error": f.error}
-                for f in fetch_entity.list_fetches(db, account.email)
+                for f in fetch_entity.list_fetches(db, owner.email)
             ]
-        context = {"account": account, "fetches": rows, "notice": NOTICES.get(msg)}
-        return render(request, "self/fetches.html", context)
+        return _show(request, owner, "fetches.html", {"fetches": rows, "notice": NOTICES.get(msg)})
 
-    @router.get(FETCHES + "/new")
-    async def new_fetch(
-        request: Request,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+    @route("GET", "fetch_new")
+    async def new_fetch(request: Request, owner: Owner = owner_of) -> Response:
         form = {"protocol": "imap", "tls": "on", "port": ""}
-        return _fetch_page(request, account, form, fetch_id=None)
+        return _fetch_page(request, owner, form, fetch_id=None)
 
-    @router.post(FETCHES + "/new")
-    async def add_fetch(
-        request: Request,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
-        form = await _form(request)
-        try:
-            with work.change(settings_of(request)) as db:
-                fetch_entity.add_fetch(db, account.email, _fetch_settings(form))
-        except ManageError as exc:
-            return _fetch_page(request, account, form, fetch_id=None, error=str(exc), status=400)
-        _log(request, "fetch creation", account)
-        return RedirectResponse(f"{admin}{FETCHES}?msg=added", status_code=303)
-
-    @router.get(FETCHES + "/{fetch_id}")
-    async def edit_fetch(
-        request: Request,
-        fetch_id: int,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+    @route("GET", "fetch")
+    async def edit_fetch(request: Request, fetch_id: int, owner: Owner = owner_of) -> Response:
         with work.read(settings_of(request)) as db:
-            form = _fetch_form(_own_fetch(db, account.email, fetch_id))
-        return _fetch_page(request, account, form, fetch_id=fetch_id)
+            form = _fetch_form(_own_fetch(db, owner.email, fetch_id))
+        return _fetch_page(request, owner, form, fetch_id=fetch_id)
 
-    @router.post(FETCHES + "/{fetch_id}")
-    async def save_fetch(
-        request: Request,
-        fetch_id: int,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+    async def save_fetch(request: Request, owner: Owner, fetch_id: int | None) -> Response:
+        """Add (``fetch_id`` None) or change a fetched account from the posted form."""
         form = await _form(request)
         try:
             with work.change(settings_of(request)) as db:
-                _own_fetch(db, account.email, fetch_id)
-                fetch_entity.change_fetch(db, account.email, fetch_id, _fetch_settings(form))
+                if fetch_id is None:
+                    fetch_entity.add_fetch(db, owner.email, _fetch_settings(form))
+                else:
+                    _own_fetch(db, owner.email, fetch_id)
+                    fetch_entity.change_fetch(db, owner.email, fetch_id, _fetch_settings(form))
         except ManageError as exc:
-            return _fetch_page(
-                request, account, form, fetch_id=fetch_id, error=str(exc), status=400
-            )
-        _log(request, f"fetch {fetch_id} change", account)
-        return RedirectResponse(f"{admin}{FETCHES}?msg=saved", status_code=303)
+            return _fetch_page(request, owner, form, fetch_id=fetch_id, error=str(exc), status=400)
+        what = "fetch creation" if fetch_id is None else f"fetch {fetch_id} change"
+        _log(request, what, owner)
+        return done(owner, "fetches", "added" if fetch_id is None else "saved")
 
-    @router.post(FETCHES + "/{fetch_id}/delete")
-    async def delete_fetch(
-        request: Request,
-        fetch_id: int,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+    @route("POST", "fetch_new")
+    async def add_fetch(request: Request, owner: Owner = owner_of) -> Response:
+        return await save_fetch(request, owner, None)
+
+    @route("POST", "fetch")
+    async def change_fetch(request: Request, fetch_id: int, owner: Owner = owner_of) -> Response:
+        return await save_fetch(request, owner, fetch_id)
+
+    @route("POST", "fetch_delete")
+    async def delete_fetch(request: Request, fetch_id: int, owner: Owner = owner_of) -> Response:
         with work.change(settings_of(request)) as db:
-            _own_fetch(db, account.email, fetch_id)
-            fetch_entity.delete_fetch(db, account.email, fetch_id)
-        _log(request, f"fetch {fetch_id} deletion", account)
-        return RedirectResponse(f"{admin}{FETCHES}?msg=deleted", status_code=303)
+            _own_fetch(db, owner.email, fetch_id)
+            fetch_entity.delete_fetch(db, owner.email, fetch_id)
+        _log(request, f"fetch {fetch_id} deletion", owner)
+        return done(owner, "fetches", "deleted")
+
+    @router.get("/user/reply/{email}")
+    async def reply_page(owner: Owner = owner_of) -> Response:
+        """Mailu's auto-reply page of a user: here, a section of the settings page."""
+        return RedirectResponse(owner.url("settings") + "#reply", status_code=303)
 
     return router
