@@ -423,6 +423,13 @@ class Settings:
         secret=True,
     )
     WEB_API: str = setting("/api", p.web_path, "web", "path prefix of the REST API")
+    ANONMAIL_MAX_RETRIES: int = setting(
+        10,
+        p.whole(1, 1000),
+        "web",
+        "random addresses tried for a new anonymous alias before giving up (a taken one "
+        "is skipped)",
+    )
 
     # -- derived values -------------------------------------------------------------------
 
@@ -495,7 +502,6 @@ def to_text(value: Any) -> str:
 #: existing mailu.env loads without error. Moving one into :class:`Settings` makes it act.
 MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("ADMIN", "run Mailu's web administration (Roost has the `roost` command)"),
-    mailu_only("ANONMAIL_MAX_RETRIES", "attempts at a free random address for anonmail"),
     mailu_only("ANTIVIRUS", "the antivirus container to run (`clamav` or `none`)"),
     mailu_only("ANTIVIRUS_ACTION", "`discard` or `reject` mail with a virus"),
     mailu_only("BABEL_DEFAULT_LOCALE", "language of the web interfaces"),
