@@ -340,6 +340,9 @@ class AuthLimiter:
     def _trust_key(network: str, user: str) -> str:
         return f"trusted-{network}-{user}"
 
+    def _signup_window(self, network: str) -> str:
+        return f"LIMITER/signup/{network}/{self._ip_suffix}"
+
     def _message_window(self, login: str) -> str:
         return f"LIMITER/sender/{login}/{self._message_suffix}"
 
@@ -472,6 +475,20 @@ class AuthLimiter:
         if self._trust_length <= 0 or self.statically_exempt(ip):
             return
         await self._mark(self._trust_key(self.network(ip), user), self._trust_length)
+
+    # -- the sign-up budget -------------------------------------------------------------------
+
+    async def signup_allowed(self, ip: str) -> bool:
+        """Count one sign-up attempt from ``ip``'s network (the web's sign-up pages); False
+        when AUTH_RATELIMIT_IP's number of attempts is used up in its window.
+
+        Its own window (``LIMITER/signup/<network>/...``): sign-ups never spend the login
+        budgets, so a flood of them cannot close the network to people signing in.
+        """
+        if self.statically_exempt(ip):
+            return True
+        stage = Stage(None, self._signup_window(self.network(ip)), self.ip_rate)
+        return await self._hit((stage,)) == 1
 
     # -- the message budget -------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from roost.layout import Layout
 from roost.settings import Settings
 from roost.web import account as account_pages
+from roost.web import signup as signup_pages
 from roost.web.auth import Forbidden, LoginRequired, PasswordChangeRequired, login_url
 from roost.web.gatelogin import GateClient
 from roost.web.sessions import RedisSessionStore, SessionMiddleware, SessionStore
@@ -141,6 +142,7 @@ def create_app(
     app.include_router(sso_router)
     if settings.WEB_ADMIN:
         app.include_router(account_pages.build_router(settings.WEB_ADMIN))  # type: ignore[arg-type]
+        app.include_router(signup_pages.build_router(settings))
         admin_router = _optional("roost.web.admin", "build_router")
         if admin_router is not None:
             app.include_router(admin_router(settings))

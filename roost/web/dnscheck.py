@@ -35,6 +35,7 @@ __all__ = [
     "Check",
     "ResolverAddress",
     "check_records",
+    "mx_exchanges",
     "parse_resolver",
 ]
 
@@ -200,6 +201,23 @@ def check_records(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return [_judge(record, results[(_normal(record.name), record.rtype)]) for record in records]
+
+
+def mx_exchanges(
+    domain: str, server: ResolverAddress | None = None, *, timeout: float = QUERY_TIMEOUT
+) -> tuple[str, tuple[str, ...], str]:
+    """The MX exchanges of ``domain`` (lower case, no final dot) with a state: LIVE when
+    there are some, MISSING when there are none, UNKNOWN with the reason when the
+    resolver did not tell. Never raises on DNS errors."""
+    try:
+        resolver = _resolver(server, timeout)
+    except (dns.exception.DNSException, OSError, ValueError) as exc:
+        return UNKNOWN, (), f"no resolver: {_first_line(exc) or type(exc).__name__}"
+    state, data, _texts, reason = _lookup(resolver, domain, "MX")
+    if state:
+        return state, (), reason
+    hosts = tuple(dict.fromkeys(str(found[1]).rstrip(".") for found in data))
+    return (LIVE, hosts, "") if hosts else (MISSING, (), "no MX record")
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from roost.core.address import AddressError, parse_address
+from roost.core.directory import like_to_matcher
 from roost.store.entities.domain import check_room, ensure_domain, in_domain
 from roost.store.entities.fields import Field, boolean, optional, text
 from roost.store.entities.names import (
@@ -29,6 +30,7 @@ __all__ = [
     "create_alias",
     "delete_alias",
     "list_aliases",
+    "matching_wildcard",
     "parse_destinations",
 ]
 
@@ -87,6 +89,24 @@ def create_alias(
     )
     session.add(alias)
     return alias
+
+
+def matching_wildcard(session: Session, email: str) -> Alias | None:
+    """The wildcard alias of ``email``'s domain whose pattern matches its local part (the
+    longest pattern first, as the gate resolves), enabled or not; None when none does.
+
+    Mail to such an address reaches the alias's destinations today; an account created
+    there (by a sign-up, say) would take it from them, as users are resolved before
+    aliases.
+    """
+    local, _, domain = email.lower().rpartition("@")
+    patterns = session.scalars(
+        select(Alias).where(Alias.domain_name == domain, Alias.wildcard.is_(True))
+    )
+    for alias in sorted(patterns, key=lambda a: -len(a.localpart)):
+        if like_to_matcher(alias.localpart)(local):
+            return alias
+    return None
 
 
 def delete_alias(session: Session, email: str) -> None:
