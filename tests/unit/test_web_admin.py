@@ -1,15 +1,14 @@
 """The administration pages against a real gate, Redis and store: who sees what, the rank
 rule (by the UI and by crafted requests), and each page's change made through the store.
 
-Driven in process with httpx, as tests/unit/test_web_app.py does.
+Driven in process with httpx through tests/unit/web_harness.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,7 +18,6 @@ from sqlalchemy import insert, select
 from roost.gate.control import request_reload
 from roost.store.models import Alias, Alternative, Domain, Relay, User, manager
 from roost.web.admin.rights import Target, can_edit_user, can_manage_domain
-from roost.web.app import create_app
 from roost.web.auth import Account
 from tests.unit.test_gate_support import (
     DOMAIN,
@@ -30,8 +28,8 @@ from tests.unit.test_gate_support import (
     password_hash,
     running_gate,
 )
+from tests.unit.web_harness import PASSWORD, Browser, csrf_of, post_form, user_row
 
-BASE = "https://mail.mailu.io"
 ADMIN = "/admin"
 BOSS = f"boss@{DOMAIN}"
 BOSS2 = f"boss2@{DOMAIN}"
@@ -39,7 +37,6 @@ MGR = f"mgr@{DOMAIN}"
 CO = f"co@{DOMAIN}"
 PLAIN = f"plain@{DOMAIN}"
 FAR = "victim@other.test"
-PASSWORD = "a-good-password"
 BIG = "big.test"
 BIG_USERS = 10_000
 
@@ -86,50 +83,7 @@ def fresh_limits(gate: GateHarness) -> None:
     flush_limits(gate)
 
 
-Scenario = Callable[[httpx.AsyncClient], Awaitable[Any]]
-
-
-def browse(gate: GateHarness, who: str | None, scenario: Scenario) -> Any:
-    """Sign in as ``who`` (None: nobody), then run ``scenario``."""
-
-    async def go() -> Any:
-        app = create_app(gate.settings)
-        transport = httpx.ASGITransport(app=app, client=("198.51.100.24", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            try:
-                if who is not None:
-                    page = await client.get("/sso/login")
-                    data = {"email": who, "password": PASSWORD, "csrf_token": csrf_of(page)}
-                    signed = await client.post("/sso/login", data=data)
-                    assert signed.status_code == 303, signed.text
-                return await scenario(client)
-            finally:
-                await app.state.sessions.close()
-
-    return asyncio.run(go())
-
-
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
-
-
-async def post_form(
-    client: httpx.AsyncClient, form_url: str, url: str, data: dict[str, str]
-) -> httpx.Response:
-    """POST ``data`` to ``url`` with the CSRF token of the page at ``form_url``."""
-    page = await client.get(form_url)
-    assert page.status_code == 200, page.text
-    return await client.post(url, data={**data, "csrf_token": csrf_of(page)})
-
-
-def user_row(gate: GateHarness, email: str) -> User | None:
-    with gate.store.session() as session:
-        user = session.get(User, email)
-        if user is not None:
-            session.expunge(user)
-        return user
+browse = Browser(client_ip="198.51.100.24")
 
 
 # -- the rights function itself ----------------------------------------------------------

@@ -31,14 +31,8 @@ from roost.web.admin.admins import remaining_admins
 from roost.web.admin.announcement import check_body, check_subject
 from roost.web.autoconfig import client_servers
 from tests.unit.test_gate_support import DOMAIN, GateHarness, add_user, flush_limits, running_gate
-from tests.unit.test_web_admin import (
-    PASSWORD,
-    _manage,
-    browse,
-    csrf_of,
-    post_form,
-    user_row,
-)
+from tests.unit.test_web_admin import _manage, browse
+from tests.unit.web_harness import PASSWORD, csrf_of, post_form, user_row
 
 ADMIN = "/admin"
 BOSS = f"boss@{DOMAIN}"

@@ -3,17 +3,15 @@ Redis and store: each form's change lands in the store, a refused value comes ba
 its message and what was typed, CSRF is checked, nobody reaches another user's rows, and
 a new token's secret is shown once and never logged.
 
-Driven in process with httpx, as tests/unit/test_web_app.py does.
+Driven in process with httpx through tests/unit/web_harness.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,7 +20,6 @@ from sqlalchemy import select
 from roost.core.passwords import verify_token
 from roost.gate.control import request_reload
 from roost.store.models import Fetch, Token, User
-from roost.web.app import create_app
 from tests.unit.test_gate_support import (
     DOMAIN,
     GateHarness,
@@ -30,12 +27,12 @@ from tests.unit.test_gate_support import (
     flush_limits,
     running_gate,
 )
+from tests.unit.web_harness import PASSWORD, Browser, csrf_of, post_form, rows
+from tests.unit.web_harness import user_row as stored_user
 
-BASE = "https://mail.mailu.io"
 ACCOUNT = "/admin/account"
 ANN = f"ann@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
-PASSWORD = "a-good-password"
 
 
 @pytest.fixture(scope="module")
@@ -52,66 +49,21 @@ def fresh_limits(gate: GateHarness) -> None:
     flush_limits(gate)
 
 
-Scenario = Callable[[httpx.AsyncClient], Awaitable[Any]]
-
-
-def browse(gate: GateHarness, who: str | None, scenario: Scenario) -> Any:
-    """Sign in as ``who`` (None: nobody), then run ``scenario``."""
-
-    async def go() -> Any:
-        app = create_app(gate.settings)
-        transport = httpx.ASGITransport(app=app, client=("198.51.100.27", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            try:
-                if who is not None:
-                    page = await client.get("/sso/login")
-                    data = {"email": who, "password": PASSWORD, "csrf_token": csrf_of(page)}
-                    signed = await client.post("/sso/login", data=data)
-                    assert signed.status_code == 303, signed.text
-                return await scenario(client)
-            finally:
-                await app.state.sessions.close()
-
-    return asyncio.run(go())
-
-
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
-
-
-async def post_form(
-    client: httpx.AsyncClient, form_url: str, url: str, data: dict[str, str]
-) -> httpx.Response:
-    """POST ``data`` to ``url`` with the CSRF token of the page at ``form_url``."""
-    page = await client.get(form_url)
-    assert page.status_code == 200, page.text
-    return await client.post(url, data={**data, "csrf_token": csrf_of(page)})
+browse = Browser(client_ip="198.51.100.27")
 
 
 def user_row(gate: GateHarness, email: str) -> User:
-    with gate.store.session() as session:
-        user = session.get(User, email)
-        assert user is not None
-        session.expunge(user)
-        return user
+    user = stored_user(gate, email)
+    assert user is not None
+    return user
 
 
 def tokens_of(gate: GateHarness, email: str) -> list[Token]:
-    with gate.store.session() as session:
-        rows = list(session.scalars(select(Token).where(Token.user_email == email)))
-        for row in rows:
-            session.expunge(row)
-        return rows
+    return rows(gate, select(Token).where(Token.user_email == email))
 
 
 def fetches_of(gate: GateHarness, email: str) -> list[Fetch]:
-    with gate.store.session() as session:
-        rows = list(session.scalars(select(Fetch).where(Fetch.user_email == email)))
-        for row in rows:
-            session.expunge(row)
-        return rows
+    return rows(gate, select(Fetch).where(Fetch.user_email == email))
 
 
 # -- access --------------------------------------------------------------------------------

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from roost.store.entities.names import domain_name, require_domain, require_user, user_email
+from roost.store.entities.names import (
+    domain_name,
+    parse_email,
+    require_domain,
+    require_user,
+    user_email,
+)
 from roost.store.models import User
 
-__all__ = ["set_manager"]
+__all__ = ["remove_manager", "set_manager"]
 
 
 def set_manager(session: Session, domain: str, localpart: str) -> User:
@@ -19,4 +25,13 @@ def set_manager(session: Session, domain: str, localpart: str) -> User:
     user = require_user(session, user_email(localpart, parent.name))
     if parent not in user.manager_of:
         user.manager_of.append(parent)
+    return user
+
+
+def remove_manager(session: Session, domain: str, email: str) -> User:
+    """Stop ``email`` managing ``domain`` (no change if it does not); the user stays."""
+    parent = require_domain(session, domain_name(domain))
+    user = require_user(session, parse_email(email))
+    if parent in user.manager_of:
+        user.manager_of.remove(parent)
     return user

@@ -25,7 +25,7 @@ from roost.store import work
 from roost.store.entities import user as users
 from roost.store.entities.names import ManageError, show_email
 from roost.store.models import User
-from roost.web.admin.common import find_user, form_of, redirect, say, settings_of, show
+from roost.web.admin.common import confirm, find_user, form_of, redirect, say, settings_of, show
 from roost.web.auth import Account, require_role
 
 __all__ = ["add_routes", "remaining_admins"]
@@ -114,18 +114,15 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         if not is_admin:
             say(request, f"{shown} is not a global administrator.")
             return redirect(f"{prefix}/admin/list")
-        return show(
+        return confirm(
             request,
             account,
-            "confirm.html",
-            {
-                "title": f"Revoke {shown}",
-                "message": f"Take global administration away from {shown}? They keep their "
-                "mailbox and any domains they manage.",
-                "action": f"{prefix}/admin/delete/{stored}",
-                "back": f"{prefix}/admin/list",
-                "button": "Revoke global administration",
-            },
+            title=f"Revoke {shown}",
+            message=f"Take global administration away from {shown}? They keep their "
+            "mailbox and any domains they manage.",
+            action=f"{prefix}/admin/delete/{stored}",
+            back=f"{prefix}/admin/list",
+            button="Revoke global administration",
         )
 
     @router.post("/admin/delete/{email}")

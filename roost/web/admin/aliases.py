@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from roost.store import work
 from roost.store.entities import alias as aliases
@@ -19,12 +20,13 @@ from roost.store.entities.names import ManageError, show_domain, show_email
 from roost.store.models import Alias
 from roost.web.admin import rights
 from roost.web.admin.common import (
+    Deletion,
+    add_delete_pages,
     checked,
     find_alias,
-    find_domain,
     form_of,
-    matching,
-    page,
+    listing,
+    managed_domain,
     redirect,
     say,
     settings_of,
@@ -53,6 +55,29 @@ def _managed_alias(db: Any, account: Account, email: str) -> Alias:
     return alias
 
 
+def _form_page(
+    request: Request,
+    account: Account,
+    domain: str,
+    form: dict[str, str],
+    *,
+    alias: str = "",
+    error: str = "",
+) -> Response:
+    """The alias form of ``domain`` (stored name): a new alias, or the stored ``alias``;
+    with an ``error`` it is the refused form again (a 400) with what was typed."""
+    context: dict[str, Any] = {
+        "domain": domain,
+        "shown": show_domain(domain),
+        "form": form,
+        "new": not alias,
+        "error": error,
+    }
+    if alias:
+        context["alias"] = {"email": alias, "shown": show_email(alias)}
+    return show(request, account, "alias_form.html", context, status_code=400 if error else 200)
+
+
 def add_routes(router: APIRouter, prefix: str) -> None:
     """The alias pages, on ``router``."""
 
@@ -63,23 +88,11 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             name = found.name
-            where = [Alias.domain_name == name]
-            q = request.query_params.get("q", "").strip()[:100]
-            condition = matching(q, Alias.email, Alias.destination, Alias.comment)
-            if condition is not None:
-                where.append(condition)
-            total = db.scalar(select(func.count()).select_from(Alias).where(*where)) or 0
-            pager = page(request, total)
-            query = (
-                select(Alias)
-                .where(*where)
-                .order_by(Alias.localpart)
-                .limit(pager.per_page)
-                .offset(pager.offset)
-            )
+            query = select(Alias).where(Alias.domain_name == name)
+            searched = (Alias.email, Alias.destination, Alias.comment)
+            pager, query = listing(db, request, query, Alias.localpart, *searched)
             rows = [
                 {
                     "email": a.email,
@@ -106,11 +119,8 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
-            name = found.name
-        context = {"domain": name, "shown": show_domain(name), "form": {}, "new": True}
-        return show(request, account, "alias_form.html", context)
+            name = managed_domain(db, account, domain).name
+        return _form_page(request, account, name, {})
 
     @router.post("/alias/create/{domain}")
     async def alias_create(
@@ -120,8 +130,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
     ) -> Response:
         form = await form_of(request)
         with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             name = found.name
         try:
             with work.change(settings_of(request)) as db:
@@ -136,14 +145,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                 alias.disabled = checked(form, "disabled")
                 shown = show_email(alias.email)
         except (ManageError, ValueError) as exc:
-            context = {
-                "domain": name,
-                "shown": show_domain(name),
-                "form": form,
-                "new": True,
-                "error": str(exc),
-            }
-            return show(request, account, "alias_form.html", context, status_code=400)
+            return _form_page(request, account, name, form, error=str(exc))
         say(request, f"Alias {shown} created.")
         return redirect(f"{prefix}/alias/list/{name}")
 
@@ -155,14 +157,8 @@ def add_routes(router: APIRouter, prefix: str) -> None:
     ) -> Response:
         with work.read(settings_of(request)) as db:
             alias = _managed_alias(db, account, email)
-            context = {
-                "domain": alias.domain_name,
-                "shown": show_domain(alias.domain_name),
-                "alias": {"email": alias.email, "shown": show_email(alias.email)},
-                "form": _alias_form(alias),
-                "new": False,
-            }
-        return show(request, account, "alias_form.html", context)
+            name, stored, form = alias.domain_name, alias.email, _alias_form(alias)
+        return _form_page(request, account, name, form, alias=stored)
 
     @router.post("/alias/edit/{email}")
     async def alias_edit(
@@ -174,60 +170,33 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         try:
             with work.change(settings_of(request)) as db:
                 alias = _managed_alias(db, account, email)
-                info = {"email": alias.email, "shown": show_email(alias.email)}
-                name = alias.domain_name
+                shown, name = show_email(alias.email), alias.domain_name
                 alias.destination = aliases.parse_destinations(form.get("destination", ""))
                 alias.comment = text(255)(form.get("comment", "").strip())
                 alias.disabled = checked(form, "disabled")
         except (ManageError, ValueError) as exc:
             with work.read(settings_of(request)) as db:
                 alias = _managed_alias(db, account, email)
-                info = {"email": alias.email, "shown": show_email(alias.email)}
-                name = alias.domain_name
-                form.update(localpart=alias.localpart, wildcard="on" if alias.wildcard else "")
-            context = {
-                "domain": name,
-                "shown": show_domain(name),
-                "alias": info,
-                "form": form,
-                "new": False,
-                "error": str(exc),
-            }
-            return show(request, account, "alias_form.html", context, status_code=400)
-        say(request, f"Alias {info['shown']} saved.")
+                name, stored = alias.domain_name, alias.email
+                # What cannot change after creation is shown as stored, not as posted.
+                kept = _alias_form(alias)
+            form.update(localpart=kept["localpart"], wildcard=kept["wildcard"])
+            return _form_page(request, account, name, form, alias=stored, error=str(exc))
+        say(request, f"Alias {shown} saved.")
         return redirect(f"{prefix}/alias/list/{name}")
 
-    @router.get("/alias/delete/{email}")
-    async def alias_delete_form(
-        request: Request,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            alias = _managed_alias(db, account, email)
-            shown, stored, name = show_email(alias.email), alias.email, alias.domain_name
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": f"Delete {shown}",
-                "message": f"Delete the alias {shown}? Mail to it will be refused.",
-                "action": f"{prefix}/alias/delete/{quote(stored, safe='@')}",
-                "back": f"{prefix}/alias/list/{name}",
-                "button": "Delete the alias",
-            },
+    def alias_deletion(db: Session, account: Account, email: str) -> Deletion:
+        alias = _managed_alias(db, account, email)
+        shown, stored, name = show_email(alias.email), alias.email, alias.domain_name
+        return Deletion(
+            title=f"Delete {shown}",
+            message=f"Delete the alias {shown}? Mail to it will be refused.",
+            button="Delete the alias",
+            # A wildcard's '%' must survive the path.
+            action=f"{prefix}/alias/delete/{quote(stored, safe='@')}",
+            back=f"{prefix}/alias/list/{name}",
+            notice=f"Alias {shown} deleted.",
+            delete=lambda db: aliases.delete_alias(db, stored),
         )
 
-    @router.post("/alias/delete/{email}")
-    async def alias_delete(
-        request: Request,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        with work.change(settings_of(request)) as db:
-            alias = _managed_alias(db, account, email)
-            shown, name = show_email(alias.email), alias.domain_name
-            aliases.delete_alias(db, alias.email)
-        say(request, f"Alias {shown} deleted.")
-        return redirect(f"{prefix}/alias/list/{name}")
+    add_delete_pages(router, "/alias/delete/{email}", manager_only, alias_deletion)

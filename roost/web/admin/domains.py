@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from roost.core import dnsrecords
 from roost.core.address import AddressError
@@ -23,18 +24,22 @@ from roost.store.entities import alternative as alternatives
 from roost.store.entities import domain as domains
 from roost.store.entities import relay as relays
 from roost.store.entities.fields import text
-from roost.store.entities.manager import set_manager
-from roost.store.entities.names import ManageError, domain_name, show_domain, show_email
-from roost.store.models import Alias, Alternative, Domain, Relay, User
+from roost.store.entities.manager import remove_manager, set_manager
+from roost.store.entities.names import ManageError, count, show_domain, show_email
+from roost.store.models import Alias, Domain, User
 from roost.web import dnscheck
 from roost.web.admin import rights
 from roost.web.admin.common import (
+    Deletion,
+    add_delete_pages,
     checked,
+    find_alternative,
     find_domain,
+    find_relay,
     find_user,
     form_of,
-    matching,
-    page,
+    listing,
+    managed_domain,
     parse_count,
     parse_size,
     redirect,
@@ -52,6 +57,16 @@ admin_only = require_role("admin")
 
 #: Mailu's admin form defaults for a new domain.
 NEW_DOMAIN = {"name": "", "max_users": "10", "max_aliases": "10", "max_quota_bytes": "0"}
+
+
+def _counts(db: Any, model: type[User] | type[Alias], names: list[str]) -> dict[str, int]:
+    """How many ``model`` rows each of the domains ``names`` has (absent: none)."""
+    query = (
+        select(model.domain_name, func.count())
+        .where(model.domain_name.in_(names))
+        .group_by(model.domain_name)
+    )
+    return {name: count for name, count in db.execute(query).all()}
 
 
 def _domain_form(domain: Domain) -> dict[str, str]:
@@ -92,33 +107,13 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            query = select(Domain.name)
+            query = select(Domain)
             if not account.global_admin:
                 query = query.where(Domain.name.in_(account.managed_domains))
-            search = request.query_params.get("q", "").strip().lower()
-            condition = matching(search[:100], Domain.name, Domain.comment)
-            if condition is not None:
-                query = query.where(condition)
-            total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-            pager = page(request, total)
-            names = list(
-                db.scalars(query.order_by(Domain.name).limit(pager.per_page).offset(pager.offset))
-            )
-            rows = list(db.scalars(select(Domain).where(Domain.name.in_(names))))
-            users = dict(
-                db.execute(
-                    select(User.domain_name, func.count())
-                    .where(User.domain_name.in_(names))
-                    .group_by(User.domain_name)
-                ).all()
-            )
-            aliases = dict(
-                db.execute(
-                    select(Alias.domain_name, func.count())
-                    .where(Alias.domain_name.in_(names))
-                    .group_by(Alias.domain_name)
-                ).all()
-            )
+            pager, rows = listing(db, request, query, Domain.name, Domain.name, Domain.comment)
+            found = list(db.scalars(rows))
+            names = [d.name for d in found]
+            users, aliases = _counts(db, User, names), _counts(db, Alias, names)
             listed = [
                 {
                     "name": d.name,
@@ -130,7 +125,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                     "max_quota_bytes": d.max_quota_bytes,
                     "comment": d.comment or "",
                 }
-                for d in sorted(rows, key=lambda d: d.name)
+                for d in found
             ]
         return show(request, account, "domains.html", {"domains": listed, "pager": pager})
 
@@ -190,43 +185,23 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         say(request, f"Domain {show_domain(name)} saved.")
         return redirect(f"{prefix}/domain/details/{name}")
 
-    @router.get("/domain/delete/{domain}")
-    async def domain_delete_form(
-        request: Request,
-        domain: str,
-        account: Account = Depends(admin_only),  # noqa: B008
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            users, aliases = len(found.users), len(found.aliases)
-            shown, name = show_domain(found.name), found.name
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": f"Delete {shown}",
-                "message": f"Delete the domain {shown} with its {users} users, "
-                f"{aliases} aliases and its alternatives? Their mail stays on disk but "
-                "nobody can reach it.",
-                "action": f"{prefix}/domain/delete/{name}",
-                "back": f"{prefix}/domain/details/{name}",
-                "button": "Delete the domain",
-            },
+    def domain_deletion(db: Session, account: Account, domain: str) -> Deletion:
+        found = find_domain(db, domain)
+        shown, name = show_domain(found.name), found.name
+        users, aliases = count(db, User, name), count(db, Alias, name)
+        return Deletion(
+            title=f"Delete {shown}",
+            message=f"Delete the domain {shown} with its {users} users, {aliases} aliases and "
+            "its alternatives? Their mail stays on disk but nobody can reach it.",
+            button="Delete the domain",
+            action=f"{prefix}/domain/delete/{name}",
+            back=f"{prefix}/domain/details/{name}",
+            notice=f"Domain {shown} deleted.",
+            after=f"{prefix}/domain",
+            delete=lambda db: domains.delete_domain(db, name, really=True),
         )
 
-    @router.post("/domain/delete/{domain}")
-    async def domain_delete(
-        request: Request,
-        domain: str,
-        account: Account = Depends(admin_only),  # noqa: B008
-    ) -> Response:
-        with work.change(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            shown = show_domain(found.name)
-            domains.delete_domain(db, found.name, really=True)
-        say(request, f"Domain {shown} deleted.")
-        return redirect(f"{prefix}/domain")
+    add_delete_pages(router, "/domain/delete/{domain}", admin_only, domain_deletion)
 
     @router.get("/domain/details/{domain}")
     async def domain_details(
@@ -234,11 +209,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         domain: str,
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
-        with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
-            context = _details(db, request, found)
-        return show(request, account, "domain.html", context)
+        return _details_page(request, account, domain, {})
 
     @router.get("/domain/details/{domain}/zonefile")
     async def zone_file(
@@ -247,8 +218,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             names = [a.name for a in found.alternatives]
             name = found.name
         body = dnsrecords.zone_file(settings_of(request), name, names)
@@ -268,8 +238,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             records = _records(request, found)
             shown, name = show_domain(found.name), found.name
         # Live lookups take seconds at worst (bounded by dnscheck's deadline): off the loop.
@@ -302,47 +271,25 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                 added = alternatives.add_alternative(db, form.get("name", ""), found.name)
                 shown = show_domain(added.name)
         except ManageError as exc:
-            with work.read(settings_of(request)) as db:
-                context = _details(db, request, find_domain(db, domain))
-            context.update(alternative_form=form, alternative_error=str(exc))
-            return show(request, account, "domain.html", context, status_code=400)
+            extra = {"alternative_form": form, "alternative_error": str(exc)}
+            return _details_page(request, account, domain, extra, status_code=400)
         say(request, f"Alternative domain {shown} added.")
         return redirect(f"{prefix}/domain/details/{name}")
 
-    @router.get("/alternative/delete/{name}")
-    async def alternative_delete_form(
-        request: Request,
-        name: str,
-        account: Account = Depends(admin_only),  # noqa: B008
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            found = _find_alternative(db, name)
-            shown, parent = show_domain(found.name), found.domain_name
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": f"Delete {shown}",
-                "message": f"Stop receiving mail for {shown} as {show_domain(parent)}?",
-                "action": f"{prefix}/alternative/delete/{found.name}",
-                "back": f"{prefix}/domain/details/{parent}",
-                "button": "Delete the alternative",
-            },
+    def alternative_deletion(db: Session, account: Account, name: str) -> Deletion:
+        found = find_alternative(db, name)
+        shown, stored, parent = show_domain(found.name), found.name, found.domain_name
+        return Deletion(
+            title=f"Delete {shown}",
+            message=f"Stop receiving mail for {shown} as {show_domain(parent)}?",
+            button="Delete the alternative",
+            action=f"{prefix}/alternative/delete/{stored}",
+            back=f"{prefix}/domain/details/{parent}",
+            notice=f"Alternative domain {shown} deleted.",
+            delete=lambda db: alternatives.delete_alternative(db, stored),
         )
 
-    @router.post("/alternative/delete/{name}")
-    async def alternative_delete(
-        request: Request,
-        name: str,
-        account: Account = Depends(admin_only),  # noqa: B008
-    ) -> Response:
-        with work.change(settings_of(request)) as db:
-            found = _find_alternative(db, name)
-            shown, parent = show_domain(found.name), found.domain_name
-            alternatives.delete_alternative(db, found.name)
-        say(request, f"Alternative domain {shown} deleted.")
-        return redirect(f"{prefix}/domain/details/{parent}")
+    add_delete_pages(router, "/alternative/delete/{name}", admin_only, alternative_deletion)
 
     # -- managers (global administrators and the domain's managers) ----------------------
 
@@ -354,8 +301,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
     ) -> Response:
         form = await form_of(request)
         with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             name = found.name
         localpart = form.get("localpart", "").strip().partition("@")[0]
         try:
@@ -366,50 +312,26 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                 made = set_manager(db, name, localpart)
                 shown = show_email(made.email)
         except ManageError as exc:
-            with work.read(settings_of(request)) as db:
-                context = _details(db, request, find_domain(db, name))
-            context.update(manager_form=form, manager_error=str(exc))
-            return show(request, account, "domain.html", context, status_code=400)
+            extra = {"manager_form": form, "manager_error": str(exc)}
+            return _details_page(request, account, name, extra, status_code=400)
         say(request, f"{shown} now manages {show_domain(name)}.")
         return redirect(f"{prefix}/domain/details/{name}")
 
-    @router.get("/manager/delete/{domain}/{email}")
-    async def manager_delete_form(
-        request: Request,
-        domain: str,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            found, user = _manager_target(db, account, domain, email)
-            shown, who, name = show_domain(found.name), show_email(user.email), found.name
-            target = user.email
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": "Remove a manager",
-                "message": f"{who} will no longer manage {shown}.",
-                "action": f"{prefix}/manager/delete/{name}/{target}",
-                "back": f"{prefix}/domain/details/{name}",
-                "button": "Remove the manager",
-            },
+    def manager_deletion(db: Session, account: Account, domain: str, email: str) -> Deletion:
+        found, user = _manager_target(db, account, domain, email)
+        shown, who, name = show_domain(found.name), show_email(user.email), found.name
+        target = user.email
+        return Deletion(
+            title="Remove a manager",
+            message=f"{who} will no longer manage {shown}.",
+            button="Remove the manager",
+            action=f"{prefix}/manager/delete/{name}/{target}",
+            back=f"{prefix}/domain/details/{name}",
+            notice=f"{who} no longer manages {shown}.",
+            delete=lambda db: remove_manager(db, name, target),
         )
 
-    @router.post("/manager/delete/{domain}/{email}")
-    async def manager_delete(
-        request: Request,
-        domain: str,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        with work.change(settings_of(request)) as db:
-            found, user = _manager_target(db, account, domain, email)
-            user.manager_of.remove(found)
-            shown, who, name = show_domain(found.name), show_email(user.email), found.name
-        say(request, f"{who} no longer manages {shown}.")
-        return redirect(f"{prefix}/domain/details/{name}")
+    add_delete_pages(router, "/manager/delete/{domain}/{email}", manager_only, manager_deletion)
 
     # -- relays (global administrators) --------------------------------------------------
 
@@ -437,40 +359,34 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         say(request, f"Mail for {shown} is relayed now.")
         return redirect(f"{prefix}/relay")
 
-    @router.get("/relay/delete/{name}")
-    async def relay_delete_form(
-        request: Request,
-        name: str,
-        account: Account = Depends(admin_only),  # noqa: B008
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            found = _find_relay(db, name)
-            shown, stored = show_domain(found.name), found.name
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": f"Stop relaying {shown}",
-                "message": f"Mail for {shown} will no longer be relayed.",
-                "action": f"{prefix}/relay/delete/{stored}",
-                "back": f"{prefix}/relay",
-                "button": "Delete the relay",
-            },
+    def relay_deletion(db: Session, account: Account, name: str) -> Deletion:
+        found = find_relay(db, name)
+        shown, stored = show_domain(found.name), found.name
+        return Deletion(
+            title=f"Stop relaying {shown}",
+            message=f"Mail for {shown} will no longer be relayed.",
+            button="Delete the relay",
+            action=f"{prefix}/relay/delete/{stored}",
+            back=f"{prefix}/relay",
+            notice=f"Relay for {shown} deleted.",
+            delete=lambda db: relays.delete_relay(db, stored),
         )
 
-    @router.post("/relay/delete/{name}")
-    async def relay_delete(
-        request: Request,
-        name: str,
-        account: Account = Depends(admin_only),  # noqa: B008
-    ) -> Response:
-        with work.change(settings_of(request)) as db:
-            found = _find_relay(db, name)
-            shown = show_domain(found.name)
-            relays.delete_relay(db, found.name)
-        say(request, f"Relay for {shown} deleted.")
-        return redirect(f"{prefix}/relay")
+    add_delete_pages(router, "/relay/delete/{name}", admin_only, relay_deletion)
+
+
+def _details_page(
+    request: Request,
+    account: Account,
+    domain: str,
+    extra: dict[str, Any],
+    status_code: int = 200,
+) -> Response:
+    """The domain's details page; ``extra`` carries a refused form back with its message."""
+    with work.read(settings_of(request)) as db:
+        context = _details(db, request, managed_domain(db, account, domain))
+    context.update(extra)
+    return show(request, account, "domain.html", context, status_code=status_code)
 
 
 def _details(db: Any, request: Request, found: Domain) -> dict[str, Any]:
@@ -503,31 +419,8 @@ def _details(db: Any, request: Request, found: Domain) -> dict[str, Any]:
     }
 
 
-def _find_alternative(db: Any, name: str) -> Alternative:
-    try:
-        found = db.get(Alternative, domain_name(name))
-    except ManageError:
-        found = None
-    if found is None:
-        raise HTTPException(status_code=404)
-    assert isinstance(found, Alternative)
-    return found
-
-
-def _find_relay(db: Any, name: str) -> Relay:
-    try:
-        found = db.get(Relay, domain_name(name))
-    except ManageError:
-        found = None
-    if found is None:
-        raise HTTPException(status_code=404)
-    assert isinstance(found, Relay)
-    return found
-
-
 def _manager_target(db: Any, account: Account, domain: str, email: str) -> tuple[Domain, User]:
-    found = find_domain(db, domain)
-    rights.require_domain(account, found.name)
+    found = managed_domain(db, account, domain)
     user = find_user(db, email)
     rights.require_user(account, rights.Target.of(user))
     if found not in user.manager_of:

@@ -9,11 +9,13 @@ on, so a crafted request for another domain's user, or for a global administrato
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from roost.store import work
 from roost.store.entities import user as users
@@ -21,12 +23,13 @@ from roost.store.entities.names import ManageError, show_domain, show_email
 from roost.store.models import User
 from roost.web.admin import rights
 from roost.web.admin.common import (
+    Deletion,
+    add_delete_pages,
     checked,
-    find_domain,
     find_user,
     form_of,
-    matching,
-    page,
+    listing,
+    managed_domain,
     parse_size,
     redirect,
     say,
@@ -56,6 +59,10 @@ _LIST_COLUMNS = (
     User.reply_enabled,
     User.comment,
 )
+
+
+#: How an edit form's fields reach the user: ``apply(db, actor, user, form)``.
+Apply = Callable[[Any, Account, User, dict[str, str]], None]
 
 
 def _password_problem(password: str, again: str) -> str | None:
@@ -152,23 +159,11 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             name = found.name
-            where = [User.domain_name == name]
-            q = request.query_params.get("q", "").strip()[:100]
-            condition = matching(q, User.email, User.displayed_name, User.comment)
-            if condition is not None:
-                where.append(condition)
-            total = db.scalar(select(func.count()).select_from(User).where(*where)) or 0
-            pager = page(request, total)
-            query = (
-                select(*_LIST_COLUMNS)
-                .where(*where)
-                .order_by(User.localpart)
-                .limit(pager.per_page)
-                .offset(pager.offset)
-            )
+            query = select(*_LIST_COLUMNS).where(User.domain_name == name)
+            searched = (User.email, User.displayed_name, User.comment)
+            pager, query = listing(db, request, query, User.localpart, *searched)
             rows = [dict(row._mapping) for row in db.execute(query)]
             limit = found.max_users
         for row in rows:
@@ -194,8 +189,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
     ) -> Response:
         settings = settings_of(request)
         with work.read(settings) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             quota = users.default_quota(settings, found)
             name = found.name
         form = {
@@ -217,8 +211,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         settings = settings_of(request)
         form = await form_of(request)
         with work.read(settings) as db:
-            found = find_domain(db, domain)
-            rights.require_domain(account, found.name)
+            found = managed_domain(db, account, domain)
             name = found.name
         error = _password_problem(form.get("password", ""), form.get("password2", ""))
         if error is None:
@@ -252,29 +245,20 @@ def add_routes(router: APIRouter, prefix: str) -> None:
     ) -> Response:
         return edit_page(request, account, email)
 
-    @router.post("/user/edit/{email}")
-    async def user_edit(
-        request: Request,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        return await _save(request, account, email, "account", _apply_account)
+    def add_save_route(path: str, section: str, apply: Apply) -> None:
+        """One form of the edit page: POST ``path`` saves its ``section`` through ``apply``."""
 
-    @router.post("/user/settings/{email}")
-    async def user_settings(
-        request: Request,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        return await _save(request, account, email, "settings", _apply_settings)
+        @router.post(path, name=f"save {section}")
+        async def save(
+            request: Request,
+            email: str,
+            account: Account = Depends(manager_only),  # noqa: B008
+        ) -> Response:
+            return await _save(request, account, email, section, apply)
 
-    @router.post("/user/reply/{email}")
-    async def user_reply(
-        request: Request,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        return await _save(request, account, email, "reply", _apply_reply)
+    add_save_route("/user/edit/{email}", "account", _apply_account)
+    add_save_route("/user/settings/{email}", "settings", _apply_settings)
+    add_save_route("/user/reply/{email}", "reply", _apply_reply)
 
     @router.post("/user/password/{email}")
     async def user_password(
@@ -297,7 +281,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         return await _save(request, account, email, "password", _apply_password)
 
     async def _save(
-        request: Request, account: Account, email: str, section: str, apply: Any
+        request: Request, account: Account, email: str, section: str, apply: Apply
     ) -> Response:
         form = await form_of(request)
         try:
@@ -329,43 +313,24 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         say(request, f"{shown}: {notes[section]}.")
         return redirect(f"{prefix}/user/edit/{stored}")
 
-    @router.get("/user/delete/{email}")
-    async def user_delete_form(
-        request: Request,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            user = _editable(db, account, email)
-            shown, stored = show_email(user.email), user.email
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": f"Delete {shown}",
-                "message": f"Delete the user {shown} with their app tokens and fetched "
-                "accounts? Their address can then be given to someone else; to keep it, "
-                "disable the user instead.",
-                "action": f"{prefix}/user/delete/{stored}",
-                "back": f"{prefix}/user/edit/{stored}",
-                "button": "Delete the user",
-            },
+    def user_deletion(db: Session, account: Account, email: str) -> Deletion:
+        user = _editable(db, account, email)
+        shown, stored, domain = show_email(user.email), user.email, user.domain_name
+        return Deletion(
+            title=f"Delete {shown}",
+            message=f"Delete the user {shown} with their app tokens and fetched accounts? "
+            "Their address can then be given to someone else; to keep it, disable the user "
+            "instead.",
+            button="Delete the user",
+            action=f"{prefix}/user/delete/{stored}",
+            back=f"{prefix}/user/edit/{stored}",
+            notice=f"User {shown} deleted.",
+            after=f"{prefix}/user/list/{domain}",
+            delete=lambda db: users.delete_user(db, stored, really=True),
+            signs_out=stored,
         )
 
-    @router.post("/user/delete/{email}")
-    async def user_delete(
-        request: Request,
-        email: str,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        with work.change(settings_of(request)) as db:
-            user = _editable(db, account, email)
-            shown, domain, stored = show_email(user.email), user.domain_name, user.email
-            users.delete_user(db, user.email, really=True)
-        await request.app.state.sessions.delete_user(stored)
-        say(request, f"User {shown} deleted.")
-        return redirect(f"{prefix}/user/list/{domain}")
+    add_delete_pages(router, "/user/delete/{email}", manager_only, user_deletion)
 
 
 def _apply_account(db: Any, account: Account, user: User, form: dict[str, str]) -> None:

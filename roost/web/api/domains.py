@@ -9,8 +9,9 @@ from fastapi import APIRouter
 
 from roost.store.entities import alternative as alternatives
 from roost.store.entities import domain as domains
+from roost.store.entities.manager import remove_manager
 from roost.store.entities.names import check_domain_name_free, show_domain, show_email
-from roost.store.models import Domain
+from roost.store.models import Domain, User
 from roost.web.api import dns, schemas
 from roost.web.api.backend import ApiError, Backend, conflict, invalid, parsed
 from roost.web.api.lookups import find_alternative, find_domain, find_user, stored_domain
@@ -67,6 +68,17 @@ def _apply(session: Any, domain: Domain, body: schemas.DomainUpdate) -> None:
             setattr(domain, name, parsed(domains.FIELDS, name, value))
     if body.alternatives is not None:
         _add_alternatives(session, domain, body.alternatives)
+
+
+def _manager(session: Any, domain: str, email: str) -> tuple[Domain, User, str, str]:
+    """The domain and its manager named by a path, with both names as shown; a 404 (with
+    Mailu's text) when the user does not manage the domain."""
+    found = find_domain(session, domain)
+    user = find_user(session, email)
+    who, name = show_email(user.email), show_domain(found.name)
+    if found not in user.manager_of:
+        raise ApiError(404, f"User {who} is not a manager of the domain {name}")
+    return found, user, who, name
 
 
 def router(backend: Backend) -> APIRouter:
@@ -146,11 +158,7 @@ def router(backend: Backend) -> APIRouter:
     )
     def get_manager(domain: PathText, email: PathText) -> Any:
         with backend.reading() as session:
-            found = find_domain(session, domain)
-            user = find_user(session, email)
-            who, name = show_email(user.email), show_domain(found.name)
-            if found not in user.manager_of:
-                raise ApiError(404, f"User {who} is not a manager of the domain {name}")
+            _, _, who, name = _manager(session, domain, email)
         return done(f"User {who} is a manager of the domain {name}")
 
     @api.delete(
@@ -158,12 +166,8 @@ def router(backend: Backend) -> APIRouter:
     )
     def delete_manager(domain: PathText, email: PathText) -> Any:
         with backend.changing() as session:
-            found = find_domain(session, domain)
-            user = find_user(session, email)
-            who, name = show_email(user.email), show_domain(found.name)
-            if found not in user.manager_of:
-                raise ApiError(404, f"User {who} is not a manager of the domain {name}")
-            user.manager_of.remove(found)
+            found, user, who, name = _manager(session, domain, email)
+            remove_manager(session, found.name, user.email)
         return done(f"User {who} has been removed as a manager of the domain {name} ")
 
     # -- alternatives --------------------------------------------------------------------
