@@ -247,6 +247,43 @@ def test_domain_delete_needs_a_post_with_csrf(gate: GateHarness) -> None:
         assert session.get(Domain, "other.test") is not None
 
 
+def anonmail_flag(gate: GateHarness, name: str) -> bool:
+    with gate.store.session() as session:
+        found = session.get(Domain, name)
+        assert found is not None
+        return bool(found.anonmail_enabled)
+
+
+def test_the_domain_form_opens_anonymous_email_to_the_domains_users(gate: GateHarness) -> None:
+    create, edit = f"{ADMIN}/domain/create", f"{ADMIN}/domain/edit/anon.test"
+    fields = {"name": "anon.test", "max_users": "5", "max_aliases": "5", "max_quota_bytes": "0"}
+
+    async def made(client: httpx.AsyncClient) -> list[httpx.Response]:
+        form = await client.get(create)
+        created = await post_form(client, create, create, {**fields, "anonmail_enabled": "on"})
+        listed = await client.get(f"{ADMIN}/domain", params={"q": "anon.test"})
+        return [form, created, listed, await client.get(edit)]
+
+    async def unticked(client: httpx.AsyncClient) -> list[httpx.Response]:
+        saved = await post_form(client, edit, edit, fields)  # a checkbox left empty is not sent
+        listed = await client.get(f"{ADMIN}/domain", params={"q": "anon.test"})
+        return [saved, listed, await client.get(f"{ADMIN}/domain/details/anon.test")]
+
+    form, created, listed, ticked = browse(gate, BOSS, made)
+    assert 'name="anonmail_enabled"' in form.text
+    assert "global anonymous email service" in form.text
+    assert created.status_code == 303, created.text
+    assert anonmail_flag(gate, "anon.test") is True
+    assert "anonymous mail</span>" in listed.text
+    assert re.search(r'name="anonmail_enabled"\s+checked', ticked.text)
+
+    saved, listed, details = browse(gate, BOSS, unticked)
+    assert saved.status_code == 303, saved.text
+    assert anonmail_flag(gate, "anon.test") is False
+    assert "anonymous mail</span>" not in listed.text and "anon.test" in listed.text
+    assert "managers and granted users" in details.text
+
+
 def test_alternatives_relays_and_managers(gate: GateHarness) -> None:
     details = f"{ADMIN}/domain/details/{DOMAIN}"
 

@@ -34,6 +34,7 @@ __all__ = [
     "delete_domain",
     "ensure_domain",
     "list_domains",
+    "set_anonmail_enabled",
     "set_domain",
     "set_limits",
     "set_totp_required",
@@ -197,6 +198,17 @@ def set_totp_required(session: Session, name: str, required: bool) -> Domain:
     """
     domain = require_domain(session, domain_name(name))
     domain.totp_required = required
+    return domain
+
+
+def set_anonmail_enabled(session: Session, name: str, enabled: bool) -> Domain:
+    """Open (or close) the domain to anonymous aliases for every one of its users.
+
+    Mailu's "Enable Global Anonymous Email Service": with it on, a user of the domain may
+    create anonymous aliases in it without a per-user access grant.
+    """
+    domain = require_domain(session, domain_name(name))
+    domain.anonmail_enabled = enabled
     return domain
 
 

@@ -77,6 +77,7 @@ def _domain_form(domain: Domain) -> dict[str, str]:
         "max_quota_bytes": show_size(domain.max_quota_bytes),
         "comment": domain.comment or "",
         "totp_required": "on" if domain.totp_required else "",
+        "anonmail_enabled": "on" if domain.anonmail_enabled else "",
     }
 
 
@@ -86,6 +87,12 @@ def _limits(form: dict[str, str]) -> tuple[int, int, int]:
         parse_count(form.get("max_aliases", "-1"), "max aliases"),
         parse_size(form.get("max_quota_bytes", "0") or "0", "max quota"),
     )
+
+
+def _apply_switches(db: Session, name: str, form: dict[str, str]) -> None:
+    """The form's checkboxes, each through its entity operation (an unticked box: off)."""
+    domains.set_totp_required(db, name, checked(form, "totp_required"))
+    domains.set_anonmail_enabled(db, name, checked(form, "anonmail_enabled"))
 
 
 def _records(request: Request, domain: Domain) -> list[dnsrecords.Record]:
@@ -124,6 +131,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                     "max_aliases": d.max_aliases,
                     "max_quota_bytes": d.max_quota_bytes,
                     "comment": d.comment or "",
+                    "anonmail_enabled": d.anonmail_enabled,
                 }
                 for d in found
             ]
@@ -146,8 +154,8 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             with work.change(settings_of(request)) as db:
                 created = domains.create_domain(db, form.get("name", ""), *_limits(form))
                 created.comment = text(255)(form.get("comment", "").strip())
-                created.totp_required = checked(form, "totp_required")
                 name = created.name
+                _apply_switches(db, name, form)
         except (ManageError, ValueError) as exc:
             context = {"form": form, "new": True, "error": str(exc)}
             return show(request, account, "domain_form.html", context, status_code=400)
@@ -177,8 +185,8 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                 form["name"] = show_domain(found.name)
                 domains.set_limits(db, found.name, *_limits(form))
                 found.comment = text(255)(form.get("comment", "").strip())
-                domains.set_totp_required(db, found.name, checked(form, "totp_required"))
                 name = found.name
+                _apply_switches(db, name, form)
         except (ManageError, ValueError) as exc:
             context = {"form": form, "new": False, "error": str(exc)}
             return show(request, account, "domain_form.html", context, status_code=400)
@@ -402,6 +410,7 @@ def _details(db: Any, request: Request, found: Domain) -> dict[str, Any]:
         },
         "comment": found.comment or "",
         "totp_required": found.totp_required,
+        "anonmail_enabled": found.anonmail_enabled,
         "users": users,
         "aliases": aliases,
         "alternatives": [
