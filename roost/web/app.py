@@ -119,6 +119,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await store.close()
+        limiter = getattr(app.state, "signup_limiter", None)
+        if limiter is not None:
+            await limiter.close()
 
     app = FastAPI(
         title=f"{settings.SITENAME} web",
