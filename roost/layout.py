@@ -104,6 +104,11 @@ class Layout:
         return self.root / "redis"
 
     @property
+    def rspamd_data(self) -> Path:
+        """Rspamd's statistics and caches, ``_rspamd``'s (``data`` is closed to it)."""
+        return self.root / "rspamd"
+
+    @property
     def cert_file(self) -> Path:
         return self.certs / self.settings.TLS_CERT_FILENAME
 
@@ -173,6 +178,19 @@ class Layout:
     @property
     def redis_socket(self) -> Path:
         return self.run / "redis" / "redis.sock"
+
+    @property
+    def rspamd_run(self) -> Path:
+        """Rspamd's sockets: ``milter.sock`` for Postfix, ``controller.sock`` for root."""
+        return self.run / "rspamd"
+
+    @property
+    def rspamd_milter_socket(self) -> Path:
+        return self.rspamd_run / "milter.sock"
+
+    @property
+    def rspamd_controller_socket(self) -> Path:
+        return self.rspamd_run / "controller.sock"
 
     @property
     def dovecot_run(self) -> Path:

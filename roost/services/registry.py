@@ -15,6 +15,7 @@ from roost.services.gate import GateService
 from roost.services.nginx import NginxService
 from roost.services.postfix import PostfixService
 from roost.services.redis import RedisService
+from roost.services.rspamd import RspamdService
 from roost.services.web import WebService
 
 __all__ = ["SERVICES"]
@@ -22,6 +23,7 @@ __all__ = ["SERVICES"]
 SERVICES: tuple[type[Service], ...] = (
     RedisService,
     GateService,
+    RspamdService,
     DovecotService,
     PostfixService,
     WebService,

@@ -26,7 +26,7 @@ from tests.e2e.test_inbound import message
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("redis", "gate", "dovecot", "postfix", "nginx")
+SERVICES = ("redis", "gate", "rspamd", "dovecot", "postfix", "nginx")
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,11 @@ def test_mail_waiting_in_the_queue_survives_a_dovecot_crash(own_stack: Stack) ->
     wait_restarted(own_stack, "dovecot", pid)
     for number in range(10):
         own_stack.wait_for_message(user, "queued-pw-1", f"queued {tag} {number}", timeout=60)
+    # Each one arrived. A message whose delivery was cut by the kill after Dovecot stored it
+    # but before it said so is delivered again: at least once is what SMTP and LMTP promise
+    # when a connection drops after the final dot (RFC 1047), never "lost".
     for number in range(10):
-        assert own_stack.count_messages(user, "queued-pw-1", f"queued {tag} {number}") == 1
+        assert own_stack.count_messages(user, "queued-pw-1", f"queued {tag} {number}") in (1, 2)
 
 
 def served_certificate(address: str, port: int) -> bytes:

@@ -422,7 +422,7 @@ def test_runner_interface(root: Path) -> None:
     notls = PostfixService(Layout(make_settings(root, ADDRESS, TLS_FLAVOR="notls")))
     assert notls.reload_on() == frozenset()
     assert service.readiness().tcp == ((ADDRESS, 10025),)
-    assert list(service.after) == ["gate", "dovecot"]
+    assert list(service.after) == ["gate", "dovecot", "rspamd"]
 
 
 def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:

@@ -81,8 +81,9 @@ class PostfixService(Service):
     """Renders main.cf/master.cf, applies overrides, checks the instance with Postfix."""
 
     name: str = field(init=False, default="postfix")
-    # The gate answers every table lookup; Dovecot takes LMTP deliveries and SASL.
-    after: Sequence[str] = field(init=False, default=("gate", "dovecot"))
+    # The gate answers every table lookup; Dovecot takes LMTP deliveries and SASL; Rspamd
+    # scans every message (until it answers, mail would only be deferred).
+    after: Sequence[str] = field(init=False, default=("gate", "dovecot", "rspamd"))
 
     @property
     def data_directory(self) -> Path:
@@ -168,6 +169,7 @@ class PostfixService(Service):
             "xclient_hosts": ", ".join(dict.fromkeys([internal, _route_source(internal)])),
             "gate": f"socketmap:unix:{layout.gate_socketmap}",
             "lmtp_socket": layout.lmtp_socket,
+            "rspamd_milter": layout.rspamd_milter_socket,
             "dovecot_auth_socket": layout.dovecot_auth_socket,
             "recipient_delimiter": settings.RECIPIENT_DELIMITER,
             "message_size_limit": settings.MESSAGE_SIZE_LIMIT,

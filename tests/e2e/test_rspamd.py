@@ -1,0 +1,68 @@
+"""Rspamd scans every message through Postfix's milter: spam is refused at SMTP time,
+everything gets Rspamd's headers, and while Rspamd does not answer mail is deferred with
+a 4xx (never accepted unscanned) and arrives once it answers again."""
+
+from __future__ import annotations
+
+import smtplib
+import uuid
+from email import message_from_bytes
+
+import pytest
+
+from tests.e2e.stack import DOMAIN, Stack
+from tests.e2e.test_inbound import SENDER, message
+
+pytestmark = pytest.mark.e2e
+
+# GTUBE, which Rspamd answers with "reject" (rspamd.com/doc/other/gtube_patterns.html).
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def test_gtube_is_refused_at_smtp_time_inbound_and_on_submission(stack: Stack) -> None:
+    user = stack.add_user("gtube", "gtube-pw-1")
+    with stack.smtp() as client, pytest.raises(smtplib.SMTPDataError) as inbound:
+        client.sendmail(SENDER, [user], message(SENDER, user, "gtube in", GTUBE))
+    assert inbound.value.smtp_code == 554, inbound.value
+    assert inbound.value.smtp_error == b"5.7.1 Gtube pattern"
+    with stack.submission() as client:
+        client.login(user, "gtube-pw-1")
+        with pytest.raises(smtplib.SMTPDataError) as submitted:
+            client.sendmail(user, [user], message(user, user, "gtube out", GTUBE))
+    assert submitted.value.smtp_code == 554, submitted.value
+    assert stack.count_messages(user, "gtube-pw-1", "gtube") == 0
+
+
+def test_scanned_mail_carries_rspamd_headers(stack: Stack) -> None:
+    user = stack.add_user("scanned", "scanned-pw-1")
+    subject = f"scanned {uuid.uuid4()}"
+    with stack.smtp() as client:
+        client.sendmail(SENDER, [user], message(SENDER, user, subject))
+    raw = stack.wait_for_message(user, "scanned-pw-1", subject)
+    headers = message_from_bytes(raw)
+    assert headers["X-Spamd-Bar"] is not None, raw[:800]
+
+
+def test_mail_is_deferred_while_rspamd_is_away_and_arrives_after(stack: Stack) -> None:
+    user = stack.add_user("deferred", "deferred-pw-1")
+    subject = f"deferred {uuid.uuid4()}"
+    milter = stack.root / "run" / "rspamd" / "milter.sock"
+    away = milter.with_name("milter.away")
+    # Postfix finds no milter to talk to, exactly as when Rspamd is not running.
+    milter.rename(away)
+    try:
+        with stack.smtp() as client, pytest.raises(smtplib.SMTPException) as refused:
+            client.sendmail(SENDER, [user], message(SENDER, user, subject))
+        code = getattr(refused.value, "smtp_code", None)
+        if code is None:  # SMTPRecipientsRefused: the 4xx came at RCPT
+            code = next(iter(refused.value.recipients.values()))[0]  # type: ignore[attr-defined]
+        assert 400 <= code < 500, refused.value
+    finally:
+        away.rename(milter)
+    # The sender retries, as SMTP senders do after a 4xx, and the mail arrives scanned.
+    with stack.smtp() as client:
+        client.sendmail(SENDER, [user], message(SENDER, user, subject))
+    raw = stack.wait_for_message(user, "deferred-pw-1", subject)
+    assert message_from_bytes(raw)["X-Spamd-Bar"] is not None
+    assert stack.count_messages(user, "deferred-pw-1", subject) == 1
+    assert DOMAIN in user
