@@ -38,6 +38,7 @@ __all__ = [
     "REQUIRE_TOKEN_REASON",
     "SECOND_FACTOR_ENROL",
     "SECOND_FACTOR_REQUIRED",
+    "TOKEN_ONLY",
     "TWO_FACTOR_REASON",
     "Login",
     "LoginResult",
@@ -106,6 +107,11 @@ _PASSWORD_ALWAYS_OK = frozenset({"web", "sso"})
 #: Protocols app tokens do not open: the web sign-in takes the account password only, as
 #: Mailu's does, so a token leaked from a mail client cannot change the password.
 PASSWORD_ONLY = frozenset({"web", "sso"})
+#: Protocols only app tokens open: ``api`` is the web's SimpleLogin-compatible alias
+#: endpoint (roost.web.api.anonmail), which takes ``email:token`` and never a password.
+TOKEN_ONLY = frozenset({"api"})
+#: The log tail of a password refused where only app tokens are taken.
+TOKEN_ONLY_REASON = "password refused: app tokens only"
 
 
 def _check_secret(stored: str, plain: str, cache: CredentialCache) -> tuple[bool, str | None]:
@@ -207,19 +213,23 @@ def quick_login(
     protocols with app tokens only, and the password is not even checked there (a
     password that cannot log in is not worth an Argon2 check, nor an answer about it).
     """
+    proto = protocol.lower() if isinstance(protocol, str) else ""
     user = find_user(directory, username)
     if user is None:
-        if equal_time and isinstance(password, str) and password and not require_token:
+        tokens_only = require_token or proto in TOKEN_ONLY
+        if equal_time and isinstance(password, str) and password and not tokens_only:
             return None
         return Login(None, LoginResult.UNKNOWN_USER, reason="unknown user")
     if not isinstance(password, str) or not password:
         return Login(user, LoginResult.BAD_CREDENTIALS, reason="badauth")
-    proto = protocol.lower() if isinstance(protocol, str) else ""
     by_token = (
         None if proto in PASSWORD_ONLY else token_login(directory, user, password, client_ip, cache)
     )
     if by_token is not None and by_token.result is not LoginResult.BAD_CREDENTIALS:
         return _switches(by_token, proto)
+    if proto in TOKEN_ONLY:
+        reason = by_token.reason if by_token is not None else TOKEN_ONLY_REASON
+        return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
     if require_token and proto not in _PASSWORD_ALWAYS_OK:
         # Mailu does not even look at the password then; neither is Argon2 spent on it.
         reason = by_token.reason if by_token is not None else REQUIRE_TOKEN_REASON

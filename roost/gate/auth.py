@@ -120,6 +120,8 @@ _CODES: dict[str, tuple[str, str, str]] = {
     "sieve": ("AuthFailed", "ENCRYPT-NEEDED", "AuthFailed"),
     # The web application's sign-in (roost.web.gatelogin); it reads Auth-Status only.
     "web": ("badauth", "encrypt", "ratelimit"),
+    # The web's SimpleLogin-compatible alias endpoint: app tokens only (core.credentials).
+    "api": ("badauth", "encrypt", "ratelimit"),
 }
 #: Protocols the gate decides logins for (Dovecot service names; nginx's smtp).
 PROTOCOLS = frozenset(_CODES)

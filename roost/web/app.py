@@ -157,6 +157,10 @@ def create_app(
         and getattr(settings, "API_TOKEN", "")
     ):
         app.mount(app.state.paths["api"] + "/v1", build_api(settings))
+    anonmail = _optional("roost.web.api.anonmail", "router")
+    if anonmail is not None and getattr(settings, "API", False):
+        # At WEB_API itself, not /v1 (SimpleLogin's path), with its own authentication.
+        app.include_router(anonmail(settings))
     autoconfig = _optional("roost.web.autoconfig", "router")
     if autoconfig is not None:
         app.include_router(autoconfig(settings))

@@ -47,6 +47,8 @@ class WebLogin:
     #: the server port the browser used (443, or 80 under notls), for the log line
     port: int = 443
     ssl: bool = True
+    #: ``web`` (the account password only) or ``api`` (app tokens only)
+    protocol: str = "web"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class GateClient:
             # Percent-encoded as nginx does; the gate decodes both (UTF-8 passwords).
             "Auth-User": quote(login.user, safe=""),
             "Auth-Pass": quote(login.password, safe=""),
-            "Auth-Protocol": "web",
+            "Auth-Protocol": login.protocol,
             "Auth-Port": str(login.port),
             "Auth-SSL": "on" if login.ssl else "off",
             "Client-IP": login.client_ip,

@@ -8,7 +8,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from roost.settings import Settings
-from roost.web.admin import admins, aliases, announcement, client_setup, domains, users
+from roost.web.admin import (
+    access,
+    admins,
+    aliases,
+    announcement,
+    anonaliases,
+    client_setup,
+    domains,
+    users,
+)
 from roost.web.csrf import html_router
 
 __all__ = ["build_router"]
@@ -24,4 +33,6 @@ def build_router(settings: Settings) -> APIRouter:
     admins.add_routes(router, prefix)
     announcement.add_routes(router, prefix)
     client_setup.add_routes(router, prefix)
+    access.add_routes(router, prefix)
+    anonaliases.add_routes(router, prefix)
     return router
