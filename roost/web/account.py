@@ -8,25 +8,16 @@ included: the browser is sent to sign in with the new password.
 
 from __future__ import annotations
 
-import logging
-
-from fastapi import Depends, Form, Request
+from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from roost.store import work
-from roost.store.entities import user as user_entity
-from roost.store.entities.names import ManageError
-from roost.web.auth import Account, current_user, settings_of
-from roost.web.client import client_info
+from roost.web.auth import Account, current_user
 from roost.web.csrf import html_router
-from roost.web.gatelogin import Verdict
 from roost.web.sessions import get_session
-from roost.web.sso.routes import LIMITED, check_new_password, verify_password
+from roost.web.sso.routes import PasswordForm, change_own_password, password_form
 from roost.web.templating import render
 
 __all__ = ["build_router"]
-
-log = logging.getLogger("roost.web")
 
 
 def _usage(account: Account) -> dict[str, object]:
@@ -58,37 +49,15 @@ def build_router(prefix: str) -> object:
     async def change_password(
         request: Request,
         account: Account = Depends(current_user),  # noqa: B008
-        current: str = Form(""),
-        password: str = Form(""),
-        password2: str = Form(""),
+        form: PasswordForm = Depends(password_form),  # noqa: B008
     ) -> Response:
-        error = check_new_password(current, password, password2)
-        status = 400
-        if error is None:
-            verdict = await verify_password(request, account.email, current)
-            if verdict is Verdict.OK:
-                try:
-                    with work.change(settings_of(request)) as db:
-                        user = user_entity.set_password(db, account.email, password)
-                        # The owner chose it: no change is due at the next sign-in.
-                        user.change_pw_next_login = False
-                except ManageError as exc:
-                    error = str(exc)
-                else:
-                    info = client_info(request)
-                    log.info(
-                        "Password change by %s from: %s/%s: success",
-                        account.email,
-                        info.ip,
-                        info.port,
-                    )
-                    await request.app.state.sessions.delete_user(account.email)
-                    get_session(request).end()
-                    return RedirectResponse("/sso/login?msg=changed", status_code=303)
-            elif verdict is Verdict.RATE_LIMITED:
-                error, status = LIMITED, 429
-            else:
-                error, status = "The current password is wrong.", 401
+        failed = await change_own_password(request, account, form, "Password change")
+        if failed is None:
+            # Every session of the account ends, this one included.
+            await request.app.state.sessions.delete_user(account.email)
+            get_session(request).end()
+            return RedirectResponse("/sso/login?msg=changed", status_code=303)
+        error, status = failed
         return render(
             request,
             "account.html",

@@ -11,6 +11,8 @@ users and administrators what each step does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -30,6 +32,7 @@ from roost.web.templating import render
 __all__ = ["build_router"]
 
 log = logging.getLogger("roost.web")
+T = TypeVar("T")
 
 PAGE = "/account/2fa"
 MESSAGES = {
@@ -70,6 +73,29 @@ async def _password_error(request: Request, account: Account, password: str) -> 
     if verdict is Verdict.RATE_LIMITED:
         return LIMITED, 429
     return "The password is wrong.", 401
+
+
+async def _guarded(
+    request: Request,
+    account: Account,
+    password: str,
+    what: str,
+    change: Callable[[Any], T],
+    then: Callable[[T], Response],
+) -> Response:
+    """``change`` in one transaction once the password given again is right, then the
+    answer ``then`` makes of its result; the page with the error otherwise."""
+    error, status = await _password_error(request, account, password)
+    if not error:
+        try:
+            with work.change(settings_of(request)) as db:
+                result = change(db)
+        except ManageError as exc:
+            error, status = str(exc), 409
+        else:
+            _log(request, what, account)
+            return then(result)
+    return _page(request, account, error=error, status=status)
 
 
 def _log(request: Request, what: str, account: Account) -> None:
@@ -132,19 +158,19 @@ def build_router(admin: str) -> APIRouter:
         account: Account = Depends(current_user),  # noqa: B008
         password: str = Form(""),
     ) -> Response:
-        error, status = await _password_error(request, account, password)
-        if not error:
-            settings = settings_of(request)
-            try:
-                with work.change(settings) as db:
-                    codes = user_entity.regenerate_recovery_codes(db, settings, account.email)
-            except ManageError as exc:
-                error, status = str(exc), 409
-            else:
-                _log(request, "recovery codes renewal", account)
-                context = {"account": account, "codes": codes, "next": base}
-                return render(request, "account_2fa_codes.html", context)
-        return _page(request, account, error=error, status=status)
+        settings = settings_of(request)
+        return await _guarded(
+            request,
+            account,
+            password,
+            "recovery codes renewal",
+            lambda db: user_entity.regenerate_recovery_codes(db, settings, account.email),
+            lambda codes: render(
+                request,
+                "account_2fa_codes.html",
+                {"account": account, "codes": codes, "next": base},
+            ),
+        )
 
     @router.post(PAGE + "/disable")
     async def disable(
@@ -152,16 +178,13 @@ def build_router(admin: str) -> APIRouter:
         account: Account = Depends(current_user),  # noqa: B008
         password: str = Form(""),
     ) -> Response:
-        error, status = await _password_error(request, account, password)
-        if not error:
-            try:
-                with work.change(settings_of(request)) as db:
-                    user_entity.disable_two_factor(db, account.email)
-            except ManageError as exc:
-                error, status = str(exc), 409
-            else:
-                _log(request, "disable", account)
-                return RedirectResponse(base + "?msg=off", status_code=303)
-        return _page(request, account, error=error, status=status)
+        return await _guarded(
+            request,
+            account,
+            password,
+            "disable",
+            lambda db: user_entity.disable_two_factor(db, account.email),
+            lambda _: RedirectResponse(base + "?msg=off", status_code=303),
+        )
 
     return router

@@ -20,18 +20,31 @@ from roost.store.entities.names import ManageError
 from roost.web.auth import Account, load_account, settings_of, signed_in_user
 from roost.web.client import client_info
 from roost.web.csrf import html_router
-from roost.web.gatelogin import GateAnswer, GateUnavailable, Verdict, WebLogin
-from roost.web.redirects import safe_target
+from roost.web.gatelogin import GateAnswer, GateUnavailable, Verdict
 from roost.web.sessions import get_session
+from roost.web.sso.signin import (
+    LIMITED,
+    UNAVAILABLE,
+    default_target,
+    signed_in,
+    target,
+    web_login,
+)
 from roost.web.templating import render
 
-__all__ = ["check_new_password", "router", "verify_password"]
+__all__ = [
+    "LIMITED",
+    "PasswordForm",
+    "change_own_password",
+    "check_new_password",
+    "password_form",
+    "router",
+    "verify_password",
+]
 
 log = logging.getLogger("roost.web")
 
 WRONG = "Wrong e-mail or password."
-LIMITED = "Too many attempts. Try again later."
-UNAVAILABLE = "Signing in is not possible right now. Try again in a minute."
 #: Messages the sign-in page shows when sent there with ``?msg=`` (never free text).
 MESSAGES = {
     "changed": "Your password was changed. Sign in with the new one.",
@@ -58,28 +71,45 @@ def check_new_password(current: str, new: str, again: str) -> str | None:
 
 async def verify_password(request: Request, email: str, password: str) -> Verdict:
     """Ask the gate about ``email``'s password, as a sign-in from this browser."""
-    info = client_info(request)
-    attempt = WebLogin(
-        user=email,
-        password=password,
-        client_ip=info.ip,
-        client_port=info.port,
-        port=info.server_port,
-        ssl=info.https,
-    )
-    answer = await request.app.state.gate.check(attempt)
+    answer = await request.app.state.gate.check(web_login(request, email, password))
     return answer.verdict
 
 
-def _default_target(request: Request) -> str:
-    paths = request.app.state.paths
-    return paths["admin"] + "/" if paths["admin"] else "/sso/login"
+PasswordForm = tuple[str, str, str]
 
 
-def _target(request: Request, url: str | None) -> str:
-    settings = settings_of(request)
-    hosts = (*settings.HOSTNAMES, request.headers.get("host", ""))
-    return safe_target(url, hosts) or _default_target(request)
+async def password_form(
+    current: str = Form(""), password: str = Form(""), password2: str = Form("")
+) -> PasswordForm:
+    """The password change form: (current, new, new again)."""
+    return current, password, password2
+
+
+async def change_own_password(
+    request: Request, account: Account, form: PasswordForm, what: str
+) -> tuple[str, int] | None:
+    """Set the password the account's owner chose, given the current one (checked by the
+    gate, with its rate limits): None when done (and logged as ``what``), else the error
+    and its HTTP status."""
+    current, password, password2 = form
+    error = check_new_password(current, password, password2)
+    if error is not None:
+        return error, 400
+    verdict = await verify_password(request, account.email, current)
+    if verdict is Verdict.RATE_LIMITED:
+        return LIMITED, 429
+    if verdict is not Verdict.OK:
+        return "The current password is wrong.", 401
+    try:
+        with work.change(settings_of(request)) as db:
+            user = user_entity.set_password(db, account.email, password)
+            # The owner chose it: no change is due at the next sign-in.
+            user.change_pw_next_login = False
+    except ManageError as exc:
+        return str(exc), 400
+    info = client_info(request)
+    log.info("%s by %s from: %s/%s: success", what, account.email, info.ip, info.port)
+    return None
 
 
 router = html_router(prefix="/sso")
@@ -89,7 +119,7 @@ router = html_router(prefix="/sso")
 async def login_form(request: Request, url: str = "", msg: str = "") -> Response:
     session = get_session(request)
     if session.user is not None and load_account(settings_of(request), session.user):
-        return RedirectResponse(_target(request, url), status_code=303)
+        return RedirectResponse(target(request, url), status_code=303)
     return render(request, "sso/login.html", {"url": url, "notice": MESSAGES.get(msg)})
 
 
@@ -104,35 +134,22 @@ async def login(
     error = WRONG
     status = 401
     if email and password:
-        info = client_info(request)
-        attempt = WebLogin(
-            user=email,
-            password=password,
-            client_ip=info.ip,
-            client_port=info.port,
-            port=info.server_port,
-            ssl=info.https,
-        )
         try:
-            answer = await request.app.state.gate.check(attempt)
+            answer = await request.app.state.gate.check(web_login(request, email, password))
         except GateUnavailable as exc:
             log.warning("web sign-in impossible: %s", exc)
             answer = GateAnswer(Verdict.BAD)
             error, status = UNAVAILABLE, 503
         account = load_account(settings_of(request), answer.user) if answer.user else None
         if answer.ok and account is not None:
-            session = get_session(request)
-            target = _target(request, url)
             if answer.second_factor is not None:
                 # The password was right, but the account is not signed in until the
                 # second factor is given (or enrolled): a new session without a user.
-                session.rotate_pending(account.email, answer.second_factor, target)
+                get_session(request).rotate_pending(
+                    account.email, answer.second_factor, target(request, url)
+                )
                 return RedirectResponse(SECOND_FACTOR_PAGE, status_code=303)
-            session.rotate(account.email)
-            if account.change_pw_next_login:
-                session["next"] = target
-                return RedirectResponse("/sso/pw_change", status_code=303)
-            return RedirectResponse(target, status_code=303)
+            return signed_in(request, account, target(request, url))
         if answer.verdict is Verdict.RATE_LIMITED:
             error, status = LIMITED, 429
     return render(
@@ -155,44 +172,22 @@ async def pw_change_form(
 async def pw_change(
     request: Request,
     account: Account = Depends(signed_in_user),  # noqa: B008
-    current: str = Form(""),
-    password: str = Form(""),
-    password2: str = Form(""),
+    form: PasswordForm = Depends(password_form),  # noqa: B008
 ) -> Response:
-    error = check_new_password(current, password, password2)
-    status = 400
-    if error is None:
-        verdict = await verify_password(request, account.email, current)
-        if verdict is Verdict.OK:
-            try:
-                with work.change(settings_of(request)) as db:
-                    user = user_entity.set_password(db, account.email, password)
-                    user.change_pw_next_login = False
-            except ManageError as exc:
-                error = str(exc)
-            else:
-                info = client_info(request)
-                log.info(
-                    "Forced password change by %s from: %s/%s: success",
-                    account.email,
-                    info.ip,
-                    info.port,
-                )
-                # Every other session of the account ends; this one goes on under a new id.
-                session = get_session(request)
-                target = session.get("next")
-                await request.app.state.sessions.delete_user(account.email)
-                session.rotate(account.email)
-                if not isinstance(target, str):
-                    target = _default_target(request)
-                return RedirectResponse(_target(request, target), status_code=303)
-        elif verdict is Verdict.RATE_LIMITED:
-            error, status = LIMITED, 429
-        else:
-            error, status = "The current password is wrong.", 401
-    return render(
-        request, "sso/pw_change.html", {"account": account, "error": error}, status_code=status
-    )
+    failed = await change_own_password(request, account, form, "Forced password change")
+    if failed is not None:
+        error, status = failed
+        return render(
+            request, "sso/pw_change.html", {"account": account, "error": error}, status_code=status
+        )
+    # Every other session of the account ends; this one goes on under a new id.
+    session = get_session(request)
+    then = session.get("next")
+    await request.app.state.sessions.delete_user(account.email)
+    session.rotate(account.email)
+    if not isinstance(then, str):
+        then = default_target(request)
+    return RedirectResponse(target(request, then), status_code=303)
 
 
 @router.get("/logout")

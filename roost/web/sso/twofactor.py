@@ -34,9 +34,16 @@ from roost.store.entities import user as user_entity
 from roost.web.auth import load_account, settings_of
 from roost.web.client import client_info
 from roost.web.csrf import html_router
-from roost.web.gatelogin import GateAnswer, GateUnavailable, Verdict, WebLogin
-from roost.web.redirects import safe_target
+from roost.web.gatelogin import GateAnswer, GateUnavailable, Verdict
 from roost.web.sessions import get_session
+from roost.web.sso.signin import (
+    LIMITED,
+    PASSWORD_CHANGE_PAGE,
+    UNAVAILABLE,
+    signed_in,
+    target,
+    web_login,
+)
 from roost.web.templating import render
 
 __all__ = [
@@ -60,8 +67,6 @@ ENROL_SECONDS = 900
 MAX_TRIES = 5
 
 WRONG_CODE = "That code is not right. Type the code your app shows now, or a recovery code."
-LIMITED = "Too many attempts. Try again later."
-UNAVAILABLE = "Signing in is not possible right now. Try again in a minute."
 EXPIRED = "expired"
 
 
@@ -85,16 +90,8 @@ def pending_of(request: Request) -> Pending | None:
     if not isinstance(created, (int, float)) or time.time() - created > lifetime:
         session.end()
         return None
-    target = session.get("next")
-    return Pending(email, needs, _safe(request, target if isinstance(target, str) else ""))
-
-
-def _safe(request: Request, url: str) -> str:
-    settings = settings_of(request)
-    hosts = (*settings.HOSTNAMES, request.headers.get("host", ""))
-    paths = request.app.state.paths
-    default = paths["admin"] + "/" if paths["admin"] else "/sso/login"
-    return safe_target(url, hosts) or default
+    then = session.get("next")
+    return Pending(email, needs, target(request, then if isinstance(then, str) else ""))
 
 
 def gate_key(settings: Settings) -> str:
@@ -108,15 +105,7 @@ async def report(request: Request, email: str, step: str, code: str = "") -> Gat
     """Tell the gate about the second step (``check``, ``failed``, ``passed``)."""
     from roost.gate.auth import SECOND_FACTOR_HEADER, SECOND_FACTOR_KEY_HEADER
 
-    info = client_info(request)
-    attempt = WebLogin(
-        user=email,
-        password=code,
-        client_ip=info.ip,
-        client_port=info.port,
-        port=info.server_port,
-        ssl=info.https,
-    )
+    attempt = web_login(request, email, code)
     extra = {
         SECOND_FACTOR_HEADER: step,
         SECOND_FACTOR_KEY_HEADER: gate_key(settings_of(request)),
@@ -193,11 +182,7 @@ async def second_factor(request: Request, code: str = Form("")) -> Response:
     log.info(
         "Second factor (%s) of %s from: %s/%s: success", how, account.email, info.ip, info.port
     )
-    session.rotate(account.email)
-    if account.change_pw_next_login:
-        session["next"] = pending.target
-        return RedirectResponse("/sso/pw_change", status_code=303)
-    return RedirectResponse(pending.target, status_code=303)
+    return signed_in(request, account, pending.target)
 
 
 # -- enrolment (shared with the account pages, roost.web.account_2fa) ------------------------
@@ -278,8 +263,8 @@ async def enrol_confirm(request: Request, code: str = Form("")) -> Response:
     # Enrolled: this is the sign-in (a new id); other sessions had only the password.
     await request.app.state.sessions.delete_user(account.email)
     session.rotate(account.email)
-    target = pending.target
+    then = pending.target
     if account.change_pw_next_login:
-        session["next"] = target
-        target = "/sso/pw_change"
-    return render(request, "account_2fa_codes.html", {"codes": codes, "next": target})
+        session["next"] = then
+        then = PASSWORD_CHANGE_PAGE
+    return render(request, "account_2fa_codes.html", {"codes": codes, "next": then})
