@@ -122,7 +122,7 @@ class RspamdService(Service):
         write_file(self.conf, _TEMPLATES.get_template("rspamd.conf.j2").render(context), 0o640)
         os.chown(self.conf, 0, account.pw_gid)
         for name in GENERATED:
-            template = _TEMPLATES.get_template(f"local.d/{name}.j2")
+            template = _TEMPLATES.get_template(f"{name}.j2")
             write_file(self.local_d / name, template.render(context))
         self.override_d.mkdir(parents=True, exist_ok=True)
         self._apply_overrides()
