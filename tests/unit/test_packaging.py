@@ -21,7 +21,6 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path: Path) -> None:
             "wheel",
             "--quiet",
             "--no-deps",
-            "--no-build-isolation",
             "--wheel-dir",
             str(tmp_path),
             str(PROJECT),
