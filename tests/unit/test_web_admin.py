@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from roost.gate.control import request_reload
+from roost.store.entities.manager import remove_manager
 from roost.store.models import Alias, Alternative, Domain, Relay, User, manager
 from roost.web.admin.rights import Target, can_edit_user, can_manage_domain
 from roost.web.auth import Account
@@ -357,6 +358,66 @@ def test_manager_cannot_change_alternatives_or_remove_a_fellow_who_outranks(
         assert session.get(Alternative, "x.test") is None
         assert len(session.get(User, CO).manager_of) == 2  # type: ignore[union-attr]
         assert not session.get(User, BOSS).manager_of  # type: ignore[union-attr]
+
+
+def managers_of(gate: GateHarness, domain: str) -> set[str]:
+    with gate.store.session() as session:
+        found = session.get(Domain, domain)
+        assert found is not None
+        return {u.email for u in found.managers}
+
+
+def test_the_manager_page_lists_the_candidates_or_asks_for_an_address(
+    gate: GateHarness,
+) -> None:
+    create = f"{ADMIN}/manager/create/{DOMAIN}"
+    before = managers_of(gate, DOMAIN)
+    assert before == {MGR, CO}
+
+    async def as_manager(client: httpx.AsyncClient) -> list[httpx.Response]:
+        page = await client.get(create)
+        unknown = await post_form(client, create, create, {"email": f"nobody@{DOMAIN}"})
+        # Crafted: a user of a domain MGR does not manage, and a fellow who outranks MGR.
+        token = csrf_of(page)
+        far = await client.post(create, data={"email": FAR, "csrf_token": token})
+        co = await client.post(create, data={"email": CO, "csrf_token": token})
+        picked = await post_form(client, create, create, {"email": PLAIN})
+        return [page, unknown, far, co, picked]
+
+    async def as_admin(client: httpx.AsyncClient) -> list[httpx.Response]:
+        page = await client.get(create)
+        twice = await post_form(client, create, create, {"email": CO})
+        typed = await post_form(client, create, create, {"email": FAR})
+        return [page, twice, typed, await client.get(f"{ADMIN}/domain/details/{DOMAIN}")]
+
+    try:
+        page, unknown, far, co, picked = browse(gate, MGR, as_manager)
+        # MGR's candidates: the users of the domain they manage whom the rank rule lets
+        # them act on, less its managers; a short list, so a list to choose from.
+        options = set(re.findall(r'<option value="([^"]+)"', page.text))
+        assert '<select id="mgr" name="email"' in page.text
+        assert PLAIN in options
+        assert not options & {MGR, CO, BOSS, BOSS2, FAR}
+        assert unknown.status_code == 400 and "no user" in unknown.text
+        assert far.status_code == 403 and co.status_code == 403
+        assert picked.status_code == 303, picked.text
+        assert managers_of(gate, DOMAIN) == before | {PLAIN}
+
+        page, twice, typed, details = browse(gate, BOSS, as_admin)
+        # A global administrator's candidates are every user: 10,000 and more, so the
+        # form asks for an address instead of listing them.
+        assert '<input id="mgr" name="email" type="text"' in page.text
+        assert "<option" not in page.text
+        assert twice.status_code == 400 and "already" in twice.text
+        assert f'value="{CO}"' in twice.text
+        assert typed.status_code == 303, typed.text  # a user of another domain may manage
+        assert managers_of(gate, DOMAIN) == before | {PLAIN, FAR}
+        assert FAR in details.text
+    finally:
+        with gate.store.session() as session:
+            for email in (PLAIN, FAR):
+                remove_manager(session, DOMAIN, email)
+    assert managers_of(gate, DOMAIN) == before
 
 
 def test_dns_check_page_answers(gate: GateHarness, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from roost.core import dnsrecords
@@ -24,8 +24,15 @@ from roost.store.entities import alternative as alternatives
 from roost.store.entities import domain as domains
 from roost.store.entities import relay as relays
 from roost.store.entities.fields import text
-from roost.store.entities.manager import remove_manager, set_manager
-from roost.store.entities.names import ManageError, count, show_domain, show_email
+from roost.store.entities.manager import add_manager, remove_manager
+from roost.store.entities.names import (
+    ManageError,
+    count,
+    parse_email,
+    show_domain,
+    show_email,
+    user_email,
+)
 from roost.store.models import Alias, Domain, User
 from roost.web import dnscheck
 from roost.web.admin import rights
@@ -54,6 +61,9 @@ __all__ = ["add_routes"]
 
 manager_only = require_role("manager")
 admin_only = require_role("admin")
+
+#: Up to this many candidates, the manager form is a list to choose from; above, a text field.
+MANAGER_CHOICES_MAX = 200
 
 #: Mailu's admin form defaults for a new domain.
 NEW_DOMAIN = {"name": "", "max_users": "10", "max_aliases": "10", "max_quota_bytes": "0"}
@@ -301,6 +311,14 @@ def add_routes(router: APIRouter, prefix: str) -> None:
 
     # -- managers (global administrators and the domain's managers) ----------------------
 
+    @router.get("/manager/create/{domain}")
+    async def manager_create_form(
+        request: Request,
+        domain: str,
+        account: Account = Depends(manager_only),  # noqa: B008
+    ) -> Response:
+        return _manager_page(request, account, domain, {})
+
     @router.post("/manager/create/{domain}")
     async def manager_create(
         request: Request,
@@ -308,20 +326,20 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         form = await form_of(request)
+        # "email" from the list or the typed address; "localpart" from older forms and scripts.
+        typed = (form.get("email") or form.get("localpart", "")).strip()
         with work.read(settings_of(request)) as db:
-            found = managed_domain(db, account, domain)
-            name = found.name
-        localpart = form.get("localpart", "").strip().partition("@")[0]
+            name = managed_domain(db, account, domain).name
         try:
             with work.change(settings_of(request)) as db:
-                user = db.get(User, f"{localpart.lower()}@{name}")
-                if user is not None:
-                    rights.require_user(account, rights.Target.of(user))
-                made = set_manager(db, name, localpart)
-                shown = show_email(made.email)
+                user = _new_manager(db, name, typed)
+                rights.require_user(account, rights.Target.of(user))
+                shown = show_email(user.email)
+                if any(d.name == name for d in user.manager_of):
+                    raise ManageError(f"{shown} manages {show_domain(name)} already")
+                add_manager(db, name, user.email)
         except ManageError as exc:
-            extra = {"manager_form": form, "manager_error": str(exc)}
-            return _details_page(request, account, name, extra, status_code=400)
+            return _manager_page(request, account, name, {"email": typed}, error=str(exc))
         say(request, f"{shown} now manages {show_domain(name)}.")
         return redirect(f"{prefix}/domain/details/{name}")
 
@@ -392,12 +410,12 @@ def _details_page(
 ) -> Response:
     """The domain's details page; ``extra`` carries a refused form back with its message."""
     with work.read(settings_of(request)) as db:
-        context = _details(db, request, managed_domain(db, account, domain))
+        context = _details(db, request, account, managed_domain(db, account, domain))
     context.update(extra)
     return show(request, account, "domain.html", context, status_code=status_code)
 
 
-def _details(db: Any, request: Request, found: Domain) -> dict[str, Any]:
+def _details(db: Any, request: Request, account: Account, found: Domain) -> dict[str, Any]:
     users = db.scalar(select(func.count()).where(User.domain_name == found.name)) or 0
     aliases = db.scalar(select(func.count()).where(Alias.domain_name == found.name)) or 0
     return {
@@ -424,8 +442,72 @@ def _details(db: Any, request: Request, found: Domain) -> dict[str, Any]:
         "records": _records(request, found),
         "omitted": dnsrecords.omitted(settings_of(request), found.name),
         "alternative_form": {},
+        "manager_choices": _manager_choices(db, account, found.name),
         "manager_form": {},
     }
+
+
+def _manager_candidates(account: Account, domain: str) -> Select[str]:
+    """The users ``account`` may make managers of ``domain``: Mailu offers the users of the
+    domains the actor manages (a global administrator: everyone). Those who manage the
+    domain already are left out, and so is anyone the rank rule (:mod:`rights`) would not
+    let a manager act on: a global administrator, or a manager of a domain the actor does
+    not manage. The POST checks the rank rule again on the one chosen."""
+    query = select(User.email).where(~User.manager_of.any(Domain.name == domain))
+    if account.global_admin:
+        return query
+    managed = sorted(account.managed_domains)
+    return query.where(
+        User.domain_name.in_(managed),
+        User.global_admin.is_(False),
+        ~User.manager_of.any(Domain.name.not_in(managed)),
+    )
+
+
+def _manager_choices(db: Any, account: Account, domain: str) -> list[dict[str, str]] | None:
+    """The candidates as a list to choose from; None when there are more than
+    :data:`MANAGER_CHOICES_MAX` (the form then asks for an address: a select of thousands
+    of addresses helps nobody)."""
+    query = _manager_candidates(account, domain)
+    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    if total > MANAGER_CHOICES_MAX:
+        return None
+    emails = db.scalars(query.order_by(User.domain_name, User.localpart))
+    return [{"email": email, "shown": show_email(email)} for email in emails]
+
+
+def _new_manager(db: Any, domain: str, typed: str) -> User:
+    """The user a manager form names: an address, or a name alone for a user of ``domain``."""
+    if not typed:
+        raise ManageError("choose a user or give an address")
+    email = parse_email(typed) if "@" in typed else user_email(typed, domain)
+    user = db.get(User, email)
+    if user is None:
+        raise ManageError(f"no user {show_email(email)}: create the user first")
+    assert isinstance(user, User)
+    return user
+
+
+def _manager_page(
+    request: Request,
+    account: Account,
+    domain: str,
+    form: dict[str, str],
+    *,
+    error: str = "",
+) -> Response:
+    """Mailu's page for adding a manager; with an ``error``, the refused form again (400)."""
+    with work.read(settings_of(request)) as db:
+        name = managed_domain(db, account, domain).name
+        choices = _manager_choices(db, account, name)
+    context = {
+        "domain": name,
+        "shown": show_domain(name),
+        "manager_choices": choices,
+        "manager_form": form,
+        "error": error,
+    }
+    return show(request, account, "manager_create.html", context, status_code=400 if error else 200)
 
 
 def _manager_target(db: Any, account: Account, domain: str, email: str) -> tuple[Domain, User]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from roost.store.entities import alternative as alternatives
 from roost.store.entities import domain as domains
-from roost.store.entities.manager import remove_manager
+from roost.store.entities import manager as managers
 from roost.store.entities.names import check_domain_name_free, show_domain, show_email
 from roost.store.models import Domain, User
 from roost.web.api import dns, schemas
@@ -147,7 +147,7 @@ def router(backend: Backend) -> APIRouter:
                     f"User {show_email(user.email)} is already manager of the domain "
                     f"{show_domain(found.name)}",
                 )
-            user.manager_of.append(found)
+            managers.add_manager(session, found.name, user.email)
             email, name = user.email, found.name
         return done(
             f"User {show_email(email)} has been added as manager of the domain {show_domain(name)} "
@@ -167,7 +167,7 @@ def router(backend: Backend) -> APIRouter:
     def delete_manager(domain: PathText, email: PathText) -> Any:
         with backend.changing() as session:
             found, user, who, name = _manager(session, domain, email)
-            remove_manager(session, found.name, user.email)
+            managers.remove_manager(session, found.name, user.email)
         return done(f"User {who} has been removed as a manager of the domain {name} ")
 
     # -- alternatives --------------------------------------------------------------------
