@@ -104,6 +104,10 @@ class Layout:
         return self.root / "redis"
 
     @property
+    def rspamd_redis_data(self) -> Path:
+        return self.root / "rspamd-redis"
+
+    @property
     def rspamd_data(self) -> Path:
         """Rspamd's statistics and caches, ``_rspamd``'s (``data`` is closed to it)."""
         return self.root / "rspamd"
@@ -183,6 +187,11 @@ class Layout:
     def rspamd_run(self) -> Path:
         """Rspamd's sockets: ``milter.sock`` for Postfix, ``controller.sock`` for root."""
         return self.run / "rspamd"
+
+    @property
+    def rspamd_redis_socket(self) -> Path:
+        """Rspamd's own Redis, ``0700 _rspamd``."""
+        return self.run / "rspamd-redis" / "redis.sock"
 
     @property
     def rspamd_milter_socket(self) -> Path:

@@ -14,7 +14,7 @@ from roost.services.dovecot import DovecotService
 from roost.services.gate import GateService
 from roost.services.nginx import NginxService
 from roost.services.postfix import PostfixService
-from roost.services.redis import RedisService
+from roost.services.redis import RedisService, RspamdRedisService
 from roost.services.rspamd import RspamdService
 from roost.services.web import WebService
 
@@ -23,6 +23,7 @@ __all__ = ["SERVICES"]
 SERVICES: tuple[type[Service], ...] = (
     RedisService,
     GateService,
+    RspamdRedisService,
     RspamdService,
     DovecotService,
     PostfixService,

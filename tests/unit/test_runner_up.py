@@ -279,11 +279,12 @@ def test_a_disabled_service_is_not_built_started_or_waited_for(
     assert order == ["optional", "core"]
 
 
-def test_the_registry_makes_the_seven_daemons_in_start_order(base: Path) -> None:
+def test_the_registry_makes_the_eight_daemons_in_start_order(base: Path) -> None:
     stack = enabled_services(Layout(make_settings(base)))
     assert [s.name for s in stack] == [
         "redis",
         "gate",
+        "rspamd-redis",
         "rspamd",
         "dovecot",
         "postfix",

@@ -13,7 +13,7 @@ import redis
 from test_services_postfix_support import make_settings, roost_root, wait_for
 
 from roost.layout import Layout
-from roost.services.redis import RedisService
+from roost.services.redis import RedisService, RspamdRedisService
 
 pytestmark = pytest.mark.e2e
 
@@ -72,3 +72,41 @@ def test_runner_interface(service: RedisService) -> None:
     assert service.reload_command() is None  # nothing to reload: no certificate, no files
     assert service.reload_on() == frozenset()
     assert service.enabled(service.layout.settings)
+
+
+def test_rspamds_redis_is_its_own_keeps_a_snapshot_and_refuses_others() -> None:
+    with roost_root() as root:
+        rspamd_redis = RspamdRedisService(Layout(make_settings(root, "127.0.5.41")))
+        rspamd_redis.render()
+        socket_path = rspamd_redis.socket
+        assert socket_path == rspamd_redis.layout.rspamd_redis_socket
+        assert socket_path != rspamd_redis.layout.redis_socket
+        process = subprocess.Popen(
+            rspamd_redis.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for(lambda: socket_path.exists() or process.poll() is not None, 15, "socket")
+            assert process.poll() is None
+            owner = subprocess.run(
+                ["ps", "-o", "user=", "-p", str(process.pid)], capture_output=True, text=True
+            ).stdout.strip()
+            assert owner == "_rspamd"
+            client = redis.Redis(unix_socket_path=str(socket_path))
+            assert client.config_get("save") != {"save": ""}
+            client.set("BAYES_TEST", "1")
+            client.close()
+            # Rspamd's user may connect; the gate's Redis user and anyone else may not.
+            script = f"import socket; socket.socket(socket.AF_UNIX).connect({str(socket_path)!r})"
+            for user, allowed in (("_rspamd", True), ("redis", False), ("nobody", False)):
+                probe = subprocess.run(
+                    ["runuser", "-u", user, "--", "python3", "-c", script],
+                    capture_output=True,
+                    check=False,
+                )
+                assert (probe.returncode == 0) is allowed, (user, probe.stderr)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output = process.communicate(timeout=15)[0].decode(errors="replace")
+        assert process.returncode == 0, output
+        # What Rspamd learnt is on disk for the next start.
+        assert (rspamd_redis.data / "dump.rdb").exists()

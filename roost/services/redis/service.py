@@ -12,7 +12,7 @@ import os
 import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from roost.services.base import (
     Readiness,
@@ -22,7 +22,7 @@ from roost.services.base import (
     write_file,
 )
 
-__all__ = ["RedisService"]
+__all__ = ["RedisService", "RspamdRedisService"]
 
 _TEMPLATES = template_environment(__file__)
 
@@ -38,43 +38,61 @@ SOCKET_MODE = "700"
 
 @dataclass
 class RedisService(Service):
-    """Renders redis.conf and prepares the directories for the ``redis`` user."""
+    """Renders redis.conf and prepares the directories for the ``redis`` user.
+
+    This instance holds the gate's rate-limit windows and the web's sessions, which may be
+    lost at a restart (no snapshot).
+    """
 
     name: str = field(init=False, default="redis")
+    #: the system user the server runs as; it alone (and root) may open the socket
+    user: ClassVar[str] = USER
+    package: ClassVar[str] = "redis-server"
+    #: keep a snapshot on disk across restarts
+    persistent: ClassVar[bool] = False
 
     @property
     def conf(self) -> Path:
         return self.etc / "redis.conf"
 
+    @property
+    def socket(self) -> Path:
+        return self.layout.redis_socket
+
+    @property
+    def data(self) -> Path:
+        return self.layout.redis_data
+
     def _account(self) -> pwd.struct_passwd:
         try:
-            return pwd.getpwnam(USER)
+            return pwd.getpwnam(self.user)
         except KeyError:
             raise ServiceConfigError(
-                f"user {USER!r} does not exist; install the Debian package redis-server"
+                f"user {self.user!r} does not exist; install the Debian package {self.package}"
             ) from None
 
     def context(self) -> dict[str, Any]:
         return {
-            "socket": self.layout.redis_socket,
+            "socket": self.socket,
             "socket_mode": SOCKET_MODE,
-            "data": self.layout.redis_data,
+            "data": self.data,
+            "persistent": self.persistent,
         }
 
     def render(self) -> None:
-        """Write redis.conf; give the data and socket directories to the redis user.
+        """Write redis.conf; give the data and socket directories to the server's user.
 
-        Redis must create its socket and write its data directory after dropping to
-        ``redis``; the configuration itself stays root's, readable by all.
+        Redis must create its socket and write its data directory after dropping to its
+        user; the configuration itself stays root's, readable by all.
         """
         account = self._account()
-        for directory in (self.layout.redis_data, self.layout.redis_socket.parent):
+        for directory in (self.data, self.socket.parent):
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 os.chown(directory, account.pw_uid, account.pw_gid)
             except PermissionError:
                 raise ServiceConfigError(
-                    f"{directory}: cannot give it to the {USER} user; run Roost as root"
+                    f"{directory}: cannot give it to the {self.user} user; run Roost as root"
                 ) from None
             directory.chmod(0o750)
         write_file(self.conf, _TEMPLATES.get_template("redis.conf.j2").render(self.context()))
@@ -82,8 +100,8 @@ class RedisService(Service):
     def command(self) -> list[str]:
         return [
             SETPRIV,
-            f"--reuid={USER}",
-            f"--regid={USER}",
+            f"--reuid={self.user}",
+            f"--regid={self.user}",
             "--init-groups",
             "--",
             REDIS_SERVER,
@@ -91,4 +109,26 @@ class RedisService(Service):
         ]
 
     def readiness(self) -> Readiness:
-        return Readiness(unix_sockets=(self.layout.redis_socket,))
+        return Readiness(unix_sockets=(self.socket,))
+
+
+@dataclass
+class RspamdRedisService(RedisService):
+    """Rspamd's own Redis (Bayes statistics, greylisting, history, DKIM keys the gate puts
+    there): run as ``_rspamd``, so Rspamd and root alone can reach it, and a compromised
+    Rspamd cannot read or forge the web's sessions or the gate's rate limits in the
+    other instance. Bayes learning is worth keeping, so it snapshots to disk.
+    """
+
+    name: str = field(init=False, default="rspamd-redis")
+    user: ClassVar[str] = "_rspamd"
+    package: ClassVar[str] = "rspamd"
+    persistent: ClassVar[bool] = True
+
+    @property
+    def socket(self) -> Path:
+        return self.layout.rspamd_redis_socket
+
+    @property
+    def data(self) -> Path:
+        return self.layout.rspamd_redis_data

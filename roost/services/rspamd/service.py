@@ -48,7 +48,7 @@ USER = "_rspamd"
 #: Postfix's smtpd processes run with this group; they alone (and root) open the milter.
 POSTFIX_GROUP = "postfix"
 #: The local.d files Roost writes; each merges the override of the same name.
-GENERATED = ("options.inc", "milter_headers.conf", "fuzzy_check.conf")
+GENERATED = ("options.inc", "redis.conf", "milter_headers.conf", "fuzzy_check.conf")
 #: Files Roost writes into its own rspamd.conf: an override by these names has no effect.
 NOT_OVERRIDABLE = frozenset({"logging.inc", "worker-proxy.inc", "worker-controller.inc"})
 #: Proxy workers: each scans in its own process; two use both cores of a small host.
@@ -69,7 +69,8 @@ class RspamdService(Service):
     """Renders rspamd.conf and local.d, applies overrides, checks with rspamadm."""
 
     name: str = field(init=False, default="rspamd")
-    after: Sequence[str] = field(init=False, default=())
+    # Its statistics, greylisting and the DKIM keys the gate writes are in its own Redis.
+    after: Sequence[str] = field(init=False, default=("rspamd-redis",))
 
     @property
     def conf(self) -> Path:
@@ -107,6 +108,7 @@ class RspamdService(Service):
             "postfix_group": POSTFIX_GROUP,
             "proxy_count": PROXY_COUNT,
             "controller_password": secrets.token_hex(24),
+            "redis_socket": self.layout.rspamd_redis_socket,
             "local_addrs": ", ".join(f'"{network}"' for network in settings.mynetworks),
         }
 
