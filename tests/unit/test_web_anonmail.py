@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from roost.gate.control import request_reload
 from roost.store.entities import anonalias
+from roost.store.entities import user as users
 from roost.store.entities.access import anonmail_domains
 from roost.store.models import Alias, Domain, DomainAccess, User
 from roost.web.app import create_app
@@ -271,6 +272,22 @@ def test_only_the_owner_acts_on_an_anonymous_alias(gate: GateHarness) -> None:
             anonalias.own_alias(session, ANN, f"team@{DOMAIN}")  # an alias without owner
         anonalias.set_anonymous_alias_disabled(session, ANN, email, True)
     assert [a.disabled for a in owned(gate, ANN)] == [True]
+
+
+def test_deleting_the_owner_deletes_their_anonymous_aliases_and_grants(
+    gate: GateHarness,
+) -> None:
+    gone = add_user(gate.store, f"gone@{DOMAIN}", PASSWORD)
+    grant(gate, ANON, gone)
+    with gate.store.session() as session:
+        email = anonalias.create_anonymous_alias(
+            session, gone, ANON, hostname="", note="", retries=3
+        ).email
+    with gate.store.session() as session:
+        users.delete_user(session, gone, really=True)
+    with gate.store.session() as session:
+        assert session.get(Alias, email) is None
+        assert list(session.scalars(select(DomainAccess))) == []
 
 
 # -- the mail path ---------------------------------------------------------------------------
