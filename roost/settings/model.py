@@ -250,6 +250,21 @@ class Settings:
         "mail",
         "Postfix `smtpd_reject_unlisted_recipient`: refuse unknown recipients at RCPT time",
     )
+    DKIM_SELECTOR: str = setting(
+        "dkim",
+        p.dkim_selector,
+        "mail",
+        "the DKIM selector: mail is signed with `s=` it, and each domain's key is published "
+        "at `<selector>._domainkey.<domain>` ([dkim.md](dkim.md))",
+    )
+    DKIM_PATH: str = setting(
+        "dkim/{domain}.{selector}.key",
+        p.dkim_path,
+        "mail",
+        "each domain's DKIM private key file, relative to ROOT unless absolute; `{domain}` "
+        "is the domain's punycode name, `{selector}` DKIM_SELECTOR (Mailu's default is "
+        "`/dkim/{domain}.{selector}.key`, its container's volume)",
+    )
     DMARC_RUA: str = setting(
         "",
         p.optional(p.local_part),
@@ -403,6 +418,42 @@ class Settings:
         "account, a signed-in user as its manager); the domain's MX must name one of "
         "HOSTNAMES, and it gets 10 users, 10 aliases and DEFAULT_QUOTA per user",
     )
+    WEB_WEBMAIL: str = setting(
+        "",
+        p.web_url,
+        "web",
+        "where `WEB_ADMIN/webmail` sends the browser (the path or URL of a webmail served "
+        "elsewhere); empty: 404. Roost has no webmail of its own, so Mailu's default "
+        "(`/webmail`, its webmail container) is not Roost's",
+    )
+    PROXY_AUTH_WHITELIST: tuple[str, ...] = setting(
+        (),
+        p.networks,
+        "web",
+        "networks of the authenticating proxies whose PROXY_AUTH_HEADER signs a user in at "
+        "`/sso/login`, matched against the address nginx sees (never a header); empty: "
+        "header authentication is off ([web.md](web.md))",
+    )
+    PROXY_AUTH_HEADER: str = setting(
+        "X-Auth-Email",
+        p.header_name,
+        "web",
+        "the header in which such a proxy names the signed-in user's address",
+    )
+    PROXY_AUTH_CREATE: bool = setting(
+        False,
+        p.boolean,
+        "web",
+        "create a user the proxy names who does not exist yet (the domain must exist and "
+        "have room; a random password)",
+    )
+    PROXY_AUTH_LOGOUT_URL: str = setting(
+        "",
+        p.web_url,
+        "web",
+        "where the browser goes after signing out (the proxy's own sign-out); empty: the "
+        "sign-in page",
+    )
     SESSION_TIMEOUT: int = setting(3600, p.whole(60), "web", "seconds an idle web session lasts")
     PERMANENT_SESSION_LIFETIME: int = setting(
         2_592_000, p.whole(60), "web", "seconds a web session lasts at most, however busy"
@@ -512,8 +563,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("CPU_COUNT", "worker processes for the admin container"),
     mailu_only("DEBUG", "Flask's debug mode for the admin"),
     mailu_only("DISABLE_STATISTICS", "do not send Mailu's anonymous usage statistics"),
-    mailu_only("DKIM_PATH", "where DKIM keys are kept"),
-    mailu_only("DKIM_SELECTOR", "the DKIM selector (`dkim`)"),
     mailu_only("DMARC_SEND_REPORTS", "send DMARC reports to other domains"),
     mailu_only("FETCHMAIL_DELAY", "seconds between fetches of remote mailboxes"),
     mailu_only("FETCHMAIL_ENABLED", "fetch mail from remote mailboxes"),
@@ -528,10 +577,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("LOGO_URL", "logo of the web interfaces"),
     mailu_only("MEMORY_SESSIONS", "keep web sessions in memory instead of Redis"),
     mailu_only("POSTFIX_LOG_FILE", "also write Postfix's log to this file"),
-    mailu_only("PROXY_AUTH_CREATE", "create users that a header authentication proxy names"),
-    mailu_only("PROXY_AUTH_HEADER", "the header that names the user behind a proxy"),
-    mailu_only("PROXY_AUTH_LOGOUT_URL", "where the web interfaces send a proxied logout"),
-    mailu_only("PROXY_AUTH_WHITELIST", "proxies trusted for header authentication"),
     mailu_only("PROXY_PROTOCOL", "ports that expect the PROXY protocol"),
     mailu_only("REAL_IP_FROM", "proxies trusted to give the client's address"),
     mailu_only("REAL_IP_HEADER", "the header that gives the client's address"),
@@ -547,7 +592,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("WEBDAV", "the CalDAV/CardDAV container (`radicale` or `none`)"),
     mailu_only("WEBMAIL", "the webmail container (`roundcube`, `snappymail` or `none`)"),
     mailu_only("WEBSITE", "the site linked from the web interfaces"),
-    mailu_only("WEB_WEBMAIL", "path of the webmail (`/webmail`)"),
     mailu_only("WELCOME", "send a welcome message to new users"),
     mailu_only("WELCOME_BODY", "the welcome message's text"),
     mailu_only("WELCOME_SUBJECT", "the welcome message's subject"),

@@ -20,7 +20,10 @@ __all__ = [
     "address",
     "boolean",
     "choice",
+    "dkim_path",
+    "dkim_selector",
     "email_list",
+    "header_name",
     "hostname",
     "hostnames",
     "items",
@@ -36,6 +39,7 @@ __all__ = [
     "verbatim",
     "web_path",
     "web_redirect",
+    "web_url",
     "whole",
 ]
 
@@ -272,3 +276,50 @@ def web_redirect(name: str, raw: str) -> str:
     if re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~/-]*)?", value):
         return value
     raise SettingsError(f"{name}={raw!r}: accepts a path such as /admin, a URL, none or nothing")
+
+
+# An HTTP field name: a token (RFC 9110, section 5.1).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def header_name(name: str, raw: str) -> str:
+    """The name of an HTTP header such as ``X-Auth-Email``."""
+    value = raw.strip()
+    if not _HEADER_NAME.fullmatch(value):
+        raise SettingsError(f"{name}={raw!r}: accepts a header name such as X-Auth-Email")
+    return value
+
+
+def web_url(name: str, raw: str) -> str:
+    """A path on this site or an http(s) URL (query allowed), or empty."""
+    value = raw.strip()
+    if not value:
+        return value
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F or ch in '\\"<>' for ch in value) or (
+        not re.match(r"https?://[A-Za-z0-9.-]+(:\d+)?([/?#]|$)|/(?![/\\])", value)
+    ):
+        raise SettingsError(
+            f"{name}={raw!r}: accepts a path such as /bye or a URL such as "
+            "https://sso.example.com/logout, or nothing"
+        )
+    return value
+
+
+def dkim_selector(name: str, raw: str) -> str:
+    """A DKIM selector (RFC 6376 section 3.1: DNS labels), lower case."""
+    from roost.core.dkim import DkimKeyError, check_selector
+
+    try:
+        return check_selector(raw)
+    except DkimKeyError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+
+
+def dkim_path(name: str, raw: str) -> str:
+    """A key file name template holding ``{domain}`` (and ``{selector}``), as Mailu's."""
+    from roost.core.dkim import DkimKeyError, check_path_template
+
+    try:
+        return check_path_template(raw.strip())
+    except DkimKeyError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from None

@@ -22,6 +22,7 @@ from roost.web.client import client_info
 from roost.web.csrf import html_router
 from roost.web.gatelogin import GateAnswer, GateUnavailable, Verdict
 from roost.web.sessions import get_session
+from roost.web.sso.proxyauth import header_login
 from roost.web.sso.signin import (
     LIMITED,
     UNAVAILABLE,
@@ -117,6 +118,9 @@ router = html_router(prefix="/sso")
 
 @router.get("/login")
 async def login_form(request: Request, url: str = "", msg: str = "") -> Response:
+    by_header = await header_login(request, url)
+    if by_header is not None:
+        return by_header
     session = get_session(request)
     if session.user is not None and load_account(settings_of(request), session.user):
         return RedirectResponse(target(request, url), status_code=303)
@@ -130,6 +134,9 @@ async def login(
     password: str = Form(""),
     url: str = Form(""),
 ) -> Response:
+    by_header = await header_login(request, url)
+    if by_header is not None:
+        return by_header
     email = email.strip()
     error = WRONG
     status = 401
@@ -202,7 +209,9 @@ async def logout_form(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     session = get_session(request)
     session.end()
-    return RedirectResponse("/sso/login?msg=out", status_code=303)
+    # Behind a signing-in proxy, its own sign-out (else the proxy signs the browser in again).
+    then = settings_of(request).PROXY_AUTH_LOGOUT_URL or "/sso/login?msg=out"
+    return RedirectResponse(then, status_code=303)
 
 
 # The second step (/sso/2fa): its own module, on this router so the app mounts it with it.
