@@ -73,9 +73,28 @@ def require_root() -> None:
         pytest.skip(reason)
 
 
+#: An Rspamd rule of the tests' own, added through overrides/rspamd like a user's rule:
+#: a Subject starting with SPAM_MARK scores SPAM_MARK_SCORE points, so a test can send mail
+#: that Rspamd itself scores as spam (below its reject threshold of 15).
+SPAM_MARK = "spam-marked"
+SPAM_MARK_SCORE = 14.0
+SPAM_RULE_FILES = {
+    "overrides/rspamd/multimap.conf": (
+        "ROOST_TEST_SPAM_MARK {\n"
+        '    type = "header";\n'
+        '    header = "Subject";\n'
+        "    regexp = true;\n"
+        '    map = "${LOCAL_CONFDIR}/local.d/roost_test_spam.map";\n'
+        f"    score = {SPAM_MARK_SCORE};\n"
+        "}\n"
+    ),
+    "overrides/rspamd/roost_test_spam.map": f"/^{SPAM_MARK} /\n",
+}
+
+
 @pytest.fixture(scope="session")
 def stack(receiver: Receiver) -> Iterator[Stack]:
     """The shared stack; tests create their own users in it."""
     require_root()
-    with running(Stack("main", e2e_address(2))) as started:
+    with running(Stack("main", e2e_address(2), files=SPAM_RULE_FILES)) as started:
         yield started

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.conftest import SPAM_MARK, SPAM_MARK_SCORE
 from tests.e2e.stack import HOSTNAME, Stack
 from tests.e2e.test_inbound import message
 from tests.unit.test_services_dovecot_smoke import ManageSieve
@@ -71,15 +72,20 @@ def test_special_folders_exist_and_are_subscribed(
 def test_spam_score_files_into_junk_marked_read(
     stack: Stack, imap_session: imaplib.IMAP4_SSL
 ) -> None:
-    """Mailu's rule: X-Spam-Level stars out of 15, above the user's 80 %: Junk, \\Seen."""
+    """Rspamd scores the message; Mailu's rule files it: X-Spam-Level stars out of 15,
+    above the user's 80 %: Junk, \\Seen. A sender's own X-Spam-Level counts for nothing."""
     user = stack.add_user("spammed", "spammed-pw-1")
-    spam, ham = f"spam {uuid.uuid4()}", f"ham {uuid.uuid4()}"
-    deliver(stack, user, spam, headers="X-Spam-Level: " + "*" * 14 + "\r\n")
-    deliver(stack, user, ham, headers="X-Spam-Level: " + "*" * 11 + "\r\n")
+    spam, ham = f"{SPAM_MARK} {uuid.uuid4()}", f"ham {uuid.uuid4()}"
+    deliver(stack, user, spam)
+    deliver(stack, user, ham, headers="X-Spam-Level: " + "*" * 15 + "\r\n")
     imap_session.login(user, "spammed-pw-1")
     found = wait_for_folder(imap_session, "Junk", spam)
     _, flags = imap_session.fetch(found[0], "(FLAGS)")
     assert b"\\Seen" in flags[0]
+    _, data = imap_session.fetch(found[0], "(BODY.PEEK[HEADER.FIELDS (X-Spam-Level)])")
+    # Rspamd's stars: about SPAM_MARK_SCORE of them, above 80 % of 15.
+    stars = data[0][1].count(b"*")
+    assert 12 < stars <= SPAM_MARK_SCORE + 1, data
     assert wait_for_folder(imap_session, "INBOX", ham)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import smtplib
 import uuid
 from email import message_from_bytes
+from email.message import EmailMessage
 
 import pytest
 
@@ -66,3 +67,29 @@ def test_mail_is_deferred_while_rspamd_is_away_and_arrives_after(stack: Stack) -
     assert message_from_bytes(raw)["X-Spamd-Bar"] is not None
     assert stack.count_messages(user, "deferred-pw-1", subject) == 1
     assert DOMAIN in user
+
+
+def test_a_forbidden_attachment_extension_is_refused_with_mailus_message(stack: Stack) -> None:
+    user = stack.add_user("attached", "attached-pw-1")
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = SENDER, user, f"attachment {uuid.uuid4()}"
+    mail.set_content("See the attachment.")
+    mail.add_attachment(
+        b"MZ\x90\x00", maintype="application", subtype="octet-stream", filename="invoice.pdf.exe"
+    )
+    with stack.smtp() as client, pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail(SENDER, [user], mail.as_bytes())
+    assert refused.value.smtp_code == 554, refused.value
+    assert refused.value.smtp_error == b"5.7.1 Forbidden attachment extension"
+    # The same mail with a harmless attachment passes.
+    mail.replace_header("Subject", f"harmless {uuid.uuid4()}")
+    harmless = EmailMessage()
+    for name in ("From", "To", "Subject"):
+        harmless[name] = mail[name]
+    harmless.set_content("See the attachment.")
+    harmless.add_attachment(
+        b"%PDF-1.4", maintype="application", subtype="pdf", filename="invoice.pdf"
+    )
+    with stack.smtp() as client:
+        client.sendmail(SENDER, [user], harmless.as_bytes())
+    stack.wait_for_message(user, "attached-pw-1", harmless["Subject"])

@@ -26,7 +26,7 @@ from tests.e2e.test_inbound import message
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("redis", "gate", "rspamd", "dovecot", "postfix", "nginx")
+SERVICES = ("redis", "gate", "rspamd-redis", "rspamd", "dovecot", "postfix", "nginx")
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ __all__ = ["RspamdService"]
 log = logging.getLogger(__name__)
 
 _TEMPLATES = template_environment(__file__)
+_TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 RSPAMD = "rspamd"
 RSPAMADM = "rspamadm"
@@ -48,7 +49,15 @@ USER = "_rspamd"
 #: Postfix's smtpd processes run with this group; they alone (and root) open the milter.
 POSTFIX_GROUP = "postfix"
 #: The local.d files Roost writes; each merges the override of the same name.
-GENERATED = ("options.inc", "redis.conf", "milter_headers.conf", "fuzzy_check.conf")
+GENERATED = (
+    "options.inc",
+    "redis.conf",
+    "milter_headers.conf",
+    "multimap.conf",
+    "fuzzy_check.conf",
+)
+#: Lists Roost writes that an override of the same name replaces whole (Mailu's rule).
+DEFAULT_MAPS = ("forbidden_file_extension.map",)
 #: Files Roost writes into its own rspamd.conf: an override by these names has no effect.
 NOT_OVERRIDABLE = frozenset({"logging.inc", "worker-proxy.inc", "worker-controller.inc"})
 #: Proxy workers: each scans in its own process; two use both cores of a small host.
@@ -101,6 +110,7 @@ class RspamdService(Service):
         return {
             "overrides": self.overrides,
             "local_confdir": self.etc,
+            "local_d": self.local_d,
             "log_level": "info" if settings.LOG_LEVEL == "DEBUG" else "warning",
             "milter_socket": self.layout.rspamd_milter_socket,
             "controller_socket": self.layout.rspamd_controller_socket,
@@ -126,6 +136,8 @@ class RspamdService(Service):
         for name in GENERATED:
             template = _TEMPLATES.get_template(f"{name}.j2")
             write_file(self.local_d / name, template.render(context))
+        for name in DEFAULT_MAPS:
+            write_file(self.local_d / name, (_TEMPLATE_DIR / name).read_text(encoding="utf-8"))
         self.override_d.mkdir(parents=True, exist_ok=True)
         self._apply_overrides()
         self._prepare_directories(account, postfix_gid)
