@@ -73,4 +73,8 @@ def build_router(prefix: str) -> object:
     from roost.web.selfservice import build_router as self_service_pages
 
     router.include_router(self_service_pages(prefix))
+    # Mailu's /webmail and /ui/ redirects (roost.web.redirects).
+    from roost.web.redirects import build_router as redirects
+
+    router.include_router(redirects(prefix))
     return router

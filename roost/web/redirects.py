@@ -1,4 +1,5 @@
-"""Where a sign-in may send the browser next: only to a page of this site.
+"""Redirects: where a sign-in may send the browser next (only to a page of this site), and
+two fixed ones of Mailu's under WEB_ADMIN (:func:`build_router`).
 
 ``/sso/login?url=...`` comes from links anyone can craft, so the target is accepted only
 when it is a path on this host (``/admin/...``), or a full URL naming one of HOSTNAMES (or
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["safe_target"]
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+__all__ = ["build_router", "safe_target"]
 
 _MAX = 2048
 
@@ -45,3 +49,26 @@ def safe_target(url: str | None, hosts: tuple[str, ...]) -> str | None:
     if host not in allowed or (port is not None and port not in (80, 443)):
         return None
     return _clean_path(parts.path or "/", parts.query)
+
+
+def build_router(admin: str) -> APIRouter:
+    """Mailu's redirects under ``admin`` (WEB_ADMIN), for links and bookmarks made for it.
+
+    ``/webmail`` goes to WEB_WEBMAIL (302, as Mailu), or is not found when it is empty
+    (Roost serves no webmail itself); ``/ui/``, the admin pages' old path, moved to
+    WEB_ADMIN for good (301).
+    """
+    router = APIRouter(include_in_schema=False)  # the account router adds ``admin``
+
+    @router.get("/webmail")
+    async def webmail(request: Request) -> Response:
+        target = str(getattr(request.app.state.settings, "WEB_WEBMAIL", ""))
+        if not target:
+            raise HTTPException(status_code=404)
+        return RedirectResponse(target, status_code=302)
+
+    @router.get("/ui/")
+    async def old_ui() -> Response:
+        return RedirectResponse(admin, status_code=301)
+
+    return router
