@@ -583,7 +583,7 @@ def _autoreply_lines(user: User) -> list[str]:
 @cli.command("config-export")
 @click.argument("filters", nargs=-1, metavar="[FILTER]...")
 @click.option("-f", "--full", is_flag=True, help="Include attributes with their default value.")
-@click.option("-s", "--secrets", is_flag=True, help="Include secrets (fetch passwords).")
+@click.option("-s", "--secrets", is_flag=True, help="Include secrets (DKIM keys, fetch passwords).")
 @click.option(
     "-o",
     "--output-file",
@@ -762,18 +762,19 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
     from roost.core import dnsrecords
     from roost.store.entities.names import domain_name, require_domain
 
+    settings = _settings()
     with _session() as session:
         found = require_domain(session, domain_name(domain))
         name, alternative_names = found.name, [a.name for a in found.alternatives]
-    settings = _settings()
+        public = domains.dkim_public_key(session, settings, name)
     if zone:
-        click.echo(dnsrecords.zone_file(settings, name, alternative_names), nl=False)
+        click.echo(dnsrecords.zone_file(settings, name, alternative_names, dkim=public), nl=False)
         return
-    records = dnsrecords.records(settings, name, alternative_names)
+    records = dnsrecords.records(settings, name, alternative_names, dkim=public)
     if not check:
         for record in records:
             click.echo(record.line)
-        for reason in dnsrecords.omitted(settings, name):
+        for reason in dnsrecords.omitted(settings, name, dkim=public):
             click.echo(f"Left out: {reason}")
         return
     from roost.web import dnscheck
@@ -790,10 +791,53 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         elif result.state != dnscheck.LIVE:
             for text in result.found:
                 click.echo(f"         found: {text}")
-    for reason in dnsrecords.omitted(settings, name):
+    for reason in dnsrecords.omitted(settings, name, dkim=public):
         click.echo(f"Left out: {reason}")
     if any(result.state != dnscheck.LIVE for result in checks):
         raise click.exceptions.Exit(1)
+
+
+@cli.group("dkim")
+def dkim_group() -> None:
+    """DKIM: a domain's signing key and the records that publish it (docs/dkim.md)."""
+
+
+@dkim_group.command("generate")
+@click.argument("domain")
+def dkim_generate(domain: str) -> None:
+    """Make a new RSA-2048 DKIM key for DOMAIN (replacing its key) and show what to publish.
+
+    Mail is signed with the new key at once: publish the DKIM record straight away, or
+    receivers fail the signatures until they see it.
+    """
+    settings = _settings()
+    with _changing() as session:
+        name = domains.generate_dkim_key(session, settings, domain).name
+    click.echo(f"DKIM key generated for {show_domain(name)}; publish these records:")
+    _dkim_records(name)
+
+
+@dkim_group.command("show")
+@click.argument("domain")
+def dkim_show(domain: str) -> None:
+    """The DKIM, DMARC and DMARC report records to publish for DOMAIN and its alternatives."""
+    _dkim_records(domain)
+
+
+def _dkim_records(domain: str) -> None:
+    from roost.core import dnsrecords
+    from roost.store.entities.names import domain_name, require_domain
+
+    settings = _settings()
+    with _session() as session:
+        found = require_domain(session, domain_name(domain))
+        name, alternative_names = found.name, [a.name for a in found.alternatives]
+        public = domains.dkim_public_key(session, settings, name)
+    if public is None:
+        _fail(f"{show_domain(name)} has no DKIM key: roost dkim generate {name}")
+    for record in dnsrecords.records(settings, name, alternative_names, dkim=public):
+        if record.rtype == "TXT" and not str(record.data[0]).startswith("v=spf1"):
+            click.echo(record.line)
 
 
 @cli.group("2fa")

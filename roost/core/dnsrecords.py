@@ -5,15 +5,16 @@ the admin UI, the API and ``roost dns`` show the same records and tests run in
 microseconds. Names are lower-case punycode (IDNA A-labels), fully qualified with a trailing
 dot, as Mailu's admin shows them, so they can be pasted into a zone file as they are.
 
-What is published, per domain (and for each alternative name: MX, SPF, DMARC):
+What is published, per domain (and for each alternative name: MX, SPF, DKIM, DMARC):
 
-DMARC and the report permission only with a DKIM key (``signed``), as Mailu shows them:
-``p=reject`` without a signature would make receivers refuse every message a third party
-forwards, since forwarding breaks SPF and nothing else would align.
-
+DKIM, DMARC and the report permission only with a DKIM key (``dkim``: its public half), as
+Mailu shows them: ``p=reject`` without a signature would make receivers refuse every
+message a third party forwards, since forwarding breaks SPF and nothing else would align.
 
 - MX (RFC 5321 §5.1): ``<d>. 600 IN MX 10 <HOSTNAMES[0]>.``
 - SPF (RFC 7208): ``"v=spf1 mx a:<host> ~all"``: the MX host sends.
+- DKIM (RFC 6376 §3.6.1): ``<DKIM_SELECTOR>._domainkey.<d>. TXT "v=DKIM1; k=rsa; p=..."``;
+  an alternative publishes its domain's key under its own name, as it signs with it.
 - DMARC (RFC 7489 §6.3): ``p=reject`` with strict alignment, and report addresses
   ``rua``/``ruf`` at DOMAIN when DMARC_RUA/DMARC_RUF name local parts. A domain other than
   DOMAIN whose reports go to DOMAIN also needs DOMAIN's permission (RFC 7489 §7.1):
@@ -25,7 +26,7 @@ forwards, since forwarding breaks SPF and nothing else would align.
 - ``autoconfig`` and ``autodiscover`` CNAMEs to the host, where Thunderbird and Outlook
   look for their configuration documents.
 
-Left out, and said so by :func:`omitted`: DKIM (Roost keeps no DKIM keys yet) and TLSA
+Left out, and said so by :func:`omitted`: DKIM and DMARC while the domain has no key, and TLSA
 (RFC 7671: a DANE record must follow the certificate or its issuer across renewals, and
 Roost has no ACME source yet whose issuer is fixed).
 """
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from roost.core import dkim as dkimkey
 from roost.core.address import DOMAIN_MAX, domain_to_ascii
 from roost.settings import Settings
 
@@ -85,6 +87,15 @@ class Record:
     def line(self) -> str:
         """One master-file line: ``name ttl IN type data``."""
         return f"{self.name} {self.ttl} IN {self.rtype} {self.value}"
+
+    @property
+    def unsplit_line(self) -> str:
+        """The line with a TXT record's text as one quoted string, however long: how
+        Mailu's API shows it (``dns_dkim``); a zone file needs :attr:`line`."""
+        if self.rtype != "TXT":
+            return self.line
+        text = str(self.data[0]).replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.name} {self.ttl} IN TXT "{text}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +184,24 @@ def dmarc_text(settings: Settings) -> str:
     return text + " adkim=s; aspf=s"
 
 
-def _mail_records(settings: Settings, name: str, signed: bool) -> list[Record]:
-    """MX, SPF, and with a DKIM key DMARC and the report permission: for a domain and
-    each alternative."""
+def _mail_records(settings: Settings, name: str, dkim: str | None) -> list[Record]:
+    """MX, SPF, and with a DKIM key (its public half) DKIM, DMARC and the report
+    permission: for a domain and each alternative."""
     host = fqdn(settings.hostname)
     out = [
         Record(fqdn(name), "MX", (10, host), name, "mail for the domain goes to this host"),
         Record(fqdn(name), "TXT", (spf_text(settings),), name, "SPF: who may send"),
     ]
-    if not signed:
+    if dkim is None:
         return out
     out += [
+        Record(
+            fqdn(dkimkey.record_name(settings.DKIM_SELECTOR, name)),
+            "TXT",
+            (dkimkey.record_text(dkim),),
+            name,
+            "DKIM: the key receivers check this host's signatures with",
+        ),
         Record(
             fqdn(f"_dmarc.{name}"),
             "TXT",
@@ -230,43 +248,54 @@ def _service_records(settings: Settings, name: str) -> list[Record]:
 
 
 def records(
-    settings: Settings, domain: str, alternatives: Iterable[str] = (), *, signed: bool = False
+    settings: Settings, domain: str, alternatives: Iterable[str] = (), *, dkim: str | None = None
 ) -> list[Record]:
     """Every record to publish for ``domain`` and its alternative names, in zone order.
 
-    ``signed``: the domain has a DKIM key (then DMARC is published too). Names may be
-    given in Unicode or punycode; raises core.address.AddressError for a name that is not
-    a domain.
+    ``dkim``: the public half (base64) of the domain's DKIM key, if it has one (then DKIM
+    and DMARC are published too, for the alternatives as well). Names may be given in
+    Unicode or punycode; raises core.address.AddressError for a name that is not a domain.
     """
     name = ascii_name(domain)
-    out = _mail_records(settings, name, signed)
+    out = _mail_records(settings, name, dkim)
     out += _service_records(settings, name)
     for alternative in sorted({ascii_name(a) for a in alternatives} - {name}):
-        out += _mail_records(settings, alternative, signed)
+        out += _mail_records(settings, alternative, dkim)
     return out
 
 
-def omitted(settings: Settings, domain: str) -> list[str]:
+def omitted(settings: Settings, domain: str, *, dkim: str | None = None) -> list[str]:
     """The records Mailu would also show that Roost leaves out, each with the reason."""
-    del settings, domain  # the same for every domain until DKIM keys and ACME exist
-    return [
-        "DKIM: Roost does not sign mail with DKIM yet, so there is no key to publish",
-        "DMARC: published with the DKIM key; p=reject without a signature would refuse "
-        "mail that others forward",
+    out = []
+    if dkim is None:
+        out += [
+            f"DKIM: {ascii_name(domain)} has no DKIM key yet, so its mail is not signed "
+            f"(make one with: roost dkim generate {ascii_name(domain)})",
+            "DMARC: published with the DKIM key; p=reject without a signature would refuse "
+            "mail that others forward",
+        ]
+    del settings  # the same for every setting until ACME exists
+    out.append(
         "TLSA (DANE): only with a certificate whose issuer stays fixed across renewals "
-        "(ACME); the certificate in ROOT/certs can change without notice",
-    ]
+        "(ACME); the certificate in ROOT/certs can change without notice"
+    )
+    return out
 
 
 def zone_file(
-    settings: Settings, domain: str, alternatives: Sequence[str] = (), *, signed: bool = False
+    settings: Settings,
+    domain: str,
+    alternatives: Sequence[str] = (),
+    *,
+    dkim: str | None = None,
 ) -> str:
     """The records as RFC 1035 master-file lines, ready to paste into the zone; ends in a newline.
 
-    Comment lines (``;``) name the domain and what is left out and why.
+    Comment lines (``;``) name the domain and what is left out and why. A DKIM record's
+    text is cut into character-strings of 250 octets, as Mailu's zone file does.
     """
     name = ascii_name(domain)
     lines = [f"; Mail records for {name}, from Roost"]
-    lines += [f"; left out: {reason}" for reason in omitted(settings, name)]
-    lines += [record.line for record in records(settings, name, alternatives, signed=signed)]
+    lines += [f"; left out: {reason}" for reason in omitted(settings, name, dkim=dkim)]
+    lines += [record.line for record in records(settings, name, alternatives, dkim=dkim)]
     return "\n".join(lines) + "\n"

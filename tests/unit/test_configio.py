@@ -147,6 +147,7 @@ def test_export_full_and_json(stack: Stack) -> None:
                 "alternatives": [],
                 "anonmail_enabled": False,
                 "comment": "",
+                "dkim_key": "",
                 "max_aliases": -1,
                 "max_quota_bytes": 0,
                 "max_users": -1,
@@ -569,16 +570,6 @@ alias:
     assert failed(stack, "config-import", input=document) == [
         "[ValidationError] 1 errors occurred during input validation",
         "- alias[0].email : 'joe@example.com' is already a user",
-    ]
-
-
-def test_dkim_keys_are_not_supported_yet(stack: Stack) -> None:
-    hidden = "domain:\n  - name: example.com\n    dkim_key: <hidden>\n"
-    assert ok(stack, "config-import", input=hidden).endswith("Created: domain(1)\n")
-    key = "domain:\n  - name: example.com\n    dkim_key: -generate-\n"
-    assert failed(stack, "config-import", input=key) == [
-        "[ValidationError] 1 errors occurred during input validation",
-        "- domain[0].dkim_key : DKIM keys are not supported yet",
     ]
 
 

@@ -18,9 +18,14 @@ def settings(**values: str) -> Settings:
     return load_settings(env_file=None, environ=environ)
 
 
+#: A DKIM public key's base64 (its length is a 2048-bit key's: two TXT strings).
+PUB = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "x" * 348
+DKIM_TXT = f'"v=DKIM1; k=rsa; p={PUB[:232]}" "{PUB[232:]}"'
+
+
 def lines(s: Settings, domain: str, alternatives: tuple[str, ...] = ()) -> list[str]:
     """The records of a domain with a DKIM key (so with DMARC)."""
-    return [r.line for r in records(s, domain, alternatives, signed=True)]
+    return [r.line for r in records(s, domain, alternatives, dkim=PUB)]
 
 
 def test_without_a_dkim_key_no_dmarc_is_suggested() -> None:
@@ -38,6 +43,7 @@ def test_default_ports_publish_mailus_formats() -> None:
     assert lines(settings(), "example.com") == [
         "example.com. 600 IN MX 10 mail.example.com.",
         'example.com. 600 IN TXT "v=spf1 mx a:mail.example.com ~all"',
+        f"dkim._domainkey.example.com. 600 IN TXT {DKIM_TXT}",
         '_dmarc.example.com. 600 IN TXT "v=DMARC1; p=reject; adkim=s; aspf=s"',
         "_imap._tcp.example.com. 600 IN SRV 0 0 0 .",
         "_pop3._tcp.example.com. 600 IN SRV 0 0 0 .",
@@ -102,7 +108,7 @@ def test_only_rua_and_no_report_permission_without_addresses() -> None:
     s = settings(DMARC_RUA="postmaster")
     assert (
         '"v=DMARC1; p=reject; rua=mailto:postmaster@example.com; adkim=s; aspf=s"'
-        in (lines(s, "example.com")[2])
+        in (lines(s, "example.com")[3])
     )
     assert not [line for line in lines(settings(), "other.org") if "_report" in line]
 
@@ -110,7 +116,7 @@ def test_only_rua_and_no_report_permission_without_addresses() -> None:
 def test_dmarc_uri_separators_in_a_local_part_are_escaped() -> None:
     # RFC 7489 §6.4: "!" starts a size limit and "," separates URIs (refused by the setting).
     s = settings(DMARC_RUA="a!b")
-    assert "rua=mailto:a%21b@example.com;" in lines(s, "example.com")[2]
+    assert "rua=mailto:a%21b@example.com;" in lines(s, "example.com")[3]
     with pytest.raises(SettingsError, match="DMARC_RUF="):
         settings(DMARC_RUF="a,b")
 
@@ -119,13 +125,16 @@ def test_names_are_lower_case_punycode_and_alternatives_get_mail_records() -> No
     got = lines(settings(), "Bücher.Example", ("ALT.example", "bücher.example", "zz.example"))
     assert got[0] == "xn--bcher-kva.example. 600 IN MX 10 mail.example.com."
     assert "autoconfig.xn--bcher-kva.example. 600 IN CNAME mail.example.com." in got
-    # The domain itself is no alternative; alternatives sorted, each MX, SPF, DMARC only.
-    assert got[-6:] == [
+    # The domain itself is no alternative; alternatives sorted, each MX, SPF, DKIM (the
+    # domain's key under the alternative's name), DMARC only.
+    assert got[-8:] == [
         "alt.example. 600 IN MX 10 mail.example.com.",
         'alt.example. 600 IN TXT "v=spf1 mx a:mail.example.com ~all"',
+        f"dkim._domainkey.alt.example. 600 IN TXT {DKIM_TXT}",
         '_dmarc.alt.example. 600 IN TXT "v=DMARC1; p=reject; adkim=s; aspf=s"',
         "zz.example. 600 IN MX 10 mail.example.com.",
         'zz.example. 600 IN TXT "v=spf1 mx a:mail.example.com ~all"',
+        f"dkim._domainkey.zz.example. 600 IN TXT {DKIM_TXT}",
         '_dmarc.zz.example. 600 IN TXT "v=DMARC1; p=reject; adkim=s; aspf=s"',
     ]
     ours = records(settings(), "Bücher.Example", ("ALT.example",))
@@ -152,26 +161,45 @@ def test_txt_values_are_quoted_escaped_and_split() -> None:
 
 def test_zone_file_is_master_file_lines_with_omissions_as_comments() -> None:
     s = settings()
-    text = zone_file(s, "example.com", ["alt.example"], signed=True)
+    text = zone_file(s, "example.com", ["alt.example"], dkim=PUB)
     assert text.endswith("\n")
     body = [line for line in text.splitlines() if not line.startswith(";")]
     assert body == lines(s, "example.com", ("alt.example",))
     comments = [line for line in text.splitlines() if line.startswith(";")]
     assert comments[0] == "; Mail records for example.com, from Roost"
-    assert [c.split(":")[1].strip() for c in comments[1:]] == ["DKIM", "DMARC", "TLSA (DANE)"]
+    assert [c.split(":")[1].strip() for c in comments[1:]] == ["TLSA (DANE)"]
+    unsigned = [line for line in zone_file(s, "example.com").splitlines() if line[0] == ";"]
+    assert [c.split(":")[1].strip() for c in unsigned[1:]] == ["DKIM", "DMARC", "TLSA (DANE)"]
+    assert "roost dkim generate example.com" in omitted(s, "example.com")[0]
     assert len(omitted(s, "example.com")) == 3
+
+
+def test_dkim_record_is_mailus_and_cut_at_250_octets_only_in_zone_lines() -> None:
+    (dkim,) = [
+        r
+        for r in records(settings(DKIM_SELECTOR="Mail2026"), "a.example", dkim=PUB)
+        if r.name.startswith("mail2026._domainkey.")
+    ]
+    assert dkim.data == (f"v=DKIM1; k=rsa; p={PUB}",)
+    assert dkim.line.split(" IN TXT ")[1] == DKIM_TXT
+    assert len(dkim.line.split('"')[1]) == 250
+    # Mailu's API shows the text as one string (dns_dkim).
+    assert (
+        dkim.unsplit_line == f'mail2026._domainkey.a.example. 600 IN TXT "v=DKIM1; k=rsa; p={PUB}"'
+    )
 
 
 def test_zone_file_parses_as_rfc1035_master_file() -> None:
     dnslib = pytest.importorskip("dnslib")
     s = settings(DMARC_RUA="postmaster")
-    parsed = list(dnslib.RR.fromZone(zone_file(s, "bücher.example", ["alt.example"], signed=True)))
-    ours = records(s, "bücher.example", ["alt.example"], signed=True)
+    parsed = list(dnslib.RR.fromZone(zone_file(s, "bücher.example", ["alt.example"], dkim=PUB)))
+    ours = records(s, "bücher.example", ["alt.example"], dkim=PUB)
     assert [(str(rr.rname), dnslib.QTYPE[rr.rtype], rr.ttl) for rr in parsed] == [
         (r.name, r.rtype, 600) for r in ours
     ]
     txt = [rr for rr in parsed if rr.rtype == dnslib.QTYPE.TXT]
     assert b"".join(txt[0].rdata.data) == b"v=spf1 mx a:mail.example.com ~all"
+    assert b"".join(txt[1].rdata.data) == f"v=DKIM1; k=rsa; p={PUB}".encode()
 
 
 # -- roost dns --------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ from tests.unit.test_cli_support import make_stack
 
 #: Served for example.com: right MX and SPF, a wrong DMARC (p=none), the SRV records of
 #: the default PORTS except a wrong port for imaps and none for pop3s, autoconfig right,
-#: autodiscover pointing elsewhere. alt.example: MX with the wrong preference.
+#: autodiscover pointing elsewhere, the DKIM key cut in two strings. alt.example: MX with
+#: the wrong preference, no DKIM record.
 ZONE = """
+dkim._domainkey.example.com. 600 IN TXT "v=DKIM1; k=rsa; " "p=MIIBIjANBgkqhkiG9w0BAQEFAAOC"
 example.com. 600 IN MX 10 mail.example.com.
 example.com. 600 IN MX 20 backup.example.net.
 example.com. 600 IN TXT "v=spf1 mx a:mail.example.com ~all"
@@ -87,6 +89,10 @@ def server() -> Iterator[tuple[ResolverAddress, Resolver]]:
         dns_server.server.server_close()
 
 
+#: The DKIM public key of example.com (a stand-in: the check compares the text only).
+PUBLIC = "MIIBIjANBgkqhkiG9w0BAQEFAAOC"
+
+
 def settings() -> Settings:
     return load_settings(
         env_file=None, environ={"DOMAIN": "example.com", "HOSTNAMES": "mail.example.com"}
@@ -96,7 +102,7 @@ def settings() -> Settings:
 def states(server: ResolverAddress, **kwargs: float) -> dict[str, tuple[str, str]]:
     """(state, reason or found) by "name type" for example.com with alternative alt.example."""
     checks = dnscheck.check_records(
-        records(settings(), "example.com", ["alt.example"], signed=True), server, **kwargs
+        records(settings(), "example.com", ["alt.example"], dkim=PUBLIC), server, **kwargs
     )
     return {
         f"{c.record.name} {c.record.rtype}": (c.state, c.reason or " | ".join(c.found))
@@ -112,6 +118,7 @@ def test_each_record_is_live_wrong_missing_or_unknown(
     assert {key: state for key, (state, _) in got.items()} == {
         "example.com. MX": LIVE,  # one of two MX answers matches
         "example.com. TXT": LIVE,  # the SPF text among other TXT records
+        "dkim._domainkey.example.com. TXT": LIVE,  # character-strings joined
         "_dmarc.example.com. TXT": WRONG,
         "_imap._tcp.example.com. SRV": LIVE,  # "0 0 0 ." as published
         "_pop3._tcp.example.com. SRV": LIVE,
@@ -124,6 +131,7 @@ def test_each_record_is_live_wrong_missing_or_unknown(
         "autodiscover.example.com. CNAME": WRONG,
         "alt.example. MX": WRONG,  # preference 5, not 10
         "alt.example. TXT": LIVE,  # character-strings joined (RFC 7208 §3.3)
+        "dkim._domainkey.alt.example. TXT": MISSING,
         "_dmarc.alt.example. TXT": UNKNOWN,  # SERVFAIL
     }
     assert got["_dmarc.example.com. TXT"] == (WRONG, '"v=DMARC1; p=none"')

@@ -21,6 +21,7 @@ from roost.store.configio.common import (
     default_values,
     exported,
 )
+from roost.store.dkimkeys import DkimKeyError, DkimKeys
 from roost.store.entities import ManageError, user
 
 
@@ -93,6 +94,7 @@ def export_config(
     Mailu; other attributes of a filtered section are left out.
     """
     chosen = _parse_filters(filters) or dict.fromkeys(SECTIONS)
+    keys = DkimKeys(settings)
     defaults = default_values(settings)
     document: dict[str, list[dict[str, Any]]] = {}
     for section in SECTIONS:
@@ -102,6 +104,8 @@ def export_config(
         items = []
         for obj in all_rows(session, section):
             record = _full_record(obj, section, full, secrets, defaults)
+            if section == "domain":
+                record["dkim_key"] = _dkim_key(keys, obj.name, secrets)
             trimmed = _trim(record, defaults[section], section, full, attributes or set())
             if attributes is not None:
                 key = KEYS[section]
@@ -109,6 +113,18 @@ def export_config(
             items.append(trimmed)
         document[section] = items
     return document
+
+
+def _dkim_key(keys: DkimKeys, domain: str, secrets: bool) -> str:
+    """The domain's private key (a file, not a column): ``<hidden>`` unless ``secrets``,
+    empty without a key, as Mailu exports it."""
+    try:
+        pem = keys.read(domain)
+    except DkimKeyError as exc:
+        raise ManageError(f"DKIM key of '{domain}': {exc}") from None
+    if pem is None:
+        return ""
+    return pem if secrets else HIDDEN
 
 
 def _full_record(

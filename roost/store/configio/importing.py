@@ -10,10 +10,12 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from roost.core import dkim
 from roost.core.address import AddressError
 from roost.core.passwords import hash_password, hash_token, verify_password, verify_token
 from roost.core.transport import TransportError
 from roost.settings import Settings
+from roost.store import dkimkeys
 from roost.store.configio.common import (
     FIELDS,
     HIDDEN,
@@ -101,13 +103,17 @@ def import_config(
     ``check_limits`` enforces the domains' max_users and max_aliases on new users and
     aliases; off by default, as in Mailu: an import restores a state, it does not grow one.
     """
-    before = _snapshot(session)
+    before = _snapshot(session, settings)
     importer = _Importer(session, settings, update, check_limits)
     importer.run(document)
     if importer.errors:
         raise ConfigValidationError(importer.errors)
     session.flush()
-    return _compare(before, _snapshot(session), secrets)
+    return _compare(before, _snapshot(session, settings), secrets)
+
+
+#: An item without ``dkim_key`` in update mode: the domain keeps its key.
+_ABSENT: Any = object()
 
 
 class _Skip(Exception):
@@ -295,7 +301,7 @@ class _Importer:
                 elif raw is not None:
                     self.fail(where, "a '-field' takes only null (reset to the default)")
                 elif base == "dkim_key":
-                    pass  # no key exists yet, so "back to no key" changes nothing
+                    pass  # back to no key: _apply_domain removes it
                 elif isinstance(default, list):
                     values[base] = []
                 elif default is REQUIRED or base in special:
@@ -377,9 +383,7 @@ class _Importer:
 
     def _apply_domain(self, item: dict[str, Any], name: str, path: str) -> None:
         values = self._values(item, path, "domain")
-        dkim = item.get("dkim_key")
-        if dkim not in (None, "", HIDDEN):
-            raise self.fail(f"{path}.dkim_key", "DKIM keys are not supported yet")
+        new_key = self._dkim_key(item, path)
         domain = self.session.get(Domain, name)
         if domain is None:
             use = domain_name_use(self.session, name)
@@ -391,6 +395,33 @@ class _Importer:
             setattr(domain, key, value)
         if "alternatives" in item:
             self._alternatives(domain, item["alternatives"], f"{path}.alternatives")
+        if new_key is not _ABSENT:
+            dkimkeys.stage(self.session, self.settings, name, new_key)
+
+    def _dkim_key(self, item: dict[str, Any], path: str) -> str | None:
+        """What the item says of the domain's key, as Mailu's import reads it: a PEM (text
+        or list of lines), ``-generate-`` for a new key, ``<hidden>`` to keep the one the
+        domain has, empty (or ``-dkim_key: null``) for none; absent keeps the key in
+        update mode and means none in replace mode."""
+        if "-dkim_key" in item:
+            return None  # _values has checked the reset (--update, null)
+        if "dkim_key" not in item:
+            return _ABSENT if self.update else None
+        raw = item["dkim_key"]
+        if raw is None or raw == "" or raw == []:
+            return None
+        if raw == HIDDEN:
+            return dkimkeys.KEEP
+        if raw == dkim.GENERATE:
+            return dkim.generate_key()
+        if not isinstance(raw, (str, list)) or (
+            isinstance(raw, list) and not all(isinstance(line, str) for line in raw)
+        ):
+            raise self.fail(f"{path}.dkim_key", "expected a PEM text or a list of its lines")
+        try:
+            return dkim.normalise_key(raw)
+        except dkim.DkimKeyError as exc:
+            raise self.fail(f"{path}.dkim_key", str(exc)) from None
 
     def _alternatives(self, domain: Domain, raw: Any, path: str) -> None:
         current = [a.name for a in domain.alternatives]
@@ -724,11 +755,12 @@ def _rehash(
 # ======================================================================== change counting
 
 _IGNORED_COLUMNS = {"created_at", "updated_at", "quota_bytes_used"}
-_SECRET_COLUMNS = {"password", *users.SECRETS}
+_SECRET_COLUMNS = {"password", "dkim_key", *users.SECRETS}
 
 
-def _snapshot(session: Session) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every object's column values by (kind, key), to count what an import changed."""
+def _snapshot(session: Session, settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every object's column values by (kind, key), to count what an import changed; a
+    domain's DKIM key (a file) counts as a value, as it will be after the commit."""
     session.flush()
     snapshot: dict[tuple[str, str], dict[str, Any]] = {}
     models: tuple[tuple[str, Any, Callable[[Any], str]], ...] = (
@@ -749,6 +781,8 @@ def _snapshot(session: Session) -> dict[tuple[str, str], dict[str, Any]]:
             }
             if kind == "user":
                 values["manager_of"] = sorted(d.name for d in obj.manager_of)
+            if kind == "domain":
+                values["dkim_key"] = dkimkeys.after_commit(session, settings, obj.name)
             snapshot[(kind, key(obj))] = values
     return snapshot
 

@@ -13,6 +13,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from roost.core import dkim
+from roost.settings import Settings
+from roost.store import dkimkeys
 from roost.store.entities.fields import Field, boolean, integer, text
 from roost.store.entities.names import (
     ManageError,
@@ -32,9 +35,12 @@ __all__ = [
     "check_room",
     "create_domain",
     "delete_domain",
+    "dkim_public_key",
     "ensure_domain",
+    "generate_dkim_key",
     "list_domains",
     "set_anonmail_enabled",
+    "set_dkim_key",
     "set_domain",
     "set_limits",
     "set_totp_required",
@@ -74,8 +80,8 @@ FIELDS: tuple[Field, ...] = (
     Field("alternatives", default=(), read=_alternatives),
     Field("anonmail_enabled", boolean, False),
     Field("comment", text(255), "", read=lambda d: d.comment or ""),
-    # No DKIM keys in Roost yet: the importer accepts only an empty or hidden one.
-    Field("dkim_key", default="", exported=False),
+    # A file, not a column (roost.store.dkimkeys): the importer and the export handle it.
+    Field("dkim_key", default="", read=lambda d: ""),
     Field("max_aliases", _checked(check_max_aliases), -1),
     Field("max_quota_bytes", _checked(check_max_quota), 0),
     Field("max_users", _checked(check_max_users), -1),
@@ -235,3 +241,40 @@ def list_domains(session: Session) -> list[Domain]:
 def in_domain(session: Session, domain: str | None) -> str | None:
     """The stored name of an optional DOMAIN filter, checked to exist."""
     return None if domain is None else require_domain(session, domain_name(domain)).name
+
+
+def generate_dkim_key(session: Session, settings: Settings, name: str) -> Domain:
+    """Give the domain a new RSA-2048 DKIM key (Mailu's "Generate keys"), replacing any.
+
+    The key file is written when the transaction commits; the gate then hands it to
+    Rspamd, which signs the domain's mail (and its alternatives') with it from then on.
+    Until the new record is in DNS, receivers fail the signature: publish it at once
+    (``roost dkim show``).
+    """
+    domain = require_domain(session, domain_name(name))
+    dkimkeys.stage(session, settings, domain.name, dkim.generate_key())
+    return domain
+
+
+def set_dkim_key(session: Session, settings: Settings, name: str, pem: str | None) -> Domain:
+    """Give the domain this private key (checked, any PEM form), or None to remove it."""
+    domain = require_domain(session, domain_name(name))
+    try:
+        key = None if pem is None else dkim.normalise_key(pem)
+    except dkim.DkimKeyError as exc:
+        raise ManageError(f"dkim_key: {exc}") from None
+    dkimkeys.stage(session, settings, domain.name, key)
+    return domain
+
+
+def dkim_public_key(session: Session, settings: Settings, name: str) -> str | None:
+    """The base64 public half of the domain's key, as the DKIM record publishes it, or
+    None without a key; a key staged in this transaction counts."""
+    stored = domain_name(name)
+    pem = dkimkeys.staged(session, stored)
+    try:
+        if pem is not None:
+            return dkim.public_key(pem)
+        return dkimkeys.DkimKeys(settings).public(stored)
+    except dkim.DkimKeyError as exc:
+        raise ManageError(f"DKIM key of '{show_domain(stored)}': {exc}") from None

@@ -2,28 +2,47 @@
 
 The records themselves (formats, which services, what is left out and why) are the core's,
 so the API, the admin pages and the zone file show the same lines. Mailu's fields hold the
-domain's own records: ``dns_mx``, ``dns_spf``, and ``dns_autoconfig`` (the SRV and CNAME
-records). DKIM, DMARC and TLSA records are absent until Roost has DKIM keys and ACME.
+domain's own records: ``dns_mx``, ``dns_spf``, ``dns_autoconfig`` (the SRV and CNAME
+records) and, when the domain has a DKIM key, ``dns_dkim``, ``dns_dmarc`` and (for a domain
+other than DOMAIN whose reports go there) ``dns_dmarc_report``. TXT texts are one quoted
+string however long, as Mailu's API shows them; a zone file cuts them (``roost dns --zone``).
+TLSA records are absent until Roost has ACME.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from roost.core.dnsrecords import records
 from roost.settings import Settings
+from roost.store.dkimkeys import DkimKeyError, DkimKeys
 
 __all__ = ["dns_fields"]
 
+log = logging.getLogger("roost.web.api")
+
 
 def dns_fields(settings: Settings, domain: str) -> dict[str, Any]:
-    own = [r for r in records(settings, domain) if r.domain == domain]
+    try:
+        public = DkimKeys(settings).public(domain)
+    except DkimKeyError as exc:
+        log.error("DKIM key of %s: %s", domain, exc)
+        public = None
+    own = [r for r in records(settings, domain, dkim=public) if r.domain == domain]
     fields: dict[str, Any] = {"dns_autoconfig": []}
     for record in own:
+        text = str(record.data[0])
         if record.rtype == "MX":
             fields["dns_mx"] = record.line
-        elif record.rtype == "TXT" and str(record.data[0]).startswith("v=spf1"):
+        elif record.rtype == "TXT" and text.startswith("v=spf1"):
             fields["dns_spf"] = record.line
+        elif record.rtype == "TXT" and text.startswith("v=DKIM1"):
+            fields["dns_dkim"] = record.unsplit_line
+        elif record.rtype == "TXT" and record.name.startswith("_dmarc."):
+            fields["dns_dmarc"] = record.unsplit_line
+        elif record.rtype == "TXT" and "._report._dmarc." in record.name:
+            fields["dns_dmarc_report"] = record.unsplit_line
         elif record.rtype in ("SRV", "CNAME"):
             fields["dns_autoconfig"].append(record.line)
     return fields

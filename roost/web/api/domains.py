@@ -120,6 +120,14 @@ def router(backend: Backend) -> APIRouter:
             domains.delete_domain(session, name, really=True)
         return done(f"Domain {show_domain(name)} has been deleted")
 
+    @api.post("/domain/{domain}/dkim", response_model=schemas.Result, responses=answers(404))
+    def generate_dkim(domain: PathText) -> Any:
+        """Mailu's: a new DKIM key for the domain (the records are in ``dns_dkim``)."""
+        with backend.changing() as session:
+            name = find_domain(session, domain).name
+            domains.generate_dkim_key(session, backend.settings, name)
+        return done(f"DKIM/DMARC keys have been generated for domain {show_domain(name)}")
+
     @api.get("/domain/{domain}/users", response_model=list[schemas.UserGet], responses=answers(404))
     def domain_users(domain: PathText) -> Any:
         with backend.reading() as session:
