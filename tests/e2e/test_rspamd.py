@@ -5,11 +5,13 @@ a 4xx (never accepted unscanned) and arrives once it answers again."""
 from __future__ import annotations
 
 import smtplib
+import time
 import uuid
 from email import message_from_bytes
 from email.message import EmailMessage
 
 import pytest
+import redis
 
 from tests.e2e.stack import DOMAIN, Stack
 from tests.e2e.test_inbound import SENDER, message
@@ -93,3 +95,58 @@ def test_a_forbidden_attachment_extension_is_refused_with_mailus_message(stack: 
     with stack.smtp() as client:
         client.sendmail(SENDER, [user], harmless.as_bytes())
     stack.wait_for_message(user, "attached-pw-1", harmless["Subject"])
+
+
+def learned(stack: Stack) -> dict[str, int]:
+    """How many messages Rspamd's Bayes classifier learnt as spam and as ham, read from its
+    Redis (``rspamc stat`` shows them only after its periodic refresh)."""
+    client = redis.Redis(unix_socket_path=str(stack.root / "run" / "rspamd-redis" / "redis.sock"))
+    try:
+        counts = {"BAYES_SPAM": 0, "BAYES_HAM": 0}
+        for name, field in (("BAYES_SPAM", "learns_spam"), ("BAYES_HAM", "learns_ham")):
+            for key in client.smembers(f"{name}_keys"):
+                counts[name] += int(client.hget(key, field) or 0)
+        return counts
+    finally:
+        client.close()
+
+
+def wait_learned(stack: Stack, name: str, at_least: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while learned(stack)[name] < at_least:
+        assert time.monotonic() < deadline, (learned(stack), stack.log_tail())
+        time.sleep(0.5)
+
+
+def test_moving_into_junk_learns_spam_and_out_of_it_learns_ham(stack: Stack) -> None:
+    user = stack.add_user("learner", "learner-pw-1")
+    # Enough words for Bayes (Rspamd skips messages with too few tokens).
+    body = " ".join(f"word{n} meeting budget invoice quarterly review" for n in range(12))
+    subjects = [f"learn {n} {uuid.uuid4()}" for n in range(3)]
+    with stack.smtp() as client:
+        for subject in subjects:
+            client.sendmail(SENDER, [user], message(SENDER, user, subject, body + subject))
+    for subject in subjects:
+        stack.wait_for_message(user, "learner-pw-1", subject)
+    before = learned(stack)
+    client = stack.imap()
+    try:
+        client.login(user, "learner-pw-1")
+        client.select("INBOX")
+        _, data = client.search(None, "SUBJECT", f'"{subjects[0]}"')
+        client.copy(data[0].split()[0], "Junk")  # into Junk: spam
+        wait_learned(stack, "BAYES_SPAM", before["BAYES_SPAM"] + 1)
+        _, data = client.search(None, "SUBJECT", f'"{subjects[1]}"')
+        client.copy(data[0].split()[0], "Junk")
+        wait_learned(stack, "BAYES_SPAM", before["BAYES_SPAM"] + 2)
+        client.select("Junk")
+        _, data = client.search(None, "SUBJECT", f'"{subjects[0]}"')
+        client.copy(data[0].split()[0], "Trash")  # out of Junk into Trash: nothing learnt
+        _, data = client.search(None, "SUBJECT", f'"{subjects[1]}"')
+        client.copy(data[0].split()[0], "INBOX")  # out of Junk elsewhere: ham
+        wait_learned(stack, "BAYES_HAM", before["BAYES_HAM"] + 1)
+        time.sleep(2)
+        after = learned(stack)
+        assert after["BAYES_HAM"] == before["BAYES_HAM"] + 1, (before, after)
+    finally:
+        client.logout()

@@ -206,7 +206,17 @@ def test_delivery_quota_and_sieve(root: Path) -> None:
     assert effective(service, "mail_plugins", "protocol=imap").split() == [
         *mail_plugins,
         "imap_quota",
+        "imap_sieve",
     ]
+    # Spam learning: the two IMAPSieve scripts are compiled, their programs executable.
+    learn = service.learn_dir
+    assert effective(service, "plugin/imapsieve_mailbox1_name") == "Junk"
+    assert effective(service, "plugin/imapsieve_mailbox2_from") == "Junk"
+    for name in ("learn-spam.svbin", "learn-ham.svbin"):
+        assert (learn / name).is_file()
+    for name in ("rspamd-learn-spam", "rspamd-learn-ham"):
+        assert os.access(learn / name, os.X_OK)
+        assert str(service.layout.rspamd_learn_socket) in (learn / name).read_text()
     assert effective(service, "mail_plugins", "protocol=pop3").split() == mail_plugins
     assert effective(service, "plugin/quota") == "count:User quota"
     assert effective(service, "plugin/quota_vsizes") == "yes"

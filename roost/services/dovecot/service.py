@@ -117,6 +117,11 @@ class DovecotService(Service):
         return self.overrides / "dovecot.conf"
 
     @property
+    def learn_dir(self) -> Path:
+        """The IMAPSieve scripts that teach Rspamd, and the programs they may run."""
+        return self.etc / "learn"
+
+    @property
     def state_dir(self) -> Path:
         return self.layout.data / "dovecot"
 
@@ -134,6 +139,32 @@ class DovecotService(Service):
         write_file(self.lua_file, env.get_template("auth.lua.j2").render(context))
         write_file(self.config_file, env.get_template("dovecot.conf.j2").render(context))
         self.check()
+        self._write_learning(env, context)
+
+    def _write_learning(self, env: Any, context: dict[str, Any]) -> None:
+        """The spam/ham scripts, compiled now (the mail user cannot write their
+        directory), and the two programs they pipe to."""
+        rspamc = shutil.which("rspamc", path="/usr/bin:/bin")
+        if rspamc is None:
+            raise ServiceConfigError("rspamc is not installed; install the Debian package rspamd")
+        for verb in ("learn_spam", "learn_ham"):
+            program = env.get_template("rspamd-learn.j2").render(
+                rspamc=rspamc, learn_socket=self.layout.rspamd_learn_socket, verb=verb
+            )
+            write_file(self.learn_dir / f"rspamd-{verb.replace('_', '-')}", program, 0o755)
+        for name in ("learn-spam.sieve", "learn-ham.sieve"):
+            script = self.learn_dir / name
+            write_file(script, env.get_template(f"{name}.j2").render(context))
+            compiled = subprocess.run(
+                [_find_binary("sievec"), "-c", str(self.config_file), str(script)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if compiled.returncode != 0:
+                reason = (compiled.stderr or compiled.stdout).strip()
+                raise ServiceConfigError(f"Sieve script {script} does not compile: {reason}")
 
     def command(self) -> list[str]:
         return [_find_binary("dovecot"), "-F", "-c", str(self.config_file)]
@@ -284,6 +315,7 @@ class DovecotService(Service):
             "postfix_user": postfix.pw_name,
             "postfix_group": grp.getgrgid(postfix.pw_gid).gr_name,
             "override_file": self.override_file,
+            "learn_dir": self.learn_dir,
         }
 
     def _prepare_directories(self) -> None:

@@ -48,6 +48,8 @@ RSPAMADM = "rspamadm"
 USER = "_rspamd"
 #: Postfix's smtpd processes run with this group; they alone (and root) open the milter.
 POSTFIX_GROUP = "postfix"
+#: Dovecot's mail processes run with this group; its learning scripts reach the controller.
+MAIL_GROUP = "mail"
 #: The local.d files Roost writes; each merges the override of the same name.
 GENERATED = (
     "options.inc",
@@ -114,6 +116,8 @@ class RspamdService(Service):
             "log_level": "info" if settings.LOG_LEVEL == "DEBUG" else "warning",
             "milter_socket": self.layout.rspamd_milter_socket,
             "controller_socket": self.layout.rspamd_controller_socket,
+            "learn_socket": self.layout.rspamd_learn_socket,
+            "mail_group": MAIL_GROUP,
             "user": USER,
             "postfix_group": POSTFIX_GROUP,
             "proxy_count": PROXY_COUNT,
@@ -127,6 +131,7 @@ class RspamdService(Service):
         """Write the configuration from nothing, apply overrides, let rspamadm check it."""
         account = _account(USER, pwd.getpwnam, "rspamd")
         postfix_gid = _account(POSTFIX_GROUP, grp.getgrnam, "postfix").gr_gid
+        mail_gid = _account(MAIL_GROUP, grp.getgrnam, "base-passwd").gr_gid
         context = self.context()
         if self.etc.exists():
             shutil.rmtree(self.etc)
@@ -140,7 +145,7 @@ class RspamdService(Service):
             write_file(self.local_d / name, (_TEMPLATE_DIR / name).read_text(encoding="utf-8"))
         self.override_d.mkdir(parents=True, exist_ok=True)
         self._apply_overrides()
-        self._prepare_directories(account, postfix_gid)
+        self._prepare_directories(account, postfix_gid, mail_gid)
         self.check()
 
     def command(self) -> list[str]:
@@ -176,17 +181,23 @@ class RspamdService(Service):
                 continue
             _copy(source, self.local_d / source.name)
 
-    def _prepare_directories(self, account: pwd.struct_passwd, postfix_gid: int) -> None:
-        """State for ``_rspamd``; the socket directory open to Postfix's group only."""
+    def _prepare_directories(
+        self, account: pwd.struct_passwd, postfix_gid: int, mail_gid: int
+    ) -> None:
+        """State for ``_rspamd``; each socket directory open to its one client group."""
         self.state.mkdir(parents=True, exist_ok=True)
         os.chown(self.state, account.pw_uid, account.pw_gid)
         self.state.chmod(0o750)
-        run = self.layout.rspamd_run
-        run.mkdir(parents=True, exist_ok=True)
-        os.chown(run, 0, postfix_gid)
-        run.chmod(0o750)
-        for stale in (self.layout.rspamd_milter_socket, self.layout.rspamd_controller_socket):
-            stale.unlink(missing_ok=True)
+        layout = self.layout
+        for socket, gid in (
+            (layout.rspamd_milter_socket, postfix_gid),
+            (layout.rspamd_controller_socket, postfix_gid),
+            (layout.rspamd_learn_socket, mail_gid),
+        ):
+            socket.parent.mkdir(parents=True, exist_ok=True)
+            os.chown(socket.parent, 0, gid)
+            socket.parent.chmod(0o750)
+            socket.unlink(missing_ok=True)
 
     def check(self) -> None:
         """``rspamadm configtest``: a broken override stops the start with its message."""
