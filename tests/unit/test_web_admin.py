@@ -160,6 +160,9 @@ def test_admin_sees_every_domain_and_a_manager_only_theirs(gate: GateHarness) ->
     assert f"/domain/details/{DOMAIN}" in mgr.text
     assert "other.test" not in mgr.text and BIG not in mgr.text
     assert "New domain" not in mgr.text and f"{ADMIN}/relay" not in mgr.text
+    # A manager's domain page leads to the domain's anonymous-alias grants.
+    details = browse(gate, MGR, lambda c: c.get(f"{ADMIN}/domain/details/{DOMAIN}"))
+    assert f'href="{ADMIN}/domain/access/list/{DOMAIN}"' in details.text
 
     async def crafted(client: httpx.AsyncClient) -> list[int]:
         urls = [
