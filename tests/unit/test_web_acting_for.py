@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from roost.gate.control import request_reload
-from roost.store.models import manager
+from roost.store.models import Fetch, Token, User, manager
 from tests.unit.test_gate_support import (
     DOMAIN,
     GateHarness,
@@ -27,15 +27,7 @@ from tests.unit.test_gate_support import (
     flush_limits,
     running_gate,
 )
-from tests.unit.test_web_selfservice import (
-    PASSWORD,
-    browse,
-    csrf_of,
-    fetches_of,
-    post_form,
-    tokens_of,
-    user_row,
-)
+from tests.unit.web_harness import PASSWORD, Browser, csrf_of, post_form, rows, user_row
 
 ADMIN = "/admin"
 BOSS = f"boss@{DOMAIN}"
@@ -76,6 +68,23 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateHarness]:
 @pytest.fixture(autouse=True)
 def fresh_limits(gate: GateHarness) -> None:
     flush_limits(gate)
+
+
+browse = Browser(client_ip="198.51.100.43")
+
+
+def stored(gate: GateHarness, email: str) -> User:
+    user = user_row(gate, email)
+    assert user is not None
+    return user
+
+
+def tokens_of(gate: GateHarness, email: str) -> list[Token]:
+    return rows(gate, select(Token).where(Token.user_email == email))
+
+
+def fetches_of(gate: GateHarness, email: str) -> list[Fetch]:
+    return rows(gate, select(Fetch).where(Fetch.user_email == email))
 
 
 def pages(email: str) -> dict[str, str]:
@@ -128,7 +137,7 @@ def test_crafted_changes_for_a_user_one_may_not_act_on_change_nothing(
     gate: GateHarness,
 ) -> None:
     add_token(gate.store, BOSS, "f" * 32)
-    before = user_row(gate, BOSS)
+    before = stored(gate, BOSS)
     token_id = tokens_of(gate, BOSS)[0].id
 
     async def scenario(client: httpx.AsyncClient) -> list[int]:
@@ -147,7 +156,7 @@ def test_crafted_changes_for_a_user_one_may_not_act_on_change_nothing(
         ]
 
     assert browse(gate, MGR, scenario) == [403] * 5
-    after = user_row(gate, BOSS)
+    after = stored(gate, BOSS)
     assert after.forward_enabled == before.forward_enabled
     assert after.spam_threshold == before.spam_threshold
     assert [t.id for t in tokens_of(gate, BOSS)] == [token_id]
@@ -203,8 +212,8 @@ def test_a_manager_saves_a_users_settings_on_their_page(gate: GateHarness) -> No
     assert saved.status_code == 303
     assert saved.headers["location"] == f"{url}?msg=spam#spam"
     assert "Spam settings saved." in shown
-    assert user_row(gate, PLAIN).spam_threshold == 42
-    assert user_row(gate, MGR).spam_threshold != 42
+    assert stored(gate, PLAIN).spam_threshold == 42
+    assert stored(gate, MGR).spam_threshold != 42
 
 
 def test_a_refused_value_comes_back_on_the_users_page(gate: GateHarness) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from roost.gate.control import request_reload
 from roost.settings import SettingsError, load_settings
-from roost.store.models import Domain, User
+from roost.store.models import Domain
 from roost.web.app import create_app
 from tests.unit.test_gate_support import (
     DOMAIN,
@@ -33,11 +33,10 @@ from tests.unit.test_gate_support import (
     running_gate,
     settings_with,
 )
+from tests.unit.web_harness import BASE, PASSWORD, Scenario, csrf_of, user_row
 
-BASE = "https://mail.mailu.io"
 PROXY = "203.0.113.7"  # the authenticating proxy, as nginx sees it
 STRANGER = "198.51.100.9"  # a browser that reaches nginx itself
-PASSWORD = "a-good-password"
 ANN = f"ann@{DOMAIN}"
 OFF = f"off@{DOMAIN}"  # disabled (the gate harness's directory)
 TOTP = f"totp@{DOMAIN}"
@@ -67,9 +66,6 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateHarness]:
 @pytest.fixture(autouse=True)
 def fresh_limits(gate: GateHarness) -> None:
     flush_limits(gate)
-
-
-Scenario = Callable[[httpx.AsyncClient], Awaitable[Any]]
 
 
 def behind_nginx(app: Any, peer: str) -> Any:
@@ -103,20 +99,6 @@ def browse(gate: GateHarness, scenario: Scenario, peer: str | None = PROXY, **se
                 await app.state.sessions.close()
 
     return asyncio.run(go())
-
-
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
-
-
-def user_row(gate: GateHarness, email: str) -> User | None:
-    with gate.store.session() as session:
-        user = session.get(User, email)
-        if user is not None:
-            session.expunge(user)
-        return user
 
 
 async def signed_in_as(client: httpx.AsyncClient) -> str | None:

@@ -3,24 +3,10 @@ empty) and the old ``/ui/`` to WEB_ADMIN for good; neither needs a signed-in ses
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
 import pytest
 
 from roost.settings import Settings
-from roost.web.app import create_app
-from roost.web.sessions import MemorySessionStore
-
-
-def get(settings: Settings, path: str) -> httpx.Response:
-    async def go() -> httpx.Response:
-        app = create_app(settings, sessions=MemorySessionStore(), gate=object())
-        transport = httpx.ASGITransport(app=app, client=("192.0.2.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="https://mail.mailu.io") as c:
-            return await c.get(path)
-
-    return asyncio.run(go())
+from tests.unit.test_web_mounts import get
 
 
 @pytest.mark.parametrize("target", ["/roundcube", "https://webmail.example.net/"])
