@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from roost.core.directory import Directory
 from roost.store.db import Store, StoreError
@@ -50,6 +50,9 @@ class Index:
         #: ``time.time()`` of the last successful load.
         self.loaded_at: float | None = None
         self._poll_failing = False
+        #: Awaited with each new Directory once it is in place, before load() returns (the
+        #: DKIM keys for Rspamd); an error is logged and never fails the load.
+        self.after_load: list[Callable[[Directory], Awaitable[None]]] = []
 
     @property
     def store(self) -> Store:
@@ -69,6 +72,11 @@ class Index:
             self.directory = snapshot.directory
             self.generation = snapshot.generation
             self.loaded_at = time.time()
+            for hook in self.after_load:
+                try:
+                    await hook(snapshot.directory)
+                except Exception:
+                    log.exception("after loading the index")
             log.debug(
                 "index loaded: generation %d in %.1f ms",
                 snapshot.generation,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost.gate.dkimpublish import KEYS_HASH as DKIM_KEYS_HASH
 from roost.services.base import (
     Readiness,
     Service,
@@ -57,6 +58,8 @@ GENERATED = (
     "milter_headers.conf",
     "multimap.conf",
     "fuzzy_check.conf",
+    "dkim_signing.conf",
+    "arc.conf",
 )
 #: Lists Roost writes that an override of the same name replaces whole (Mailu's rule).
 DEFAULT_MAPS = ("forbidden_file_extension.map",)
@@ -123,6 +126,9 @@ class RspamdService(Service):
             "proxy_count": PROXY_COUNT,
             "controller_password": secrets.token_hex(24),
             "redis_socket": self.layout.rspamd_redis_socket,
+            # The DKIM keys the gate writes (roost/gate/dkimpublish.py).
+            "keys_hash": DKIM_KEYS_HASH,
+            "selector": settings.DKIM_SELECTOR,
             "local_addrs": ", ".join(f'"{network}"' for network in settings.mynetworks),
         }
 
