@@ -30,9 +30,12 @@ class Receiver:
 
     def __init__(self) -> None:
         self.envelopes: list[tuple[str, list[str], Message]] = []
+        #: each message's bytes as received, in the same order (signatures need them)
+        self.raw: list[bytes] = []
 
     async def handle_DATA(self, server: object, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        self.raw.append(content)
         self.envelopes.append(
             (envelope.mail_from or "", list(envelope.rcpt_tos), message_from_bytes(content))
         )

@@ -32,6 +32,17 @@ mail.example.test.  300 IN A  {e2e_address(2)}
 """
 
 
+#: Records a test publishes while it runs (:func:`add_records`), answered beside ZONE.
+ADDED: list[RR] = []
+
+
+def add_records(zone: str) -> None:
+    """Serve these master-file lines too from now on (say, the DKIM key a test made).
+
+    Shared by every test in the session: add names of your own, never ZONE's."""
+    ADDED.extend(RR.fromZone(zone))
+
+
 class ZoneResolver(BaseResolver):  # type: ignore[misc]
     def __init__(self, zone: str) -> None:
         self.records = RR.fromZone(zone)
@@ -40,7 +51,7 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
         reply = request.reply()
         question = request.q
         known = False
-        for record in self.records:
+        for record in [*self.records, *ADDED]:
             if record.rname == question.qname:
                 known = True
                 if question.qtype in (record.rtype, QTYPE.ANY):
