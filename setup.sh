@@ -98,6 +98,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 REDIS_WAS_INSTALLED=0
 installed redis-server && REDIS_WAS_INSTALLED=1
+RSPAMD_WAS_INSTALLED=0
+installed rspamd && RSPAMD_WAS_INSTALLED=1
 
 # The same list test.sh installs, so what the tests run is what users run.
 mapfile -t PACKAGES < <(grep -v '^\s*\(#\|$\)' "$SOURCE/deploy/debian-packages.txt")
@@ -141,6 +143,7 @@ stop_system_service() {
         nginx) stop_by_pidfile /run/nginx.pid nginx ;;
         # Debian's redis-server is a link to redis-check-rdb.
         redis-server) stop_by_pidfile /run/redis/redis-server.pid redis-check-rdb ;;
+        rspamd) stop_by_pidfile /run/rspamd/rspamd.pid rspamd ;;
     esac
 }
 
@@ -151,6 +154,10 @@ done
 if [ "$REDIS_WAS_INSTALLED" -eq 0 ]; then
     say "stopping the system-wide redis-server this run installed: Roost runs its own"
     stop_system_service redis-server
+fi
+if [ "$RSPAMD_WAS_INSTALLED" -eq 0 ]; then
+    say "stopping the system-wide rspamd this run installed: Roost runs its own"
+    stop_system_service rspamd
 fi
 
 # -- 3. the virtualenv ---------------------------------------------------------------------------

@@ -194,6 +194,11 @@ class Layout:
         return self.run / "rspamd-redis" / "redis.sock"
 
     @property
+    def clamd_socket(self) -> Path:
+        """clamd, for Rspamd only (``clamav:_rspamd``)."""
+        return self.run / "clamav" / "clamd.sock"
+
+    @property
     def rspamd_learn_socket(self) -> Path:
         """Rspamd's controller for Dovecot's learning scripts (they run as ``mail``)."""
         return self.run / "rspamd-learn" / "controller.sock"

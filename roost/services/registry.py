@@ -10,6 +10,7 @@ breaks ties between daemons that do not wait for each other.
 from __future__ import annotations
 
 from roost.services.base import Service
+from roost.services.clamav import ClamdService, FreshclamService
 from roost.services.dovecot import DovecotService
 from roost.services.gate import GateService
 from roost.services.nginx import NginxService
@@ -24,6 +25,8 @@ SERVICES: tuple[type[Service], ...] = (
     RedisService,
     GateService,
     RspamdRedisService,
+    FreshclamService,
+    ClamdService,
     RspamdService,
     DovecotService,
     PostfixService,

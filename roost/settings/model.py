@@ -38,6 +38,7 @@ DB_FLAVORS = ("sqlite", "postgresql", "mysql")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 KNOWN_PORTS = (25, 80, 110, 143, 443, 465, 587, 993, 995, 4190)
 TLS_PORTS = (443, 465, 993, 995)
+ANTIVIRUS_CHOICES = ("none", "clamav")
 OUTBOUND_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
 
 #: The reference's sections, in the order docs/configuration.md shows them.
@@ -288,6 +289,34 @@ class Settings:
         p.whole(0, 100, "a percentage"),
         "mail",
         "spam threshold for new users (percent)",
+    )
+
+    ANTIVIRUS: str = setting(
+        "none",
+        p.choice(ANTIVIRUS_CHOICES),
+        "mail",
+        "`clamav`: Rspamd has every message scanned by ClamAV (Debian's clamd, run by Roost); "
+        "`none`: no virus scanner",
+    )
+    ANTIVIRUS_ACTION: str = setting(
+        "reject",
+        p.choice(("reject", "discard")),
+        "mail",
+        "mail with a virus: `reject` it at SMTP time (the sender is told), or `discard` it "
+        "(accepted and dropped). Mailu's default is `discard`, but its Rspamd rejects anyway",
+    )
+    ANTIVIRUS_DATABASE: Path = setting(  # noqa: RUF009
+        Path("/var/lib/clamav"),
+        p.absolute_path,
+        "mail",
+        "Roost's own: where ClamAV's signatures are (Debian's place by default)",
+    )
+    ANTIVIRUS_UPDATES: bool = setting(
+        True,
+        p.boolean,
+        "mail",
+        "Roost's own: run freshclam beside clamd to keep the signatures current (false: "
+        "something else updates ANTIVIRUS_DATABASE)",
     )
 
     # -- logins and rate limits ----------------------------------------------------------
@@ -553,8 +582,6 @@ def to_text(value: Any) -> str:
 #: existing mailu.env loads without error. Moving one into :class:`Settings` makes it act.
 MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("ADMIN", "run Mailu's web administration (Roost has the `roost` command)"),
-    mailu_only("ANTIVIRUS", "the antivirus container to run (`clamav` or `none`)"),
-    mailu_only("ANTIVIRUS_ACTION", "`discard` or `reject` mail with a virus"),
     mailu_only("BABEL_DEFAULT_LOCALE", "language of the web interfaces"),
     mailu_only("BABEL_DEFAULT_TIMEZONE", "time zone of the web interfaces"),
     mailu_only("COMPOSE_PROJECT_NAME", "Docker Compose's project name"),

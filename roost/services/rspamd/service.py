@@ -57,6 +57,8 @@ GENERATED = (
     "redis.conf",
     "milter_headers.conf",
     "multimap.conf",
+    "antivirus.conf",
+    "force_actions.conf",
     "fuzzy_check.conf",
     "dkim_signing.conf",
     "arc.conf",
@@ -83,8 +85,9 @@ class RspamdService(Service):
     """Renders rspamd.conf and local.d, applies overrides, checks with rspamadm."""
 
     name: str = field(init=False, default="rspamd")
-    # Its statistics, greylisting and the DKIM keys the gate writes are in its own Redis.
-    after: Sequence[str] = field(init=False, default=("rspamd-redis",))
+    # Its statistics, greylisting and the DKIM keys the gate writes are in its own Redis;
+    # with ANTIVIRUS=clamav it hands every part to clamd.
+    after: Sequence[str] = field(init=False, default=("rspamd-redis", "clamav"))
 
     @property
     def conf(self) -> Path:
@@ -126,6 +129,11 @@ class RspamdService(Service):
             "proxy_count": PROXY_COUNT,
             "controller_password": secrets.token_hex(24),
             "redis_socket": self.layout.rspamd_redis_socket,
+            "clamav": settings.ANTIVIRUS == "clamav",
+            "clamd_socket": self.layout.clamd_socket,
+            # What clamd takes in one stream (its StreamMaxLength, clamav service).
+            "clamd_max": max(settings.MESSAGE_SIZE_LIMIT, 25 * 1024 * 1024),
+            "antivirus_action": settings.ANTIVIRUS_ACTION,
             # The DKIM keys the gate writes (roost/gate/dkimpublish.py).
             "keys_hash": DKIM_KEYS_HASH,
             "selector": settings.DKIM_SELECTOR,
