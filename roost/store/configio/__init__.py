@@ -25,8 +25,9 @@ aliases must not share an address, a name serves one of domain, alternative or r
 each value follows its entity's rules (an auto-reply's texts and dates, a quota within the
 domain's cap). Domain limits (max_users, max_aliases) are not enforced, as in Mailu: an
 import restores a state, it does not grow one (``import_config(check_limits=True)`` does
-enforce them). DKIM keys do not exist in Roost yet, so a ``dkim_key`` other than empty or
-``<hidden>`` is refused rather than silently dropped.
+enforce them). A domain's ``dkim_key`` is a file, not a column (roost.store.dkimkeys):
+``-generate-`` makes one, a PEM sets it, ``<hidden>`` keeps it, empty removes it; the files
+change only when the import commits (docs/dkim.md).
 """
 
 from roost.store.configio.common import HIDDEN, SECTIONS, ConfigValidationError

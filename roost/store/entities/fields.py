@@ -54,7 +54,7 @@ class Field:
     ``parse`` is None for a field the entity's importer code handles itself (keys, lists
     merged with Mailu's ``-value`` notation, nested objects, secrets). ``default`` is the
     stored value (a callable takes the settings: DEFAULT_QUOTA); ``exported`` is False for
-    fields that are only read (``hash_password``, ``dkim_key``); ``full_only`` fields are
+    fields that are only read (``hash_password``); ``full_only`` fields are
     run-time state exported only with ``--full``. ``column`` says whether the value is the
     model attribute of the same name, set as is.
     """
