@@ -77,7 +77,7 @@ class DkimKeys:
         with os.fdopen(fd, "r", encoding="ascii", errors="replace") as handle:
             text = handle.read()
         try:
-            return dkim.normalise_key(text)
+            return dkim.stored_key(text)
         except DkimKeyError as exc:
             raise DkimKeyError(f"{path}: {exc}") from None
 

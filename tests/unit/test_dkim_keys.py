@@ -176,6 +176,26 @@ def test_the_key_goes_with_its_domain(stack: Stack) -> None:
     assert not key_file(stack, "example.com").exists()
 
 
+def test_key_files_are_read_as_written_or_normalised(stack: Stack, pem: str) -> None:
+    keys = DkimKeys(stack.settings)
+    keys.write("example.com", pem)
+    assert keys.read("example.com") == pem
+    # A key copied in by hand in another form (PKCS#1, no final newline) is used as well.
+    traditional = (
+        serialization.load_pem_private_key(pem.encode(), password=None)
+        .private_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        .decode()
+        .strip()
+    )
+    keys.path("example.com").write_text(traditional)
+    assert keys.read("example.com") == pem
+    assert keys.read("missing.example") is None
+
+
 def test_a_broken_key_file_is_named(stack: Stack) -> None:
     ok(stack, "domain", "example.com")
     key_file(stack, "example.com").parent.mkdir(exist_ok=True)
