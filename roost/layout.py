@@ -204,6 +204,12 @@ class Layout:
         return self.run / "rspamd-learn" / "controller.sock"
 
     @property
+    def rspamd_web_socket(self) -> Path:
+        """Rspamd's controller for nginx, which serves its web interface to signed-in
+        global administrators: directory ``0750 root:<nginx group>``, socket ``0660``."""
+        return self.run / "rspamd-web" / "controller.sock"
+
+    @property
     def rspamd_milter_socket(self) -> Path:
         return self.rspamd_run / "milter.sock"
 

@@ -39,6 +39,18 @@ MAIL_MODULE = Path("/usr/lib/nginx/modules/ngx_mail_module.so")
 # Slack above MESSAGE_SIZE_LIMIT for uploads through the web (MIME encoding grows a
 # message by a third; Mailu allows 8 MiB).
 BODY_SLACK = 8 * 1024 * 1024
+# Rspamd's web interface and its auth_request endpoint, under WEB_ADMIN
+# (roost/web/admin/antispam.py answers the second).
+ANTISPAM_UI = "/antispam/"
+ANTISPAM_AUTH = "/antispam-auth"
+#: The interface's own scripts, styles, images and fonts, and its calls to the controller,
+#: from this site only (CSP 3); its HTML uses style attributes, hence 'unsafe-inline' for
+#: styles (never for scripts).
+ANTISPAM_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+)
 # The time, level and pid nginx puts before each message: "2024/01/31 12:00:00 [emerg] 7#7: ".
 # The message itself names the file and line; the rest is noise in a one-line error.
 _LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] \d+#\d+: ")
@@ -139,7 +151,16 @@ class NginxService(Service):
             exact += ["/mail/config-v1.1.xml", "/apple", "/apple.mobileconfig", "/mobileconfig"]
             prefixes.append("/.well-known/autoconfig/")
         redirect = settings.WEBROOT_REDIRECT
+        antispam = None
+        if web and settings.WEB_ADMIN:
+            antispam = {
+                "ui": settings.WEB_ADMIN + ANTISPAM_UI,
+                "auth": settings.WEB_ADMIN + ANTISPAM_AUTH,
+                "socket": self.layout.rspamd_web_socket,
+                "csp": ANTISPAM_CSP,
+            }
         return {
+            "antispam": antispam,
             "web": web,
             "web_socket": self.layout.web_socket,
             "web_exact": exact,

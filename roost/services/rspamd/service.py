@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.gate.dkimpublish import KEYS_HASH as DKIM_KEYS_HASH
+from roost.layout import NGINX_USER
 from roost.services.base import (
     Readiness,
     Service,
@@ -51,6 +52,8 @@ USER = "_rspamd"
 POSTFIX_GROUP = "postfix"
 #: Dovecot's mail processes run with this group; its learning scripts reach the controller.
 MAIL_GROUP = "mail"
+#: nginx's workers run with this group; they serve the controller's web interface.
+NGINX_GROUP = NGINX_USER
 #: The local.d files Roost writes; each merges the override of the same name.
 GENERATED = (
     "options.inc",
@@ -123,6 +126,8 @@ class RspamdService(Service):
             "milter_socket": self.layout.rspamd_milter_socket,
             "controller_socket": self.layout.rspamd_controller_socket,
             "learn_socket": self.layout.rspamd_learn_socket,
+            "web_socket": self.layout.rspamd_web_socket,
+            "nginx_group": NGINX_GROUP,
             "mail_group": MAIL_GROUP,
             "user": USER,
             "postfix_group": POSTFIX_GROUP,
@@ -146,6 +151,7 @@ class RspamdService(Service):
         account = _account(USER, pwd.getpwnam, "rspamd")
         postfix_gid = _account(POSTFIX_GROUP, grp.getgrnam, "postfix").gr_gid
         mail_gid = _account(MAIL_GROUP, grp.getgrnam, "base-passwd").gr_gid
+        nginx_gid = _account(NGINX_GROUP, grp.getgrnam, "base-passwd").gr_gid
         context = self.context()
         if self.etc.exists():
             shutil.rmtree(self.etc)
@@ -159,7 +165,7 @@ class RspamdService(Service):
             write_file(self.local_d / name, (_TEMPLATE_DIR / name).read_text(encoding="utf-8"))
         self.override_d.mkdir(parents=True, exist_ok=True)
         self._apply_overrides()
-        self._prepare_directories(account, postfix_gid, mail_gid)
+        self._prepare_directories(account, postfix_gid, mail_gid, nginx_gid)
         self.check()
 
     def command(self) -> list[str]:
@@ -196,7 +202,7 @@ class RspamdService(Service):
             _copy(source, self.local_d / source.name)
 
     def _prepare_directories(
-        self, account: pwd.struct_passwd, postfix_gid: int, mail_gid: int
+        self, account: pwd.struct_passwd, postfix_gid: int, mail_gid: int, nginx_gid: int
     ) -> None:
         """State for ``_rspamd``; each socket directory open to its one client group."""
         self.state.mkdir(parents=True, exist_ok=True)
@@ -207,6 +213,7 @@ class RspamdService(Service):
             (layout.rspamd_milter_socket, postfix_gid),
             (layout.rspamd_controller_socket, postfix_gid),
             (layout.rspamd_learn_socket, mail_gid),
+            (layout.rspamd_web_socket, nginx_gid),
         ):
             socket.parent.mkdir(parents=True, exist_ok=True)
             os.chown(socket.parent, 0, gid)
