@@ -14,6 +14,7 @@ from roost.web.admin import (
     aliases,
     announcement,
     anonaliases,
+    antispam,
     client_setup,
     domains,
     users,
@@ -35,4 +36,5 @@ def build_router(settings: Settings) -> APIRouter:
     client_setup.add_routes(router, prefix)
     access.add_routes(router, prefix)
     anonaliases.add_routes(router, prefix)
+    antispam.add_routes(router, prefix)
     return router
