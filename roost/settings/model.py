@@ -483,6 +483,20 @@ class Settings:
         "where the browser goes after signing out (the proxy's own sign-out); empty: the "
         "sign-in page",
     )
+    WELCOME: bool = setting(
+        False,
+        p.boolean,
+        "web",
+        "send a welcome message from POSTMASTER@DOMAIN to each user created on the admin "
+        "pages, by sign-up or by PROXY_AUTH_CREATE (as Mailu: not to users made by the API, "
+        "`roost user`, a domain registration or config-import; [web.md](web.md))",
+    )
+    WELCOME_SUBJECT: str = setting(
+        "Dummy welcome topic", p.one_line, "web", "the welcome message's subject"
+    )
+    WELCOME_BODY: str = setting(
+        "Dummy welcome body", p.message_text, "web", "the welcome message's text"
+    )
     SESSION_TIMEOUT: int = setting(3600, p.whole(60), "web", "seconds an idle web session lasts")
     PERMANENT_SESSION_LIFETIME: int = setting(
         2_592_000, p.whole(60), "web", "seconds a web session lasts at most, however busy"
@@ -619,9 +633,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("WEBDAV", "the CalDAV/CardDAV container (`radicale` or `none`)"),
     mailu_only("WEBMAIL", "the webmail container (`roundcube`, `snappymail` or `none`)"),
     mailu_only("WEBSITE", "the site linked from the web interfaces"),
-    mailu_only("WELCOME", "send a welcome message to new users"),
-    mailu_only("WELCOME_BODY", "the welcome message's text"),
-    mailu_only("WELCOME_SUBJECT", "the welcome message's subject"),
 )
 
 

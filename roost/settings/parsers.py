@@ -28,7 +28,9 @@ __all__ = [
     "hostnames",
     "items",
     "local_part",
+    "message_text",
     "networks",
+    "one_line",
     "optional",
     "ports",
     "rate",
@@ -54,6 +56,29 @@ class SettingsError(ValueError):
 def text(name: str, raw: str) -> str:
     """Any text, without the spaces around it."""
     return raw.strip()
+
+
+def _controls(text: str, allowed: str = "") -> bool:
+    return any(
+        (ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029") and ch not in allowed
+        for ch in text
+    )
+
+
+def one_line(name: str, raw: str) -> str:
+    """Text of one line without control characters (a mail header such as a subject)."""
+    value = raw.strip()
+    if _controls(value):
+        raise SettingsError(f"{name}={raw!r}: accepts one line of text, without control characters")
+    return value
+
+
+def message_text(name: str, raw: str) -> str:
+    """The text of a message: line breaks and tabs are its only control characters."""
+    value = raw.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if _controls(value, "\n\t"):
+        raise SettingsError(f"{name}={raw!r}: accepts text without control characters")
+    return value
 
 
 def verbatim(name: str, raw: str) -> str:

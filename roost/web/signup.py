@@ -52,6 +52,7 @@ from roost.web.csrf import html_router
 from roost.web.sessions import get_session
 from roost.web.sso.routes import check_new_password
 from roost.web.templating import TEMPLATES, render
+from roost.web.welcome import send_welcome
 
 __all__ = ["SignupOffer", "build_router", "signup_offer"]
 
@@ -262,6 +263,7 @@ def build_router(settings: Settings) -> Any:
             return user_form(request, found, form, f"{exc}.", 409)
         info = client_info(request)
         log.info("Sign-up: user %s created from: %s/%s", show_email(email), info.ip, info.port)
+        await send_welcome(settings_of(request), email)
         return RedirectResponse(f"{login}?msg=signed-up", status_code=303)
 
     async def registrant(request: Request) -> Account | None:

@@ -1,17 +1,7 @@
 """The announcement: one message from POSTMASTER@DOMAIN to every enabled user.
 
-Mailu's admin hands such a message to its IMAP server over LMTP; Roost gives it to the
-stack's own Postfix instead, so it takes the path of every other message: recipient
-checks, header cleaning, queueing and retry when Dovecot is busy, LMTP delivery and the
-Sieve rules (a user's filters see it like any mail).
-
-Postfix's listener on ``INTERNAL:10025`` trusts mail from ``127.0.0.1`` (its
-``mynetworks``: loopback and RELAYNETS; docs/ARCHITECTURE.md, "Data flow"), which is
-what lets a local program send as one of our domains there without logging in. nginx's
-port-25 connections come from loopback too but carry XCLIENT with the real client's
-address, so outside mail never gets that trust. The web daemon connects from
-``127.0.0.1`` explicitly: another loopback source address would be an outside sender.
-No new trusted path is made.
+It goes through the stack's own Postfix like the welcome message
+(:mod:`roost.web.mailout`: why, and why Postfix trusts it).
 
 Each user gets a message of their own (To: is theirs, nobody learns the other
 addresses), sent in batches over one SMTP connection per batch (RFC 5321 allows many
@@ -27,26 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import smtplib
 import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, make_msgid
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from roost.layout import POSTFIX_FRONT_PORT, Layout
 from roost.settings import Settings
 from roost.store import work
-from roost.store.entities.names import ManageError, domain_name, show_email
+from roost.store.entities.names import ManageError, show_email
 from roost.store.models import User
+from roost.web import mailout
 from roost.web.admin.common import form_of, redirect, settings_of, show
 from roost.web.auth import Account, require_role
+from roost.web.mailout import Report, sender_of
 
 __all__ = ["BATCH", "Job", "Report", "add_routes", "check_body", "check_subject", "send_all"]
 
@@ -57,8 +44,6 @@ log = logging.getLogger(__name__)
 BATCH = 50
 SUBJECT_MAX = 200
 BODY_MAX = 100_000
-#: Seconds to wait for Postfix's answers.
-TIMEOUT = 30
 #: Failures named on the page afterwards (the count covers them all).
 SHOWN_FAILURES = 20
 
@@ -85,28 +70,6 @@ def check_body(text: str) -> str:
     if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in body):
         raise ManageError("message: control characters are not allowed")
     return body + "\n"
-
-
-def sender_of(settings: Settings) -> str:
-    """POSTMASTER@DOMAIN with the domain in its stored (ASCII) form."""
-    return f"{settings.POSTMASTER}@{domain_name(settings.DOMAIN)}"
-
-
-def build_message(settings: Settings, sender: str, to: str, subject: str, body: str) -> bytes:
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain=settings.hostname)
-    message.set_content(body)
-    return message.as_bytes()
-
-
-@dataclass
-class Report:
-    sent: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -148,28 +111,6 @@ def _run(settings: Settings, job: Job, recipients: Sequence[str], body: str) -> 
         )
 
 
-def _connect(settings: Settings) -> smtplib.SMTP:
-    host = Layout(settings).internal_address
-    client = smtplib.SMTP(
-        host,
-        POSTFIX_FRONT_PORT,
-        local_hostname=settings.hostname,
-        timeout=TIMEOUT,
-        source_address=("127.0.0.1", 0),
-    )
-    client.ehlo()
-    return client
-
-
-def _text(answer: bytes | str) -> str:
-    return answer.decode(errors="replace") if isinstance(answer, bytes) else answer
-
-
-def _batches(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def send_all(
     settings: Settings,
     recipients: Sequence[str],
@@ -177,39 +118,8 @@ def send_all(
     body: str,
     report: Report | None = None,
 ) -> Report:
-    """Send one message per recipient, BATCH per connection; a failure costs only its own
-    message, or the rest of its batch when the connection itself fails. ``report`` is
-    updated as it goes, so another thread can show the progress."""
-    report = Report() if report is None else report
-    sender = sender_of(settings)
-    for batch in _batches(recipients, BATCH):
-        try:
-            client = _connect(settings)
-        except (OSError, smtplib.SMTPException) as exc:
-            report.failed.extend((r, f"cannot reach Postfix: {exc}") for r in batch)
-            continue
-        try:
-            for index, recipient in enumerate(batch):
-                data = build_message(settings, sender, recipient, subject, body)
-                try:
-                    client.sendmail(sender, [recipient], data)
-                    report.sent += 1
-                except smtplib.SMTPRecipientsRefused as exc:
-                    code, why = exc.recipients[recipient]
-                    report.failed.append((recipient, f"{code} {_text(why)}"))
-                except smtplib.SMTPResponseException as exc:
-                    text = _text(exc.smtp_error)
-                    # smtplib has reset the transaction (RSET) before raising.
-                    report.failed.append((recipient, f"{exc.smtp_code} {text}"))
-                except (OSError, smtplib.SMTPException) as exc:
-                    report.failed.extend((r, f"connection lost: {exc}") for r in batch[index:])
-                    break
-        finally:
-            try:
-                client.quit()
-            except (OSError, smtplib.SMTPException):
-                client.close()
-    return report
+    """Send the announcement to ``recipients``, BATCH per SMTP connection."""
+    return mailout.send_all(settings, recipients, subject, body, report, batch=BATCH)
 
 
 def enabled_users(settings: Settings) -> list[str]:

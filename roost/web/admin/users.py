@@ -38,6 +38,7 @@ from roost.web.admin.common import (
     show_size,
 )
 from roost.web.auth import Account, require_role
+from roost.web.welcome import send_welcome
 
 __all__ = ["add_routes"]
 
@@ -234,6 +235,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             form.pop("password2", None)
             context = {"domain": name, "shown": show_domain(name), "form": form, "error": error}
             return show(request, account, "user_create.html", context, status_code=400)
+        await send_welcome(settings, email)
         say(request, f"User {show_email(email)} created.")
         return redirect(f"{prefix}/user/list/{name}")
 

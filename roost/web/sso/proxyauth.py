@@ -42,6 +42,7 @@ from roost.web.client import client_info
 from roost.web.sessions import get_session
 from roost.web.sso.signin import signed_in, target
 from roost.web.templating import render
+from roost.web.welcome import send_welcome
 
 __all__ = ["SKIP", "header_login"]
 
@@ -122,6 +123,7 @@ async def header_login(request: Request, url: str) -> Response | None:
             log.warning("Login failed by proxy - cannot create %s: %s %s.", email, exc, where)
             return _refused(request, url, f"The account {email} cannot be created: {exc}", 403)
         log.info("Login succeeded by proxy created user: %s %s.", email, where)
+        await send_welcome(settings, email)
         exists, needs = _look(settings, email)
     account = load_account(settings, email)
     if account is None:
