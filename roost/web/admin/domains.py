@@ -10,6 +10,7 @@ what an operation refuses is shown on the form, with the values typed kept.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from roost.core import dnsrecords
 from roost.core.address import AddressError
 from roost.store import work
+from roost.store.dkimkeys import DkimKeyError, DkimKeys
 from roost.store.entities import alternative as alternatives
 from roost.store.entities import domain as domains
 from roost.store.entities import relay as relays
@@ -40,6 +42,7 @@ from roost.web.admin.common import (
     Deletion,
     add_delete_pages,
     checked,
+    confirm,
     find_alternative,
     find_domain,
     find_relay,
@@ -58,6 +61,8 @@ from roost.web.admin.common import (
 from roost.web.auth import Account, require_role
 
 __all__ = ["add_routes"]
+
+log = logging.getLogger("roost.web.admin")
 
 manager_only = require_role("manager")
 admin_only = require_role("admin")
@@ -105,10 +110,22 @@ def _apply_switches(db: Session, name: str, form: dict[str, str]) -> None:
     domains.set_anonmail_enabled(db, name, checked(form, "anonmail_enabled"))
 
 
+def _dkim_public(request: Request, name: str) -> str | None:
+    """The public half of the domain's DKIM key (None without one, or an unreadable one,
+    which the log names)."""
+    try:
+        return DkimKeys(settings_of(request)).public(name)
+    except DkimKeyError as exc:
+        log.error("DKIM key of %s: %s", name, exc)
+        return None
+
+
 def _records(request: Request, domain: Domain) -> list[dnsrecords.Record]:
     names = [a.name for a in domain.alternatives]
     try:
-        return dnsrecords.records(settings_of(request), domain.name, names)
+        return dnsrecords.records(
+            settings_of(request), domain.name, names, dkim=_dkim_public(request, domain.name)
+        )
     except AddressError:
         return []
 
@@ -221,6 +238,43 @@ def add_routes(router: APIRouter, prefix: str) -> None:
 
     add_delete_pages(router, "/domain/delete/{domain}", admin_only, domain_deletion)
 
+    @router.get("/domain/genkeys/{domain}")
+    async def ask_genkeys(
+        request: Request,
+        domain: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        """Mailu's "Generate keys": a new DKIM key, after a confirmation page."""
+        with work.read(settings_of(request)) as db:
+            found = find_domain(db, domain)
+            name, shown = found.name, show_domain(found.name)
+        return confirm(
+            request,
+            account,
+            title=f"Generate DKIM keys for {shown}",
+            message=(
+                f"Mail from {shown} and its alternative domains is signed with the new key "
+                "at once, and receivers fail the signature until they find its record: "
+                "publish the new DKIM record straight away."
+            ),
+            action=f"{prefix}/domain/genkeys/{name}",
+            back=f"{prefix}/domain/details/{name}",
+            button="Generate keys",
+        )
+
+    @router.post("/domain/genkeys/{domain}")
+    async def genkeys(
+        request: Request,
+        domain: str,
+        account: Account = Depends(admin_only),  # noqa: B008
+    ) -> Response:
+        settings = settings_of(request)
+        with work.change(settings) as db:
+            found = find_domain(db, domain)
+            name = domains.generate_dkim_key(db, settings, found.name).name
+        say(request, f"DKIM/DMARC keys have been generated for domain {show_domain(name)}")
+        return redirect(f"{prefix}/domain/details/{name}")
+
     @router.get("/domain/details/{domain}")
     async def domain_details(
         request: Request,
@@ -239,7 +293,9 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             found = managed_domain(db, account, domain)
             names = [a.name for a in found.alternatives]
             name = found.name
-        body = dnsrecords.zone_file(settings_of(request), name, names)
+        body = dnsrecords.zone_file(
+            settings_of(request), name, names, dkim=_dkim_public(request, name)
+        )
         return Response(
             body,
             media_type="text/plain; charset=utf-8",
@@ -440,7 +496,10 @@ def _details(db: Any, request: Request, account: Account, found: Domain) -> dict
             for u in sorted(found.managers, key=lambda u: u.email)
         ],
         "records": _records(request, found),
-        "omitted": dnsrecords.omitted(settings_of(request), found.name),
+        "omitted": dnsrecords.omitted(
+            settings_of(request), found.name, dkim=_dkim_public(request, found.name)
+        ),
+        "dkim_key": _dkim_public(request, found.name) is not None,
         "alternative_form": {},
         "manager_choices": _manager_choices(db, account, found.name),
         "manager_form": {},
