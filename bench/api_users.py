@@ -11,6 +11,11 @@ on this machine. Prints p50/p95 of each and the ratios.
 
 Target (issue 9): the user list answers with p95 under 100 ms.
 
+Seen on a shared 2-core machine with other test runs beside it (load 5 to 7, so noisy;
+``--requests 200``, same run for both): ``GET /user`` p50 about 9 ms, p95 12 to 25 ms;
+``GET /user`` after a change p50 45 to 90 ms, p95 160 to 270 ms, where the rebuild that
+encoded every row again took p50 180 to 270 ms, p95 350 to 400 ms.
+
     .venv/bin/python bench/api_users.py [--requests 60]
 """
 
