@@ -766,15 +766,16 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
     with _session() as session:
         found = require_domain(session, domain_name(domain))
         name, alternative_names = found.name, [a.name for a in found.alternatives]
-        public = domains.dkim_public_key(session, settings, name)
+        keys = domains.dkim_published(session, settings, name)
     if zone:
-        click.echo(dnsrecords.zone_file(settings, name, alternative_names, dkim=public), nl=False)
+        text = dnsrecords.zone_file(settings, name, alternative_names, dkim_keys=keys)
+        click.echo(text, nl=False)
         return
-    records = dnsrecords.records(settings, name, alternative_names, dkim=public)
+    records = dnsrecords.records(settings, name, alternative_names, dkim_keys=keys)
     if not check:
         for record in records:
             click.echo(record.line)
-        for reason in dnsrecords.omitted(settings, name, dkim=public):
+        for reason in dnsrecords.omitted(settings, name, dkim_keys=keys):
             click.echo(f"Left out: {reason}")
         return
     from roost.web import dnscheck
@@ -791,7 +792,7 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         elif result.state != dnscheck.LIVE:
             for text in result.found:
                 click.echo(f"         found: {text}")
-    for reason in dnsrecords.omitted(settings, name, dkim=public):
+    for reason in dnsrecords.omitted(settings, name, dkim_keys=keys):
         click.echo(f"Left out: {reason}")
     if any(result.state != dnscheck.LIVE for result in checks):
         raise click.exceptions.Exit(1)
@@ -824,7 +825,86 @@ def dkim_show(domain: str) -> None:
     _dkim_records(domain)
 
 
-def _dkim_records(domain: str) -> None:
+@dkim_group.command("rotate")
+@click.argument("domain")
+@click.option(
+    "--resolver",
+    metavar="ADDR[:PORT]",
+    help="The DNS resolver that must see the new record (default: the system's).",
+)
+def dkim_rotate(domain: str, resolver: str | None) -> None:
+    """Replace DOMAIN's key without a gap, one step per run (docs/dkim.md).
+
+    1: a new key under the second selector, to publish beside the current one;
+    2: once its record is in DNS, sign with it (exit status 1 while it is not);
+    3: retire the old key, whose record can then go.
+    """
+    from roost.core import dkim as dkimkey
+    from roost.core import dnsrecords
+    from roost.store.dkimkeys import DkimKeys
+    from roost.store.entities.names import domain_name, require_domain
+    from roost.web import dnscheck
+
+    settings = _settings()
+    with _session() as session:
+        name = require_domain(session, domain_name(domain)).name
+    try:
+        server = dnscheck.parse_resolver(resolver) if resolver else None
+    except ValueError as exc:
+        _fail(str(exc))
+
+    def live(selector: str, public: str) -> bool:
+        record = dnsrecords.Record(
+            dnsrecords.fqdn(dkimkey.record_name(selector, name)),
+            "TXT",
+            (dkimkey.record_text(public),),
+            name,
+            "DKIM",
+        )
+        (result,) = dnscheck.check_records([record], server)
+        return result.state == dnscheck.LIVE
+
+    try:
+        step = DkimKeys(settings).rotate(name, live)
+    except dkimkey.DkimKeyError as exc:
+        _fail(str(exc))
+    shown = show_domain(name)
+    if step.step == "waiting":
+        click.echo(
+            f"{shown}: the record of the new key ({step.other}) is not in DNS yet; mail is "
+            f"still signed with {step.active}. Publish it, then run this again:"
+        )
+        _dkim_records(name, only=step.other)
+        raise click.exceptions.Exit(1)
+    work.reload_gate(settings, _warn)
+    if step.step == "published":
+        click.echo(
+            f"{shown}: a new key under the selector {step.other}; mail is still signed with "
+            f"{step.active}. Publish these records beside the current ones, then run "
+            f"roost dkim rotate {name} again:"
+        )
+        _dkim_records(name, only=step.other)
+    elif step.step == "switched":
+        click.echo(
+            f"{shown}: signing with {step.active} now (Rspamd reads the change within its "
+            f"map_watch_interval, 5 minutes by default). Keep the records of {step.other} "
+            "for a few days, for mail already sent, then run roost dkim rotate "
+            f"{name} again to retire that key."
+        )
+    else:
+        click.echo(
+            f"{shown}: the old key ({step.other}) is retired; mail is signed with "
+            f"{step.active}. Remove these records from DNS:"
+        )
+        with _session() as session:
+            found = require_domain(session, name)
+            for record_name in [name, *sorted(a.name for a in found.alternatives)]:
+                click.echo(f"{dkimkey.record_name(step.other, record_name)}. TXT")
+
+
+def _dkim_records(domain: str, only: str | None = None) -> None:
+    """The DKIM and DMARC records of the domain and its alternatives (with ``only``: the
+    DKIM records of that selector)."""
     from roost.core import dnsrecords
     from roost.store.entities.names import domain_name, require_domain
 
@@ -832,11 +912,13 @@ def _dkim_records(domain: str) -> None:
     with _session() as session:
         found = require_domain(session, domain_name(domain))
         name, alternative_names = found.name, [a.name for a in found.alternatives]
-        public = domains.dkim_public_key(session, settings, name)
-    if public is None:
+        keys = domains.dkim_published(session, settings, name)
+    if not keys:
         _fail(f"{show_domain(name)} has no DKIM key: roost dkim generate {name}")
-    for record in dnsrecords.records(settings, name, alternative_names, dkim=public):
-        if record.rtype == "TXT" and not str(record.data[0]).startswith("v=spf1"):
+    for record in dnsrecords.records(settings, name, alternative_names, dkim_keys=keys):
+        if record.rtype != "TXT" or str(record.data[0]).startswith("v=spf1"):
+            continue
+        if only is None or record.name.startswith(f"{only}._domainkey."):
             click.echo(record.line)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "public_key",
     "record_name",
     "record_text",
+    "rotation_selectors",
     "stored_key",
 ]
 
@@ -145,6 +146,12 @@ def check_selector(selector: str) -> str:
             "hyphens, separated by dots)"
         )
     return value
+
+
+def rotation_selectors(selector: str) -> tuple[str, str]:
+    """The two selectors a domain's keys take turns under: DKIM_SELECTOR and the same
+    with ``2`` (so that a rotation publishes the new key beside the old, RFC 6376 §3.1)."""
+    return selector, f"{selector}2"
 
 
 def check_path_template(template: str) -> str:

@@ -184,7 +184,17 @@ def dmarc_text(settings: Settings) -> str:
     return text + " adkim=s; aspf=s"
 
 
-def _mail_records(settings: Settings, name: str, dkim: str | None) -> list[Record]:
+#: (selector, base64 public key) of each DKIM key a domain publishes.
+DkimKeys = Sequence[tuple[str, str]]
+
+
+def _keys(settings: Settings, dkim: str | None, dkim_keys: DkimKeys) -> DkimKeys:
+    if dkim_keys:
+        return dkim_keys
+    return [] if dkim is None else [(settings.DKIM_SELECTOR, dkim)]
+
+
+def _mail_records(settings: Settings, name: str, keys: DkimKeys) -> list[Record]:
     """MX, SPF, and with a DKIM key (its public half) DKIM, DMARC and the report
     permission: for a domain and each alternative."""
     host = fqdn(settings.hostname)
@@ -192,16 +202,21 @@ def _mail_records(settings: Settings, name: str, dkim: str | None) -> list[Recor
         Record(fqdn(name), "MX", (10, host), name, "mail for the domain goes to this host"),
         Record(fqdn(name), "TXT", (spf_text(settings),), name, "SPF: who may send"),
     ]
-    if dkim is None:
+    if not keys:
         return out
     out += [
         Record(
-            fqdn(dkimkey.record_name(settings.DKIM_SELECTOR, name)),
+            fqdn(dkimkey.record_name(selector, name)),
             "TXT",
-            (dkimkey.record_text(dkim),),
+            (dkimkey.record_text(public),),
             name,
-            "DKIM: the key receivers check this host's signatures with",
-        ),
+            "DKIM: the key receivers check this host's signatures with"
+            if index == 0
+            else "DKIM: the other key of a rotation in progress (keep both until it ends)",
+        )
+        for index, (selector, public) in enumerate(keys)
+    ]
+    out += [
         Record(
             fqdn(f"_dmarc.{name}"),
             "TXT",
@@ -248,26 +263,36 @@ def _service_records(settings: Settings, name: str) -> list[Record]:
 
 
 def records(
-    settings: Settings, domain: str, alternatives: Iterable[str] = (), *, dkim: str | None = None
+    settings: Settings,
+    domain: str,
+    alternatives: Iterable[str] = (),
+    *,
+    dkim: str | None = None,
+    dkim_keys: DkimKeys = (),
 ) -> list[Record]:
     """Every record to publish for ``domain`` and its alternative names, in zone order.
 
     ``dkim``: the public half (base64) of the domain's DKIM key, if it has one (then DKIM
-    and DMARC are published too, for the alternatives as well). Names may be given in
-    Unicode or punycode; raises core.address.AddressError for a name that is not a domain.
+    and DMARC are published too, for the alternatives as well); ``dkim_keys`` instead:
+    (selector, public key) of each key, the one in use first (a rotation has two). Names
+    may be given in Unicode or punycode; raises core.address.AddressError for a name that
+    is not a domain.
     """
     name = ascii_name(domain)
-    out = _mail_records(settings, name, dkim)
+    keys = _keys(settings, dkim, dkim_keys)
+    out = _mail_records(settings, name, keys)
     out += _service_records(settings, name)
     for alternative in sorted({ascii_name(a) for a in alternatives} - {name}):
-        out += _mail_records(settings, alternative, dkim)
+        out += _mail_records(settings, alternative, keys)
     return out
 
 
-def omitted(settings: Settings, domain: str, *, dkim: str | None = None) -> list[str]:
+def omitted(
+    settings: Settings, domain: str, *, dkim: str | None = None, dkim_keys: DkimKeys = ()
+) -> list[str]:
     """The records Mailu would also show that Roost leaves out, each with the reason."""
     out = []
-    if dkim is None:
+    if not _keys(settings, dkim, dkim_keys):
         out += [
             f"DKIM: {ascii_name(domain)} has no DKIM key yet, so its mail is not signed "
             f"(make one with: roost dkim generate {ascii_name(domain)})",
@@ -288,6 +313,7 @@ def zone_file(
     alternatives: Sequence[str] = (),
     *,
     dkim: str | None = None,
+    dkim_keys: DkimKeys = (),
 ) -> str:
     """The records as RFC 1035 master-file lines, ready to paste into the zone; ends in a newline.
 
@@ -296,6 +322,7 @@ def zone_file(
     """
     name = ascii_name(domain)
     lines = [f"; Mail records for {name}, from Roost"]
-    lines += [f"; left out: {reason}" for reason in omitted(settings, name, dkim=dkim)]
-    lines += [record.line for record in records(settings, name, alternatives, dkim=dkim)]
+    keys = _keys(settings, dkim, dkim_keys)
+    lines += [f"; left out: {reason}" for reason in omitted(settings, name, dkim_keys=keys)]
+    lines += [record.line for record in records(settings, name, alternatives, dkim_keys=keys)]
     return "\n".join(lines) + "\n"

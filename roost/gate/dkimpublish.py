@@ -12,6 +12,12 @@ never sees half of it). A digest beside it says what the hash holds: a Redis tha
 down, emptied or restarted from an older snapshot is written again within
 :data:`CHECK_INTERVAL` seconds.
 
+During a key rotation (``roost dkim rotate``) a domain has two keys, both in the hash; the
+domains that sign with the second selector are listed in ``dkim_selectors.map`` in
+Rspamd's state directory (its ``selector_map``, read again every ``map_watch_interval``).
+The key files are read again every :data:`REREAD` checks, for changes the gate was not
+told of.
+
 Keys are read as root (the files are ``0600 root``); Rspamd's Redis is reachable only by
 root and ``_rspamd`` (docs/ARCHITECTURE.md, "Secrets and privileges").
 """
@@ -22,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -30,10 +37,19 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from roost.core.directory import Directory
+from roost.layout import Layout
 from roost.settings import Settings
 from roost.store.dkimkeys import DkimKeys
 
-__all__ = ["CHECK_INTERVAL", "DIGEST", "KEYS_HASH", "DkimPublisher", "signing_keys"]
+__all__ = [
+    "CHECK_INTERVAL",
+    "DIGEST",
+    "KEYS_HASH",
+    "SELECTOR_MAP",
+    "DkimPublisher",
+    "selector_map_path",
+    "signing_keys",
+]
 
 log = logging.getLogger("roost.gate")
 
@@ -44,16 +60,52 @@ DIGEST = "ROOST_DKIM_DIGEST"
 _TMP = "ROOST_DKIM_KEYS_NEW"
 #: Seconds between checks that Redis still holds the keys (and retries while it is away).
 CHECK_INTERVAL = 5.0
+#: Every this many checks, the key files are read again.
+REREAD = 12
 _TIMEOUT = 2.0
 
 
-def signing_keys(settings: Settings, directory: Directory) -> dict[str, str]:
-    """``{"<selector>.<domain>": PEM}`` for every domain and alternative that signs."""
+#: Rspamd's ``selector_map``: the domains that sign with another selector than
+#: DKIM_SELECTOR (a rotation's second one), one ``<domain> <selector>`` line each.
+SELECTOR_MAP = "dkim_selectors.map"
+
+
+def selector_map_path(settings: Settings) -> Path:
+    """In Rspamd's state directory, which its workers read (roost/layout.py)."""
+    return Layout(settings).rspamd_data / SELECTOR_MAP
+
+
+def signing_keys(settings: Settings, directory: Directory) -> tuple[dict[str, str], str]:
+    """``{"<selector>.<domain>": PEM}`` for every key of every domain and alternative that
+    signs, and the selector map's text."""
     pairs = [(d, d) for d in directory.domains]
     pairs += [(alternative, owner) for alternative, owner in directory.alternatives.items()]
     keys = DkimKeys(settings).signing(sorted(pairs))
-    selector = settings.DKIM_SELECTOR
-    return {f"{selector}.{domain.lower()}": pem for domain, pem in sorted(keys.items())}
+    fields: dict[str, str] = {}
+    lines = []
+    for domain, (active, found) in sorted(keys.items()):
+        name = domain.lower()
+        for selector, pem in found:
+            fields[f"{selector}.{name}"] = pem
+        if active != settings.DKIM_SELECTOR:
+            lines.append(f"{name} {active}\n")
+    return fields, "".join(lines)
+
+
+def _write_map(path: Path, text: str) -> None:
+    """Replace the selector map (0644: Rspamd's workers read it) unless it says ``text``."""
+    try:
+        if path.read_text(encoding="ascii") == text:
+            return
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def _digest(fields: dict[str, str]) -> str:
@@ -73,16 +125,27 @@ class DkimPublisher:
             retry=Retry(NoBackoff(), 0),
         )
         self._wanted: dict[str, str] | None = None
+        self._directory: Directory | None = None
+        self._map = selector_map_path(settings)
         self._lock = asyncio.Lock()
         self._failing = False
 
     async def loaded(self, directory: Directory) -> None:
         """The index has a new Directory: read the keys and write them if they changed."""
+        self._directory = directory
+        await self._read_keys(directory)
+
+    async def _read_keys(self, directory: Directory) -> None:
         loop = asyncio.get_running_loop()
-        wanted = await loop.run_in_executor(None, signing_keys, self.settings, directory)
+        wanted, selectors = await loop.run_in_executor(None, signing_keys, self.settings, directory)
         async with self._lock:
             self._wanted = wanted
+            # Both keys of a rotation are in Redis before the map names the new selector.
             await self._sync()
+            try:
+                await loop.run_in_executor(None, _write_map, self._map, selectors)
+            except OSError as exc:
+                log.error("cannot write Rspamd's DKIM selector map %s: %s", self._map, exc)
 
     async def _sync(self) -> bool:
         """Write the wanted keys unless Redis holds them already; False while it fails."""
@@ -114,10 +177,17 @@ class DkimPublisher:
             self._failing = False
         return True
 
-    async def watch(self, interval: float = CHECK_INTERVAL) -> None:
-        """Check forever (cancel the task to stop) that Redis still holds the keys."""
+    async def watch(self, interval: float = CHECK_INTERVAL, reread: int = REREAD) -> None:
+        """Check forever (cancel the task to stop) that Redis still holds the keys, and
+        every ``reread`` checks read the key files again (a change the gate was not told
+        of: a file copied in by hand, a rotation step while the gate was down)."""
+        checks = 0
         while True:
             await asyncio.sleep(interval)
+            checks += 1
+            if checks % reread == 0 and self._directory is not None:
+                await self._read_keys(self._directory)
+                continue
             async with self._lock:
                 await self._sync()
 

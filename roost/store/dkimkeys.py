@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,16 @@ from roost.core import dkim
 from roost.settings import Settings
 from roost.store.models import Domain
 
-__all__ = ["KEEP", "DkimKeyError", "DkimKeys", "after_commit", "bind", "stage", "staged"]
+__all__ = [
+    "KEEP",
+    "DkimKeyError",
+    "DkimKeys",
+    "Rotation",
+    "after_commit",
+    "bind",
+    "stage",
+    "staged",
+]
 
 log = logging.getLogger("roost.dkim")
 
@@ -46,6 +56,17 @@ _DELETED = "roost.dkim.deleted"
 _STORE_CHANGED = "roost_store_changed"
 
 
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What one ``roost dkim rotate`` step did: ``published`` (a new key under ``other``),
+    ``waiting`` (its record is not in DNS yet), ``switched`` (signing with ``active`` now,
+    ``other`` is the old key), ``retired`` (``other``, the old key, is gone)."""
+
+    step: str
+    active: str
+    other: str
+
+
 class DkimKeys:
     """The key files of one ROOT's domains, named by the stored (punycode) domain name."""
 
@@ -53,21 +74,96 @@ class DkimKeys:
         self.settings = settings
 
     @property
-    def selector(self) -> str:
-        return self.settings.DKIM_SELECTOR
+    def selectors(self) -> tuple[str, str]:
+        """DKIM_SELECTOR and the second selector a rotation takes turns with."""
+        return dkim.rotation_selectors(self.settings.DKIM_SELECTOR)
 
-    def path(self, domain: str) -> Path:
+    def _state(self, domain: str) -> Path:
+        if "/" in domain or domain.startswith("."):
+            raise DkimKeyError(f"{domain!r} is not a stored domain name")
+        return self.settings.ROOT / "dkim" / f"{domain}.selector"
+
+    def _read_state(self, domain: str) -> tuple[str, str | None]:
+        """(selector in use, selector of the old key a rotation still has to retire)."""
+        try:
+            words = self._state(domain).read_text(encoding="ascii").split()
+        except (FileNotFoundError, UnicodeDecodeError):
+            words = []
+        active = words[0] if words and words[0] in self.selectors else self.selectors[0]
+        retiring = words[1] if len(words) > 1 and words[1] in self.selectors else None
+        return active, retiring if retiring != active else None
+
+    def _write_state(self, domain: str, active: str, retiring: str | None) -> None:
+        state = self._state(domain)
+        if active == self.selectors[0] and retiring is None:
+            state.unlink(missing_ok=True)
+        else:
+            self._replace(state, f"{active} {retiring or ''}".strip() + "\n")
+
+    def active(self, domain: str) -> str:
+        """The selector the domain signs with: DKIM_SELECTOR unless a rotation moved it to
+        the second one (``ROOT/dkim/<domain>.selector`` says so)."""
+        return self._read_state(domain)[0]
+
+    def other(self, domain: str) -> str:
+        """The selector a rotation of the domain publishes its next key under."""
+        first, second = self.selectors
+        return second if self.active(domain) == first else first
+
+    def rotate(self, domain: str, live: Callable[[str, str], bool]) -> Rotation:
+        """One step of a key rotation with a second selector (``roost dkim rotate``).
+
+        1. The domain has one key: a new key is made under the other selector, to publish
+           beside the current one; mail is still signed with the current key.
+        2. The new key's record is live in DNS (``live(selector, public key)``): the domain
+           signs with the new key from now on; the old one stays, as mail already sent
+           may still be checked against its record.
+        3. The old key is retired: its file is removed (its record can go).
+        Until the record is live, step 2 changes nothing (``Rotation.step == "waiting"``).
+        """
+        if not self.can_rotate():
+            raise DkimKeyError(
+                f"DKIM_PATH {self.settings.DKIM_PATH!r} does not hold {{selector}}, so a "
+                "domain cannot have two keys to rotate"
+            )
+        active, retiring = self._read_state(domain)
+        other = self.other(domain)
+        if self.read(domain, active) is None:
+            raise DkimKeyError(f"{domain} has no DKIM key: roost dkim generate {domain}")
+        if retiring is not None:
+            self.delete(domain, retiring)
+            self._write_state(domain, active, None)
+            return Rotation("retired", active, retiring)
+        pending = self.public(domain, other)
+        if pending is None:
+            self.write(domain, dkim.generate_key(), other)
+            return Rotation("published", active, other)
+        if not live(other, pending):
+            return Rotation("waiting", active, other)
+        self._write_state(domain, other, active)
+        return Rotation("switched", other, active)
+
+    def path(self, domain: str, selector: str | None = None) -> Path:
+        """The key file of ``selector`` (default: the one the domain signs with)."""
         return dkim.key_path(
-            self.settings.DKIM_PATH, self.settings.ROOT, domain, self.settings.DKIM_SELECTOR
+            self.settings.DKIM_PATH,
+            self.settings.ROOT,
+            domain,
+            selector or self.active(domain),
         )
 
-    def read(self, domain: str) -> str | None:
-        """The domain's private key PEM, or None when it has none.
+    def can_rotate(self) -> bool:
+        """Two keys of a domain need two files: DKIM_PATH must name the selector."""
+        return "{selector}" in self.settings.DKIM_PATH
+
+    def read(self, domain: str, selector: str | None = None) -> str | None:
+        """The domain's private key PEM (of ``selector``, default the active one), or None
+        when it has none.
 
         A file that is there but cannot be read or is no usable key raises DkimKeyError
         naming the file: signing must not stop silently.
         """
-        path = self.path(domain)
+        path = self.path(domain, selector)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -84,14 +180,30 @@ class DkimKeys:
     def has(self, domain: str) -> bool:
         return self.path(domain).is_file()
 
-    def public(self, domain: str) -> str | None:
+    def public(self, domain: str, selector: str | None = None) -> str | None:
         """The base64 public key of the domain's key (the record's ``p=``), or None."""
-        pem = self.read(domain)
+        pem = self.read(domain, selector)
         return None if pem is None else dkim.public_key(pem)
 
-    def write(self, domain: str, pem: str) -> Path:
+    def published(self, domain: str) -> list[tuple[str, str]]:
+        """``(selector, public key)`` of every key the domain has: the one it signs with
+        first, then the other key of a rotation, if there is one."""
+        out = []
+        for selector in (self.active(domain), self.other(domain)):
+            if selector == self.active(domain) or self.can_rotate():
+                public = self.public(domain, selector)
+                if public is not None and (selector, public) not in out:
+                    out.append((selector, public))
+        return out
+
+    def write(self, domain: str, pem: str, selector: str | None = None) -> Path:
         """Replace the domain's key file at once (a new file renamed over the old), 0600."""
-        path = self.path(domain)
+        path = self.path(domain, selector)
+        self._replace(path, pem)
+        return path
+
+    @staticmethod
+    def _replace(path: Path, text: str) -> None:
         if not path.parent.is_dir():
             path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -100,7 +212,7 @@ class DkimKeys:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(pem)
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -108,7 +220,6 @@ class DkimKeys:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        return path
 
     def generate(self, domain: str) -> str:
         """A new RSA-2048 key written as the domain's key; returns its PEM."""
@@ -116,33 +227,55 @@ class DkimKeys:
         self.write(domain, pem)
         return pem
 
-    def delete(self, domain: str) -> bool:
-        """Remove the domain's key file; False when there was none."""
-        try:
-            self.path(domain).unlink()
-        except FileNotFoundError:
-            return False
-        return True
+    def delete(self, domain: str, selector: str | None = None) -> bool:
+        """Remove the domain's key file (of ``selector``; default: every key of the domain
+        and its rotation state); False when there was none."""
+        if selector is not None:
+            try:
+                self.path(domain, selector).unlink()
+            except FileNotFoundError:
+                return False
+            return True
+        paths = {self.path(domain, s) for s in self.selectors} if self.can_rotate() else set()
+        paths.add(self.path(domain))
+        removed = False
+        for path in paths:
+            try:
+                path.unlink()
+                removed = True
+            except FileNotFoundError:
+                pass
+        self._state(domain).unlink(missing_ok=True)
+        return removed
 
-    def signing(self, domains: Iterable[tuple[str, str]]) -> dict[str, str]:
-        """``{signing domain: PEM}`` for pairs (domain or alternative, domain owning the key).
+    def signing(
+        self, domains: Iterable[tuple[str, str]]
+    ) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+        """``{signing domain: (active selector, [(selector, PEM), ...])}`` for pairs (domain
+        or alternative, domain owning the key): each key the owner has, for Rspamd.
 
-        An alternative signs under its own name with its domain's key. A key that cannot
+        An alternative signs under its own name with its domain's keys. A key that cannot
         be read is logged and left out (that domain's mail goes unsigned), so one broken
         file does not stop the others.
         """
-        keys: dict[str, str | None] = {}
-        out: dict[str, str] = {}
+        keys: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+        out: dict[str, tuple[str, list[tuple[str, str]]]] = {}
         for name, owner in domains:
             if owner not in keys:
-                try:
-                    keys[owner] = self.read(owner)
-                except DkimKeyError as exc:
-                    log.error("DKIM key of %s not used: %s", owner, exc)
-                    keys[owner] = None
-            pem = keys[owner]
-            if pem is not None:
-                out[name] = pem
+                active = self.active(owner)
+                found: list[tuple[str, str]] = []
+                selectors = self.selectors if self.can_rotate() else (active,)
+                for selector in selectors:
+                    try:
+                        pem = self.read(owner, selector)
+                    except DkimKeyError as exc:
+                        log.error("DKIM key of %s not used: %s", owner, exc)
+                        continue
+                    if pem is not None:
+                        found.append((selector, pem))
+                keys[owner] = (active, found)
+            if keys[owner][1]:
+                out[name] = keys[owner]
         return out
 
 

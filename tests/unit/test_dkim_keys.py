@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from dnslib import RCODE, RR, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from roost.core import dkim
 from roost.core.address import domain_to_ascii
@@ -324,3 +327,92 @@ def test_api_generates_keys_and_shows_mailus_dns_fields(tmp_path: Path) -> None:
     assert client.post("/domain/nowhere.example/dkim").status_code == 404
     assert client.delete(f"/domain/{IDN}").status_code == 200
     assert not key_file(stack, IDN_ASCII).exists()
+
+
+# -- rotation -----------------------------------------------------------------------------------
+
+
+class _Zone(BaseResolver):  # type: ignore[misc]
+    """Answers from the master-file lines a test adds; NXDOMAIN for anything else."""
+
+    def __init__(self) -> None:
+        self.records: list[RR] = []
+
+    def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
+        reply = request.reply()
+        named = [r for r in self.records if r.rname == request.q.qname]
+        if not named:
+            reply.header.rcode = RCODE.NXDOMAIN
+        for record in named:
+            if record.rtype == request.q.qtype:
+                reply.add_answer(record)
+        return reply
+
+
+@pytest.fixture
+def zone() -> Iterator[tuple[_Zone, str]]:
+    resolver = _Zone()
+    server = DNSServer(resolver, address="127.0.0.1", port=0, logger=DNSLogger("-request,-reply"))
+    server.start_thread()
+    try:
+        yield resolver, f"127.0.0.1:{server.server.server_address[1]}"
+    finally:
+        server.stop()
+        server.server.server_close()
+
+
+def test_rotation_publishes_switches_once_live_and_retires(
+    stack: Stack, zone: tuple[_Zone, str]
+) -> None:
+    resolver, address = zone
+    ok(stack, "domain", "example.com")
+    ok(stack, "alternative", "add", "alt.example", "example.com")
+    ok(stack, "dkim", "generate", "example.com")
+    keys = DkimKeys(stack.settings)
+    old = keys.public("example.com")
+    rotate = ("dkim", "rotate", "example.com", "--resolver", address)
+    # 1: a second key under dkim2, published beside the first; mail still signed with dkim.
+    out = ok(stack, *rotate).splitlines()
+    assert out[0].startswith("example.com: a new key under the selector dkim2; mail is still")
+    new = keys.public("example.com", "dkim2")
+    assert new is not None and new != old and keys.active("example.com") == "dkim"
+    assert [line.split(" 600 ")[0] for line in out[1:]] == [
+        "dkim2._domainkey.example.com.",
+        "dkim2._domainkey.alt.example.",
+    ]
+    shown = ok(stack, "dkim", "show", "example.com")
+    assert shown.index("dkim._domainkey.example.com.") < shown.index("dkim2._domainkey.example")
+    # 2: not in DNS yet, nothing changes (exit status 1); once it is, dkim2 signs.
+    waiting = stack.roost(*rotate)
+    assert waiting.exit_code == 1 and "is not in DNS yet" in waiting.stdout
+    assert keys.active("example.com") == "dkim"
+    resolver.records += RR.fromZone("\n".join(out[1:]))
+    assert "signing with dkim2 now" in ok(stack, *rotate)
+    assert keys.active("example.com") == "dkim2"
+    assert [s for s, _ in keys.published("example.com")] == ["dkim2", "dkim"]
+    assert keys.public("example.com") == new
+    # 3: the old key is retired; its records can go.
+    retired = ok(stack, *rotate).splitlines()
+    assert retired[1:] == ["dkim._domainkey.example.com. TXT", "dkim._domainkey.alt.example. TXT"]
+    assert keys.published("example.com") == [("dkim2", new)]
+    assert not keys.path("example.com", "dkim").exists()
+    # The next rotation takes turns back to dkim; deleting the domain removes everything.
+    assert "under the selector dkim;" in ok(stack, *rotate).splitlines()[0]
+    ok(stack, "domain-delete", "example.com")
+    assert sorted(p.name for p in (stack.root / "dkim").iterdir()) == []
+
+
+def test_rotation_needs_a_key_and_a_selector_in_dkim_path(tmp_path: Path) -> None:
+    stack = make_stack(tmp_path, extra="DKIM_PATH=keys/{domain}.pem\n")
+    ok(stack, "domain", "example.com")
+    assert error_line(stack.roost("dkim", "rotate", "example.com")) == (
+        "roost: error: DKIM_PATH 'keys/{domain}.pem' does not hold {selector}, so a "
+        "domain cannot have two keys to rotate"
+    )
+    ok(stack, "dkim", "generate", "example.com")
+    assert (stack.root / "keys" / "example.com.pem").exists()
+    other = make_stack(tmp_path / "other")
+    ok(other, "domain", "example.com")
+    assert error_line(other.roost("dkim", "rotate", "example.com")) == (
+        "roost: error: example.com has no DKIM key: roost dkim generate example.com"
+    )

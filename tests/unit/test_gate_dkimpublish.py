@@ -5,13 +5,14 @@ or emptied gets them again."""
 from __future__ import annotations
 
 import asyncio
+import stat
 from pathlib import Path
 
 import redis
 
 from roost.core import dkim
 from roost.core.address import domain_to_ascii
-from roost.gate.dkimpublish import DIGEST, KEYS_HASH, DkimPublisher
+from roost.gate.dkimpublish import DIGEST, KEYS_HASH, DkimPublisher, selector_map_path
 from roost.gate.index import Index
 from roost.store.db import Store
 from roost.store.dkimkeys import DkimKeys
@@ -118,6 +119,55 @@ def test_a_redis_that_is_not_up_yet_gets_the_keys_when_it_is(tmp_path: Path) -> 
                         break
                 assert held(socket) == {"dkim.example.com": key(stack, "example.com")}
             watch.cancel()
+        finally:
+            await publisher.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.dispose()
+
+
+def test_a_rotation_puts_both_keys_in_redis_and_the_selector_in_rspamds_map(
+    tmp_path: Path,
+) -> None:
+    stack = make_stack(tmp_path)
+    ok(stack, "domain", "example.com")
+    ok(stack, "alternative", "add", "alt.example", "example.com")
+    ok(stack, "dkim", "generate", "example.com")
+    socket = tmp_path / "rspamd-redis" / "redis.sock"
+    selector_map = selector_map_path(stack.settings)
+    keys = DkimKeys(stack.settings)
+    store = Store.from_settings(stack.settings)
+
+    async def scenario() -> None:
+        index = Index(store)
+        publisher = DkimPublisher(stack.settings, socket)
+        index.after_load.append(publisher.loaded)
+        try:
+            with redis_server(socket):
+                await index.load()
+                assert selector_map.read_text() == ""  # everyone signs with DKIM_SELECTOR
+                keys.rotate("example.com", lambda selector, public: False)  # published
+                await index.load()
+                old, new = key(stack, "example.com"), keys.read("example.com", "dkim2")
+                assert held(socket) == {
+                    "dkim.example.com": old,
+                    "dkim.alt.example": old,
+                    "dkim2.example.com": new,
+                    "dkim2.alt.example": new,
+                }
+                assert selector_map.read_text() == ""
+                assert keys.rotate("example.com", lambda s, p: True).step == "switched"
+                await index.load()
+                assert selector_map.read_text() == "alt.example dkim2\nexample.com dkim2\n"
+                assert stat.S_IMODE(selector_map.stat().st_mode) == 0o644
+                assert keys.rotate("example.com", lambda s, p: True).step == "retired"
+                # Not told: the watch reads the files again by itself.
+                watch = asyncio.create_task(publisher.watch(interval=0.02, reread=2))
+                await asyncio.sleep(0.3)
+                watch.cancel()
+                assert held(socket) == {"dkim2.example.com": new, "dkim2.alt.example": new}
         finally:
             await publisher.close()
 

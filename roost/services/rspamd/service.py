@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.gate.dkimpublish import KEYS_HASH as DKIM_KEYS_HASH
+from roost.gate.dkimpublish import selector_map_path
 from roost.layout import NGINX_USER
 from roost.services.base import (
     Readiness,
@@ -142,6 +143,7 @@ class RspamdService(Service):
             # The DKIM keys the gate writes (roost/gate/dkimpublish.py).
             "keys_hash": DKIM_KEYS_HASH,
             "selector": settings.DKIM_SELECTOR,
+            "selector_map": selector_map_path(settings),
             "local_addrs": ", ".join(f'"{network}"' for network in settings.mynetworks),
         }
 

@@ -36,6 +36,7 @@ __all__ = [
     "create_domain",
     "delete_domain",
     "dkim_public_key",
+    "dkim_published",
     "ensure_domain",
     "generate_dkim_key",
     "list_domains",
@@ -265,6 +266,22 @@ def set_dkim_key(session: Session, settings: Settings, name: str, pem: str | Non
         raise ManageError(f"dkim_key: {exc}") from None
     dkimkeys.stage(session, settings, domain.name, key)
     return domain
+
+
+def dkim_published(session: Session, settings: Settings, name: str) -> list[tuple[str, str]]:
+    """(selector, public key) of each key the domain publishes, the one it signs with
+    first (two while a rotation runs); a key staged in this transaction counts."""
+    stored = domain_name(name)
+    keys = dkimkeys.DkimKeys(settings)
+    try:
+        out = keys.published(stored)
+        pem = dkimkeys.staged(session, stored)
+        if pem is not None:
+            active = (keys.active(stored), dkim.public_key(pem))
+            out = [active, *[k for k in out if k[0] != active[0]]]
+        return out
+    except dkim.DkimKeyError as exc:
+        raise ManageError(f"DKIM key of '{show_domain(stored)}': {exc}") from None
 
 
 def dkim_public_key(session: Session, settings: Settings, name: str) -> str | None:

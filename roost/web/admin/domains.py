@@ -110,21 +110,21 @@ def _apply_switches(db: Session, name: str, form: dict[str, str]) -> None:
     domains.set_anonmail_enabled(db, name, checked(form, "anonmail_enabled"))
 
 
-def _dkim_public(request: Request, name: str) -> str | None:
-    """The public half of the domain's DKIM key (None without one, or an unreadable one,
-    which the log names)."""
+def _dkim_keys(request: Request, name: str) -> list[tuple[str, str]]:
+    """(selector, public key) of the domain's DKIM keys (none without one, or with an
+    unreadable one, which the log names); two while a rotation runs."""
     try:
-        return DkimKeys(settings_of(request)).public(name)
+        return DkimKeys(settings_of(request)).published(name)
     except DkimKeyError as exc:
         log.error("DKIM key of %s: %s", name, exc)
-        return None
+        return []
 
 
 def _records(request: Request, domain: Domain) -> list[dnsrecords.Record]:
     names = [a.name for a in domain.alternatives]
     try:
         return dnsrecords.records(
-            settings_of(request), domain.name, names, dkim=_dkim_public(request, domain.name)
+            settings_of(request), domain.name, names, dkim_keys=_dkim_keys(request, domain.name)
         )
     except AddressError:
         return []
@@ -294,7 +294,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             names = [a.name for a in found.alternatives]
             name = found.name
         body = dnsrecords.zone_file(
-            settings_of(request), name, names, dkim=_dkim_public(request, name)
+            settings_of(request), name, names, dkim_keys=_dkim_keys(request, name)
         )
         return Response(
             body,
@@ -497,9 +497,9 @@ def _details(db: Any, request: Request, account: Account, found: Domain) -> dict
         ],
         "records": _records(request, found),
         "omitted": dnsrecords.omitted(
-            settings_of(request), found.name, dkim=_dkim_public(request, found.name)
+            settings_of(request), found.name, dkim_keys=_dkim_keys(request, found.name)
         ),
-        "dkim_key": _dkim_public(request, found.name) is not None,
+        "dkim_key": bool(_dkim_keys(request, found.name)),
         "alternative_form": {},
         "manager_choices": _manager_choices(db, account, found.name),
         "manager_form": {},
