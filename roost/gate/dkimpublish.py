@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -62,6 +63,8 @@ _TMP = "ROOST_DKIM_KEYS_NEW"
 CHECK_INTERVAL = 5.0
 #: Every this many checks, the key files are read again.
 REREAD = 12
+#: Seconds Rspamd's Redis may be away (it starts after the gate) before a warning.
+WARN_AFTER = 30.0
 _TIMEOUT = 2.0
 
 
@@ -129,6 +132,7 @@ class DkimPublisher:
         self._map = selector_map_path(settings)
         self._lock = asyncio.Lock()
         self._failing = False
+        self._failing_since = 0.0
 
     async def loaded(self, directory: Directory) -> None:
         """The index has a new Directory: read the keys and write them if they changed."""
@@ -168,13 +172,17 @@ class DkimPublisher:
                     await pipe.execute()
                 log.info("DKIM keys for Rspamd: %d signing domains", len(self._wanted))
         except (RedisError, OSError) as exc:
-            if not self._failing:
-                log.warning("cannot give Rspamd the DKIM keys yet (its Redis: %s); retrying", exc)
+            # The gate starts before Rspamd's Redis: say so only when it stays away.
+            now = time.monotonic()
+            self._failing_since = self._failing_since or now
+            if not self._failing and now - self._failing_since >= WARN_AFTER:
+                log.warning("cannot give Rspamd the DKIM keys (its Redis: %s); retrying", exc)
                 self._failing = True
             return False
         if self._failing:
             log.info("Rspamd's Redis holds the DKIM keys again")
-            self._failing = False
+        self._failing = False
+        self._failing_since = 0.0
         return True
 
     async def watch(self, interval: float = CHECK_INTERVAL, reread: int = REREAD) -> None:
