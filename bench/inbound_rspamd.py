@@ -1,0 +1,692 @@
+"""Benchmark: inbound delivery through Rspamd, Roost against a bare Postfix chain.
+
+Starts a whole Roost stack (``roost up``, as tests/e2e/stack.py does, on ROOST_E2E_NET.40)
+with a few users, and beside it, in a temporary directory, the bare chain the same Debian
+packages make with hand-written minimal configs: a Postfix instance (``postfix -c DIR``)
+with static virtual mailbox maps, Debian's Rspamd (its stock modules and rules, only the
+proxy worker in milter mode with self_scan, no Redis) as its milter, and Dovecot with a
+static userdb delivering over an LMTP socket into Maildir. Both Rspamds share one
+Hyperscan cache; both are asked through the test DNS of tests/e2e/local_dns.py (in a
+private mount namespace, as the e2e tests are), so nothing reaches the internet.
+
+An asyncio SMTP client sends ``--messages`` messages of about 2 kB from an outside address
+(127.80.0.1, not in mynetworks) to port 25 of each, ``--concurrency`` sessions at a time,
+``--per-session`` messages per session, round-robin to ``--users`` users. The rate is the
+messages per second from the first connection to the moment the last message is a file in
+a Maildir. Each round runs both chains (alternating which goes first); the report prints
+every round, the median and spread, and Roost's rate as a percentage of the baseline's.
+Target (issue 10): at least 90 %.
+
+Memory: the resident memory of every process of the Roost stack (the processes under
+``roost up``: runner, gate, web, both Redis, Rspamd, Postfix, Dovecot, nginx, and clamd
+with ANTIVIRUS=clamav), idle and at its peak during a load, as the sum of RSS (shared pages
+counted once per process) and the sum of PSS (shared pages divided among their users, the
+honest total). ``--memory`` starts a second stack with ``ANTIVIRUS=clamav`` on ClamAV's
+one-signature test database (tests/unit/eicar.py) and measures it the same way, and prints
+each stack's processes grouped by name.
+
+Seen on a shared 2-core machine while other test suites ran beside it (load 8 to 13, so
+noisy), 2026-12-05, ``--messages 1000 --rounds 3 --memory``, 3 runs: the bare chain 168 to
+198 messages/s (medians; rounds 161 to 211), Roost 91 to 102 (rounds 80 to 108), Roost at
+49 % to 57 % of the bare chain (45 % to 59 % per round): below the target. CPU per message
+15 to 16.5 ms for Roost against 6.6 to 7.4 ms; the difference is mostly Dovecot's LMTP
+delivery (the quota plugin's count backend, growing with the mailbox, and the Sieve before
+script), the gate (1.7 ms), Rspamd's extra modules (1 ms), the runner's log relaying, auth,
+nginx and Redis. Memory (sum of PSS): idle 343 to 354 MiB, peak under load 486 to 510 MiB;
+with ClamAV and its one-signature database idle 348 MiB, peak 509 to 515 MiB (clamd 10 MiB).
+docs/filtering.md ("Speed and memory") has the breakdown.
+
+    ROOST_E2E_NET=127.0.49 .venv/bin/python bench/inbound_rspamd.py \
+        [--messages 1000] [--rounds 3] [--concurrency 10] [--per-session 1] [--memory]
+
+Needs root (the daemons drop privileges themselves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from tests.e2e.local_dns import private_resolv_conf, start_dns
+from tests.e2e.stack import (
+    DOMAIN,
+    OUTSIDE,
+    Stack,
+    e2e_address,
+    make_base,
+    shared_hyperscan_cache,
+    wait_for_port,
+)
+from tests.unit.eicar import signature_database
+
+SENDER = "bench@sender.test"  # sender.test has an MX in the test DNS
+BODY_LINE = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+
+
+# -- the client ------------------------------------------------------------------------------
+def message(number: int, recipient: str) -> bytes:
+    body = "".join(f"{number:06d} {BODY_LINE}" for _ in range(24))
+    head = (
+        f"From: Bench Sender <{SENDER}>\r\n"
+        f"To: <{recipient}>\r\n"
+        f"Subject: bench message {number}\r\n"
+        f"Date: Sat, 05 Dec 2026 07:00:00 +0000\r\n"
+        f"Message-ID: <bench-{number}-{os.getpid()}@sender.test>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    )
+    return (head + body).encode()
+
+
+class SMTPError(Exception):
+    pass
+
+
+async def reply(reader: asyncio.StreamReader) -> tuple[int, str]:
+    lines = []
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise SMTPError("connection closed")
+        lines.append(line.decode(errors="replace").rstrip())
+        if line[3:4] != b"-":
+            return int(line[:3]), "\n".join(lines)
+
+
+async def command(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes, want: int
+) -> None:
+    writer.write(line + b"\r\n")
+    code, text = await reply(reader)
+    if code != want:
+        raise SMTPError(f"{line.decode()!r}: {text}")
+
+
+async def session(host: str, numbered: list[tuple[int, str]]) -> None:
+    reader, writer = await asyncio.open_connection(host, 25, local_addr=(OUTSIDE, 0))
+    try:
+        code, text = await reply(reader)
+        if code != 220:
+            raise SMTPError(text)
+        await command(reader, writer, b"EHLO client.outside.test", 250)
+        for number, recipient in numbered:
+            await command(reader, writer, f"MAIL FROM:<{SENDER}>".encode(), 250)
+            await command(reader, writer, f"RCPT TO:<{recipient}>".encode(), 250)
+            await command(reader, writer, b"DATA", 354)
+            writer.write(message(number, recipient) + b"\r\n.\r\n")
+            code, text = await reply(reader)
+            if code != 250:
+                raise SMTPError(f"message {number}: {text}")
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+    finally:
+        writer.close()
+
+
+async def send_all(
+    host: str, recipients: list[str], count: int, concurrency: int, per_session: int, start: int
+) -> None:
+    numbered = [(start + n, recipients[n % len(recipients)]) for n in range(count)]
+    batches = [numbered[i : i + per_session] for i in range(0, count, per_session)]
+    queue: asyncio.Queue[list[tuple[int, str]]] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await session(host, queue.get_nowait())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+# -- counting delivered mail -------------------------------------------------------------
+def delivered(folders: list[Path]) -> int:
+    total = 0
+    for folder in folders:
+        with contextlib.suppress(FileNotFoundError):
+            total += len(os.listdir(folder))
+    return total
+
+
+# -- memory ------------------------------------------------------------------------------
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def process_memory(pid: int) -> tuple[str, int, int] | None:
+    """(name, RSS kB, PSS kB) of one process, None once it is gone or a kernel thread."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+        rss = pss = 0
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        return None
+    if not argv or not argv[0]:
+        return None
+    return name_of(pid, argv), rss, pss
+
+
+def name_of(pid: int, argv: list[bytes]) -> str:
+    words = [a.decode(errors="replace") for a in argv if a]
+    program = os.path.basename(words[0])
+    if program.startswith("python"):
+        if "gate" in words:
+            return "roost gate"
+        if "roost.web" in words:
+            return "roost web"
+        if "up" in words:
+            return "roost runner"
+        return "python " + " ".join(words[1:3])
+    if program.startswith("redis-server"):
+        return "redis (Rspamd's)" if "rspamd-redis" in " ".join(words) else "redis (gate, web)"
+    if words[0].startswith("rspamd:"):
+        # "rspamd: rspamd_proxy process (socket ...)", "rspamd: main process; 30 msg/sec"
+        return words[0].split("(")[0].split(";")[0].strip()
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            command = comm.read().strip()
+        executable = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return program
+    for daemon in ("dovecot", "postfix"):
+        if f"/{daemon}" in executable:
+            return f"{daemon} {command}"
+    return command
+
+
+def cpu_seconds(roots: list[int]) -> dict[str, float]:
+    """CPU time (user + system, with reaped children's) of every process under ``roots``."""
+    total: dict[str, float] = defaultdict(float)
+    for root in roots:
+        for pid in descendants(root):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    argv = cmdline.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0]:
+                total[name_of(pid, argv)] += sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+    return total
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Memory:
+    rss: int = 0
+    pss: int = 0
+    by_name: dict[str, list[int]] = field(default_factory=dict)  # name -> [count, rss, pss]
+
+
+def stack_memory(root_pid: int) -> Memory:
+    memory = Memory()
+    for pid in descendants(root_pid):
+        found = process_memory(pid)
+        if found is None:
+            continue
+        name, rss, pss = found
+        memory.rss += rss
+        memory.pss += pss
+        row = memory.by_name.setdefault(name, [0, 0, 0])
+        row[0] += 1
+        row[1] += rss
+        row[2] += pss
+    return memory
+
+
+class PeakSampler:
+    """Samples a stack's memory every half second in a thread; keeps the highest PSS."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+        self.peak = Memory()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            memory = stack_memory(self.root_pid)
+            if memory.pss > self.peak.pss:
+                self.peak = memory
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- the chains --------------------------------------------------------------------------
+@dataclass
+class Chain:
+    name: str
+    host: str
+    recipients: list[str]
+    folders: list[Path]
+    roots: Callable[[], list[int]]
+    memory_pid: Callable[[], int] | None = None
+    sent: int = 0
+    #: CPU seconds per process name over the timed runs, and the messages they carried
+    cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cpu_messages: int = 0
+
+    def timed(self, count: int, concurrency: int, per_session: int, timeout: float) -> float:
+        """``run``, adding the CPU time the chain's processes spent to ``cpu``."""
+        before = cpu_seconds(self.roots())
+        rate = self.run(count, concurrency, per_session, timeout)
+        time.sleep(1)  # let Postfix's master reap the processes that just ended
+        for name, seconds in cpu_seconds(self.roots()).items():
+            self.cpu[name] += seconds - before.get(name, 0.0)
+        self.cpu_messages += count
+        return rate
+
+    def run(self, count: int, concurrency: int, per_session: int, timeout: float) -> float:
+        """Send ``count`` messages; messages per second until the last is in a Maildir."""
+        before = delivered(self.folders)
+        begin = time.monotonic()
+        asyncio.run(
+            send_all(self.host, self.recipients, count, concurrency, per_session, self.sent)
+        )
+        self.sent += count
+        deadline = begin + timeout
+        while delivered(self.folders) < before + count:
+            if time.monotonic() > deadline:
+                got = delivered(self.folders) - before
+                raise TimeoutError(f"{self.name}: only {got} of {count} delivered")
+            time.sleep(0.02)
+        return count / (time.monotonic() - begin)
+
+
+def roost_chain(name: str, host: int, users: int, settings: dict[str, str]) -> tuple[Stack, Chain]:
+    stack = Stack(name, e2e_address(host), settings=settings)
+    stack.start(timeout=180)
+    recipients = [stack.add_user(f"bench{n}", f"bench-password-{n}") for n in range(users)]
+    folders = []
+    for address in recipients:
+        home = stack.root / "mail" / address
+        folders += [home / "new", home / ".Junk" / "new"]
+    assert stack.process is not None
+    pid = stack.process.pid
+    chain = Chain(name, stack.address, recipients, folders, lambda: [pid], memory_pid=lambda: pid)
+    return stack, chain
+
+
+POSTFIX_MAIN = """\
+compatibility_level = 3.6
+queue_directory = {d}/postfix-queue
+data_directory = {d}/postfix-data
+maillog_file = {d}/postfix.log
+maillog_file_prefixes = {d}
+myhostname = mx.baseline.test
+mydestination =
+alias_maps =
+alias_database =
+inet_interfaces = loopback-only
+proxy_interfaces = {address}
+inet_protocols = ipv4
+mynetworks = 127.0.0.1/32
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+virtual_mailbox_domains = {domain}
+virtual_mailbox_maps = texthash:{d}/postfix/vmailbox
+virtual_transport = lmtp:unix:{d}/lmtp/lmtp
+smtpd_milters = unix:{d}/rspamd-run/milter.sock
+milter_protocol = 6
+milter_default_action = tempfail
+milter_mail_macros = i {{mail_addr}} {{client_addr}} {{client_name}} {{auth_type}} {{auth_authen}}
+"""
+
+POSTFIX_MASTER = """\
+{address}:25 inet n - n - - smtpd
+pickup     unix  n - n 60 1 pickup
+cleanup    unix  n - n - 0 cleanup
+qmgr       unix  n - n 300 1 qmgr
+tlsmgr     unix  - - n 1000? 1 tlsmgr
+rewrite    unix  - - n - - trivial-rewrite
+bounce     unix  - - n - 0 bounce
+defer      unix  - - n - 0 bounce
+trace      unix  - - n - 0 bounce
+verify     unix  - - n - 1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n - - proxymap
+proxywrite unix  - - n - 1 proxymap
+smtp       unix  - - n - - smtp
+relay      unix  - - n - - smtp
+showq      unix  n - n - - showq
+error      unix  - - n - - error
+retry      unix  - - n - - error
+discard    unix  - - n - - discard
+lmtp       unix  - - n - - lmtp
+anvil      unix  - - n - 1 anvil
+scache     unix  - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+"""
+
+DOVECOT_CONF = """\
+base_dir = {d}/dovecot-run
+state_dir = {d}/dovecot-state
+protocols = lmtp
+log_path = {d}/dovecot.log
+ssl = no
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home={d}/mail/%u allow_all_users=yes
+}}
+mail_location = maildir:{d}/mail/%u
+first_valid_uid = 1
+service lmtp {{
+  unix_listener {d}/lmtp/lmtp {{
+    mode = 0666
+  }}
+}}
+"""
+
+RSPAMD_CONF = """\
+.include "$CONFDIR/common.conf"
+options {{
+    pidfile = "$RUNDIR/rspamd.pid";
+    .include "$CONFDIR/options.inc"
+    hs_cache_dir = "{hs_cache}";
+    local_addrs = ["127.0.0.1/32"];
+}}
+logging {{
+    type = "file";
+    filename = "{d}/rspamd.log";
+    level = "warning";
+}}
+worker "rspamd_proxy" {{
+    bind_socket = "{d}/rspamd-run/milter.sock mode=0666";
+    milter = yes;
+    upstream "local" {{
+        default = yes;
+        self_scan = yes;
+    }}
+    timeout = 120s;
+    count = 2;
+}}
+"""
+
+
+class Baseline:
+    """Postfix → Rspamd milter → Dovecot LMTP → Maildir, minimal configs in a temp dir."""
+
+    def __init__(self, address: str, users: int) -> None:
+        self.address = address
+        self.dir = Path(tempfile.mkdtemp(prefix="roost-bench-baseline-", dir=make_base()))
+        self.dir.chmod(0o755)
+        self.recipients = [f"bench{n}@{DOMAIN}" for n in range(users)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> Chain:
+        d = self.dir
+        for sub in (
+            "postfix",
+            "postfix-queue",
+            "postfix-data",
+            "lmtp",
+            "mail",
+            "rspamd-run",
+            "rspamd-db",
+        ):
+            (d / sub).mkdir(mode=0o755)
+        shutil.chown(d / "postfix-data", "postfix", "postfix")
+        shutil.chown(d / "mail", "mail", "mail")
+        for sub in ("rspamd-run", "rspamd-db"):
+            shutil.chown(d / sub, "_rspamd", "_rspamd")
+        values = {"d": d, "address": self.address, "domain": DOMAIN}
+        (d / "postfix/main.cf").write_text(POSTFIX_MAIN.format(**values))
+        (d / "postfix/master.cf").write_text(POSTFIX_MASTER.format(**values))
+        (d / "postfix/vmailbox").write_text("".join(f"{r} OK\n" for r in self.recipients))
+        (d / "dovecot.conf").write_text(DOVECOT_CONF.format(**values))
+        hs_cache = make_base() / "rspamd-hyperscan"
+        shared_hyperscan_cache()  # creates it
+        (d / "rspamd.conf").write_text(RSPAMD_CONF.format(hs_cache=hs_cache, **values))
+        # The headers Roost's Rspamd adds too (so the baseline's scan shows in each message).
+        (d / "rspamd-local/local.d").mkdir(parents=True)
+        (d / "rspamd-local/local.d/milter_headers.conf").write_text(
+            'use = ["x-spamd-bar", "x-spam-level", "authentication-results"];\n'
+            "skip_local = false;\n"
+        )
+        log = (d / "daemons.log").open("ab")
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    "rspamd",
+                    "--no-fork",
+                    "--user=_rspamd",
+                    "--group=_rspamd",
+                    f"--config={d}/rspamd.conf",
+                    f"--var=LOCAL_CONFDIR={d}/rspamd-local",
+                    f"--var=DBDIR={d}/rspamd-db",
+                    f"--var=RUNDIR={d}/rspamd-run",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        self.processes.append(
+            subprocess.Popen(
+                ["dovecot", "-F", "-c", f"{d}/dovecot.conf"], stdout=log, stderr=subprocess.STDOUT
+            )
+        )
+        started = subprocess.run(
+            ["postfix", "-c", f"{d}/postfix", "start"], capture_output=True, text=True
+        )
+        if started.returncode != 0:
+            log = (d / "postfix.log").read_text() if (d / "postfix.log").exists() else ""
+            raise RuntimeError(f"postfix start: {started.stdout}{started.stderr}{log}")
+        wait_for_file(d / "rspamd-run/milter.sock", 120)
+        wait_for_file(d / "lmtp/lmtp", 30)
+        wait_for_port(self.address, 25)
+        folders = [d / "mail" / r / "new" for r in self.recipients]
+        return Chain("baseline", self.address, self.recipients, folders, self.roots)
+
+    def roots(self) -> list[int]:
+        master = self.dir / "postfix-queue/pid/master.pid"
+        pids = [process.pid for process in self.processes]
+        return [*pids, int(master.read_text().split()[0])] if master.exists() else pids
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", f"{self.dir}/postfix", "stop"], capture_output=True)
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for_file(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.2)
+
+
+# -- the report --------------------------------------------------------------------------
+def spread(rates: list[float]) -> str:
+    return (
+        f"median {statistics.median(rates):6.1f}/s  (min {min(rates):.1f}, max {max(rates):.1f};"
+        f" rounds: {', '.join(f'{r:.1f}' for r in rates)})"
+    )
+
+
+def print_memory(title: str, memory: Memory, detail: bool) -> None:
+    print(
+        f"  {title:<22} RSS sum {memory.rss / 1024:7.1f} MiB   PSS sum {memory.pss / 1024:7.1f} MiB"
+    )
+    if detail:
+        for name, (count, rss, pss) in sorted(memory.by_name.items(), key=lambda i: -i[1][2]):
+            print(
+                f"      {name:<34} x{count:<3} RSS {rss / 1024:7.1f} MiB  PSS {pss / 1024:7.1f} MiB"
+            )
+
+
+def print_cpu(bare: Chain, roost: Chain) -> None:
+    def per_message(chain: Chain) -> dict[str, float]:
+        return {k: 1000 * v / chain.cpu_messages for k, v in chain.cpu.items()}
+
+    base, ours = per_message(bare), per_message(roost)
+    names = sorted(set(base) | set(ours), key=lambda n: -max(ours.get(n, 0), base.get(n, 0)))
+    print(f"  {'process':<28} {'baseline':>9} {'Roost':>9}")
+    print("  (a master's figure includes the children it has reaped: Postfix's smtpd, cleanup,")
+    print("  lmtp clients; Dovecot's lmtp processes that ended)")
+    for name in names:
+        if max(base.get(name, 0), ours.get(name, 0)) >= 0.05:
+            print(f"  {name:<28} {base.get(name, 0):9.2f} {ours.get(name, 0):9.2f}")
+    print(f"  {'total':<28} {sum(base.values()):9.2f} {sum(ours.values()):9.2f}")
+
+
+def measure_memory(chain: Chain, args: argparse.Namespace, label: str) -> None:
+    assert chain.memory_pid is not None
+    pid = chain.memory_pid()
+    time.sleep(args.settle)
+    idle = stack_memory(pid)
+    with PeakSampler(pid) as sampler:
+        chain.run(args.warmup, args.concurrency, args.per_session, 90)
+        rate = chain.run(args.messages, args.concurrency, args.per_session, args.timeout)
+    print(f"\n{label}: {rate:.1f} messages/s during the load (idle: started, settled)")
+    print_memory("idle", idle, args.memory)
+    print_memory("peak under load", sampler.peak, args.memory)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--per-session", type=int, default=1)
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds before idle memory")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--memory", action="store_true", help="also a stack with ANTIVIRUS=clamav; per process"
+    )
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root: it starts Postfix, Dovecot, Rspamd and nginx", file=sys.stderr)
+        return 2
+    if not private_resolv_conf():
+        return 2
+    # Stop every daemon started here on SIGTERM too (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    dns = start_dns()
+    started: list[Callable[[], object]] = []
+    try:
+        baseline = Baseline(e2e_address(60), args.users)
+        started.append(baseline.stop)
+        bare = baseline.start()
+        stack, roost = roost_chain("bench-inbound", 40, args.users, {})
+        started.append(stack.stop)
+        assert roost.memory_pid is not None
+        time.sleep(args.settle)
+        idle = stack_memory(roost.memory_pid())
+        sampler = PeakSampler(roost.memory_pid())
+        sampler.__enter__()
+        for chain in (bare, roost):
+            chain.run(args.warmup, args.concurrency, args.per_session, 90)
+        rates: dict[str, list[float]] = {"baseline": [], "roost": []}
+        for round_ in range(args.rounds):
+            order = (bare, roost) if round_ % 2 == 0 else (roost, bare)
+            for chain in order:
+                rate = chain.timed(args.messages, args.concurrency, args.per_session, args.timeout)
+                rates["baseline" if chain is bare else "roost"].append(rate)
+        sampler.__exit__()
+        print(
+            f"inbound delivery, {args.messages} messages x {args.rounds} rounds,"
+            f" {args.concurrency} sessions at a time, {args.per_session} message(s) a session,"
+            f" {args.users} users, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        )
+        print(f"  baseline (bare chain)  {spread(rates['baseline'])}")
+        print(f"  Roost                  {spread(rates['roost'])}")
+        ratios = [r / b for r, b in zip(rates["roost"], rates["baseline"], strict=True)]
+        share = statistics.median(rates["roost"]) / statistics.median(rates["baseline"])
+        print(
+            f"  Roost / baseline       {100 * share:.0f} %"
+            f" of the medians (per round: {', '.join(f'{100 * r:.0f} %' for r in ratios)});"
+            " target at least 90 %"
+        )
+        print("\nwhere the CPU time goes (ms of CPU per message, all timed rounds):")
+        print_cpu(bare, roost)
+        print("\nRoost stack memory (started, settled; peak while the rounds above ran)")
+        print_memory("idle", idle, args.memory)
+        print_memory("peak under load", sampler.peak, args.memory)
+        baseline.stop()
+        started.remove(baseline.stop)
+        if args.memory:
+            stack.stop()
+            started.remove(stack.stop)
+            database = signature_database(make_base() / "bench-clamav-db")
+            settings = {
+                "ANTIVIRUS": "clamav",
+                "ANTIVIRUS_UPDATES": "false",
+                "ANTIVIRUS_DATABASE": str(database),
+            }
+            clam_stack, clam = roost_chain("bench-inbound-clamav", 41, args.users, settings)
+            started.append(clam_stack.stop)
+            measure_memory(clam, args, "Roost stack with ClamAV (one-signature database)")
+    finally:
+        for stop in reversed(started):
+            try:
+                stop()
+            except Exception as error:  # report it and go on stopping the rest
+                print(f"stopping: {error}", file=sys.stderr)
+        for server in dns:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
