@@ -542,8 +542,7 @@ class Baseline:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def wait_for_file(path: Path, timeout: float) -> None:
