@@ -516,12 +516,13 @@ class Baseline:
                 ["dovecot", "-F", "-c", f"{d}/dovecot.conf"], stdout=log, stderr=subprocess.STDOUT
             )
         )
+        log.close()  # the daemons hold their own copies
         started = subprocess.run(
             ["postfix", "-c", f"{d}/postfix", "start"], capture_output=True, text=True
         )
         if started.returncode != 0:
-            log = (d / "postfix.log").read_text() if (d / "postfix.log").exists() else ""
-            raise RuntimeError(f"postfix start: {started.stdout}{started.stderr}{log}")
+            said = (d / "postfix.log").read_text() if (d / "postfix.log").exists() else ""
+            raise RuntimeError(f"postfix start: {started.stdout}{started.stderr}{said}")
         wait_for_file(d / "rspamd-run/milter.sock", 120)
         wait_for_file(d / "lmtp/lmtp", 30)
         wait_for_port(self.address, 25)
