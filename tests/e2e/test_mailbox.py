@@ -69,6 +69,22 @@ def test_special_folders_exist_and_are_subscribed(
         assert use in uses
 
 
+def test_delivery_leaves_no_stray_folders(stack: Stack, imap_session: imaplib.IMAP4_SSL) -> None:
+    """The duplicate check's lock files stay out of the Maildir, where Maildir++ would
+    show a directory .dovecot.lda-dupes.locks as a folder "dovecot.lda-dupes.locks"."""
+    user = stack.add_user("tidy", "tidy-pw-1")
+    subject = f"tidy {uuid.uuid4()}"
+    deliver(stack, user, subject)
+    deliver(stack, user, f"{subject} again")
+    imap_session.login(user, "tidy-pw-1")
+    assert wait_for_folder(imap_session, "INBOX", f"{subject} again")
+    _, listed = imap_session.list()
+    names = {line.decode().rsplit(" ", 1)[-1].strip('"') for line in listed}
+    assert names == {"INBOX", "Sent", "Drafts", "Trash", "Junk"}, names
+    home = stack.root / "mail" / user
+    assert not [entry.name for entry in home.iterdir() if entry.name.endswith(".locks")]
+
+
 def test_spam_score_files_into_junk_marked_read(
     stack: Stack, imap_session: imaplib.IMAP4_SSL
 ) -> None:

@@ -97,7 +97,12 @@ def test_tls_flavor_renders_a_private_instance(root: Path) -> None:
     assert effective(service, "log_path") == "/dev/stderr"
     assert effective(service, "listen") == BIND
     assert effective(service, "protocols").split() == ["imap", "pop3", "sieve", "lmtp"]
-    assert effective(service, "mail_location") == f"maildir:{root}/mail/%u"
+    # Lock files (the duplicate database's) in a directory of their own, not among folders.
+    volatile = root / "run" / "dovecot-volatile"
+    assert (
+        effective(service, "mail_location") == f"maildir:{root}/mail/%u:VOLATILEDIR={volatile}/%u"
+    )
+    assert volatile.owner() == "mail" and (volatile.stat().st_mode & 0o777) == 0o700
     assert effective(service, "mail_home") == f"{root}/mail/%u"
     assert effective(service, "mail_uid") == "mail"
     assert effective(service, "mail_gid") == "mail"

@@ -117,6 +117,11 @@ class DovecotService(Service):
         return self.overrides / "dovecot.conf"
 
     @property
+    def volatile_dir(self) -> Path:
+        """Per-user lock files (mail_volatile_dir), kept out of the Maildirs."""
+        return self.layout.run / "dovecot-volatile"
+
+    @property
     def learn_dir(self) -> Path:
         """The IMAPSieve scripts that teach Rspamd, and the programs they may run."""
         return self.etc / "learn"
@@ -316,6 +321,7 @@ class DovecotService(Service):
             "postfix_group": grp.getgrgid(postfix.pw_gid).gr_name,
             "override_file": self.override_file,
             "learn_dir": self.learn_dir,
+            "volatile_dir": self.volatile_dir,
         }
 
     def _prepare_directories(self) -> None:
@@ -332,6 +338,9 @@ class DovecotService(Service):
         os.chmod(layout.dovecot_run, 0o755)
         layout.mail.mkdir(parents=True, exist_ok=True)
         os.chmod(layout.mail, 0o700)
+        self.volatile_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.volatile_dir, 0o700)
         if os.geteuid() == 0:
             mail = pwd.getpwnam(MAIL_USER)
             os.chown(layout.mail, mail.pw_uid, mail.pw_gid)
+            os.chown(self.volatile_dir, mail.pw_uid, mail.pw_gid)
