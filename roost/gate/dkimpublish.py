@@ -16,7 +16,8 @@ During a key rotation (``roost dkim rotate``) a domain has two keys, both in the
 domains that sign with the second selector are listed in ``dkim_selectors.map`` in
 Rspamd's state directory (its ``selector_map``, read again every ``map_watch_interval``).
 The key files are read again every :data:`REREAD` checks, for changes the gate was not
-told of.
+told of. Beside it the gate writes ``local_domains.map``: every domain and alternative,
+which Rspamd's anti-spoofing rules treat as ours.
 
 Keys are read as root (the files are ``0600 root``); Rspamd's Redis is reachable only by
 root and ``_rspamd`` (docs/ARCHITECTURE.md, "Secrets and privileges").
@@ -46,8 +47,11 @@ __all__ = [
     "CHECK_INTERVAL",
     "DIGEST",
     "KEYS_HASH",
+    "LOCAL_DOMAINS_MAP",
     "SELECTOR_MAP",
     "DkimPublisher",
+    "local_domains",
+    "local_domains_path",
     "selector_map_path",
     "signing_keys",
 ]
@@ -76,6 +80,20 @@ SELECTOR_MAP = "dkim_selectors.map"
 def selector_map_path(settings: Settings) -> Path:
     """In Rspamd's state directory, which its workers read (roost/layout.py)."""
     return Layout(settings).rspamd_data / SELECTOR_MAP
+
+
+#: Rspamd's map of our domains and alternative domains (lower-case punycode, one a line),
+#: which its anti-spoofing rules read (multimap IS_LOCAL_DOMAIN_*, Mailu's local_domains).
+LOCAL_DOMAINS_MAP = "local_domains.map"
+
+
+def local_domains_path(settings: Settings) -> Path:
+    return Layout(settings).rspamd_data / LOCAL_DOMAINS_MAP
+
+
+def local_domains(directory: Directory) -> str:
+    names = {name.lower() for name in (*directory.domains, *directory.alternatives)}
+    return "".join(f"{name}\n" for name in sorted(names))
 
 
 def signing_keys(settings: Settings, directory: Directory) -> tuple[dict[str, str], str]:
@@ -130,6 +148,7 @@ class DkimPublisher:
         self._wanted: dict[str, str] | None = None
         self._directory: Directory | None = None
         self._map = selector_map_path(settings)
+        self._domains_map = local_domains_path(settings)
         self._lock = asyncio.Lock()
         self._failing = False
         self._failing_since = 0.0
@@ -146,10 +165,14 @@ class DkimPublisher:
             self._wanted = wanted
             # Both keys of a rotation are in Redis before the map names the new selector.
             await self._sync()
-            try:
-                await loop.run_in_executor(None, _write_map, self._map, selectors)
-            except OSError as exc:
-                log.error("cannot write Rspamd's DKIM selector map %s: %s", self._map, exc)
+            for path, text in (
+                (self._map, selectors),
+                (self._domains_map, local_domains(directory)),
+            ):
+                try:
+                    await loop.run_in_executor(None, _write_map, path, text)
+                except OSError as exc:
+                    log.error("cannot write Rspamd's map %s: %s", path, exc)
 
     async def _sync(self) -> bool:
         """Write the wanted keys unless Redis holds them already; False while it fails."""

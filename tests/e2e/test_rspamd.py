@@ -13,6 +13,7 @@ from email.message import EmailMessage
 import pytest
 import redis
 
+from roost.layout import POSTFIX_FRONT_PORT
 from tests.e2e.stack import DOMAIN, Stack
 from tests.e2e.test_inbound import SENDER, message
 
@@ -150,3 +151,32 @@ def test_moving_into_junk_learns_spam_and_out_of_it_learns_ham(stack: Stack) -> 
         assert after["BAYES_HAM"] == before["BAYES_HAM"] + 1, (before, after)
     finally:
         client.logout()
+
+
+def outside_mx(stack: Stack) -> smtplib.SMTP:
+    """Postfix's port-25 listener as nginx reaches it, told by XCLIENT that the client is a
+    public address: Rspamd counts every 127/8 client as local and skips the checks meant
+    for strangers, so a loopback test client cannot play one."""
+    client = smtplib.SMTP(stack.address, POSTFIX_FRONT_PORT, source_address=(stack.address, 0))
+    client.ehlo("mx.outside.test")
+    code, reply = client.docmd(
+        "XCLIENT", "ADDR=198.51.100.7 NAME=[UNAVAILABLE] HELO=mx.outside.test PROTO=ESMTP"
+    )
+    assert code == 220, reply
+    client.ehlo("mx.outside.test")
+    return client
+
+
+def test_mail_from_outside_claiming_one_of_our_domains_is_refused(stack: Stack) -> None:
+    user = stack.add_user("spoofed", "spoofed-pw-1")
+    forged = f"ceo@{DOMAIN}"
+    with outside_mx(stack) as client, pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail(SENDER, [user], message(forged, user, f"forged {uuid.uuid4()}"))
+    assert refused.value.smtp_code == 554, refused.value
+    assert refused.value.smtp_error.startswith(b"5.7.1 Rejected (anti-spoofing: "), refused.value
+    # The same mail in a stranger's own name is not refused as spoofing: a first-time
+    # stranger from a public address is greylisted (4xx, Rspamd's greylist module).
+    with outside_mx(stack) as client, pytest.raises(smtplib.SMTPDataError) as deferred:
+        client.sendmail(SENDER, [user], message(SENDER, user, f"honest {uuid.uuid4()}"))
+    assert deferred.value.smtp_code == 451, deferred.value
+    assert b"anti-spoofing" not in deferred.value.smtp_error

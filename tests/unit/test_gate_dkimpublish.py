@@ -12,7 +12,13 @@ import redis
 
 from roost.core import dkim
 from roost.core.address import domain_to_ascii
-from roost.gate.dkimpublish import DIGEST, KEYS_HASH, DkimPublisher, selector_map_path
+from roost.gate.dkimpublish import (
+    DIGEST,
+    KEYS_HASH,
+    DkimPublisher,
+    local_domains_path,
+    selector_map_path,
+)
 from roost.gate.index import Index
 from roost.store.db import Store
 from roost.store.dkimkeys import DkimKeys
@@ -67,6 +73,9 @@ def test_index_loads_write_the_keys_rspamd_signs_with(tmp_path: Path) -> None:
                     f"sel2026.{IDN}": key(stack, IDN),
                 }
                 assert dkim.public_key(main)  # a usable key
+                # Every domain and alternative is ours for Rspamd's anti-spoofing rules.
+                domains = local_domains_path(stack.settings).read_text().split()
+                assert domains == sorted(["alt.example", "example.com", IDN, "unsigned.example"])
                 # A new key is there as soon as the index has loaded.
                 ok(stack, "dkim", "generate", "example.com")
                 await index.load()
@@ -75,6 +84,8 @@ def test_index_loads_write_the_keys_rspamd_signs_with(tmp_path: Path) -> None:
                 ok(stack, "alternative", "delete", "alt.example")
                 await index.load()
                 assert set(held(socket)) == {"sel2026.example.com"}
+                domains = local_domains_path(stack.settings).read_text().split()
+                assert domains == ["example.com", "unsigned.example"]
                 ok(stack, "domain-delete", "example.com")
                 await index.load()
                 assert held(socket) == {}

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.gate.dkimpublish import KEYS_HASH as DKIM_KEYS_HASH
-from roost.gate.dkimpublish import selector_map_path
+from roost.gate.dkimpublish import local_domains_path, selector_map_path
 from roost.layout import NGINX_USER
 from roost.services.base import (
     Readiness,
@@ -63,6 +63,7 @@ GENERATED = (
     "multimap.conf",
     "antivirus.conf",
     "force_actions.conf",
+    "whitelist.conf",
     "fuzzy_check.conf",
     "dkim_signing.conf",
     "arc.conf",
@@ -144,6 +145,13 @@ class RspamdService(Service):
             "keys_hash": DKIM_KEYS_HASH,
             "selector": settings.DKIM_SELECTOR,
             "selector_map": selector_map_path(settings),
+            "local_domains_map": local_domains_path(settings),
+            # Mail from here was sent by us or our relays (Mailu: SUBNET): loopback (every
+            # internal hop) and mynetworks.
+            "local_networks": ", ".join(
+                f'"{network}"'
+                for network in dict.fromkeys(("127.0.0.0/8", "::1/128", *settings.mynetworks))
+            ),
             "local_addrs": ", ".join(f'"{network}"' for network in settings.mynetworks),
         }
 
