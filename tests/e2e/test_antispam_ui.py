@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.browsing import CHROMIUM, new_context, sign_in
 from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, running
-from tests.e2e.test_web_sso import CHROMIUM, new_context, sign_in
 
 pytestmark = pytest.mark.e2e
 

@@ -17,42 +17,34 @@ from typing import Any
 import pyotp
 import pytest
 
-from tests.e2e.stack import HOSTNAME, Stack, e2e_address, running
+from tests.e2e.browsing import (
+    BASE,
+    PHONE,
+    chromium_for,
+    need_chromium,
+    new_context,
+    shoot,
+    sign_in,
+    submit,
+)
+from tests.e2e.stack import Stack, e2e_address, running
 from tests.e2e.test_auth import imap_login
 from tests.e2e.test_login_defence import add_token
-from tests.e2e.test_web_sso import CHROMIUM, PHONE, new_context, shoot, sign_in
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.e2e
-
-BASE = f"https://{HOSTNAME}"
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium package is not installed")
+    need_chromium()
     with running(Stack("web-2fa", e2e_address(64))) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", f"--host-resolver-rules=MAP {HOSTNAME} {stack.address}"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def submit(page: Any, selector: str) -> None:
-    page.click(selector)
-    page.wait_for_load_state()
+    with chromium_for(stack) as chromium:
+        yield chromium
 
 
 def begin_enrolment(page: Any) -> str:

@@ -1,5 +1,5 @@
 """The administration pages end to end: a real stack, the real nginx on 443, Debian's
-Chromium (Playwright, as tests/e2e/test_web_sso.py drives it).
+Chromium (Playwright, through tests/e2e/browsing.py).
 
 The initial administrator signs in, creates a domain, a user and an alias through the
 forms; then mail from outside to the alias reaches the new user's mailbox over the real
@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.browsing import BASE, PHONE, chromium_for, need_chromium, new_context, shoot, sign_in
 from tests.e2e.stack import DOMAIN, Stack, e2e_address, running
 from tests.e2e.test_inbound import message
-from tests.e2e.test_web_sso import BASE, CHROMIUM, PHONE, new_context, shoot, sign_in
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.e2e
 
@@ -29,25 +27,15 @@ PASSWORD = "carrot-cake-42"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium package is not installed")
+    need_chromium()
     with running(Stack("web-admin", e2e_address(61))) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack) -> Iterator[Any]:
-    from tests.e2e.stack import HOSTNAME
-
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", f"--host-resolver-rules=MAP {HOSTNAME} {stack.address}"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_for(stack) as chromium:
+        yield chromium
 
 
 def submit(page: Any) -> None:

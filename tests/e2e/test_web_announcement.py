@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.browsing import BASE, PHONE, chromium_for, need_chromium, new_context, shoot, sign_in
 from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, running
-from tests.e2e.test_web_sso import BASE, CHROMIUM, PHONE, new_context, shoot, sign_in
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.e2e
 
@@ -28,23 +26,15 @@ PASSWORD = "announce-me-42"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium package is not installed")
+    need_chromium()
     with running(Stack("web-announce", e2e_address(62))) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", f"--host-resolver-rules=MAP {HOSTNAME} {stack.address}"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_for(stack) as chromium:
+        yield chromium
 
 
 def test_announcement_reaches_every_enabled_user_over_imap(stack: Stack, browser: Any) -> None:

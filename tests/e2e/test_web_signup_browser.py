@@ -1,5 +1,5 @@
 """Sign-up end to end: a real stack, the real nginx on 443, Debian's Chromium (Playwright,
-as tests/e2e/test_web_sso.py drives it).
+through tests/e2e/browsing.py).
 
 A domain takes sign-ups; a visitor finds the link on the sign-in page, signs up, signs in,
 must choose a new password first, and the new mailbox receives mail from outside over the
@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import HOSTNAME, Stack, e2e_address, running
+from tests.e2e.browsing import BASE, PHONE, chromium_for, need_chromium, new_context, shoot, sign_in
+from tests.e2e.stack import Stack, e2e_address, running
 from tests.e2e.test_inbound import message
-from tests.e2e.test_web_sso import BASE, CHROMIUM, PHONE, new_context, shoot, sign_in
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +28,7 @@ SECOND = "second-password-2"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium package is not installed")
+    need_chromium()
     with running(Stack("web-signup", e2e_address(67))) as s:
         s.roost(
             "config-import",
@@ -43,15 +40,8 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", f"--host-resolver-rules=MAP {HOSTNAME} {stack.address}"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_for(stack) as chromium:
+        yield chromium
 
 
 def test_a_visitor_signs_up_changes_the_password_and_receives_mail(

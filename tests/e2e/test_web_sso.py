@@ -1,8 +1,8 @@
 """The web sign-in end to end: a real stack, the real nginx on 443, Debian's Chromium.
 
-Playwright drives /usr/bin/chromium (never a downloaded browser); the browser resolves
-the stack's host name to the stack's own loopback address. The run also saves the
-screenshots in docs/screenshots/ (desktop 1280 and phone 390 wide).
+Playwright drives /usr/bin/chromium (never a downloaded browser, see tests/e2e/browsing.py);
+the browser resolves the stack's host name to the stack's own loopback address. The run
+also saves the screenshots in docs/screenshots/ (desktop 1280 and phone 390 wide).
 """
 
 from __future__ import annotations
@@ -11,62 +11,36 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.browsing import (
+    BASE,
+    PHONE,
+    chromium_for,
+    need_chromium,
+    new_context,
+    shoot,
+    sign_in,
+)
 from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, running
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-BASE = f"https://{HOSTNAME}"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium package is not installed")
+    need_chromium()
     with running(Stack("web-sso", e2e_address(60))) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", f"--host-resolver-rules=MAP {HOSTNAME} {stack.address}"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def new_context(browser: Any, viewport: dict[str, int] = DESKTOP, **extra: Any) -> Any:
-    return browser.new_context(
-        ignore_https_errors=True, viewport=viewport, is_mobile=viewport is PHONE, **extra
-    )
-
-
-def shoot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page: Any, email: str, password: str) -> None:
-    page.fill("#email", email)
-    page.fill("#password", password)
-    page.click("main button[type=submit]")
-    page.wait_for_load_state()
+    with chromium_for(stack) as chromium:
+        yield chromium
 
 
 def test_sign_in_account_page_and_password_change(stack: Stack, browser: Any) -> None:
