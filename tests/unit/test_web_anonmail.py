@@ -7,10 +7,9 @@ Driven in process with httpx, as tests/unit/test_web_selfservice.py does.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +21,6 @@ from roost.store.entities import anonalias
 from roost.store.entities import user as users
 from roost.store.entities.access import anonmail_domains
 from roost.store.models import Alias, Domain, DomainAccess, User
-from roost.web.app import create_app
 from tests.unit.test_gate_support import (
     DOMAIN,
     GateHarness,
@@ -34,12 +32,11 @@ from tests.unit.test_gate_support import (
     running_gate,
     settings_with,
 )
+from tests.unit.web_harness import PASSWORD, Browser, Scenario, csrf_of, post_form
 
-BASE = "https://mail.mailu.io"
 NEW = "/api/alias/random/new"
 ANON = "anon.test"
 OPEN = "open.test"
-PASSWORD = "a-good-password"
 ANN = f"ann@{DOMAIN}"  # a plain user: access to ANON by a grant (given in the tests)
 BOB = f"bob@{DOMAIN}"  # a plain user without any access
 MGR = f"mgr@{ANON}"  # manages ANON
@@ -93,9 +90,6 @@ def fresh(gate: GateHarness) -> None:
     request_reload(gate.layout)
 
 
-Scenario = Callable[[httpx.AsyncClient], Awaitable[Any]]
-
-
 def browse(
     gate: GateHarness,
     who: str | None,
@@ -104,38 +98,9 @@ def browse(
     client: str = CLIENT,
     **overrides: Any,
 ) -> Any:
-    """Sign in as ``who`` (None: nobody), then run ``scenario``."""
-
-    async def go() -> Any:
-        settings = settings_with(gate.settings, **overrides) if overrides else gate.settings
-        app = create_app(settings)
-        transport = httpx.ASGITransport(app=app, client=(client, 5555))
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
-            try:
-                if who is not None:
-                    page = await http.get("/sso/login")
-                    data = {"email": who, "password": PASSWORD, "csrf_token": csrf_of(page)}
-                    signed = await http.post("/sso/login", data=data)
-                    assert signed.status_code == 303, signed.text
-                return await scenario(http)
-            finally:
-                await app.state.sessions.close()
-
-    return asyncio.run(go())
-
-
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
-
-
-async def post_form(
-    client: httpx.AsyncClient, form_url: str, url: str, data: dict[str, str]
-) -> httpx.Response:
-    page = await client.get(form_url)
-    assert page.status_code == 200, page.text
-    return await client.post(url, data={**data, "csrf_token": csrf_of(page)})
+    """Sign in as ``who`` (None: nobody), then run ``scenario`` (``overrides``: settings)."""
+    settings = settings_with(gate.settings, **overrides) if overrides else None
+    return Browser(client)(gate, who, scenario, settings)
 
 
 def grant(gate: GateHarness, domain: str, email: str) -> None:

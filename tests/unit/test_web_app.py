@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -30,6 +30,7 @@ from tests.unit.test_gate_support import (
     flush_limits,
     running_gate,
 )
+from tests.unit.web_harness import Browser, Scenario, csrf_of
 
 JOE = f"joe@{DOMAIN}"
 HOST = "mail.mailu.io"  # HOSTNAMES[0] by default
@@ -56,28 +57,9 @@ def fresh_limits(gate: GateHarness, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="roost.gate")
 
 
-Scenario = Callable[[httpx.AsyncClient], Awaitable[Any]]
-
-
 def browse(gate: GateHarness, scenario: Scenario, ip: str = "198.51.100.7") -> Any:
     """Run ``scenario`` with a browser-like client (cookie jar, no redirects followed)."""
-
-    async def go() -> Any:
-        app = create_app(gate.settings)
-        transport = httpx.ASGITransport(app=app, client=(ip, 5555))
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            try:
-                return await scenario(client)
-            finally:
-                await app.state.sessions.close()
-
-    return asyncio.run(go())
-
-
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
+    return Browser(ip)(gate, None, scenario)
 
 
 async def sign_in(

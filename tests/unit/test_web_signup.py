@@ -36,6 +36,7 @@ from tests.unit.test_gate_support import (
     running_gate,
     settings_with,
 )
+from tests.unit.web_harness import csrf_of, post_form, user_row
 
 BASE = "https://mail.example.test"
 ADMIN = "/admin"
@@ -158,34 +159,14 @@ def browse(
     return asyncio.run(go())
 
 
-def csrf_of(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
-
-
 async def sign_in(http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
     page = await http.get("/sso/login")
     data = {"email": email, "password": password, "csrf_token": csrf_of(page)}
     return await http.post("/sso/login", data=data)
 
 
-async def post_form(http: httpx.AsyncClient, url: str, data: dict[str, str]) -> httpx.Response:
-    page = await http.get(url)
-    assert page.status_code == 200, page.text
-    return await http.post(url, data={**data, "csrf_token": csrf_of(page)})
-
-
 def signup(local: str, password: str = PASSWORD, again: str | None = None) -> dict[str, str]:
     return {"localpart": local, "password": password, "password2": again or password}
-
-
-def user_row(gate: GateHarness, email: str) -> User | None:
-    with gate.store.session() as session:
-        user = session.get(User, email)
-        if user is not None:
-            session.expunge(user)
-        return user
 
 
 def domain_row(gate: GateHarness, name: str) -> Domain | None:
@@ -256,7 +237,7 @@ def test_a_visitor_signs_up_and_must_choose_a_new_password_at_sign_in(
 ) -> None:
     url = f"{ADMIN}/user/signup/{OPEN}"
     with caplog.at_level(logging.INFO, logger="roost.web"):
-        done = browse(gate, lambda h: post_form(h, url, signup("New.Comer")))
+        done = browse(gate, lambda h: post_form(h, url, url, signup("New.Comer")))
     assert (done.status_code, done.headers["location"]) == (303, "/sso/login?msg=signed-up")
     user = user_row(gate, f"new.comer@{OPEN}")
     assert user is not None and user.enabled and not user.global_admin
@@ -277,7 +258,7 @@ def test_a_visitor_signs_up_and_must_choose_a_new_password_at_sign_in(
 
 def test_the_quota_is_the_domains_cap(gate: GateHarness) -> None:
     url = f"{ADMIN}/user/signup/{CAPPED}"
-    done = browse(gate, lambda h: post_form(h, url, signup("capper")))
+    done = browse(gate, lambda h: post_form(h, url, url, signup("capper")))
     assert done.status_code == 303
     user = user_row(gate, f"capper@{CAPPED}")
     assert user is not None and user.quota_bytes == 500_000_000
@@ -296,7 +277,7 @@ def test_the_quota_is_the_domains_cap(gate: GateHarness) -> None:
 )
 def test_a_taken_address_is_refused(gate: GateHarness, domain: str, local: str, why: str) -> None:
     url = f"{ADMIN}/user/signup/{domain}"
-    page = browse(gate, lambda h: post_form(h, url, signup(local)))
+    page = browse(gate, lambda h: post_form(h, url, url, signup(local)))
     assert page.status_code == 409 and why in html.unescape(page.text), page.text
     assert user_row(gate, f"{local.lower()}@{domain}") is None or local.lower() == "owner"
 
@@ -315,7 +296,7 @@ def test_bad_forms_are_refused_before_anything_is_spent(
     gate: GateHarness, data: dict[str, str], why: str
 ) -> None:
     url = f"{ADMIN}/user/signup/{OPEN}"
-    page = browse(gate, lambda h: post_form(h, url, data))
+    page = browse(gate, lambda h: post_form(h, url, url, data))
     assert page.status_code == 400 and why in html.unescape(page.text), page.text
     assert user_row(gate, f"{data['localpart']}@{OPEN}") is None
     assert not [k for k in limiter_keys(gate) if "signup" in k]
@@ -385,9 +366,11 @@ def test_the_sign_up_window_stops_a_flood_and_never_closes_sign_in(gate: GateHar
     neighbour = "198.51.100.200"
     signed = browse(gate, lambda h: sign_in(h, OWNER, PASSWORD), client=neighbour)
     assert (signed.status_code, signed.headers["location"]) == (303, f"{ADMIN}/")
-    again = browse(gate, lambda h: post_form(h, url, signup("spam9")), client=neighbour)
+    again = browse(gate, lambda h: post_form(h, url, url, signup("spam9")), client=neighbour)
     assert again.status_code == 429
-    elsewhere = browse(gate, lambda h: post_form(h, url, signup("honest")), client="203.0.113.9")
+    elsewhere = browse(
+        gate, lambda h: post_form(h, url, url, signup("honest")), client="203.0.113.9"
+    )
     assert elsewhere.status_code == 303
 
 
@@ -438,7 +421,7 @@ def test_a_visitor_registers_a_domain_whose_mx_points_here(
     url = f"{ADMIN}/domain/signup"
     with caplog.at_level(logging.INFO, logger="roost.web"):
         done = browse(
-            gate, lambda h: post_form(h, url, data), settings=settings, resolver=dns_server
+            gate, lambda h: post_form(h, url, url, data), settings=settings, resolver=dns_server
         )
     assert (done.status_code, done.headers["location"]) == (303, "/sso/login?msg=registered")
     domain = domain_row(gate, "good.test")
@@ -505,7 +488,9 @@ def test_a_registration_is_refused(
     settings = registration(gate)
     data = {"domain": name, "localpart": "me", "password": PASSWORD, "password2": PASSWORD}
     url = f"{ADMIN}/domain/signup"
-    page = browse(gate, lambda h: post_form(h, url, data), settings=settings, resolver=dns_server)
+    page = browse(
+        gate, lambda h: post_form(h, url, url, data), settings=settings, resolver=dns_server
+    )
     assert page.status_code == status and why in html.unescape(page.text), page.text
     assert user_row(gate, f"me@{name}") is None
 
@@ -554,7 +539,10 @@ def test_a_short_password_or_bad_local_part_registers_nothing(
     ):
         data["password2"] = data["password"]
         page = browse(
-            gate, lambda h, d=data: post_form(h, url, d), settings=settings, resolver=dns_server
+            gate,
+            lambda h, d=data: post_form(h, url, url, d),
+            settings=settings,
+            resolver=dns_server,
         )
         assert page.status_code == 400 and why in html.unescape(page.text)
     assert domain_row(gate, "new1.test") is None

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import Select
 
+from roost.settings import Settings
 from roost.store.models import User
 from roost.web.app import create_app
 from tests.unit.test_gate_support import GateHarness
@@ -38,11 +39,18 @@ class Browser:
     client_ip: str
     password: str = PASSWORD
 
-    def __call__(self, gate: GateHarness, who: str | None, scenario: Scenario) -> Any:
-        """Sign in as ``who`` (None: nobody), then run ``scenario``."""
+    def __call__(
+        self,
+        gate: GateHarness,
+        who: str | None,
+        scenario: Scenario,
+        settings: Settings | None = None,
+    ) -> Any:
+        """Sign in as ``who`` (None: nobody), then run ``scenario`` (with the gate's settings
+        unless ``settings`` are given)."""
 
         async def go() -> Any:
-            app = create_app(gate.settings)
+            app = create_app(settings or gate.settings)
             transport = httpx.ASGITransport(app=app, client=(self.client_ip, 5555))
             async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
                 try:
