@@ -23,20 +23,21 @@ from roost.store import work
 from roost.store.entities import access as grants
 from roost.store.entities.names import ManageError, show_domain, show_email
 from roost.store.models import DomainAccess, User
-from roost.web.admin import rights
-from roost.web.admin.common import find_domain, form_of, redirect, say, settings_of, show
+from roost.web.admin.common import (
+    Deletion,
+    add_delete_pages,
+    form_of,
+    managed_domain,
+    redirect,
+    say,
+    settings_of,
+    show,
+)
 from roost.web.auth import Account, require_role
 
 __all__ = ["add_routes"]
 
 manager_only = require_role("manager")
-
-
-def _domain(db: Session, account: Account, name: str) -> str:
-    """The stored name of the domain ``name``: 404 when none, 403 when not the account's."""
-    domain = find_domain(db, name)
-    rights.require_domain(account, domain.name)
-    return domain.name
 
 
 def _candidates(db: Session, domain: str) -> list[dict[str, str]]:
@@ -84,7 +85,8 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            name = _domain(db, account, domain)
+            found = managed_domain(db, account, domain)
+            name = found.name
             rows = [
                 {
                     "id": a.id,
@@ -94,7 +96,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
                 }
                 for a in grants.list_access(db, name)
             ]
-            anonmail_enabled = bool(find_domain(db, name).anonmail_enabled)
+            anonmail_enabled = bool(found.anonmail_enabled)
         context = {
             "domain": name,
             "shown": show_domain(name),
@@ -110,7 +112,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         account: Account = Depends(manager_only),  # noqa: B008
     ) -> Response:
         with work.read(settings_of(request)) as db:
-            name = _domain(db, account, domain)
+            name = managed_domain(db, account, domain).name
             candidates = _candidates(db, name)
         return _create_page(request, account, name, candidates, {})
 
@@ -133,7 +135,7 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         created: dict[str, Any] = {}
         candidates: list[dict[str, str]] = []
         with work.change(settings) as db:
-            name = _domain(db, account, domain)
+            name = managed_domain(db, account, domain).name
             candidates = _candidates(db, name)
             if user is None:
                 error = "Choose the user to grant"
@@ -161,47 +163,24 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         )
         return redirect(f"{prefix}/domain/access/list/{name}")
 
-    @router.get("/domain/access/delete/{domain}/{access_id}")
-    async def access_delete_form(
-        request: Request,
-        domain: str,
-        access_id: int,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        with work.read(settings_of(request)) as db:
-            name = _domain(db, account, domain)
-            grant = db.get(DomainAccess, access_id)
-            if grant is None or grant.domain_name != name:
-                raise HTTPException(status_code=404)
-            who = show_email(grant.user_email or "")
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": f"Revoke {who}'s grant",
-                "message": f"{who} may then no longer create anonymous aliases in "
-                f"{show_domain(name)} (unless they manage it or it lets all its users). "
-                "The aliases already made stay.",
-                "action": f"{prefix}/domain/access/delete/{name}/{access_id}",
-                "back": f"{prefix}/domain/access/list/{name}",
-                "button": "Revoke the grant",
-            },
+    def revocation(db: Session, account: Account, domain: str, access_id: int) -> Deletion:
+        name = managed_domain(db, account, domain).name
+        grant = db.get(DomainAccess, access_id)
+        if grant is None or grant.domain_name != name:
+            raise HTTPException(status_code=404)
+        who = show_email(grant.user_email or "")
+        return Deletion(
+            title=f"Revoke {who}'s grant",
+            message=f"{who} may then no longer create anonymous aliases in "
+            f"{show_domain(name)} (unless they manage it or it lets all its users). "
+            "The aliases already made stay.",
+            button="Revoke the grant",
+            action=f"{prefix}/domain/access/delete/{name}/{access_id}",
+            back=f"{prefix}/domain/access/list/{name}",
+            notice=f"{who} may no longer create anonymous aliases in {show_domain(name)}.",
+            delete=lambda db: grants.revoke_access(db, name, access_id),
         )
 
-    @router.post("/domain/access/delete/{domain}/{access_id}")
-    async def access_delete(
-        request: Request,
-        domain: str,
-        access_id: int,
-        account: Account = Depends(manager_only),  # noqa: B008
-    ) -> Response:
-        try:
-            with work.change(settings_of(request)) as db:
-                name = _domain(db, account, domain)
-                grant = grants.revoke_access(db, name, access_id)
-                who = show_email(grant.user_email or "")
-        except ManageError:
-            raise HTTPException(status_code=404) from None
-        say(request, f"{who} may no longer create anonymous aliases in {show_domain(name)}.")
-        return redirect(f"{prefix}/domain/access/list/{name}")
+    add_delete_pages(
+        router, "/domain/access/delete/{domain}/{access_id:int}", manager_only, revocation
+    )

@@ -14,13 +14,22 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
 from roost.store import work
 from roost.store.entities import anonalias
 from roost.store.entities.access import anonmail_domains
 from roost.store.entities.names import ManageError, show_domain, show_email
 from roost.store.models import Alias
-from roost.web.admin.common import form_of, redirect, say, settings_of, show
+from roost.web.admin.common import (
+    Deletion,
+    add_delete_pages,
+    form_of,
+    redirect,
+    say,
+    settings_of,
+    show,
+)
 from roost.web.auth import Account, current_user
 
 __all__ = ["ACTIONS", "add_routes"]
@@ -126,54 +135,34 @@ def add_routes(router: APIRouter, prefix: str) -> None:
         say(request, f"Your new anonymous alias is {shown}.")
         return redirect(f"{prefix}/anonalias/list")
 
-    @router.get("/anonalias/{action}/{email}")
-    async def anonalias_confirm(
-        request: Request,
-        action: str,
-        email: str,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
-        if action not in ACTIONS:
-            raise HTTPException(status_code=404)
-        with work.read(settings_of(request)) as db:
-            try:
-                alias = anonalias.own_alias(db, account.email, email)
-            except anonalias.NotOwned:
-                raise HTTPException(status_code=404) from None
-            shown, stored = show_email(alias.email), alias.email
-        title, question, button, _ = ACTIONS[action]
-        return show(
-            request,
-            account,
-            "confirm.html",
-            {
-                "title": title.format(shown),
-                "message": question.format(shown),
-                "action": f"{prefix}/anonalias/{action}/{quote(stored, safe='@')}",
-                "back": f"{prefix}/anonalias/list",
-                "button": button,
-            },
-        )
-
-    @router.post("/anonalias/{action}/{email}")
-    async def anonalias_act(
-        request: Request,
-        action: str,
-        email: str,
-        account: Account = Depends(current_user),  # noqa: B008
-    ) -> Response:
+    def confirmed(db: Session, account: Account, action: str, email: str) -> Deletion:
+        """Disabling, enabling or deleting one of the account's own aliases (else 404)."""
         if action not in ACTIONS:
             raise HTTPException(status_code=404)
         try:
-            with work.change(settings_of(request)) as db:
-                shown = show_email(anonalias.own_alias(db, account.email, email).email)
-                if action == "delete":
-                    anonalias.delete_anonymous_alias(db, account.email, email)
-                else:
-                    anonalias.set_anonymous_alias_disabled(
-                        db, account.email, email, action == "disable"
-                    )
+            alias = anonalias.own_alias(db, account.email, email)
         except anonalias.NotOwned:
             raise HTTPException(status_code=404) from None
-        say(request, ACTIONS[action][3].format(shown))
-        return redirect(f"{prefix}/anonalias/list")
+        shown, stored = show_email(alias.email), alias.email
+        title, question, button, notice = ACTIONS[action]
+
+        def act(db: Session) -> None:
+            if action == "delete":
+                anonalias.delete_anonymous_alias(db, account.email, stored)
+            else:
+                anonalias.set_anonymous_alias_disabled(
+                    db, account.email, stored, action == "disable"
+                )
+
+        return Deletion(
+            title=title.format(shown),
+            message=question.format(shown),
+            button=button,
+            action=f"{prefix}/anonalias/{action}/{quote(stored, safe='@')}",
+            back=f"{prefix}/anonalias/list",
+            notice=notice.format(shown),
+            delete=act,
+        )
+
+    # Each action asks first: GET shows the confirmation, its POST (with the CSRF token) acts.
+    add_delete_pages(router, "/anonalias/{action}/{email}", current_user, confirmed)
