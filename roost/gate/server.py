@@ -38,13 +38,13 @@ from pathlib import Path
 from roost.gate.auth import Gate
 from roost.gate.control import request_reload, start_control_server
 from roost.gate.dictproxy import start_dict_server
-from roost.gate.dkimpublish import DkimPublisher
 from roost.gate.homes import MailHomes
 from roost.gate.http import HttpServer
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
 from roost.gate.privileges import drop_capabilities
 from roost.gate.routes import MailboxDict, QuotaUsageWriter, Routes
+from roost.gate.rspamdpublish import RspamdPublisher
 from roost.gate.secret import read_secret, write_secret
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
 from roost.layout import GATE_HTTP_PORT, NGINX_USER, Layout
@@ -177,8 +177,8 @@ async def run(
     own_store = store is None
     store = store or Store.from_settings(settings)
     index = Index(store)
-    dkim = DkimPublisher(settings, layout.rspamd_redis_socket)
-    index.after_load.append(dkim.loaded)
+    rspamd = RspamdPublisher(settings, layout.rspamd_redis_socket)
+    index.after_load.append(rspamd.loaded)
     limiter = AuthLimiter(settings, layout.redis_socket)
     gate = Gate(settings, index, limiter)
     usage = QuotaUsageWriter(store)
@@ -209,7 +209,7 @@ async def run(
         layout.gate_dict.chmod(0o660)
         _give_to_group(layout.gate_dict, MAIL_GROUP, "Dovecot's mail processes")
         tasks += [loop.create_task(index.watch()), loop.create_task(usage.run())]
-        tasks.append(loop.create_task(dkim.watch()))
+        tasks.append(loop.create_task(rspamd.watch()))
         log.info(
             "gate ready: socketmap %s, http %s and %s:%d, control %s, dict %s "
             "(store generation %d, %s)",
@@ -237,7 +237,7 @@ async def run(
         await usage.flush()
         await gate.close()
         await limiter.close()
-        await dkim.close()
+        await rspamd.close()
         if servers:
             for path in (
                 layout.gate_socketmap,

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roost.gate.dkimpublish import KEYS_HASH as DKIM_KEYS_HASH
-from roost.gate.dkimpublish import local_domains_path, selector_map_path
+from roost.gate.rspamdpublish import KEYS_HASH as DKIM_KEYS_HASH
+from roost.gate.rspamdpublish import local_domains_path, selector_map_path
 from roost.layout import NGINX_USER
 from roost.services.base import (
     Readiness,
@@ -141,7 +141,7 @@ class RspamdService(Service):
             # What clamd takes in one stream (its StreamMaxLength, clamav service).
             "clamd_max": max(settings.MESSAGE_SIZE_LIMIT, 25 * 1024 * 1024),
             "antivirus_action": settings.ANTIVIRUS_ACTION,
-            # The DKIM keys the gate writes (roost/gate/dkimpublish.py).
+            # The DKIM keys the gate writes (roost/gate/rspamdpublish.py).
             "keys_hash": DKIM_KEYS_HASH,
             "selector": settings.DKIM_SELECTOR,
             "selector_map": selector_map_path(settings),

@@ -1,4 +1,6 @@
-"""The DKIM keys Rspamd signs with, written by the gate into Rspamd's own Redis.
+"""What Rspamd must know from the store, written by the gate: the DKIM keys it signs with
+(into Rspamd's own Redis), the selectors of rotating domains and the list of our domains
+(map files in Rspamd's state directory, for its anti-spoofing rules).
 
 Rspamd's ``dkim_signing`` and ``arc`` modules read a signing key from a Redis hash when
 ``use_redis`` is on (https://rspamd.com/doc/modules/dkim_signing.html): the field
@@ -49,7 +51,7 @@ __all__ = [
     "KEYS_HASH",
     "LOCAL_DOMAINS_MAP",
     "SELECTOR_MAP",
-    "DkimPublisher",
+    "RspamdPublisher",
     "local_domains",
     "local_domains_path",
     "selector_map_path",
@@ -134,8 +136,9 @@ def _digest(fields: dict[str, str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class DkimPublisher:
-    """Keeps Rspamd's Redis hash of DKIM keys equal to the key files of the index's domains."""
+class RspamdPublisher:
+    """Keeps Rspamd's Redis hash of DKIM keys equal to the key files of the index's domains,
+    and its selector and local-domain maps equal to the index."""
 
     def __init__(self, settings: Settings, socket_path: Path) -> None:
         self.settings = settings

@@ -1,6 +1,7 @@
-"""The gate gives Rspamd the DKIM keys: its index loads write them into a real Redis, in the
-hash dkim_signing.conf names, for domains and their alternatives; a Redis that was away
-or emptied gets them again."""
+"""The gate gives Rspamd what it must know from the store: its index loads write the DKIM
+keys into a real Redis, in the hash dkim_signing.conf names, for domains and their
+alternatives (a Redis that was away or emptied gets them again), and the list of our
+domains into the map Rspamd's anti-spoofing rules read."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import redis
 
 from roost.core import dkim
 from roost.core.address import domain_to_ascii
-from roost.gate.dkimpublish import (
+from roost.gate.index import Index
+from roost.gate.rspamdpublish import (
     DIGEST,
     KEYS_HASH,
-    DkimPublisher,
+    RspamdPublisher,
     local_domains_path,
     selector_map_path,
 )
-from roost.gate.index import Index
 from roost.store.db import Store
 from roost.store.dkimkeys import DkimKeys
 from tests.unit.test_cli_support import Stack, make_stack
@@ -59,7 +60,7 @@ def test_index_loads_write_the_keys_rspamd_signs_with(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         index = Index(store)
-        publisher = DkimPublisher(stack.settings, socket)
+        publisher = RspamdPublisher(stack.settings, socket)
         index.after_load.append(publisher.loaded)
         try:
             with redis_server(socket):
@@ -117,7 +118,7 @@ def test_a_redis_that_is_not_up_yet_gets_the_keys_when_it_is(tmp_path: Path) -> 
 
     async def scenario() -> None:
         index = Index(store)
-        publisher = DkimPublisher(stack.settings, socket)
+        publisher = RspamdPublisher(stack.settings, socket)
         index.after_load.append(publisher.loaded)
         try:
             await index.load()  # no Redis: logged, the load itself succeeds
@@ -153,7 +154,7 @@ def test_a_rotation_puts_both_keys_in_redis_and_the_selector_in_rspamds_map(
 
     async def scenario() -> None:
         index = Index(store)
-        publisher = DkimPublisher(stack.settings, socket)
+        publisher = RspamdPublisher(stack.settings, socket)
         index.after_load.append(publisher.loaded)
         try:
             with redis_server(socket):
