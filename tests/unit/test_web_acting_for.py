@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from roost.gate.control import request_reload
-from roost.store.models import Fetch, Token, User, manager
+from roost.store.models import manager
 from tests.unit.test_gate_support import (
     DOMAIN,
     GateHarness,
@@ -27,7 +27,15 @@ from tests.unit.test_gate_support import (
     flush_limits,
     running_gate,
 )
-from tests.unit.web_harness import PASSWORD, Browser, csrf_of, post_form, rows, user_row
+from tests.unit.web_harness import (
+    PASSWORD,
+    Browser,
+    csrf_of,
+    existing_user,
+    fetches_of,
+    post_form,
+    tokens_of,
+)
 
 ADMIN = "/admin"
 BOSS = f"boss@{DOMAIN}"
@@ -71,20 +79,6 @@ def fresh_limits(gate: GateHarness) -> None:
 
 
 browse = Browser(client_ip="198.51.100.43")
-
-
-def stored(gate: GateHarness, email: str) -> User:
-    user = user_row(gate, email)
-    assert user is not None
-    return user
-
-
-def tokens_of(gate: GateHarness, email: str) -> list[Token]:
-    return rows(gate, select(Token).where(Token.user_email == email))
-
-
-def fetches_of(gate: GateHarness, email: str) -> list[Fetch]:
-    return rows(gate, select(Fetch).where(Fetch.user_email == email))
 
 
 def pages(email: str) -> dict[str, str]:
@@ -137,7 +131,7 @@ def test_crafted_changes_for_a_user_one_may_not_act_on_change_nothing(
     gate: GateHarness,
 ) -> None:
     add_token(gate.store, BOSS, "f" * 32)
-    before = stored(gate, BOSS)
+    before = existing_user(gate, BOSS)
     token_id = tokens_of(gate, BOSS)[0].id
 
     async def scenario(client: httpx.AsyncClient) -> list[int]:
@@ -156,7 +150,7 @@ def test_crafted_changes_for_a_user_one_may_not_act_on_change_nothing(
         ]
 
     assert browse(gate, MGR, scenario) == [403] * 5
-    after = stored(gate, BOSS)
+    after = existing_user(gate, BOSS)
     assert after.forward_enabled == before.forward_enabled
     assert after.spam_threshold == before.spam_threshold
     assert [t.id for t in tokens_of(gate, BOSS)] == [token_id]
@@ -212,8 +206,8 @@ def test_a_manager_saves_a_users_settings_on_their_page(gate: GateHarness) -> No
     assert saved.status_code == 303
     assert saved.headers["location"] == f"{url}?msg=spam#spam"
     assert "Spam settings saved." in shown
-    assert stored(gate, PLAIN).spam_threshold == 42
-    assert stored(gate, MGR).spam_threshold != 42
+    assert existing_user(gate, PLAIN).spam_threshold == 42
+    assert existing_user(gate, MGR).spam_threshold != 42
 
 
 def test_a_refused_value_comes_back_on_the_users_page(gate: GateHarness) -> None:

@@ -15,11 +15,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from roost.core.passwords import verify_token
 from roost.gate.control import request_reload
-from roost.store.models import Fetch, Token, User
 from tests.unit.test_gate_support import (
     DOMAIN,
     GateHarness,
@@ -27,8 +25,15 @@ from tests.unit.test_gate_support import (
     flush_limits,
     running_gate,
 )
-from tests.unit.web_harness import PASSWORD, Browser, csrf_of, post_form, rows
-from tests.unit.web_harness import user_row as stored_user
+from tests.unit.web_harness import (
+    PASSWORD,
+    Browser,
+    csrf_of,
+    existing_user,
+    fetches_of,
+    post_form,
+    tokens_of,
+)
 
 ACCOUNT = "/admin/account"
 ANN = f"ann@{DOMAIN}"
@@ -50,20 +55,6 @@ def fresh_limits(gate: GateHarness) -> None:
 
 
 browse = Browser(client_ip="198.51.100.27")
-
-
-def user_row(gate: GateHarness, email: str) -> User:
-    user = stored_user(gate, email)
-    assert user is not None
-    return user
-
-
-def tokens_of(gate: GateHarness, email: str) -> list[Token]:
-    return rows(gate, select(Token).where(Token.user_email == email))
-
-
-def fetches_of(gate: GateHarness, email: str) -> list[Fetch]:
-    return rows(gate, select(Fetch).where(Fetch.user_email == email))
 
 
 # -- access --------------------------------------------------------------------------------
@@ -99,7 +90,7 @@ def test_a_form_without_the_csrf_token_changes_nothing(gate: GateHarness) -> Non
         return [(await client.post(url, data=data)).status_code for url, data in posts]
 
     assert browse(gate, BOB, scenario) == [403, 403, 403]
-    assert user_row(gate, BOB).spam_threshold != 3
+    assert existing_user(gate, BOB).spam_threshold != 3
     assert tokens_of(gate, BOB) == []
     assert fetches_of(gate, BOB) == []
 
@@ -119,7 +110,7 @@ def test_forwarding_is_saved_and_shown_again(gate: GateHarness) -> None:
 
     saved, text = browse(gate, ANN, scenario)
     assert saved.status_code == 303
-    user = user_row(gate, ANN)
+    user = existing_user(gate, ANN)
     assert user.forward_enabled is True
     assert user.forward_keep is False  # the box was not ticked
     assert user.forward_destination == ["away@example.com", "second@example.org"]
@@ -130,7 +121,7 @@ def test_forwarding_is_saved_and_shown_again(gate: GateHarness) -> None:
 def test_a_refused_forward_comes_back_with_the_message_and_what_was_typed(
     gate: GateHarness,
 ) -> None:
-    before = user_row(gate, BOB)
+    before = existing_user(gate, BOB)
 
     async def scenario(client: httpx.AsyncClient) -> httpx.Response:
         data = {"forward_enabled": "on", "forward_destination": "not an address"}
@@ -140,7 +131,7 @@ def test_a_refused_forward_comes_back_with_the_message_and_what_was_typed(
     assert response.status_code == 400
     assert 'class="error"' in response.text
     assert 'value="not an address"' in response.text
-    after = user_row(gate, BOB)
+    after = existing_user(gate, BOB)
     assert after.forward_enabled == before.forward_enabled
     assert after.forward_destination == before.forward_destination
 
@@ -157,7 +148,7 @@ def test_the_auto_reply_is_saved_with_its_dates(gate: GateHarness) -> None:
         return await post_form(client, ACCOUNT + "/settings", ACCOUNT + "/settings/reply", data)
 
     assert browse(gate, ANN, scenario).status_code == 303
-    user = user_row(gate, ANN)
+    user = existing_user(gate, ANN)
     assert user.reply_enabled is True
     assert user.reply_subject == "Away"
     assert user.reply_body == "Back on Monday.\nAnn"
@@ -183,7 +174,7 @@ def test_the_auto_reply_is_saved_with_its_dates(gate: GateHarness) -> None:
 def test_a_refused_auto_reply_changes_nothing(
     gate: GateHarness, data: dict[str, str], message: str
 ) -> None:
-    before = user_row(gate, BOB)
+    before = existing_user(gate, BOB)
 
     async def scenario(client: httpx.AsyncClient) -> httpx.Response:
         return await post_form(client, ACCOUNT + "/settings", ACCOUNT + "/settings/reply", data)
@@ -194,7 +185,7 @@ def test_a_refused_auto_reply_changes_nothing(
     for typed in data.values():
         if typed:
             assert typed in response.text
-    after = user_row(gate, BOB)
+    after = existing_user(gate, BOB)
     assert (after.reply_enabled, after.reply_body, after.reply_startdate) == (
         before.reply_enabled,
         before.reply_body,
@@ -223,7 +214,7 @@ def test_spam_settings_are_saved_and_the_threshold_is_checked(gate: GateHarness)
     assert bad.status_code == 400
     assert "whole number from 0 to 100" in bad.text
     assert 'value="101"' in bad.text
-    user = user_row(gate, ANN)
+    user = existing_user(gate, ANN)
     assert (user.spam_enabled, user.spam_mark_as_read, user.spam_threshold) == (True, False, 42)
 
 
@@ -234,7 +225,7 @@ def test_an_unknown_settings_form_is_not_found(gate: GateHarness) -> None:
         return (await client.post(ACCOUNT + "/settings/account", data=data)).status_code
 
     assert browse(gate, BOB, scenario) == 404
-    assert user_row(gate, BOB).global_admin is False
+    assert existing_user(gate, BOB).global_admin is False
 
 
 # -- tokens --------------------------------------------------------------------------------

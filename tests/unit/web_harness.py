@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 
 from roost.settings import Settings
-from roost.store.models import User
+from roost.store.models import Fetch, Token, User
 from roost.web.app import create_app
 from tests.unit.test_gate_support import GateHarness
 
@@ -101,3 +101,18 @@ def rows(gate: GateHarness, query: Select[_Row]) -> list[_Row]:
         for row in found:
             session.expunge(row)
         return found
+
+
+def existing_user(gate: GateHarness, email: str) -> User:
+    """The stored user, which must exist."""
+    user = user_row(gate, email)
+    assert user is not None, email
+    return user
+
+
+def tokens_of(gate: GateHarness, email: str) -> list[Token]:
+    return rows(gate, select(Token).where(Token.user_email == email))
+
+
+def fetches_of(gate: GateHarness, email: str) -> list[Fetch]:
+    return rows(gate, select(Fetch).where(Fetch.user_email == email))
