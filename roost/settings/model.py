@@ -278,6 +278,21 @@ class Settings:
         "mail",
         "local part at DOMAIN that receives DMARC failure reports (the published `ruf=`)",
     )
+    DMARC_SEND_REPORTS: bool = setting(
+        False,
+        p.boolean,
+        "mail",
+        "send DMARC aggregate reports (RFC 7489 section 7.2) once a day, from "
+        "POSTMASTER@DOMAIN, to the `rua=` addresses of the domains whose mail Roost "
+        "received ([filtering.md](filtering.md#dmarc-reports))",
+    )
+    DMARC_REPORTS_PER_DAY: int = setting(
+        1000,
+        p.whole(1),
+        "mail",
+        "Roost's own: at most this many DMARC aggregate reports are sent in one day; the "
+        "domains with the most messages go first",
+    )
     DEFAULT_QUOTA: int = setting(
         1_000_000_000,
         p.whole(),
@@ -317,6 +332,35 @@ class Settings:
         "mail",
         "Roost's own: run freshclam beside clamd to keep the signatures current (false: "
         "something else updates ANTIVIRUS_DATABASE)",
+    )
+
+    SCAN_MACROS: bool = setting(
+        False,
+        p.boolean,
+        "mail",
+        "refuse Office documents whose macros run by themselves and write or execute "
+        "(oletools' mraptor rules, as Mailu's `SCAN_MACROS`; [filtering.md](filtering.md))",
+    )
+    SPAM_HOLD_RATIO: int = setting(
+        50,
+        p.whole(0, 100, "a percentage"),
+        "mail",
+        "Roost's own: a user whose submitted mail is scored as spam more often than this "
+        "(percent of SPAM_HOLD_MESSAGES or more in SPAM_HOLD_WINDOW) has further mail held "
+        "and the postmaster told; 0 turns it off ([filtering.md](filtering.md#held-senders))",
+    )
+    SPAM_HOLD_MESSAGES: int = setting(
+        10,
+        p.whole(1),
+        "mail",
+        "Roost's own: the fewest submitted messages in SPAM_HOLD_WINDOW on which "
+        "SPAM_HOLD_RATIO decides",
+    )
+    SPAM_HOLD_WINDOW: int = setting(
+        3600,
+        p.whole(60),
+        "mail",
+        "Roost's own: seconds of submitted mail SPAM_HOLD_RATIO looks back on",
     )
 
     # -- logins and rate limits ----------------------------------------------------------
@@ -604,7 +648,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("CPU_COUNT", "worker processes for the admin container"),
     mailu_only("DEBUG", "Flask's debug mode for the admin"),
     mailu_only("DISABLE_STATISTICS", "do not send Mailu's anonymous usage statistics"),
-    mailu_only("DMARC_SEND_REPORTS", "send DMARC reports to other domains"),
     mailu_only("FETCHMAIL_DELAY", "seconds between fetches of remote mailboxes"),
     mailu_only("FETCHMAIL_ENABLED", "fetch mail from remote mailboxes"),
     mailu_only("FETCHMAIL_OPTIONS", "extra options for fetchmail"),
@@ -624,7 +667,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
     mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),
-    mailu_only("SCAN_MACROS", "treat Office documents with macros as viruses"),
     mailu_only("SESSION_KEY_BITS", "strength of web session keys"),
     mailu_only("SUBNET", "the Docker network of Mailu's containers"),
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),
