@@ -14,6 +14,7 @@ from roost.services.clamav import ClamdService, FreshclamService
 from roost.services.dovecot import DovecotService
 from roost.services.gate import GateService
 from roost.services.nginx import NginxService
+from roost.services.oletools import OletoolsService
 from roost.services.postfix import PostfixService
 from roost.services.redis import RedisService, RspamdRedisService
 from roost.services.rspamd import RspamdService
@@ -27,6 +28,7 @@ SERVICES: tuple[type[Service], ...] = (
     RspamdRedisService,
     FreshclamService,
     ClamdService,
+    OletoolsService,
     RspamdService,
     DovecotService,
     PostfixService,

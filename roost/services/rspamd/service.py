@@ -67,6 +67,9 @@ GENERATED = (
     "fuzzy_check.conf",
     "dkim_signing.conf",
     "arc.conf",
+    "external_services.conf",
+    "composites.conf",
+    "groups.conf",
 )
 #: Lists Roost writes that an override of the same name replaces whole (Mailu's rule).
 DEFAULT_MAPS = ("forbidden_file_extension.map",)
@@ -91,8 +94,9 @@ class RspamdService(Service):
 
     name: str = field(init=False, default="rspamd")
     # Its statistics, greylisting and the DKIM keys the gate writes are in its own Redis;
-    # with ANTIVIRUS=clamav it hands every part to clamd.
-    after: Sequence[str] = field(init=False, default=("rspamd-redis", "clamav"))
+    # with ANTIVIRUS=clamav it hands every part to clamd, with SCAN_MACROS Office
+    # documents to the olefy server.
+    after: Sequence[str] = field(init=False, default=("rspamd-redis", "clamav", "oletools"))
 
     @property
     def conf(self) -> Path:
@@ -141,6 +145,8 @@ class RspamdService(Service):
             # What clamd takes in one stream (its StreamMaxLength, clamav service).
             "clamd_max": max(settings.MESSAGE_SIZE_LIMIT, 25 * 1024 * 1024),
             "antivirus_action": settings.ANTIVIRUS_ACTION,
+            "macros": settings.SCAN_MACROS,
+            "oletools_socket": self.layout.oletools_socket,
             # The DKIM keys the gate writes (roost/gate/rspamdpublish.py).
             "keys_hash": DKIM_KEYS_HASH,
             "selector": settings.DKIM_SELECTOR,
