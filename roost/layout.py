@@ -199,6 +199,11 @@ class Layout:
         return self.run / "clamav" / "clamd.sock"
 
     @property
+    def oletools_socket(self) -> Path:
+        """Roost's olefy server (SCAN_MACROS), for Rspamd only (``nobody:_rspamd``)."""
+        return self.run / "oletools" / "olefy.sock"
+
+    @property
     def rspamd_learn_socket(self) -> Path:
         """Rspamd's controller for Dovecot's learning scripts (they run as ``mail``)."""
         return self.run / "rspamd-learn" / "controller.sock"
