@@ -745,6 +745,38 @@ def gate() -> None:
     serve(_signing_settings())
 
 
+@cli.command("dmarc-report")
+@click.argument("day", required=False, metavar="[YYYYMMDD]")
+@click.option(
+    "-n", "--dry-run", is_flag=True, help="List what would be sent; send and change nothing."
+)
+def dmarc_report(day: str | None, dry_run: bool) -> None:
+    """Send one day's DMARC aggregate reports now (default: yesterday's).
+
+    The stack must be running. The daily process sends yesterday's at 02:00 by itself;
+    this is for a day it missed or to see what it would send (docs/filtering.md). Exit
+    status 1 when a report could not be handed to Postfix or rspamadm failed.
+    """
+    from datetime import timedelta
+
+    from roost.core.dmarcreport import parse_day
+    from roost.dmarcreport import DmarcReportError, send_day
+    from roost.layout import Layout
+
+    try:
+        wanted = date.today() - timedelta(days=1) if day is None else parse_day(day)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        result = send_day(Layout(_settings()), wanted, dry_run=dry_run)
+    except DmarcReportError as exc:
+        _fail(str(exc))
+    for line in result.lines():
+        click.echo(line)
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
 @cli.command()
 @click.argument("domain")
 @click.option("--zone", is_flag=True, help="Print the records as a zone file (RFC 1035).")
