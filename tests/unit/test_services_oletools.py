@@ -164,6 +164,12 @@ def test_bad_requests_get_error_replies_and_the_server_goes_on(server: Running) 
         reply = server.ask(bad)
         assert reply[1]["type"] == "error", reply
         assert return_code(reply) == 8
+    # A connection that sends nothing (the runner's readiness probe) gets nothing.
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(10)
+        probe.connect(str(server.path))
+        probe.shutdown(socket.SHUT_WR)
+        assert probe.recv(100) == b""
     assert return_code(server.ask(request(b"\x00garbage" * 80))) == 5
     assert "mraptor A AutoOpen" in keywords(server.ask(request(DANGEROUS_MACRO)))
 

@@ -72,6 +72,10 @@ class BadRequest(ValueError):
     """The client did not speak olefy."""
 
 
+class _Silent(Exception):
+    """A connection that closed without sending a byte: the runner's readiness probe."""
+
+
 def parse_request(header: bytes) -> dict[str, str]:
     """The request's header lines (after ``OLEFY/1.0``) as a dict; BadRequest if not olefy."""
     try:
@@ -188,6 +192,8 @@ class OlefyServer:
             reply = await self._answer(reader)
             writer.write(json.dumps(reply).encode("utf-8") + STOP_WORD)
             await writer.drain()
+        except _Silent:
+            pass
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to tell it
         except Exception:
@@ -223,7 +229,9 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], b
         header = await reader.readuntil(b"\n\n")
     except asyncio.LimitOverrunError:
         raise BadRequest("the header is too long") from None
-    except asyncio.IncompleteReadError:
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise _Silent from None
         raise BadRequest("the connection ended inside the header") from None
     fields = parse_request(header)
     document = await reader.read(MAX_DOCUMENT + 1)
