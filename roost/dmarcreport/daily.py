@@ -72,7 +72,8 @@ def send_due(layout: Layout, now: datetime) -> bool:
             log.error("DMARC reports for %s not sent: %s; trying again later", day_text(day), exc)
             return False
         head, *detail = result.lines()
-        log.log(logging.INFO if result.ok and not result.problems else logging.WARNING, head)
+        quiet = result.ok and not result.problems and not result.dropped
+        log.log(logging.INFO if quiet else logging.WARNING, head)
         for line in detail:
             log.info(line.strip())
         # rspamadm removes what it handed on, whatever Postfix answered: the day is done.

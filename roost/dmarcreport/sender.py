@@ -110,17 +110,17 @@ class DayResult:
         if self.dry_run:
             head = (
                 f"DMARC reports for {day} (dry run): {len(self.kept)} would be sent, for "
-                f"{self.domains} domains"
+                f"{_count(self.domains, 'domain')}"
             )
         else:
             head = (
                 f"DMARC reports for {day}: {self.sent} sent, {self.failed} failed, "
-                f"{self.skipped} skipped, for {self.domains} domains"
+                f"{self.skipped} skipped, for {_count(self.domains, 'domain')}"
             )
         if self.dropped:
             head += f"; {len(self.dropped)} over DMARC_REPORTS_PER_DAY={self.cap} not sent"
         if self.problems:
-            head += f"; {len(self.problems)} problems"
+            head += f"; {_count(len(self.problems), 'problem')}"
         lines = [head]
         if self.dry_run:
             lines.extend(f"  would send: {_describe(report)}" for report in self.kept)
@@ -130,10 +130,14 @@ class DayResult:
         return lines
 
 
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
+
+
 def _describe(report: Report) -> str:
     return (
-        f"{report.key.domain} (rua {report.key.rua}): {report.messages} messages, "
-        f"{report.rows} rows"
+        f"{report.key.domain} (rua {report.key.rua}): {_count(report.messages, 'message')}, "
+        f"{_count(report.rows, 'row')}"
     )
 
 

@@ -151,9 +151,9 @@ def test_the_day_line_says_what_was_sent_dropped_and_wrong() -> None:
     head, *detail = result.lines()
     assert head == (
         "DMARC reports for 20261204: 1 sent, 0 failed, 1 skipped, for 2 domains; "
-        "1 over DMARC_REPORTS_PER_DAY=2 not sent; 1 problems"
+        "1 over DMARC_REPORTS_PER_DAY=2 not sent; 1 problem"
     )
-    assert "  dropped: c.example (rua mailto:r@c.example): 1 messages, 1 rows" in detail
+    assert "  dropped: c.example (rua mailto:r@c.example): 1 message, 1 row" in detail
     assert result.ok
     empty = DayResult(date(2026, 12, 4), dry_run=False, cap=2).lines()
     assert empty == ["DMARC reports for 20261204: none (no mail from a domain that asks for them)"]
