@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from roost.services.base import Service
 from roost.services.clamav import ClamdService, FreshclamService
+from roost.services.dmarcreport import DmarcReportService
 from roost.services.dovecot import DovecotService
 from roost.services.gate import GateService
 from roost.services.nginx import NginxService
@@ -34,4 +35,5 @@ SERVICES: tuple[type[Service], ...] = (
     PostfixService,
     WebService,
     NginxService,
+    DmarcReportService,
 )

@@ -30,7 +30,7 @@ from typing import Any
 
 from roost.gate.rspamdpublish import KEYS_HASH as DKIM_KEYS_HASH
 from roost.gate.rspamdpublish import local_domains_path, selector_map_path
-from roost.layout import NGINX_USER
+from roost.layout import NGINX_USER, POSTFIX_FRONT_PORT
 from roost.services.base import (
     Readiness,
     Service,
@@ -67,6 +67,7 @@ GENERATED = (
     "fuzzy_check.conf",
     "dkim_signing.conf",
     "arc.conf",
+    "dmarc.conf",
     "external_services.conf",
     "composites.conf",
     "groups.conf",
@@ -159,6 +160,15 @@ class RspamdService(Service):
                 for network in dict.fromkeys(("127.0.0.0/8", "::1/128", *settings.mynetworks))
             ),
             "local_addrs": ", ".join(f'"{network}"' for network in settings.mynetworks),
+            # DMARC aggregate reports (DMARC_SEND_REPORTS), sent through Postfix's front
+            # listener from 127.0.0.1 (mynetworks), so Rspamd signs them as local mail.
+            "reporting": settings.DMARC_SEND_REPORTS,
+            "report_email": settings.postmaster_address,
+            "report_domain": settings.DOMAIN,
+            "report_org": settings.SITENAME.replace("\\", "").replace('"', ""),
+            "report_helo": settings.hostname,
+            "report_smtp": self.layout.internal_address,
+            "report_smtp_port": POSTFIX_FRONT_PORT,
         }
 
     # -- the Service interface -----------------------------------------------------------
@@ -235,6 +245,11 @@ class RspamdService(Service):
             os.chown(socket.parent, 0, gid)
             socket.parent.chmod(0o750)
             socket.unlink(missing_ok=True)
+
+    def rspamadm_argv(self, *arguments: str) -> list[str]:
+        """An ``rspamadm`` command that finds this stack's configuration, as Rspamd does
+        (``roost dmarc-report`` runs ``dmarc_report`` with it)."""
+        return [_binary(RSPAMADM), *self._variables(), *arguments]
 
     def check(self) -> None:
         """``rspamadm configtest``: a broken override stops the start with its message."""
