@@ -2,9 +2,10 @@
 runs by itself and writes and executes is refused at SMTP time with Mailu's text, a clean
 document arrives, and while the scanner does not answer senders are asked to retry.
 
-The documents are made by tests/unit/macrodocs.py (VBA source olevba reads as such, and an
-OpenXML package without macros), sent under Office names and types so Rspamd's rule picks
-them, and judged by the real olevba and mraptor; nothing on the mail path is mocked."""
+The documents are made by tests/unit/macrodocs.py (macro-enabled Word documents with a VBA
+project, and an OpenXML package without one), sent under Office names and types so Rspamd's
+rule picks them, and judged by the real olevba and mraptor; nothing on the mail path is
+mocked."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from tests.e2e.conftest import require_root
 from tests.e2e.stack import Stack, e2e_address, running
 from tests.e2e.test_inbound import SENDER
-from tests.unit.macrodocs import BENIGN_MACRO, DANGEROUS_MACRO, clean_docx
+from tests.unit.macrodocs import benign_macro, clean_docx, dangerous_macro
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ def test_a_self_starting_macro_that_writes_and_executes_is_refused(scanned: Stac
     user = scanned.add_user("macros", "macros-pw-1")
     with scanned.smtp() as client, pytest.raises(smtplib.SMTPDataError) as refused:
         client.sendmail(
-            SENDER, [user], mail_with(user, "invoice", DANGEROUS_MACRO, "invoice.docm", DOCM)
+            SENDER, [user], mail_with(user, "invoice", dangerous_macro(), "invoice.docm", DOCM)
         )
     assert refused.value.smtp_code == 554, refused.value
     assert refused.value.smtp_error == b"5.7.1 Rejected (dangerous macro detected)"
@@ -61,7 +62,7 @@ def test_a_clean_document_and_a_harmless_macro_arrive(scanned: Stack) -> None:
     with scanned.smtp() as client:
         client.sendmail(SENDER, [user], mail_with(user, plain, clean_docx(), "figures.docx", DOCX))
         client.sendmail(
-            SENDER, [user], mail_with(user, harmless, BENIGN_MACRO, "greeting.docm", DOCM)
+            SENDER, [user], mail_with(user, harmless, benign_macro(), "greeting.docm", DOCM)
         )
     arrived = scanned.wait_for_message(user, "clean-pw-1", plain)
     assert b'filename="figures.docx"' in arrived

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from macrodocs import BENIGN_MACRO, DANGEROUS_MACRO, clean_docx
+from macrodocs import DANGEROUS_SOURCE, benign_macro, clean_docx, dangerous_macro, vba_project
 from test_services_postfix_support import make_settings, roost_root
 
 from roost.layout import Layout
@@ -55,7 +55,7 @@ def return_code(reply: list[Any]) -> int:
 
 # -- verdicts -------------------------------------------------------------------------------
 def test_a_self_starting_macro_that_writes_and_executes_has_all_three_mraptor_classes() -> None:
-    reply = analyse(DANGEROUS_MACRO)
+    reply = analyse(dangerous_macro())
     found = keywords(reply)
     assert "mraptor A AutoOpen" in found
     assert any(word.startswith("mraptor W ") for word in found)
@@ -64,11 +64,22 @@ def test_a_self_starting_macro_that_writes_and_executes_has_all_three_mraptor_cl
     assert "AutoOpen" in found and "Shell" in found
     types = {entry["type"] for entry in reply[1]["analysis"]}
     assert {"AutoExec", "Suspicious"} <= types
+    # Found where Word keeps it: the module stream of the VBA project in the package.
+    assert reply[1]["type"] == "OpenXML"
+    assert reply[1]["macros"][0]["ole_stream"] == "VBA/Module1"
     assert return_code(reply) == 0
 
 
+def test_the_vba_project_on_its_own_is_an_ole_file_with_the_same_verdict() -> None:
+    # The Compound File alone (as in Word 97-2003 files and as mail attachments of
+    # vbaProject.bin): olevba's OLE path, not the OpenXML one.
+    reply = analyse(vba_project(DANGEROUS_SOURCE))
+    assert reply[1]["type"] == "OLE"
+    assert {"mraptor A AutoOpen", "mraptor X Shell"} <= set(keywords(reply))
+
+
 def test_a_benign_macro_is_found_but_flags_nothing() -> None:
-    reply = analyse(BENIGN_MACRO)
+    reply = analyse(benign_macro())
     assert reply[1]["macros"] and keywords(reply) == []
     assert return_code(reply) == 0
 
@@ -153,7 +164,7 @@ def _running(running: Running) -> Iterator[Running]:
 def test_the_server_answers_rspamds_request_with_the_verdict_and_the_stop_word(
     server: Running,
 ) -> None:
-    dangerous = server.ask(request(DANGEROUS_MACRO))
+    dangerous = server.ask(request(dangerous_macro()))
     assert "mraptor A AutoOpen" in keywords(dangerous)
     clean = server.ask(request(clean_docx()))
     assert clean[1]["macros"] == [] and return_code(clean) == 0
@@ -171,7 +182,7 @@ def test_bad_requests_get_error_replies_and_the_server_goes_on(server: Running) 
         probe.shutdown(socket.SHUT_WR)
         assert probe.recv(100) == b""
     assert return_code(server.ask(request(b"\x00garbage" * 80))) == 5
-    assert "mraptor A AutoOpen" in keywords(server.ask(request(DANGEROUS_MACRO)))
+    assert "mraptor A AutoOpen" in keywords(server.ask(request(dangerous_macro())))
 
 
 def test_too_large_a_document_is_refused_without_parsing(server: Running) -> None:
@@ -183,18 +194,18 @@ def test_a_worker_that_overruns_is_replaced_and_the_next_document_is_scanned(
     tmp_path: Path,
 ) -> None:
     for running in _running(Running(tmp_path / "slow.sock", timeout=0.001, workers=1)):
-        reply = running.ask(request(DANGEROUS_MACRO))
+        reply = running.ask(request(dangerous_macro()))
         assert reply[1]["error"] == "ScanFailed" and return_code(reply) == 8
         running.pool.timeout = 20.0
-        assert "mraptor A AutoOpen" in keywords(running.ask(request(DANGEROUS_MACRO)))
+        assert "mraptor A AutoOpen" in keywords(running.ask(request(dangerous_macro())))
 
 
 def test_a_worker_that_dies_costs_one_error_reply(server: Running) -> None:
-    assert return_code(server.ask(request(BENIGN_MACRO))) == 0
+    assert return_code(server.ask(request(benign_macro()))) == 0
     for worker in list(server.pool._all):
         worker.kill()
     time.sleep(0.2)
-    replies = [server.ask(request(BENIGN_MACRO)) for _ in range(4)]
+    replies = [server.ask(request(benign_macro())) for _ in range(4)]
     assert any(reply[1].get("error") == "ScanFailed" for reply in replies)
     assert return_code(replies[-1]) == 0 and replies[-1][1]["macros"]
 
@@ -284,7 +295,7 @@ def test_the_scanner_runs_as_nobody_for_rspamds_group_only(root: Path) -> None:
             "import socket, sys\n"
             "s = socket.socket(socket.AF_UNIX); s.settimeout(30)\n"
             f"s.connect({str(path)!r})\n"
-            f"s.sendall({request(DANGEROUS_MACRO)!r}); s.shutdown(socket.SHUT_WR)\n"
+            f"s.sendall({request(dangerous_macro())!r}); s.shutdown(socket.SHUT_WR)\n"
             "data = b''\n"
             "while chunk := s.recv(8192): data += chunk\n"
             "sys.stdout.write(data.decode())\n"
