@@ -48,16 +48,14 @@ _FINISHED = re.compile(
     r"Reporting collection has finished (\d+) dates processed, (\d+) reports: "
     r"(\d+) completed, (\d+) failed"
 )
-#: rspamadm's lines that are no problem: what it did, and its start-up chatter.
+#: rspamadm's lines that are no problem: what it did, and the resolver's start-up chatter.
 _QUIET = re.compile(
     r"Reporting collection has finished|No reports for \d{8}|Skip sending mails|"
-    r"address resolution for .* failed|cannot read servers definition|"
-    r"lua_(cfg_transform|redis|util)|dmarc reporting is enabled"
+    r"address resolution for .* failed|cannot read servers definition"
 )
-#: The start of rspamadm's console log lines: time, process and module.
-_LOG_PREFIX = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? #\d+\([^)]*\)\s*(?:<[^>]*>;?)?\s*"
-)
+#: rspamadm says "invalid dmarc record" also when the record is fine but none of its rua
+#: addresses may be used; this says what it means.
+_NOT_SENT = re.compile(r"Cannot process reports for domain (\S+); invalid dmarc record")
 
 
 class DmarcReportError(RuntimeError):
@@ -156,6 +154,11 @@ def send_day(layout: Layout, day: date, dry_run: bool = False) -> DayResult:
         raise DmarcReportError(
             f"{rspamd.conf} is not there: start the stack (roost up) before sending reports"
         )
+    if not _reporting_on(rspamd):
+        raise DmarcReportError(
+            "Rspamd runs with DMARC reporting off (it was started before DMARC_SEND_REPORTS "
+            "was set): restart the stack"
+        )
     result = DayResult(day, dry_run, settings.DMARC_REPORTS_PER_DAY)
     client = redis.Redis(
         unix_socket_path=str(layout.rspamd_redis_socket),
@@ -181,6 +184,15 @@ def send_day(layout: Layout, day: date, dry_run: bool = False) -> DayResult:
         return result
     _run_rspamadm(rspamd, layout, result)
     return result
+
+
+def _reporting_on(rspamd: RspamdService) -> bool:
+    """Whether the running Rspamd's dmarc.conf (written at its start) keeps report data."""
+    try:
+        conf = (rspamd.local_d / "dmarc.conf").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "enabled = true;" in conf
 
 
 def _day_reports(client: redis.Redis, day: date) -> dict[str, Report]:
@@ -238,7 +250,13 @@ def _run_rspamadm(rspamd: RspamdService, layout: Layout, result: DayResult) -> N
     result.returncode = done.returncode
     output = done.stdout + done.stderr
     for line in output.splitlines():
-        text = _LOG_PREFIX.sub("", line.strip())
+        text = line.strip()
+        not_sent = _NOT_SENT.search(text)
+        if not_sent:
+            text = (
+                f"{not_sent.group(1)}: no report sent (no DMARC record now, or none of its "
+                "rua addresses may receive it)"
+            )
         finished = _FINISHED.search(text)
         if finished:
             result.sent, result.failed = int(finished.group(3)), int(finished.group(4))

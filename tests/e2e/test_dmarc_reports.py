@@ -189,6 +189,7 @@ def test_reports_go_signed_from_postmaster_only_to_an_agreeing_rua(
     # rspamadm looked for the rua domain's agreement and did not find it.
     assert f"_report._dmarc.{UNAGREED_RUA}" in sent.stdout, sent.stdout
     assert f"exclude mailto:dmarc@{UNAGREED_RUA}" in sent.stdout, sent.stdout
+    assert f"problem: {UNAGREED}: no report sent" in sent.stdout, sent.stdout
 
     raw, mail = wait_report(receiver, f"dmarc@{AGREED_RUA}", stack)
     assert mail["From"].endswith(f"<postmaster@{DOMAIN}>"), mail["From"]

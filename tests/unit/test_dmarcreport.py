@@ -78,6 +78,19 @@ def test_the_daily_sender_runs_only_with_reports_on_after_rspamd_and_postfix(roo
     assert order.index("dmarc-reports") > order.index("postfix")
 
 
+def test_reports_are_refused_when_off_or_before_rspamd_runs_with_them(root: Path) -> None:
+    off = Layout(make_settings(root, ADDRESS))
+    with pytest.raises(sender.DmarcReportError, match="DMARC_SEND_REPORTS is false"):
+        sender.send_day(off, date(2026, 12, 4))
+    on = Layout(make_settings(root, ADDRESS, DMARC_SEND_REPORTS=True))
+    with pytest.raises(sender.DmarcReportError, match=r"start the stack \(roost up\)"):
+        sender.send_day(on, date(2026, 12, 4))
+    # Rspamd's configuration was written while reports were off: its Redis has no data.
+    RspamdService(off).render()
+    with pytest.raises(sender.DmarcReportError, match="restart the stack"):
+        sender.send_day(on, date(2026, 12, 4))
+
+
 # -- when: the next run and the days due ----------------------------------------------------
 
 
