@@ -338,31 +338,9 @@ class Settings:
         False,
         p.boolean,
         "mail",
-        "refuse Office documents whose macros run by themselves and write or execute "
+        "refuse Office documents with macros that run by themselves or write and execute "
         "(oletools' mraptor rules, as Mailu's `SCAN_MACROS`; [filtering.md](filtering.md))",
     )
-    SPAM_HOLD_RATIO: int = setting(
-        50,
-        p.whole(0, 100, "a percentage"),
-        "mail",
-        "Roost's own: a user whose submitted mail is scored as spam more often than this "
-        "(percent of SPAM_HOLD_MESSAGES or more in SPAM_HOLD_WINDOW) has further mail held "
-        "and the postmaster told; 0 turns it off ([filtering.md](filtering.md#held-senders))",
-    )
-    SPAM_HOLD_MESSAGES: int = setting(
-        10,
-        p.whole(1),
-        "mail",
-        "Roost's own: the fewest submitted messages in SPAM_HOLD_WINDOW on which "
-        "SPAM_HOLD_RATIO decides",
-    )
-    SPAM_HOLD_WINDOW: int = setting(
-        3600,
-        p.whole(60),
-        "mail",
-        "Roost's own: seconds of submitted mail SPAM_HOLD_RATIO looks back on",
-    )
-
     # -- logins and rate limits ----------------------------------------------------------
     AUTH_RATELIMIT_IP: str = setting(
         "5/hour",
