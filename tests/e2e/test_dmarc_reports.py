@@ -91,7 +91,9 @@ def stack(receiver: Receiver) -> Iterator[Stack]:
             f"{rua}. 300 IN MX 10 mx.remote.test.\n" for rua in (AGREED_RUA, UNAGREED_RUA, CAP_RUA)
         )
     )
-    settings = {"DMARC_SEND_REPORTS": "true"}
+    # A selector of its own: other tests publish keys of DOMAIN under the default one, and
+    # the test DNS answers every record a test added, so a shared name would be ambiguous.
+    settings = {"DMARC_SEND_REPORTS": "true", "DKIM_SELECTOR": "dmarcreports"}
     options = {RSPAMD_OPTIONS: shared_hyperscan_cache() + world_suffixes()}
     with running(Stack("dmarc", e2e_address(86), settings=settings, files=options)) as started:
         # The reports leave signed with DOMAIN's key, which receivers find in DNS.
