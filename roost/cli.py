@@ -18,9 +18,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from sqlalchemy.orm import Session
@@ -44,6 +44,10 @@ from roost.store.entities.names import (
     user_email,
 )
 from roost.store.models import User
+
+if TYPE_CHECKING:
+    from roost.core.directory import Directory
+    from roost.services.postfix.queue import QueuedMessage
 
 __all__ = ["DEFAULT_ENV_FILE", "EXIT_ERROR", "cli", "main"]
 
@@ -999,6 +1003,91 @@ def two_factor_enforce(domain: str, state: str) -> None:
         found = domains.set_totp_required(session, domain, state == "on")
         shown = show_domain(found.name)
     click.echo(f"two-factor login required in {shown}: {state}")
+
+
+@cli.group("hold")
+def hold() -> None:
+    """Held senders: logins whose submitted mail was mostly spam (SPAM_HOLD_RATE).
+
+    A held login's further messages are accepted but wait in Postfix's hold queue; the
+    postmaster was told by mail. The stack must be running (docs/filtering.md).
+    """
+
+
+def _hold_queue() -> tuple[Directory, dict[str | None, list[QueuedMessage]]]:
+    """The store's directory, and the hold queue's messages by the user who sent them
+    (None: not one of ours)."""
+    from roost.layout import Layout
+    from roost.services.postfix import queue
+    from roost.store.snapshot import load_directory
+
+    settings = _settings()
+    store = work.open_store(settings)
+    try:
+        directory = load_directory(store)
+    finally:
+        store.dispose()
+    waiting: dict[str | None, list[QueuedMessage]] = {}
+    for message in queue.held_messages(Layout(settings).service_etc("postfix")):
+        if message.login is not None:
+            user = directory.user(message.login)
+        else:
+            user = directory.user_of(message.sender, settings.RECIPIENT_DELIMITER)
+        waiting.setdefault(user.email if user is not None else None, []).append(message)
+    return directory, waiting
+
+
+@hold.command("list")
+def hold_list() -> None:
+    """The held logins, since when, why, and how many of their messages wait."""
+    from roost.gate.control import GateControlError, held_senders
+    from roost.layout import Layout
+    from roost.services.base import ServiceConfigError
+
+    try:
+        held = held_senders(Layout(_settings()))
+        _, waiting = _hold_queue()
+    except (GateControlError, ServiceConfigError) as exc:
+        _fail(str(exc))
+    rows = [("LOGIN", "HELD SINCE", "SPAM", "WAITING")]
+    for entry in held:
+        since = datetime.fromtimestamp(entry.since).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        spam = f"{entry.spam} of {entry.total}"
+        rows.append((show_email(entry.login), since, spam, str(len(waiting.get(entry.login, [])))))
+    if held:
+        _table(rows)
+    else:
+        click.echo("no sender is held")
+    held_logins = {entry.login for entry in held}
+    others = sum(len(m) for owner, m in waiting.items() if owner not in held_logins)
+    if others:
+        click.echo(f"{others} other message(s) wait in the hold queue (postqueue -j shows them)")
+
+
+@hold.command("release")
+@click.argument("login")
+@click.option("--delete", is_flag=True, help="Delete the waiting messages instead of sending them.")
+def hold_release(login: str, delete: bool) -> None:
+    """Lift the hold on LOGIN and send its waiting messages (or delete them)."""
+    from roost.gate.control import GateControlError, release_sender
+    from roost.layout import Layout
+    from roost.services.base import ServiceConfigError
+    from roost.services.postfix import queue
+
+    layout = Layout(_settings())
+    try:
+        held = release_sender(layout, login)
+        directory, waiting = _hold_queue()
+        user = directory.user(login)
+        owner = held.login if held is not None else user.email if user else parse_email(login)
+        ids = [message.queue_id for message in waiting.get(owner, [])]
+        etc = layout.service_etc("postfix")
+        (queue.delete if delete else queue.release)(etc, ids)
+    except (GateControlError, ServiceConfigError) as exc:
+        _fail(str(exc))
+    done = "deleted" if delete else "released for delivery"
+    state = "hold lifted" if held is not None else "was not held"
+    click.echo(f"{show_email(owner)}: {state}; {len(ids)} waiting message(s) {done}")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ Sockets (``roost.layout``):
 * ``INTERNAL:10080`` — HTTP for Dovecot's Lua passdb/userdb, whose HTTP client speaks TCP
   only: any local process can connect, so every request must carry the stack's secret
   (``run/gate-secret/dovecot-http.secret``, ``0640 root:dovecot``), else it gets a 403.
-* ``run/gate/control.sock`` — reload requests.
+* ``run/gate/control.sock`` — reload requests and the held senders (``roost hold``).
 * ``run/gate-dict/dict.sock`` — Dovecot's dict lookups (before scripts, quota usage). The
   directory is ``0750 root:mail`` and the socket ``0660 root:mail``: Dovecot's mail
   processes run as the mail user, and nobody else needs it.
@@ -38,6 +38,7 @@ from pathlib import Path
 from roost.gate.auth import Gate
 from roost.gate.control import request_reload, start_control_server
 from roost.gate.dictproxy import start_dict_server
+from roost.gate.holds import SenderHolds
 from roost.gate.homes import MailHomes
 from roost.gate.http import HttpServer
 from roost.gate.index import Index
@@ -181,6 +182,12 @@ async def run(
     index.after_load.append(rspamd.loaded)
     limiter = AuthLimiter(settings, layout.redis_socket)
     gate = Gate(settings, index, limiter)
+    holds = SenderHolds(
+        settings,
+        index,
+        verdicts_socket=layout.rspamd_redis_socket,
+        state_socket=layout.redis_socket,
+    )
     usage = QuotaUsageWriter(store)
     servers: list[asyncio.Server] = []
     tasks: list[asyncio.Task[None]] = []
@@ -189,7 +196,7 @@ async def run(
         _prepare_socket_dir(layout)
         _prepare_dict_socket(layout)
         loop = asyncio.get_running_loop()
-        maps = Socketmaps(index, settings, limiter)
+        maps = Socketmaps(index, settings, limiter, holds)
         socketmap = await loop.create_unix_server(
             lambda: SocketmapProtocol(maps.answer), path=str(layout.gate_socketmap)
         )
@@ -204,12 +211,12 @@ async def run(
         _give_to_group(layout.gate_http_socket, NGINX_GROUP, "nginx")
         http_tcp = HttpServer(routes, secret=secret)
         servers.append(await http_tcp.start(layout.internal_address, http_port))
-        servers.append(await start_control_server(index, layout.gate_control))
+        servers.append(await start_control_server(index, layout.gate_control, holds))
         servers.append(await start_dict_server(MailboxDict(index, usage), layout.gate_dict))
         layout.gate_dict.chmod(0o660)
         _give_to_group(layout.gate_dict, MAIL_GROUP, "Dovecot's mail processes")
         tasks += [loop.create_task(index.watch()), loop.create_task(usage.run())]
-        tasks.append(loop.create_task(rspamd.watch()))
+        tasks += [loop.create_task(rspamd.watch()), loop.create_task(holds.run())]
         log.info(
             "gate ready: socketmap %s, http %s and %s:%d, control %s, dict %s "
             "(store generation %d, %s)",
@@ -238,6 +245,7 @@ async def run(
         await gate.close()
         await limiter.close()
         await rspamd.close()
+        await holds.close()
         if servers:
             for path in (
                 layout.gate_socketmap,

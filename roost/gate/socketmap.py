@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from roost.core.address import forbidden_char
 from roost.core.directory import Directory, TransportError
 from roost.core.srs import SRS, srs_key
+from roost.gate.holds import SenderHolds
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
 from roost.settings import Settings
@@ -73,6 +74,9 @@ SENDING_TOO_FAST = "450 4.2.1 You are sending too many emails too fast."
 #: setting off their auto-reply; on a permanent one it logs the failed action and keeps the
 #: message in the mailbox (Sieve's implicit keep, RFC 5228 section 2.10.6).
 SENDING_TOO_FAST_KEPT = "550 5.7.1 You are sending too many emails too fast."
+#: A held login's message (``roost/gate/holds.py``): Postfix accepts it into the hold queue
+#: (access(5) HOLD); the text is only logged.
+HELD = "HOLD sender held: most of its mail was scored as spam (roost hold list)"
 #: ``senderaccess`` (port 25): an unauthenticated client claims one of our domains. Mailu
 #: answers a bare REJECT; Postfix prefixes the address ("554 5.7.1 <a@b>: Sender address
 #: rejected: ..."), access(5).
@@ -102,8 +106,15 @@ class Socketmaps:
     #: Longest request cached; addresses are far shorter (RFC 5321 §4.5.3.1.3: 256).
     CACHE_KEY_MAX = 512
 
-    def __init__(self, index: Index, settings: Settings, limiter: AuthLimiter) -> None:
+    def __init__(
+        self,
+        index: Index,
+        settings: Settings,
+        limiter: AuthLimiter,
+        holds: SenderHolds | None = None,
+    ) -> None:
         self._index = index
+        self._holds = holds
         self._delimiter = settings.RECIPIENT_DELIMITER
         self._wildcard = tuple(settings.WILDCARD_SENDERS)
         self._rate_exempt = tuple(settings.MESSAGE_RATELIMIT_EXEMPTION)
@@ -223,11 +234,13 @@ class Socketmaps:
         Each lookup is one message against the login's moving window; unknown logins and
         MESSAGE_RATELIMIT_EXEMPTION are not limited. The login is counted under its
         canonical address, so logging in as user@alternative or in capitals does not open
-        a second budget.
+        a second budget. A held login's message goes to the hold queue, uncounted.
         """
         user = directory.user(key)
         if user is None:
             return None
+        if self._held(user.email):
+            return HELD
         return await self._charge(directory, user.email, "senderrate")
 
     async def _mailfromrate(self, directory: Directory, key: str) -> str | None:
@@ -239,7 +252,8 @@ class Socketmaps:
         charged under its own name; the null sender (a Sieve reject's MDN, RFC 5429)
         under one shared budget. Allowed messages answer DUNNO, so that Postfix does not
         look up (and charge) the domain of the same sender again. Over the limit the answer
-        is permanent (SENDING_TOO_FAST_KEPT): the message stays in the user's mailbox.
+        is permanent (SENDING_TOO_FAST_KEPT): the message stays in the user's mailbox. A
+        held user's message goes to the hold queue, as its submissions do.
         """
         if key == NULL_SENDER:
             charged: str | None = NULL_SENDER
@@ -247,8 +261,13 @@ class Socketmaps:
             charged = _rate_key(directory, key, self._delimiter)
         if charged is None:
             return None
+        if self._held(charged):
+            return HELD
         refused = await self._charge(directory, charged, "mailfromrate", SENDING_TOO_FAST_KEPT)
         return refused or DUNNO
+
+    def _held(self, account: str) -> bool:
+        return self._holds is not None and self._holds.is_held(account)
 
     async def _charge(
         self, directory: Directory, account: str, name: str, refusal: str = SENDING_TOO_FAST

@@ -245,6 +245,22 @@ class Settings:
     MESSAGE_RATELIMIT_EXEMPTION: tuple[str, ...] = setting(
         (), p.email_list, "mail", "logins exempt from `MESSAGE_RATELIMIT`"
     )
+    SPAM_HOLD_RATE: str = setting(
+        "10/hour",
+        p.rate,
+        "mail",
+        "Roost's own: a login that submits this many messages Rspamd scores as spam within "
+        "the period (see `SPAM_HOLD_RATIO`) is held: its further mail waits in Postfix's hold "
+        "queue and the postmaster is told (`roost hold`; [filtering.md](filtering.md)); "
+        "`0/hour` turns holding off",
+    )
+    SPAM_HOLD_RATIO: int = setting(
+        50,
+        p.whole(1, 100, "a percentage"),
+        "mail",
+        "Roost's own: `SPAM_HOLD_RATE` holds a login only when its spam is at least this "
+        "many per cent of its messages Rspamd scored in the period",
+    )
     REJECT_UNLISTED_RECIPIENT: bool = setting(
         False,
         p.boolean,

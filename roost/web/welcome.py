@@ -6,7 +6,7 @@ user is created on the admin pages, by sign-up and by PROXY_AUTH_CREATE; not for
 API, ``roost user``, a domain registration or config-import make. Every one of those
 paths calls :func:`send_welcome` once the store has committed the user (and the gate has
 reloaded, so Postfix knows the address). It goes through the stack's Postfix like the
-announcement (:mod:`roost.web.mailout`), so it is queued and retried if Dovecot is busy.
+announcement (:mod:`roost.mailout`), so it is queued and retried if Dovecot is busy.
 
 A message that cannot be handed to Postfix is logged and costs nothing else: the user
 exists and the page answers as usual.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from roost import mailout
 from roost.settings import Settings
-from roost.web import mailout
 
 __all__ = ["TIMEOUT", "send_welcome", "send_welcome_now", "welcome_message"]
 

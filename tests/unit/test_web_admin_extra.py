@@ -374,7 +374,7 @@ def test_announcement_body_checks() -> None:
 def test_announcement_without_postfix_reports_every_failure(
     gate: GateHarness, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("roost.web.mailout.POSTFIX_FRONT_PORT", 1)
+    monkeypatch.setattr("roost.mailout.POSTFIX_FRONT_PORT", 1)
 
     _, after = browse(gate, BOSS, lambda client: announce(client, {"subject": "s", "body": "b"}))
     total = len(enabled_in_store(gate))

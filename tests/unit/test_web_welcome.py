@@ -21,11 +21,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import update
 
+from roost import mailout
 from roost.gate.control import request_reload
 from roost.layout import POSTFIX_FRONT_PORT
 from roost.settings import SettingsError, load_settings
 from roost.store.models import Domain, User
-from roost.web import mailout
 from roost.web.app import create_app
 from roost.web.welcome import send_welcome_now, welcome_message
 from tests.unit.test_gate_support import (

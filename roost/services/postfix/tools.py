@@ -28,15 +28,23 @@ _OPTION = re.compile(r"-o\s+\{?\s*([A-Za-z0-9_]+)\s*=")
 _UNUSED = re.compile(r"unused parameter: ([A-Za-z0-9_]+)=")
 
 
-def run(args: list[str], timeout: float = 120, umask: int = -1) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], timeout: float = 120, umask: int = -1, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run one Postfix tool and return its result; a missing tool is a clear error.
 
     ``umask`` (when not -1) is the tool's umask, so files it creates have their final mode
-    from the first byte.
+    from the first byte. ``stdin`` is written to its standard input.
     """
     try:
         return subprocess.run(
-            args, capture_output=True, text=True, timeout=timeout, check=False, umask=umask
+            args,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            umask=umask,
         )
     except FileNotFoundError:
         raise ServiceConfigError(

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost.core.spamhold import HoldRule
+from roost.gate.holds import CHANNEL as VERDICT_CHANNEL
 from roost.gate.rspamdpublish import KEYS_HASH as DKIM_KEYS_HASH
 from roost.gate.rspamdpublish import local_domains_path, selector_map_path
 from roost.layout import NGINX_USER, POSTFIX_FRONT_PORT
@@ -71,6 +73,7 @@ GENERATED = (
     "external_services.conf",
     "composites.conf",
     "groups.conf",
+    "metadata_exporter.conf",
 )
 #: Lists Roost writes that an override of the same name replaces whole (Mailu's rule).
 DEFAULT_MAPS = ("forbidden_file_extension.map",)
@@ -169,6 +172,9 @@ class RspamdService(Service):
             "report_helo": settings.hostname,
             "report_smtp": self.layout.internal_address,
             "report_smtp_port": POSTFIX_FRONT_PORT,
+            # Verdicts on submitted mail, for the gate's held senders (roost/gate/holds.py).
+            "hold": HoldRule.parse(settings.SPAM_HOLD_RATE, settings.SPAM_HOLD_RATIO).enabled,
+            "channel": VERDICT_CHANNEL,
         }
 
     # -- the Service interface -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """The announcement: one message from POSTMASTER@DOMAIN to every enabled user.
 
 It goes through the stack's own Postfix like the welcome message
-(:mod:`roost.web.mailout`: why, and why Postfix trusts it).
+(:mod:`roost.mailout`: why, and why Postfix trusts it).
 
 Each user gets a message of their own (To: is theirs, nobody learns the other
 addresses), sent in batches over one SMTP connection per batch (RFC 5321 allows many
@@ -26,14 +26,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from roost import mailout
+from roost.mailout import Report, sender_of
 from roost.settings import Settings
 from roost.store import work
 from roost.store.entities.names import ManageError, show_email
 from roost.store.models import User
-from roost.web import mailout
 from roost.web.admin.common import form_of, redirect, settings_of, show
 from roost.web.auth import Account, require_role
-from roost.web.mailout import Report, sender_of
 
 __all__ = ["BATCH", "Job", "Report", "add_routes", "check_body", "check_subject", "send_all"]
 

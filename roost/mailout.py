@@ -1,5 +1,5 @@
-"""Mail the web daemon sends itself (the announcement, the welcome message): from
-POSTMASTER@DOMAIN, handed to the stack's own Postfix.
+"""Mail Roost sends itself (the web's announcement and welcome message, the gate's notice
+of a held sender): from POSTMASTER@DOMAIN, handed to the stack's own Postfix.
 
 Mailu's admin hands such messages to its IMAP server over LMTP; Roost gives them to
 Postfix instead, so they take the path of every other message: recipient checks, header
@@ -10,7 +10,7 @@ Postfix's listener on ``INTERNAL:10025`` trusts mail from ``127.0.0.1`` (its
 ``mynetworks``: loopback and RELAYNETS; docs/ARCHITECTURE.md, "Data flow"), which is
 what lets a local program send as one of our domains there without logging in. nginx's
 port-25 connections come from loopback too but carry XCLIENT with the real client's
-address, so outside mail never gets that trust. The web daemon connects from
+address, so outside mail never gets that trust. Roost's processes connect from
 ``127.0.0.1`` explicitly: another loopback source address would be an outside sender.
 No new trusted path is made.
 
