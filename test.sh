@@ -21,6 +21,11 @@ if echo "$status" | grep -qv '^install ok installed$'; then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null
+    # The EXIT trap covers a failed install; `exec` below would skip it.
+    if trap -p EXIT | grep -q policy-rc.d; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
