@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
@@ -12,7 +13,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
 from tests.e2e.local_dns import private_resolv_conf, start_dns
-from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.stack import (
+    RSPAMD_OPTIONS,
+    Stack,
+    e2e_address,
+    make_base,
+    running,
+    shared_hyperscan_cache,
+)
+from tests.unit.eicar import signature_database
 
 pytestmark = pytest.mark.e2e
 
@@ -100,4 +109,103 @@ def stack(receiver: Receiver) -> Iterator[Stack]:
     """The shared stack; tests create their own users in it."""
     require_root()
     with running(Stack("main", e2e_address(2), files=SPAM_RULE_FILES)) as started:
+        yield started
+
+
+# Shared stacks. Each stack start costs seconds of CPU (Rspamd above all), so modules whose
+# tests need no stack of their own share one for the whole session. Tests on a shared stack
+# make their own users and names, and never stop daemons or count what others may add.
+
+#: Settings of the shared web stack. The welcome text is set but WELCOME stays false, as
+#: test_welcome's silent case needs; API is on for test_anonmail (it only adds /api).
+#: No random part: test modules import this file again as tests.e2e.conftest, a second
+#: copy, and the copies must agree.
+WEB_WELCOME_SUBJECT = "Welcome aboard the e2e stacks"
+WEB_WELCOME_BODY = "Your mailbox at example.test is ready. Read the FAQ first."
+WEB_API_TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session")
+def web_stack(receiver: Receiver) -> Iterator[Stack]:
+    """The stack of the web modules (browser, sign-in, two-factor, anonymous aliases...):
+    default settings apart from the API, on an address no module stack uses."""
+    require_root()
+    settings = {
+        "API": "true",
+        "API_TOKEN": WEB_API_TOKEN,
+        "WELCOME_SUBJECT": WEB_WELCOME_SUBJECT,
+        "WELCOME_BODY": WEB_WELCOME_BODY,
+    }
+    with running(Stack("web", e2e_address(65), settings=settings)) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def scanning_stack() -> Iterator[Stack]:
+    """The stack of the attachment scanners (test_macros, test_antivirus), which test_dkim
+    shares: Rspamd hands Office documents to olefy and every part to clamd. Each scanner
+    module takes its scanner away only by renaming that scanner's socket, and puts it back;
+    test_dkim's keys and domains are its own, and nothing else there signs or checks."""
+    require_root()
+    # test_dkim: Rspamd reads its selector map (a rotation's switch) every second instead
+    # of every five minutes.
+    options = shared_hyperscan_cache() + "map_watch_interval = 1s;\n"
+    database = signature_database(make_base() / "antivirus-db")
+    settings = {
+        "SCAN_MACROS": "true",
+        "ANTIVIRUS": "clamav",
+        "ANTIVIRUS_UPDATES": "false",
+        "ANTIVIRUS_DATABASE": str(database),
+    }
+    files = {RSPAMD_OPTIONS: options}
+    with running(Stack("scanning", e2e_address(18), settings=settings, files=files)) as started:
+        yield started
+
+
+#: The web front proxy of test_web_proxy_auth_e2e, and a stranger that claims to be it.
+PROXY_ADDRESS = e2e_address(81)
+STRANGER_ADDRESS = e2e_address(82)
+
+
+def world_suffixes() -> str:
+    """Rspamd's options naming a public suffix list that also knows ``.test``.
+
+    rspamadm parses each rua as a URL and drops one whose host has no known public suffix
+    (RFC 6761's ``.test`` is in no list), so the test world's suffix list is Debian's with
+    ``test`` added, as the real world's lists hold ``com`` and ``org``.
+    """
+    listed = make_base() / "public-suffixes-with-test.dat"
+    debian = "/usr/share/rspamd/effective_tld_names.dat"
+    with open(debian, encoding="utf-8") as source:
+        listed.write_text(source.read() + "\n// the tests' own world\ntest\n", encoding="utf-8")
+    listed.chmod(0o644)
+    return f'url_tld = "{listed}";\n'
+
+
+@pytest.fixture(scope="session")
+def options_stack() -> Iterator[Stack]:
+    """The stack of options that leave each other's tests alone:
+
+    - WELCOME=true (test_welcome: users made on the admin page get the welcome);
+    - sign-in by a whitelisted proxy's header (test_web_proxy_auth_e2e; its logout URL
+      would break the sign-out the web stack's modules check);
+    - DMARC reports (test_dmarc_reports), signed under a selector of their own: the other
+      modules here sign nothing they check, and their mail comes from loopback, for which
+      Rspamd notes no DMARC data, so the day's report data is test_dmarc_reports' alone.
+    """
+    require_root()
+    settings = {
+        "WELCOME": "true",
+        "WELCOME_SUBJECT": WEB_WELCOME_SUBJECT,
+        "WELCOME_BODY": WEB_WELCOME_BODY,
+        "PROXY_AUTH_WHITELIST": f"{PROXY_ADDRESS}/32",
+        "PROXY_AUTH_LOGOUT_URL": "https://sso.example.test/logout",
+        "DMARC_SEND_REPORTS": "true",
+        # A selector of its own: other tests publish keys of DOMAIN under the default one,
+        # and the test DNS answers every record a test added, so a shared name would be
+        # ambiguous.
+        "DKIM_SELECTOR": "dmarcreports",
+    }
+    files = {RSPAMD_OPTIONS: shared_hyperscan_cache() + world_suffixes()}
+    with running(Stack("options", e2e_address(15), settings=settings, files=files)) as started:
         yield started

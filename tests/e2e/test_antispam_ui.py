@@ -11,14 +11,13 @@ JSON; a POST from another origin is refused and changes nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.browsing import CHROMIUM, new_context, sign_in
-from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, running
+from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +34,10 @@ MESSAGE = (
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with running(Stack("antispam-ui", e2e_address(14))) as s:
-        yield s
+def stack(web_stack: Stack) -> Stack:
+    """The session's shared web stack (tests/e2e/conftest.py); no other module there
+    teaches its Rspamd, so the learned count moves only by this module's lesson."""
+    return web_stack
 
 
 def client(stack: Stack) -> httpx.Client:

@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import smtplib
 import uuid
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
 
-from tests.e2e.conftest import require_root
-from tests.e2e.stack import Stack, e2e_address, make_base, running
+from tests.e2e.stack import Stack
 from tests.e2e.test_inbound import SENDER
-from tests.unit.eicar import EICAR, signature_database
+from tests.unit.eicar import EICAR
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def scanned() -> Iterator[Stack]:
-    require_root()
-    database = signature_database(make_base() / "antivirus-db")
-    settings = {
-        "ANTIVIRUS": "clamav",
-        "ANTIVIRUS_UPDATES": "false",
-        "ANTIVIRUS_DATABASE": str(database),
-    }
-    with running(Stack("antivirus", e2e_address(13), settings=settings)) as started:
-        yield started
+def scanned(scanning_stack: Stack) -> Stack:
+    """The session's scanner stack (tests/e2e/conftest.py), with ANTIVIRUS=clamav."""
+    assert scanning_stack.settings["ANTIVIRUS"] == "clamav"
+    return scanning_stack
 
 
 def mail_with(user: str, subject: str, attachment: bytes) -> bytes:
@@ -56,7 +48,7 @@ def test_a_virus_is_refused_with_mailus_message_and_clean_mail_arrives(scanned: 
 
 
 def test_while_clamd_does_not_answer_mail_waits(scanned: Stack) -> None:
-    user = scanned.add_user("waiting", "waiting-pw-1")
+    user = scanned.add_user("clamd-waiting", "waiting-pw-1")  # test_macros has "waiting"
     clamd = scanned.root / "run" / "clamav" / "clamd.sock"
     away = clamd.with_name("clamd.away")
     clamd.rename(away)

@@ -15,7 +15,6 @@ import gzip
 import smtplib
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import date
 from email.message import Message
 
@@ -23,17 +22,9 @@ import dkim as dkimpy
 import pytest
 
 from roost.layout import POSTFIX_FRONT_PORT
-from tests.e2e.conftest import Receiver, require_root
+from tests.e2e.conftest import Receiver
 from tests.e2e.local_dns import add_records
-from tests.e2e.stack import (
-    DOMAIN,
-    RSPAMD_OPTIONS,
-    Stack,
-    e2e_address,
-    make_base,
-    running,
-    shared_hyperscan_cache,
-)
+from tests.e2e.stack import DOMAIN, Stack
 from tests.e2e.test_inbound import message
 
 pytestmark = pytest.mark.e2e
@@ -53,21 +44,6 @@ CAP_RUA = "reports-cap.test"
 PASSWORD = "dmarc-pw-1"
 
 
-def world_suffixes() -> str:
-    """Rspamd's options naming a public suffix list that also knows ``.test``.
-
-    rspamadm parses each rua as a URL and drops one whose host has no known public suffix
-    (RFC 6761's ``.test`` is in no list), so the test world's suffix list is Debian's with
-    ``test`` added, as the real world's lists hold ``com`` and ``org``.
-    """
-    listed = make_base() / "public-suffixes-with-test.dat"
-    debian = "/usr/share/rspamd/effective_tld_names.dat"
-    with open(debian, encoding="utf-8") as source:
-        listed.write_text(source.read() + "\n// the tests' own world\ntest\n", encoding="utf-8")
-    listed.chmod(0o644)
-    return f'url_tld = "{listed}";\n'
-
-
 def policy_records(domain: str, rua_domain: str, agreed: bool) -> str:
     lines = [
         f"{domain}. 300 IN MX 10 mx.sender.test.",
@@ -80,8 +56,10 @@ def policy_records(domain: str, rua_domain: str, agreed: bool) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(receiver: Receiver) -> Iterator[Stack]:
-    require_root()
+def stack(receiver: Receiver, options_stack: Stack) -> Stack:
+    """The session's options stack (tests/e2e/conftest.py) with DMARC_SEND_REPORTS on and
+    the outside world's policy records in the test DNS."""
+    assert options_stack.settings["DMARC_SEND_REPORTS"] == "true"
     add_records(
         policy_records(AGREED, AGREED_RUA, agreed=True)
         + policy_records(UNAGREED, UNAGREED_RUA, agreed=False)
@@ -91,15 +69,11 @@ def stack(receiver: Receiver) -> Iterator[Stack]:
             f"{rua}. 300 IN MX 10 mx.remote.test.\n" for rua in (AGREED_RUA, UNAGREED_RUA, CAP_RUA)
         )
     )
-    # A selector of its own: other tests publish keys of DOMAIN under the default one, and
-    # the test DNS answers every record a test added, so a shared name would be ambiguous.
-    settings = {"DMARC_SEND_REPORTS": "true", "DKIM_SELECTOR": "dmarcreports"}
-    options = {RSPAMD_OPTIONS: shared_hyperscan_cache() + world_suffixes()}
-    with running(Stack("dmarc", e2e_address(86), settings=settings, files=options)) as started:
-        # The reports leave signed with DOMAIN's key, which receivers find in DNS.
-        started.roost("dkim", "generate", DOMAIN)
-        add_records(started.roost("dkim", "show", DOMAIN).stdout)
-        yield started
+    # The reports leave signed with DOMAIN's key (under the stack's own selector, see
+    # options_stack), which receivers find in DNS.
+    options_stack.roost("dkim", "generate", DOMAIN)
+    add_records(options_stack.roost("dkim", "show", DOMAIN).stdout)
+    return options_stack
 
 
 def send_from_outside(stack: Stack, sender: str, rcpt: str, count: int) -> None:

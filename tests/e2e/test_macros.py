@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import smtplib
 import uuid
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
 
-from tests.e2e.conftest import require_root
-from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.stack import Stack
 from tests.e2e.test_inbound import SENDER
 from tests.unit.macrodocs import benign_macro, clean_docx, dangerous_macro
 
@@ -29,10 +27,10 @@ DOCX = ("application", "vnd.openxmlformats-officedocument.wordprocessingml.docum
 
 
 @pytest.fixture(scope="module")
-def scanned() -> Iterator[Stack]:
-    require_root()
-    with running(Stack("macros", e2e_address(18), settings={"SCAN_MACROS": "true"})) as started:
-        yield started
+def scanned(scanning_stack: Stack) -> Stack:
+    """The session's scanner stack (tests/e2e/conftest.py), with SCAN_MACROS on."""
+    assert scanning_stack.settings["SCAN_MACROS"] == "true"
+    return scanning_stack
 
 
 def mail_with(user: str, subject: str, document: bytes, name: str, kind: tuple[str, str]) -> bytes:

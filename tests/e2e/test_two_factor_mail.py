@@ -6,13 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import require_root
-from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.stack import Stack
 from tests.e2e.test_auth import imap_login, smtp_login
 from tests.e2e.test_login_defence import add_token
 
@@ -35,10 +33,9 @@ print("enrolled")
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    require_root()
-    with running(Stack("twofactor", e2e_address(62))) as started:
-        yield started
+def stack(web_stack: Stack) -> Stack:
+    """The session's shared web stack (tests/e2e/conftest.py)."""
+    return web_stack
 
 
 def enrol(stack: Stack, user: str) -> None:

@@ -27,7 +27,7 @@ from tests.e2e.browsing import (
     sign_in,
     submit,
 )
-from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.stack import Stack
 from tests.e2e.test_auth import imap_login
 from tests.e2e.test_login_defence import add_token
 
@@ -35,10 +35,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(web_stack: Stack) -> Stack:
+    """The session's shared web stack (tests/e2e/conftest.py)."""
     need_chromium()
-    with running(Stack("web-2fa", e2e_address(64))) as s:
-        yield s
+    return web_stack
 
 
 @pytest.fixture(scope="module")

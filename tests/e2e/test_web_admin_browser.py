@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.browsing import BASE, PHONE, chromium_for, need_chromium, new_context, shoot, sign_in
-from tests.e2e.stack import DOMAIN, Stack, e2e_address, running
+from tests.e2e.stack import DOMAIN, Stack
 from tests.e2e.test_inbound import message
 
 pytestmark = pytest.mark.e2e
@@ -26,10 +26,10 @@ PASSWORD = "carrot-cake-42"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(web_stack: Stack) -> Stack:
+    """The session's shared web stack (tests/e2e/conftest.py)."""
     need_chromium()
-    with running(Stack("web-admin", e2e_address(61))) as s:
-        yield s
+    return web_stack
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.browsing import BASE, PHONE, chromium_for, need_chromium, new_context, shoot, sign_in
-from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, running
+from tests.e2e.stack import DOMAIN, HOSTNAME, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -25,10 +25,10 @@ PASSWORD = "announce-me-42"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(web_stack: Stack) -> Stack:
+    """The session's shared web stack (tests/e2e/conftest.py)."""
     need_chromium()
-    with running(Stack("web-announce", e2e_address(62))) as s:
-        yield s
+    return web_stack
 
 
 @pytest.fixture(scope="module")

@@ -11,27 +11,24 @@ connection it accepted.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, running
+from tests.e2e.conftest import PROXY_ADDRESS, STRANGER_ADDRESS
+from tests.e2e.stack import DOMAIN, HOSTNAME, Stack
 
 pytestmark = pytest.mark.e2e
 
-PROXY = e2e_address(81)
-STRANGER = e2e_address(82)
+PROXY = PROXY_ADDRESS
+STRANGER = STRANGER_ADDRESS
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    settings = {
-        "PROXY_AUTH_WHITELIST": f"{PROXY}/32",
-        "PROXY_AUTH_LOGOUT_URL": "https://sso.example.test/logout",
-    }
-    with running(Stack("web-proxy-auth", e2e_address(80), settings=settings)) as s:
-        yield s
+def stack(options_stack: Stack) -> Stack:
+    """The session's stack whose PROXY_AUTH_WHITELIST names PROXY alone."""
+    assert options_stack.settings["PROXY_AUTH_WHITELIST"] == f"{PROXY}/32"
+    return options_stack
 
 
 def client(stack: Stack, source: str) -> httpx.Client:

@@ -25,7 +25,7 @@ from tests.e2e.browsing import (
     submit,
 )
 from tests.e2e.conftest import Receiver
-from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.stack import Stack
 from tests.e2e.test_auth import imap_login
 from tests.e2e.test_autoreply import outside_sender, send, wait_for_reply
 
@@ -35,10 +35,10 @@ SOURCE = "127.127.0.27"
 
 
 @pytest.fixture(scope="module")
-def stack(receiver: Receiver) -> Iterator[Stack]:
+def stack(web_stack: Stack) -> Stack:
+    """The session's shared web stack (tests/e2e/conftest.py)."""
     need_chromium()
-    with running(Stack("web-self", e2e_address(66))) as s:
-        yield s
+    return web_stack
 
 
 @pytest.fixture(scope="module")

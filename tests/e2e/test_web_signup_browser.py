@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.browsing import BASE, PHONE, chromium_for, need_chromium, new_context, shoot, sign_in
-from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.stack import Stack
 from tests.e2e.test_inbound import message
 
 pytestmark = pytest.mark.e2e
@@ -27,15 +27,15 @@ SECOND = "second-password-2"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(web_stack: Stack) -> Stack:
+    """The session's shared web stack (tests/e2e/conftest.py), with a domain open to sign-ups."""
     need_chromium()
-    with running(Stack("web-signup", e2e_address(67))) as s:
-        s.roost(
-            "config-import",
-            "--update",
-            stdin=f"domain:\n  - name: {CLUB}\n    signup_enabled: true\n    max_users: 5\n",
-        )
-        yield s
+    web_stack.roost(
+        "config-import",
+        "--update",
+        stdin=f"domain:\n  - name: {CLUB}\n    signup_enabled: true\n    max_users: 5\n",
+    )
+    return web_stack
 
 
 @pytest.fixture(scope="module")

@@ -11,36 +11,36 @@ import email
 import email.policy
 import re
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import require_root
-from tests.e2e.stack import DOMAIN, HOSTNAME, OUTSIDE, Stack, e2e_address, running
+from tests.e2e.conftest import WEB_WELCOME_BODY, WEB_WELCOME_SUBJECT
+from tests.e2e.stack import DOMAIN, HOSTNAME, OUTSIDE, Stack, e2e_address
 
 pytestmark = pytest.mark.e2e
 
-SUBJECT = f"Welcome aboard {uuid.uuid4().hex[:8]}"
-BODY = "Your mailbox at example.test is ready. Read the FAQ first."
+# The shared stacks' welcome text: the silent case checks the very subject it would send.
+SUBJECT = WEB_WELCOME_SUBJECT
+BODY = WEB_WELCOME_BODY
 PASSWORD = "welcome-pw-42"
 CLIENT = e2e_address(17)
 
 
 @pytest.fixture(scope="module")
-def welcoming() -> Iterator[Stack]:
-    require_root()
-    settings = {"WELCOME": "true", "WELCOME_SUBJECT": SUBJECT, "WELCOME_BODY": BODY}
-    with running(Stack("welcome", e2e_address(15), settings=settings)) as s:
-        yield s
+def welcoming(options_stack: Stack) -> Stack:
+    """The session's stack with WELCOME=true and this subject and body."""
+    assert options_stack.settings["WELCOME"] == "true"
+    assert options_stack.settings["WELCOME_SUBJECT"] == SUBJECT
+    return options_stack
 
 
 @pytest.fixture(scope="module")
-def silent() -> Iterator[Stack]:
-    require_root()
-    settings = {"WELCOME_SUBJECT": SUBJECT, "WELCOME_BODY": BODY}  # WELCOME stays false
-    with running(Stack("nowelcome", e2e_address(16), settings=settings)) as s:
-        yield s
+def silent(web_stack: Stack) -> Stack:
+    """The session's shared web stack: WELCOME false, its subject and body set."""
+    assert "WELCOME" not in web_stack.settings
+    assert web_stack.settings["WELCOME_SUBJECT"] == SUBJECT
+    return web_stack
 
 
 def _csrf(page: httpx.Response) -> str:
