@@ -81,7 +81,10 @@ class ChildSpec:
 class Policy:
     """Timings; the defaults are the production ones, tests shorten them."""
 
-    ready_timeout: float = 30.0
+    #: generous: Rspamd's first start on a new ROOT compiles its Hyperscan databases and
+    #: loads its Lua plugins before it binds a socket, 20 to 45 s on a busy 2-core host
+    #: (about 2 s once the cache in ROOT/rspamd exists); 30 s failed setup.sh's first start
+    ready_timeout: float = 120.0
     stop_grace: float = 10.0
     backoff_first: float = 1.0
     backoff_cap: float = 30.0
