@@ -3,27 +3,16 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from roost.dmarcreport.daily import run
 from roost.layout import Layout
-from roost.settings import load_settings
-from roost.settings.parsers import SettingsError
+from roost.process import settings_or_exit
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"roost dmarc-reports: {exc}", file=sys.stderr)
-        return 2
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(settings.LOG_LEVEL)
-    run(Layout(settings))
+    run(Layout(settings_or_exit("dmarc-reports")))
+    return 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import logging
 import os
 import resource
 import signal
-import sys
 from pathlib import Path
 
 from roost.gate.auth import Gate
@@ -49,6 +48,7 @@ from roost.gate.rspamdpublish import RspamdPublisher
 from roost.gate.secret import read_secret, write_secret
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
 from roost.layout import GATE_HTTP_PORT, NGINX_USER, Layout
+from roost.process import log_to_stderr
 from roost.settings import Settings
 from roost.store.db import Store
 
@@ -260,11 +260,7 @@ async def run(
 
 def serve(settings: Settings) -> None:
     """Run the gate in the foreground until SIGTERM or SIGINT (blocking)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.LOG_LEVEL)
+    log_to_stderr(settings.LOG_LEVEL, names=False)
     log.info("open-file limit %d", raise_open_file_limit())
     # Before the event loop starts any thread: capabilities are per thread, and threads
     # inherit those of the thread that creates them.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jinja2
 
+import roost
 from roost.layout import Layout
 from roost.settings import Settings
 
@@ -100,6 +101,17 @@ class Service(ABC):
     def environment(self) -> dict[str, str]:
         """Extra environment for the daemon's process."""
         return {}
+
+
+def roost_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a process that runs Roost's own code (``python -m roost...``):
+    every setting, and the import path of this very copy of Roost, so that it imports the
+    code the runner runs, also from a source checkout that is not installed."""
+    env = settings.to_environ()
+    source = str(Path(roost.__file__).resolve().parent.parent)
+    inherited = os.environ.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = f"{source}{os.pathsep}{inherited}" if inherited else source
+    return env
 
 
 def template_environment(module_file: str) -> jinja2.Environment:

@@ -10,15 +10,12 @@ nowhere, so it is ready once started.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import roost
 from roost.dmarcreport.daily import state_path
-from roost.services.base import Service
+from roost.services.base import Service, roost_environment
 from roost.settings import Settings
 
 __all__ = ["DmarcReportService"]
@@ -43,9 +40,4 @@ class DmarcReportService(Service):
         return [sys.executable, "-m", "roost.dmarcreport"]
 
     def environment(self) -> dict[str, str]:
-        """Every setting, and the import path of this copy of Roost (as the gate's)."""
-        env = self.layout.settings.to_environ()
-        source = str(Path(roost.__file__).resolve().parent.parent)
-        inherited = os.environ.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = f"{source}{os.pathsep}{inherited}" if inherited else source
-        return env
+        return roost_environment(self.layout.settings)

@@ -8,15 +8,12 @@ socket Postfix uses, the HTTP socket nginx uses and the HTTP port Dovecot uses.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import roost
 from roost.gate.secret import write_secret
 from roost.layout import GATE_HTTP_PORT
-from roost.services.base import Readiness, Service
+from roost.services.base import Readiness, Service, roost_environment
 
 
 @dataclass
@@ -43,13 +40,4 @@ class GateService(Service):
         )
 
     def environment(self) -> dict[str, str]:
-        """Every setting, and the import path of this very copy of Roost.
-
-        ``python -m roost`` must import the code the runner runs, also when Roost runs
-        from a source checkout that is not installed.
-        """
-        env = self.layout.settings.to_environ()
-        source = str(Path(roost.__file__).resolve().parent.parent)
-        inherited = os.environ.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = f"{source}{os.pathsep}{inherited}" if inherited else source
-        return env
+        return roost_environment(self.layout.settings)

@@ -16,24 +16,14 @@ import uvicorn
 
 from roost.gate.privileges import CAP_DAC_OVERRIDE, drop_capabilities
 from roost.layout import Layout
-from roost.settings import load_settings
-from roost.settings.parsers import SettingsError
+from roost.process import settings_or_exit
 from roost.web.app import create_app
 
 log = logging.getLogger("roost.web")
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"roost web: {exc}", file=sys.stderr)
-        return 2
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(settings.LOG_LEVEL)
+    settings = settings_or_exit("web")
     layout = Layout(settings)
     socket = layout.web_socket
     if drop_capabilities((CAP_DAC_OVERRIDE,)):

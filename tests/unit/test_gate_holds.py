@@ -49,6 +49,21 @@ def held_in_redis(layout: Layout) -> dict[str, str]:
         client.close()
 
 
+def holds_of(
+    settings: Settings, index: Index, notices: list[tuple[str, str]] | None = None
+) -> SenderHolds:
+    """The gate's held senders, with notices collected in ``notices`` instead of mailed."""
+    layout = Layout(settings)
+    kept = notices if notices is not None else []
+    return SenderHolds(
+        settings,
+        index,
+        verdicts_socket=layout.rspamd_redis_socket,
+        state_socket=layout.redis_socket,
+        send_notice=lambda subject, body: kept.append((subject, body)),
+    )
+
+
 @pytest.fixture
 def directory_store(tmp_path: Path) -> Iterator[tuple[Settings, Store]]:
     settings = make_settings(tmp_path, "127.0.4.60", SPAM_HOLD_RATE="3/hour")
@@ -71,13 +86,7 @@ def test_mostly_spam_holds_the_login_once_and_tells_the_postmaster(
     async def scenario() -> None:
         index = Index(store)
         await index.load()
-        holds = SenderHolds(
-            settings,
-            index,
-            verdicts_socket=layout.rspamd_redis_socket,
-            state_socket=layout.redis_socket,
-            send_notice=lambda subject, body: notices.append((subject, body)),
-        )
+        holds = holds_of(settings, index, notices)
         try:
             # Spellings of one login count together; clean mail and undecided verdicts
             # do not make it spam; mail of logins that are not ours is not counted.
@@ -99,12 +108,7 @@ def test_mostly_spam_holds_the_login_once_and_tells_the_postmaster(
             assert (stored["spam"], stored["total"]) == (3, 4)
 
             # A new gate holds the login too.
-            again = SenderHolds(
-                settings,
-                index,
-                verdicts_socket=layout.rspamd_redis_socket,
-                state_socket=layout.redis_socket,
-            )
+            again = holds_of(settings, index)
             await again.load()
             assert again.is_held(JOE)
             released = await again.release(f"Joe@{ALTERNATIVE}")
@@ -129,18 +133,11 @@ def test_mostly_spam_holds_the_login_once_and_tells_the_postmaster(
 
 def test_a_released_login_starts_its_count_over(directory_store: tuple[Settings, Store]) -> None:
     settings, store = directory_store
-    layout = Layout(settings)
 
     async def scenario() -> None:
         index = Index(store)
         await index.load()
-        holds = SenderHolds(
-            settings,
-            index,
-            verdicts_socket=layout.rspamd_redis_socket,
-            state_socket=layout.redis_socket,
-            send_notice=lambda subject, body: None,
-        )
+        holds = holds_of(settings, index)
         try:
             for second in range(3):
                 await holds.verdict(verdict(JOE, "reject"), now=float(second))
@@ -167,13 +164,7 @@ def test_holding_off_holds_nobody_and_listens_to_nothing(
     async def scenario() -> None:
         index = Index(store)
         await index.load()
-        holds = SenderHolds(
-            off,
-            index,
-            verdicts_socket=layout.rspamd_redis_socket,
-            state_socket=layout.redis_socket,
-            send_notice=lambda subject, body: None,
-        )
+        holds = holds_of(off, index)
         try:
             await asyncio.wait_for(holds.run(), timeout=2)  # returns at once
             for second in range(10):

@@ -14,11 +14,9 @@ import grp
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import roost
 from roost.layout import NGINX_USER
-from roost.services.base import Readiness, Service, ServiceConfigError
+from roost.services.base import Readiness, Service, ServiceConfigError, roost_environment
 from roost.settings import Settings
 
 __all__ = ["WebService", "web_enabled"]
@@ -73,9 +71,4 @@ class WebService(Service):
         return Readiness(unix_sockets=(self.layout.web_socket,))
 
     def environment(self) -> dict[str, str]:
-        """Every setting, and the import path of this copy of Roost (as the gate's)."""
-        env = self.layout.settings.to_environ()
-        source = str(Path(roost.__file__).resolve().parent.parent)
-        inherited = os.environ.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = f"{source}{os.pathsep}{inherited}" if inherited else source
-        return env
+        return roost_environment(self.layout.settings)
