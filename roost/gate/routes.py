@@ -16,9 +16,10 @@ Dovecot's dicts (:mod:`roost.gate.dictproxy`; Mailu's core/base/libs/podop/podop
 speaks the same protocol), one backend for both:
 
 * ``sieve`` — Pigeonhole's ``sieve_before`` location: ``priv/sieve/name/<name>`` gives the
-  data ID of the user's before script and ``priv/sieve/data/<id>`` its text, rendered from
-  the index at each delivery (:mod:`roost.core.sieve`), so a change of the user's settings
-  or of the date is seen by the next message without anything written to disk.
+  data ID of the user's before script (a hash of its text) and ``priv/sieve/data/<id>`` its
+  text, rendered from the index (:mod:`roost.core.sieve`), so a change of the user's settings
+  or of the date is seen by the next message. Each delivery asks for the ID only; Dovecot
+  asks for the text, and compiles it, only when the ID differs from its stored binary's.
 * ``quota`` — Dovecot's quota_clone sets ``priv/quota/storage`` (bytes) and
   ``priv/quota/messages`` after each change of a mailbox; the bytes are written back to
   ``user.quota_bytes_used`` in batches (:class:`QuotaUsageWriter`).

@@ -246,7 +246,13 @@ def test_dicts_are_the_gates_socket(root: Path) -> None:
 
     socket = root / "run/gate-dict/dict.sock"
     assert effective(service, "plugin/quota_clone_dict") == f"proxy:{socket}:quota"
-    assert effective(service, "plugin/sieve_before") == f"dict:proxy:{socket}:sieve;name=roost"
+    # Compiled once per script text, kept outside the Maildir (where a directory would be
+    # taken for a mailbox).
+    binaries = root / "run/dovecot-volatile/%u/sieve-before"
+    assert (
+        effective(service, "plugin/sieve_before")
+        == f"dict:proxy:{socket}:sieve;name=roost;bindir={binaries}"
+    )
 
 
 def test_spam_test_and_vacation_settings(root: Path) -> None:

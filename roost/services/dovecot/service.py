@@ -118,7 +118,8 @@ class DovecotService(Service):
 
     @property
     def volatile_dir(self) -> Path:
-        """Per-user lock files (mail_volatile_dir), kept out of the Maildirs."""
+        """Per-user lock files (mail_volatile_dir) and compiled before scripts, kept out of
+        the Maildirs."""
         return self.layout.run / "dovecot-volatile"
 
     @property
