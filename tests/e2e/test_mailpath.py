@@ -235,6 +235,8 @@ def test_turtle_spaces_deliveries_to_one_domain(mp_stack: Stack, slow_receiver: 
     wait_until(lambda: len(arrived()) == 3, mp_stack, "the turtle deliveries", timeout=60)
     times = arrived()
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    # qmgr(8) counts the delay in whole seconds from its own clock: allow a little less.
-    assert all(gap >= TURTLE_DELAY - 0.5 for gap in gaps), gaps
+    # qmgr(8) counts the delay from each delivery's start, in whole seconds of its own clock,
+    # and arrival adds the connection's time, which varies on a loaded host: allow a second
+    # less. Without the limit the gaps are near zero.
+    assert all(gap >= TURTLE_DELAY - 1 for gap in gaps), gaps
     assert "postfix-turtle/smtp" in mp_stack.log_text()
