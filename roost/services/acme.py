@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from roost.services.base import Service, roost_environment
+from roost.services.base import Service, ServiceConfigError, roost_environment
 from roost.settings import Settings
 
 __all__ = ["AcmeService"]
@@ -30,6 +30,13 @@ class AcmeService(Service):
 
     def render(self) -> None:
         """The challenge directory nginx serves (``www-data`` reads the token files)."""
+        settings = self.layout.settings
+        if not settings.port_enabled(80):
+            raise ServiceConfigError(
+                f"TLS_FLAVOR={settings.TLS_FLAVOR} needs port 80 in PORTS: the CA fetches "
+                "its HTTP-01 challenge there (RFC 8555, section 8.3); add 80 to PORTS or "
+                "use TLS_FLAVOR=cert"
+            )
         webroot = self.layout.acme_webroot
         webroot.mkdir(parents=True, exist_ok=True)
         webroot.chmod(0o755)

@@ -53,8 +53,8 @@ def check_pair(
     for path in (cert_file, key_file):
         if not path.is_file():
             raise TLSError(
-                f"{path}: missing; TLS_FLAVOR=cert needs both {cert_file.name} and "
-                f"{key_file.name} in {cert_file.parent} (remove both to get a self-signed pair)"
+                f"{path}: missing; TLS needs both {cert_file.name} and {key_file.name} in "
+                f"{cert_file.parent} (remove both to get a self-signed pair)"
             )
     try:
         chain = x509.load_pem_x509_certificates(cert_file.read_bytes())

@@ -30,6 +30,7 @@ from roost.core.acme import (
 )
 from roost.layout import Layout
 from roost.services.acme import AcmeService
+from roost.services.base import ServiceConfigError
 from roost.services.nginx import NginxService
 from roost.tls.acme import certbot_paths, install
 from roost.tls.acmestate import read_state, write_state
@@ -281,3 +282,9 @@ def test_the_acme_process_runs_only_under_the_letsencrypt_flavors(layout: Layout
     assert stat.S_IMODE(os.stat(layout.acme_webroot).st_mode) == 0o755
     assert service.command()[1:] == ["-m", "roost.tls.acme"]
     assert service.after == ("nginx",)
+
+
+def test_the_acme_flavors_need_port_80(layout: Layout) -> None:
+    settings = make_settings(layout.root, ADDRESS, TLS_FLAVOR="letsencrypt", PORTS=(25, 443))
+    with pytest.raises(ServiceConfigError, match="needs port 80 in PORTS"):
+        AcmeService(Layout(settings)).render()
