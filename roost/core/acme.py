@@ -31,6 +31,7 @@ __all__ = [
     "names_to_request",
     "refused_names",
     "wants_no_contact",
+    "without_refused",
 ]
 
 #: certbot's name for the one certificate lineage of a stack (``live/roost/``)
@@ -48,6 +49,11 @@ _NO_MAIL_SUFFIXES = (".test", ".example", ".invalid", ".localhost", ".local")
 _NO_MAIL_DOMAINS = ("example.com", "example.net", "example.org")
 # certbot's report of each failed authorization ("  Domain: x", "  Type: y", "  Detail: z")
 _REFUSED = re.compile(r"^\s*Domain: (\S+)\s*\n\s*Type:\s*(\S*)\s*\n\s*Detail:\s*(.*)$", re.M)
+# a name the CA will not issue for at all (Boulder's rejectedIdentifier: no public suffix,
+# a blocked name), which ends the order before any validation
+_REJECTED = re.compile(
+    r'Cannot issue for "([^"\s]+)": ([^;\n]*?)(?: \(and \d+ more problems?\b.*)?$', re.M
+)
 
 
 @dataclass(frozen=True)
@@ -145,11 +151,23 @@ def names_to_request(hostnames: Sequence[str], failed: Mapping[str, str]) -> lis
 
 
 def refused_names(output: str) -> dict[str, str]:
-    """The names certbot reports the CA could not validate, each with the CA's detail."""
-    return {
+    """The names certbot reports the CA would not validate or issue for, with the reasons."""
+    refused = {
         match[1].lower(): f"{match[2]}: {match[3].strip()}" if match[2] else match[3].strip()
         for match in _REFUSED.finditer(output)
     }
+    for match in _REJECTED.finditer(output):
+        refused.setdefault(match[1].lower(), f"rejected: {match[2].strip()}")
+    return refused
+
+
+def without_refused(names: Sequence[str], output: str) -> tuple[list[str], dict[str, str]]:
+    """After a failed request for ``names``: the names to ask for again, and those the CA
+    refused. No name to ask again when the CA refused none of them (the failure was not
+    about a name) or all of them."""
+    refused = {name: why for name, why in refused_names(output).items() if name in names}
+    remaining = [name for name in names if name not in refused]
+    return (remaining if refused and remaining else []), refused
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from roost.core.acme import (
     certbot_command,
     contact_address,
     names_to_request,
-    refused_names,
+    without_refused,
 )
 from roost.layout import Layout
 from roost.tls.acmestate import read_state, write_state
@@ -121,20 +121,22 @@ def _obtain(layout: Layout, paths: CertbotPaths, force: bool) -> Outcome:
         log.warning("the ACME server refuses %s as a contact; registering without one", contact)
         contact = None
         code, output = _certbot(certbot_command(paths, names, settings.ACME_SERVER, None, force))
-    if code != 0:
-        refused = refused_names(output)
+    # The CA may refuse one name after another (each failed order names one): ask again
+    # without them, at most once per name.
+    for _ in hostnames:
+        if code == 0:
+            break
+        remaining, refused = without_refused(names, output)
         failed.update(refused)
-        remaining = [name for name in names if name not in refused]
-        if refused and remaining:
-            log.warning(
-                "the ACME server could not validate %s; asking for %s only",
-                ", ".join(refused),
-                ", ".join(remaining),
-            )
-            names = remaining
-            code, output = _certbot(
-                certbot_command(paths, names, settings.ACME_SERVER, contact, force)
-            )
+        if not remaining:
+            break
+        log.warning(
+            "the ACME server refused %s; asking for %s only",
+            ", ".join(refused),
+            ", ".join(remaining),
+        )
+        names = remaining
+        code, output = _certbot(certbot_command(paths, names, settings.ACME_SERVER, contact, force))
     now = time.time()
     installed = None
     error = None
@@ -252,6 +254,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def run(layout: Layout) -> None:
     """The process ``roost up`` supervises: a run now, then at each due time or SIGHUP."""
+    runner = os.getppid()
     wake = threading.Event()
     signal.signal(signal.SIGHUP, lambda _signum, _frame: wake.set())
     while True:
@@ -263,9 +266,10 @@ def run(layout: Layout) -> None:
         else:
             for line in outcome.lines():
                 log.info("%s", line)
-            if outcome.installed is not None:
+            if outcome.installed is not None and os.getppid() == runner:
                 # The runner polls the files every few seconds; SIGHUP makes it look now.
-                os.kill(os.getppid(), signal.SIGHUP)
+                # (Never once orphaned: the new parent would be init.)
+                os.kill(runner, signal.SIGHUP)
             delay = max(60.0, (outcome.state.next_run or 0) - time.time())
         wake.wait(delay)
         wake.clear()

@@ -14,7 +14,7 @@ from cryptography import x509
 from roost.core.acme import describe
 from roost.layout import Layout
 from roost.tls.acmestate import read_state
-from roost.tls.check import CheckedCertificate, TLSError, check_pair
+from roost.tls.check import CheckedCertificate, TLSError, check_pair, dns_names
 from roost.tls.sources import source_for
 from roost.tls.watch import CertificateWatch
 
@@ -75,19 +75,20 @@ def watch_served(layout: Layout) -> CertificateWatch | None:
 
 def describe_served(layout: Layout) -> list[str]:
     """What ``roost status`` says of the served certificate: whose it is, for which names,
-    until when; under the letsencrypt flavors also the last ACME run's failures."""
+    until when; under the letsencrypt flavors also the last ACME run's failures. Reads
+    the certificate only (not the key), so it says the same to any user."""
     settings = layout.settings
-    if not settings.tls:
+    source = source_for(layout)
+    if source is None:
         return []
     try:
-        checked = check_served(layout)
-        first = x509.load_pem_x509_certificates(checked.cert_file.read_bytes())[0]
-    except (OSError, ValueError, TLSError) as exc:
-        return [f"certificate: cannot be used: {exc}"]
+        first = x509.load_pem_x509_certificates(source.cert_file.read_bytes())[0]
+    except (OSError, ValueError) as exc:
+        return [f"certificate: {source.cert_file} cannot be read ({exc})"]
     return describe(
         settings.TLS_FLAVOR,
         first.issuer == first.subject,
-        checked.names,
-        f"{checked.not_after:%Y-%m-%d}",
+        dns_names(first),
+        f"{first.not_valid_after_utc:%Y-%m-%d}",
         read_state(layout) if settings.acme else None,
     )

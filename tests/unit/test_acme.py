@@ -27,6 +27,7 @@ from roost.core.acme import (
     describe,
     names_to_request,
     refused_names,
+    without_refused,
 )
 from roost.layout import Layout
 from roost.services.acme import AcmeService
@@ -115,6 +116,27 @@ def test_names_the_ca_refused_are_read_from_certbots_report() -> None:
     assert refused["late.example.com"].startswith("dns: no valid A records found")
     assert refused["other.example.com"].startswith("unauthorized: 203.0.113.9: Invalid")
     assert refused_names("An unexpected error occurred: Connection refused") == {}
+
+
+def test_names_the_ca_will_not_issue_for_are_read_too() -> None:
+    output = (
+        "An unexpected error occurred:\nError creating new order :: Cannot issue for "
+        '"mail.internal": Domain name does not end with a valid public suffix (TLD) (and 1 '
+        "more problems. Refer to sub-problems for more information.)\n"
+    )
+    assert refused_names(output) == {
+        "mail.internal": "rejected: Domain name does not end with a valid public suffix (TLD)"
+    }
+
+
+def test_a_request_is_repeated_without_the_refused_names_only() -> None:
+    names = ["a.example.com", "late.example.com", "other.example.com"]
+    remaining, refused = without_refused(names, CERTBOT_FAILURE)
+    assert remaining == ["a.example.com"]
+    assert set(refused) == {"late.example.com", "other.example.com"}
+    # every name refused, or a failure that names none: nothing to ask for again
+    assert without_refused(["late.example.com"], CERTBOT_FAILURE)[0] == []
+    assert without_refused(names, "Connection refused") == ([], {})
 
 
 def test_state_round_trip(tmp_path: Path) -> None:
