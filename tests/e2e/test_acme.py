@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -208,13 +208,13 @@ def issuer(certificate: x509.Certificate) -> str:
 
 
 def wait_served(
-    stack: Stack, check: object, what: str, timeout: float = 60
+    stack: Stack, check: Callable[[x509.Certificate], bool], what: str, timeout: float = 60
 ) -> dict[int, x509.Certificate]:
-    """Poll 443, 465 and 993 until ``check(port -> certificate)`` holds for all of them."""
+    """Poll 443, 465 and 993 until ``check`` holds for the certificate each serves."""
     deadline = time.monotonic() + timeout
     while True:
         certificates = {port: served(port, NAMES[0]) for port in TLS_PORTS}
-        if all(check(c) for c in certificates.values()):  # type: ignore[operator]
+        if all(check(c) for c in certificates.values()):
             return certificates
         if time.monotonic() > deadline:
             shown = {port: issuer(c) for port, c in certificates.items()}
