@@ -758,15 +758,22 @@ def certificate_renew(force: bool) -> None:
     certificate covers every host name, 1 otherwise.
     """
     from roost.layout import Layout
+    from roost.runner.lock import LOCK_NAME, is_held
     from roost.tls.acme import obtain
 
     settings = _settings()
+    layout = Layout(settings)
     if not settings.acme:
         _fail(
             f"TLS_FLAVOR={settings.TLS_FLAVOR}: no ACME certificate to renew (only "
             "letsencrypt and mail-letsencrypt get theirs from certbot)"
         )
-    outcome = obtain(Layout(settings), force=force)
+    if not is_held(layout.run / LOCK_NAME):
+        _fail(
+            f"`roost up` is not running for {layout.root}: the CA fetches its challenge "
+            "from nginx on port 80; start the stack first"
+        )
+    outcome = obtain(layout, force=force)
     for line in outcome.lines():
         click.echo(line)
     state = outcome.state

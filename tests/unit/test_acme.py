@@ -30,12 +30,14 @@ from roost.core.acme import (
     without_refused,
 )
 from roost.layout import Layout
+from roost.runner.lock import LOCK_NAME, RunLock, is_held
 from roost.services.acme import AcmeService
 from roost.services.base import ServiceConfigError
 from roost.services.nginx import NginxService
 from roost.tls.acme import certbot_paths, install
 from roost.tls.acmestate import read_state, write_state
 from roost.tls.sources import Acme
+from tests.unit.test_cli_support import error_line, make_stack
 
 ADDRESS = "127.0.5.31"
 PATHS = CertbotPaths(Path("/r/c"), Path("/r/w"), Path("/r/l"), Path("/r/run/acme-challenge"))
@@ -310,3 +312,22 @@ def test_the_acme_flavors_need_port_80(layout: Layout) -> None:
     settings = make_settings(layout.root, ADDRESS, TLS_FLAVOR="letsencrypt", PORTS=(25, 443))
     with pytest.raises(ServiceConfigError, match="needs port 80 in PORTS"):
         AcmeService(Layout(settings)).render()
+
+
+def test_renew_refuses_the_file_flavors_and_a_stack_that_is_not_running(tmp_path: Path) -> None:
+    stack = make_stack(tmp_path / "cert", migrate=False)
+    assert error_line(stack.roost("certificate", "renew")) == (
+        "roost: error: TLS_FLAVOR=cert: no ACME certificate to renew (only letsencrypt and "
+        "mail-letsencrypt get theirs from certbot)"
+    )
+    stack = make_stack(tmp_path / "acme", "TLS_FLAVOR=letsencrypt\n", migrate=False)
+    lock = Layout(stack.settings).run / LOCK_NAME
+    assert "`roost up` is not running for" in error_line(stack.roost("certificate", "renew"))
+    assert not is_held(lock)
+    runner = RunLock(lock)
+    runner.acquire()
+    try:
+        assert is_held(lock)
+    finally:
+        runner.release()
+    assert not is_held(lock)
