@@ -179,9 +179,10 @@ def self_check(webroot: Path, hostnames: list[str]) -> dict[str, str]:
     failed: dict[str, str] = {}
     try:
         for name in hostnames:
-            url = f"http://{name}/.well-known/acme-challenge/{token.name}"
+            # The reasons name the directory, not this run's token.
+            url = f"http://{name}/.well-known/acme-challenge/"
             try:
-                with opener.open(url, timeout=SELF_CHECK_TIMEOUT) as response:
+                with opener.open(url + token.name, timeout=SELF_CHECK_TIMEOUT) as response:
                     body = response.read(4096)
             except urllib.error.HTTPError as exc:
                 failed[name] = f"{url} answered HTTP {exc.code} (does {name} point at this host?)"
