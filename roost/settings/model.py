@@ -32,8 +32,14 @@ __all__ = [
     "declared",
 ]
 
-TLS_FLAVORS_AVAILABLE = ("cert", "notls")
-TLS_FLAVORS_LATER = ("letsencrypt", "mail", "mail-letsencrypt")
+TLS_FLAVORS_AVAILABLE = ("cert", "letsencrypt", "mail", "mail-letsencrypt", "notls")
+TLS_FLAVORS_LATER: tuple[str, ...] = ()
+#: the flavors whose certificate comes from an ACME server (Mailu's letsencrypt flavors)
+ACME_FLAVORS = ("letsencrypt", "mail-letsencrypt")
+#: the flavors meant for a TLS-terminating proxy in front: plain HTTP is served, not redirected
+PLAIN_HTTP_FLAVORS = ("mail", "mail-letsencrypt")
+#: Let's Encrypt's production directory (https://letsencrypt.org/docs/acme-protocol-updates/)
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 DB_FLAVORS = ("sqlite", "postgresql", "mysql")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 KNOWN_PORTS = (25, 80, 110, 143, 443, 465, 587, 993, 995, 4190)
@@ -148,9 +154,21 @@ class Settings:
         "network",
         "`cert`: the certificate in `ROOT/certs` (`TLS_CERT_FILENAME`, "
         "`TLS_KEYPAIR_FILENAME`); when none is there a self-signed one for HOSTNAMES is "
-        "made, and Roost says so. `notls`: no TLS anywhere (443/465/993/995 off, plaintext "
-        "logins allowed). `letsencrypt`, `mail` and `mail-letsencrypt` are refused until "
-        "they exist",
+        "made, and Roost says so. `letsencrypt`: certbot obtains and renews one for all "
+        "HOSTNAMES from ACME_SERVER (HTTP-01 on port 80, contact POSTMASTER@DOMAIN); a "
+        "self-signed one serves until then ([certificates.md](certificates.md)). `mail`: "
+        "as `cert`, and port 80 serves the web as 443 does, without a redirect to HTTPS "
+        "(for a TLS-terminating proxy in front). `mail-letsencrypt`: as `letsencrypt`, "
+        "with port 80 as `mail`. `notls`: no TLS anywhere (443/465/993/995 off, plaintext "
+        "logins allowed)",
+    )
+    ACME_SERVER: str = setting(
+        LETSENCRYPT_DIRECTORY,
+        p.https_url,
+        "network",
+        "the ACME directory URL for TLS_FLAVOR `letsencrypt` and `mail-letsencrypt` "
+        "(Roost's own setting; e.g. Let's Encrypt's staging directory "
+        "`https://acme-staging-v02.api.letsencrypt.org/directory` for trials)",
     )
     TLS_CERT_FILENAME: str = setting(
         "cert.pem", p.text, "network", "certificate file name under `ROOT/certs`"
@@ -577,6 +595,16 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.TLS_FLAVOR != "notls"
+
+    @property
+    def acme(self) -> bool:
+        """Whether certbot obtains the certificate (TLS_FLAVOR letsencrypt, mail-letsencrypt)."""
+        return self.TLS_FLAVOR in ACME_FLAVORS
+
+    @property
+    def http_redirect(self) -> bool:
+        """Whether port 80 only sends browsers to HTTPS (TLS_FLAVOR cert, letsencrypt)."""
+        return self.tls and self.TLS_FLAVOR not in PLAIN_HTTP_FLAVORS
 
     @property
     def session_cookie_secure(self) -> bool:
