@@ -814,7 +814,7 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         for reason in dnsrecords.omitted(settings, name, dkim_keys=keys):
             click.echo(f"Left out: {reason}")
         return
-    from roost.web import dnscheck
+    from roost import dnscheck
 
     try:
         server = dnscheck.parse_resolver(resolver) if resolver else None
@@ -879,7 +879,7 @@ def dkim_rotate(domain: str, resolver: str | None) -> None:
     from roost.core import dnsrecords
     from roost.store.dkimkeys import DkimKeys
     from roost.store.entities.names import domain_name, require_domain
-    from roost.web import dnscheck
+    from roost import dnscheck
 
     settings = _settings()
     with _session() as session:

@@ -27,7 +27,7 @@ from roost.store.entities import signup as signups
 from roost.store.entities.names import ManageError
 from roost.store.models import Domain, User
 from roost.web.app import create_app
-from roost.web.dnscheck import ResolverAddress
+from roost.dnscheck import ResolverAddress
 from tests.unit.test_gate_support import (
     GateHarness,
     add_alias,

@@ -36,7 +36,7 @@ from roost.store.entities.names import (
     user_email,
 )
 from roost.store.models import Alias, Domain, User
-from roost.web import dnscheck
+from roost import dnscheck
 from roost.web.admin import rights
 from roost.web.admin.common import (
     Deletion,
