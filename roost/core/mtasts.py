@@ -29,6 +29,7 @@ __all__ = [
     "parse_sts_record",
     "parse_tlsrpt_record",
     "policy_host",
+    "policy_hosts",
     "policy_id",
     "policy_text",
     "sts_record_text",
@@ -53,6 +54,13 @@ def domain_enabled(settings: Settings, domain: str) -> bool:
     """Whether Roost serves and publishes MTA-STS for ``domain`` (punycode, any case)."""
     hosts = {h.lower() for h in settings.HOSTNAMES}
     return settings.port_enabled(443) and policy_host(domain) in hosts
+
+
+def policy_hosts(settings: Settings) -> list[str]:
+    """The ``mta-sts.*`` names of HOSTNAMES, where the policy is served (none without HTTPS)."""
+    if not settings.port_enabled(443):
+        return []
+    return [h.lower() for h in settings.HOSTNAMES if h.lower().startswith("mta-sts.")]
 
 
 def policy_text(settings: Settings) -> str:

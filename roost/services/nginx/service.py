@@ -5,8 +5,9 @@ like every login on every other protocol, is decided by the gate through nginx's
 ``auth_http`` protocol (fail2ban lines and rate limits in one place, as in Mailu), and
 Postfix sees the real client through XCLIENT. The HTTP side answers ``/health``, proxies
 the web application's paths to its Unix socket (roost.services.web) with the security
-headers Mailu's front adds, applies WEBROOT_REDIRECT, and under TLS_FLAVOR=cert sends
-everything but ``/.well-known/`` on port 80 to HTTPS.
+headers Mailu's front adds, applies WEBROOT_REDIRECT, serves the MTA-STS policy on HTTPS to the ``mta-sts.*`` names
+of HOSTNAMES (``mta-sts.conf.j2``), and under TLS_FLAVOR=cert sends everything but
+``/.well-known/`` on port 80 to HTTPS.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from roost import tls
+from roost.core import mtasts
 from roost.services.base import (
     Readiness,
     Service,
@@ -150,7 +152,22 @@ class NginxService(Service):
             "client_max_body_size": limit + BODY_SLACK if limit else 0,
             "http_servers": self._http_servers(),
             "mail_listen": [_listen(a, 25) for a in self.layout.listen_addresses()],
+            "mta_sts": self._mta_sts_context(),
             **self._web_context(),
+        }
+
+    def _mta_sts_context(self) -> dict[str, Any] | None:
+        """The MTA-STS policy and the hosts it is served for (RFC 8461 §3.3), or None."""
+        settings = self.layout.settings
+        hosts = mtasts.policy_hosts(settings)
+        if not hosts:
+            return None
+        text = mtasts.policy_text(settings)
+        return {
+            "path": mtasts.POLICY_PATH,
+            "hosts": "|".join(re.escape(host) for host in hosts),
+            # An nginx string: its own escapes for CR and LF (the text has no quotes).
+            "policy": text.replace("\r", "\\r").replace("\n", "\\n"),
         }
 
     def _web_context(self) -> dict[str, Any]:
