@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from roost import dnscheck
 from roost.core.address import AddressError, domain_to_ascii
 from roost.gate.limiter import AuthLimiter
 from roost.layout import Layout
@@ -45,7 +46,6 @@ from roost.store.entities.names import (
     user_email,
 )
 from roost.store.models import Domain
-from roost import dnscheck
 from roost.web.auth import Account, current_user, settings_of, signed_in_user
 from roost.web.client import client_info
 from roost.web.csrf import html_router

@@ -13,10 +13,10 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from roost.core.dnsrecords import records
-from roost.settings import Settings, load_settings
 from roost import dnscheck
+from roost.core.dnsrecords import records
 from roost.dnscheck import LIVE, MISSING, UNKNOWN, WRONG, ResolverAddress, parse_resolver
+from roost.settings import Settings, load_settings
 from tests.unit.test_cli_support import make_stack
 
 #: Served for example.com: right MX and SPF, a wrong DMARC (p=none), the SRV records of
