@@ -7,10 +7,10 @@ the answers carries the published value: MX exchange and preference, the TXT tex
 (its character-strings joined, RFC 7208 §3.3), the SRV target and port, the CNAME target.
 
 A DNS problem never raises: a timeout, a refused query or a broken resolver configuration
-is the state ``unknown`` with the reason. :func:`query` is the one lookup underneath, for
-other checks that need the answers themselves (``roost doctor``). Every query has a short timeout and all of them
+is the state ``unknown`` with the reason. Every query has a short timeout and all of them
 run side by side under one deadline, so a page that shows the states waits a few seconds
-at most, whatever the network does.
+at most, whatever the network does. :func:`query` is the one lookup underneath, for the
+checks that need the answers themselves (``roost doctor``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ answers: the doctor hands it its dnspython lookups, the tests a dictionary. It c
 mail domains publish: ``all``, ``include``, ``a``, ``mx``, ``ip4``, ``ip6``, ``exists``
 without macros, ``ptr`` (RFC 7208 §5.5: never matched here, as it should not be used) and
 ``redirect``, within RFC 7208 §4.6.4's limit of 10 DNS-querying terms. A policy with
-macros (§7) is reported as not evaluated rather than guessed at.
+macros (RFC 7208 §7) is reported as not evaluated rather than guessed at.
 """
 
 from __future__ import annotations

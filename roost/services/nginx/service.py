@@ -5,9 +5,9 @@ like every login on every other protocol, is decided by the gate through nginx's
 ``auth_http`` protocol (fail2ban lines and rate limits in one place, as in Mailu), and
 Postfix sees the real client through XCLIENT. The HTTP side answers ``/health``, proxies
 the web application's paths to its Unix socket (roost.services.web) with the security
-headers Mailu's front adds, applies WEBROOT_REDIRECT, serves the MTA-STS policy on HTTPS to the ``mta-sts.*`` names
-of HOSTNAMES (``mta-sts.conf.j2``), and under TLS_FLAVOR=cert sends everything but
-``/.well-known/`` on port 80 to HTTPS.
+headers Mailu's front adds, applies WEBROOT_REDIRECT, serves the MTA-STS policy on HTTPS
+to the ``mta-sts.*`` names of HOSTNAMES (``mta-sts.conf.j2``), and under TLS_FLAVOR=cert
+sends everything but ``/.well-known/`` on port 80 to HTTPS.
 """
 
 from __future__ import annotations
