@@ -853,6 +853,8 @@ def doctor(domain: tuple[str, ...], as_json: bool, resolver: str | None) -> None
     import json
     from datetime import UTC
 
+    from dns.exception import DNSException
+
     from roost import dnscheck
     from roost.doctor import DomainFacts, Probe, diagnose, read_certificate
     from roost.layout import Layout
@@ -878,7 +880,7 @@ def doctor(domain: tuple[str, ...], as_json: bool, resolver: str | None) -> None
         ]
     try:
         probe = Probe(server)
-    except Exception as exc:  # dnspython's, OSError or ValueError: no resolv.conf
+    except (DNSException, OSError, ValueError) as exc:  # no usable /etc/resolv.conf
         _fail(f"no DNS resolver ({exc}); name one with --resolver ADDR[:PORT]")
     now = datetime.now(UTC)
     report = diagnose(settings, facts, probe, read_certificate(Layout(settings), now), now)

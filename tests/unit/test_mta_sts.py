@@ -85,6 +85,15 @@ def test_records_only_for_domains_whose_policy_host_is_ours() -> None:
     assert not [r for r in plain if "mta-sts" in r.name or "_smtp._tls" in r.name]
 
 
+def test_the_api_keeps_mailus_fields(tmp_path: Path) -> None:
+    """Mailu's DomainGet has no field for MTA-STS: its CNAME is not an autoconfig record."""
+    from roost.web.api.dns import dns_fields
+
+    fields = dns_fields(settings(ROOT=str(tmp_path)), "example.com")
+    assert fields["dns_autoconfig"]
+    assert not [line for line in fields["dns_autoconfig"] if "mta-sts" in line]
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
