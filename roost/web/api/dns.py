@@ -2,12 +2,12 @@
 
 The records themselves (formats, which services, what is left out and why) are the core's,
 so the API, the admin pages and the zone file show the same lines. Mailu's fields hold the
-domain's own records: ``dns_mx``, ``dns_spf``, ``dns_autoconfig`` (the SRV records and
-the autoconfig CNAMEs) and, when the domain has a DKIM key, ``dns_dkim``, ``dns_dmarc``
-and (for a domain other than DOMAIN whose reports go there) ``dns_dmarc_report``. TXT texts are one quoted
-string however long, as Mailu's API shows them; a zone file cuts them (``roost dns --zone``).
-TLSA records are absent until Roost has ACME; MTA-STS and TLS-RPT records have no field in
-Mailu's API (``roost dns`` and the admin pages show them).
+domain's own records: ``dns_mx``, ``dns_spf``, ``dns_autoconfig`` (the SRV records and the
+autoconfig CNAMEs) and, when the domain has a DKIM key, ``dns_dkim``, ``dns_dmarc`` and (for
+a domain other than DOMAIN whose reports go there) ``dns_dmarc_report``. TXT texts are one
+quoted string however long, as Mailu's API shows them; a zone file cuts them (``roost dns
+--zone``). TLSA records are absent until Roost has ACME; MTA-STS and TLS-RPT records have no
+field in Mailu's API (``roost dns`` and the admin pages show them).
 """
 
 from __future__ import annotations
