@@ -139,12 +139,13 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
     certificate against ``host`` with the system's CAs."""
 
     def __init__(self, host: str, address: str, timeout: float) -> None:
-        super().__init__(host, 443, timeout=timeout, context=ssl.create_default_context())
+        self.tls = ssl.create_default_context()
+        super().__init__(host, 443, timeout=timeout, context=self.tls)
         self.address = address
 
     def connect(self) -> None:
         raw = socket.create_connection((self.address, self.port), timeout=self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
+        self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
 
 
 def _system_cas() -> list[x509.Certificate]:
