@@ -171,7 +171,7 @@ def diagnose(
             Group(name, kind, tuple(f for future in group for f in future.result()), note)
             for name, kind, note, group in futures
         )
-    notes = [PORTS_NOTE]
+    notes = [PORTS_NOTE] if any(f.check == "ports" for g in groups for f in g.findings) else []
     if probe.lookup(f"_25._tcp.{settings.hostname}", "TLSA").found:  # asked already
         notes.append(DNSSEC_NOTE)
     return Report(groups, tuple(notes))
