@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from roost.core import dnsrecords
 from roost.core.dnsrecords import Record, fqdn
 from roost.doctor import checks
-from roost.doctor.findings import Finding, Group, Report
+from roost.doctor.findings import UNKNOWN, Finding, Group, Report
 from roost.doctor.observed import Certificate, Looked
 from roost.doctor.probe import Probe
 from roost.doctor.spf import check_host
@@ -102,10 +102,10 @@ def _domain_tasks(
         problem = checks.mx_certificate_problem(host, certificate)
         return [checks.check_mta_sts(name, txt, policy, host, sts, problem)]
 
-    def tlsrpt_check() -> list[Finding]:
+    def tls_rpt_check() -> list[Finding]:
         return [checks.check_tlsrpt(name, probe.lookup(f"_smtp._tls.{name}", "TXT"), tlsrpt)]
 
-    return [mx_check, spf_check, dkim_check, dmarc_check, mta_sts_check, tlsrpt_check]
+    return [mx_check, spf_check, dkim_check, dmarc_check, mta_sts_check, tls_rpt_check]
 
 
 def _host_tasks(
@@ -116,7 +116,7 @@ def _host_tasks(
     def address_check() -> list[Finding]:
         return [checks.check_address(host, probe.lookup(host, "A"), probe.lookup(host, "AAAA"))]
 
-    def reverse_check() -> list[Finding]:
+    def reverse_dns_check() -> list[Finding]:
         out = []
         for address in probe.addresses(host):
             ptr = probe.reverse(address)
@@ -141,7 +141,17 @@ def _host_tasks(
             )
         return checks.check_ports(found)
 
-    return [address_check, reverse_check, certificate_check, tlsa_check, ports_check]
+    return [address_check, reverse_dns_check, certificate_check, tlsa_check, ports_check]
+
+
+def _guarded(task: Task) -> list[Finding]:
+    """A check that fails by itself (a bug, an odd answer) is reported, not a traceback:
+    the other checks' findings still count."""
+    try:
+        return task()
+    except Exception as exc:
+        check = task.__name__.removesuffix("_check").replace("_", "-")
+        return [Finding(check, UNKNOWN, f"the check failed: {type(exc).__name__}: {exc}")]
 
 
 def diagnose(
@@ -164,7 +174,7 @@ def diagnose(
     plan.append((settings.hostname, "host", "", _host_tasks(settings, probe, certificate, now)))
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures: list[tuple[str, str, str, list[Future[list[Finding]]]]] = [
-            (name, kind, note, [pool.submit(task) for task in tasks])
+            (name, kind, note, [pool.submit(_guarded, task) for task in tasks])
             for name, kind, note, tasks in plan
         ]
         groups = tuple(

@@ -3,6 +3,7 @@ plain values: every good and broken case without a network."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -309,9 +310,7 @@ def test_reverse_dns() -> None:
 
 def test_certificate() -> None:
     def cert(**changes: object) -> list[tuple[str, str]]:
-        from dataclasses import replace
-
-        findings = checks.check_certificate((HOST,), replace(CERT, **changes), NOW)
+        findings = checks.check_certificate((HOST,), dataclasses.replace(CERT, **changes), NOW)
         return [(f.severity, f.message) for f in findings]
 
     assert [s for s, _ in cert()] == [OK]
@@ -385,3 +384,84 @@ def test_report_status_exit_and_shapes() -> None:
     assert f"host {HOST}" in text
     assert "          fix: _25._tcp... TLSA 3 1 1 ab" in text
     assert text[-2:] == ["Note: a note", "1 error(s), 0 warning(s), 1 not checked, 1 ok"]
+
+
+# -- one run, with a probe that answers from a table ---------------------------------------
+
+
+class TableProbe:
+    """Stands in for roost.doctor.probe.Probe: DNS from a table, ports from a set."""
+
+    def __init__(self, zone: dict[tuple[str, str], Looked], open_ports: set[int]) -> None:
+        self.zone = zone
+        self.open_ports = open_ports
+        self.fetched: list[str] = []
+
+    def lookup(self, name: str, rtype: str) -> Looked:
+        return self.zone.get((name.lower().rstrip("."), rtype), MISSING_ANSWER)
+
+    def addresses(self, host: str) -> list[str]:
+        return [str(v) for t in ("A", "AAAA") for v in self.lookup(host, t).values]
+
+    def reverse(self, address: str) -> Looked:
+        return self.lookup(f"ptr:{address}", "PTR")
+
+    def fetch_policy(self, domain: str) -> Policy:
+        self.fetched.append(domain)
+        raise RuntimeError("no network in unit tests")
+
+    def port(self, address: str, port: int) -> Port:
+        return Port(
+            address, port, port in self.open_ports, "" if port in self.open_ports else "refused"
+        )
+
+
+def test_one_run_groups_domains_alternatives_and_the_host() -> None:
+    from roost.doctor.diagnose import DomainFacts, diagnose
+
+    s = settings(PORTS="25,443,993")
+    zone = {
+        ("example.com", "MX"): found((10, HOST)),
+        ("example.com", "TXT"): found("v=spf1 mx ~all"),
+        ("_dmarc.example.com", "TXT"): found("v=DMARC1; p=reject"),
+        ("dkim._domainkey.example.com", "TXT"): found("v=DKIM1; k=rsa; p=KEY"),
+        ("_mta-sts.example.com", "TXT"): found(str(STS.data[0])),
+        ("alt.example", "MX"): found((10, "mx.elsewhere.net")),
+        (HOST, "A"): found("192.0.2.1"),
+        ("ptr:192.0.2.1", "PTR"): found(HOST),
+    }
+    probe = TableProbe(zone, {25, 443})
+    facts = [DomainFacts("example.com", ("alt.example",), (("dkim", "KEY"),))]
+    certificate = dataclasses.replace(CERT, names=(HOST, "mta-sts.example.com"))
+    report = diagnose(s, facts, probe, certificate, NOW)  # type: ignore[arg-type]
+    assert [(g.name, g.kind, g.note) for g in report.groups] == [
+        ("example.com", "domain", ""),
+        ("alt.example", "domain", "alternative of example.com"),
+        (HOST, "host", ""),
+    ]
+    by_check = {f.check: f for f in report.groups[0].findings}
+    assert [f.check for f in report.groups[0].findings] == [
+        "mx", "spf", "dkim", "dmarc", "mta-sts", "tls-rpt"
+    ]  # fmt: skip
+    assert by_check["spf"].severity == OK and by_check["dkim"].severity == OK
+    # A probe that fails is that check's "unknown", not the run's end.
+    assert by_check["mta-sts"].severity == UNKNOWN
+    assert by_check["mta-sts"].message == "the check failed: RuntimeError: no network in unit tests"
+    assert by_check["tls-rpt"].severity == WARNING  # served MTA-STS, but no TLS-RPT record
+    alt = {f.check: f for f in report.groups[1].findings}
+    assert (
+        alt["mx"].severity == ERROR
+        and alt["mx"].fix == "alt.example. 600 IN MX 10 mail.example.com."
+    )
+    host = [(f.check, f.severity) for f in report.groups[2].findings]
+    assert host == [
+        ("address", OK),
+        ("reverse-dns", OK),
+        ("certificate", OK),
+        ("tlsa", OK),
+        ("ports", OK),
+        ("ports", OK),
+        ("ports", WARNING),
+    ]
+    assert probe.fetched == ["example.com"]
+    assert report.exit_status == 1 and len(report.notes) == 1
