@@ -98,7 +98,8 @@ def _domain_tasks(
 
     def mta_sts_check() -> list[Finding]:
         txt = probe.lookup(f"_mta-sts.{name}", "TXT")
-        policy = probe.fetch_policy(name) if txt.found else None
+        announced = any(str(t).lower().startswith("v=stsv1") for t in txt.values)
+        policy = probe.fetch_policy(name) if announced else None
         problem = checks.mx_certificate_problem(host, certificate)
         return [checks.check_mta_sts(name, txt, policy, host, sts, problem)]
 

@@ -325,8 +325,8 @@ class Settings:
         604800,
         p.whole(86400, 31557600, "seconds"),
         "mail",
-        "Roost's own: how long senders keep the MTA-STS policy (its `max_age`, seconds; "
-        "RFC 8461 section 3.2 allows at most a year)",
+        "Roost's own: how long senders keep the MTA-STS policy (its `max_age`), in seconds: "
+        "from 86400 (a day) to 31557600 (a year, RFC 8461 section 3.2's most)",
     )
     TLSRPT_RUA: str = setting(
         "",
