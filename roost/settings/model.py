@@ -45,6 +45,7 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 KNOWN_PORTS = (25, 80, 110, 143, 443, 465, 587, 993, 995, 4190)
 TLS_PORTS = (443, 465, 993, 995)
 ANTIVIRUS_CHOICES = ("none", "clamav")
+MTA_STS_MODES = ("enforce", "testing", "none")
 OUTBOUND_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
 
 #: The reference's sections, in the order docs/configuration.md shows them.
@@ -326,6 +327,31 @@ class Settings:
         "mail",
         "Roost's own: at most this many DMARC aggregate reports are sent in one day; the "
         "domains with the most messages go first",
+    )
+    MTA_STS_MODE: str = setting(
+        "enforce",
+        p.choice(MTA_STS_MODES, prose=True),
+        "mail",
+        "Roost's own: the MTA-STS policy (RFC 8461) served at "
+        "`https://mta-sts.<domain>/.well-known/mta-sts.txt` for each domain whose "
+        "`mta-sts.<domain>` is in HOSTNAMES: `enforce` (senders that know it deliver only "
+        "over TLS to a host the policy lists, with a valid certificate), `testing` (they "
+        "deliver anyway and report, see TLSRPT_RUA) or `none` (withdraws the policy) "
+        "([dns.md](dns.md#mta-sts-and-tls-rpt))",
+    )
+    MTA_STS_MAX_AGE: int = setting(
+        604800,
+        p.whole(86400, 31557600, "seconds"),
+        "mail",
+        "Roost's own: how long senders keep the MTA-STS policy (its `max_age`), in seconds: "
+        "from 86400 (a day) to 31557600 (a year, RFC 8461 section 3.2's most)",
+    )
+    TLSRPT_RUA: str = setting(
+        "",
+        p.optional(p.local_part),
+        "mail",
+        "Roost's own: local part at DOMAIN that receives TLS reports (RFC 8460, the "
+        "`rua=` of the `_smtp._tls` record published with MTA-STS); empty: POSTMASTER",
     )
     DEFAULT_QUOTA: int = setting(
         1_000_000_000,

@@ -5,7 +5,8 @@ like every login on every other protocol, is decided by the gate through nginx's
 ``auth_http`` protocol (fail2ban lines and rate limits in one place, as in Mailu), and
 Postfix sees the real client through XCLIENT. The HTTP side answers ``/health``, proxies
 the web application's paths to its Unix socket (roost.services.web) with the security
-headers Mailu's front adds, applies WEBROOT_REDIRECT, and under TLS_FLAVOR cert and
+headers Mailu's front adds, applies WEBROOT_REDIRECT, serves the MTA-STS policy on HTTPS
+to the ``mta-sts.*`` names of HOSTNAMES (``mta-sts.conf.j2``), and under TLS_FLAVOR cert and
 letsencrypt sends everything but ``/.well-known/`` on port 80 to HTTPS (the `mail` flavors
 serve port 80 as 443). Under the letsencrypt flavors port 80 serves certbot's HTTP-01
 tokens (roost.tls.acme).
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from roost import tls
+from roost.core import mtasts
 from roost.services.base import (
     Readiness,
     Service,
@@ -159,7 +161,22 @@ class NginxService(Service):
             "http_redirect": settings.http_redirect,
             "acme_webroot": self.layout.acme_webroot,
             "mail_listen": [_listen(a, 25) for a in self.layout.listen_addresses()],
+            "mta_sts": self._mta_sts_context(),
             **self._web_context(),
+        }
+
+    def _mta_sts_context(self) -> dict[str, Any] | None:
+        """The MTA-STS policy and the hosts it is served for (RFC 8461 §3.3), or None."""
+        settings = self.layout.settings
+        hosts = mtasts.policy_hosts(settings)
+        if not hosts:
+            return None
+        text = mtasts.policy_text(settings)
+        return {
+            "path": mtasts.POLICY_PATH,
+            "hosts": "|".join(re.escape(host) for host in hosts),
+            # An nginx string: its own escapes for CR and LF (the text has no quotes).
+            "policy": text.replace("\r", "\\r").replace("\n", "\\n"),
         }
 
     def _web_context(self) -> dict[str, Any]:
