@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from roost.gate.counters import RequestCounters
 from roost.gate.streams import close_quietly
 
 __all__ = [
@@ -60,6 +61,9 @@ MAX_TRANSACTIONS = 64
 MAX_CHANGES = 256
 
 _ESCAPES = {"1": "\x01", "t": "\t", "r": "\r", "n": "\n"}
+#: The commands that wait for an answer, by the name they are counted under; the others
+#: (BEGIN, SET, ...) travel with the commit, in the same round trip.
+_COUNTED = {"L": "lookup", "C": "commit", "D": "commit", "I": "iterate"}
 
 
 class DictError(Exception):
@@ -234,10 +238,19 @@ def _parse_hello(line: str) -> str:
     return fields[4]
 
 
+def _counted_as(dict_name: str) -> str:
+    """The counter prefix of a dict; a name no Dovecot setting would use counts as ``?``."""
+    return f"dict {dict_name}" if dict_name.isidentifier() and len(dict_name) <= 32 else "dict ?"
+
+
 async def _serve(
-    backend: DictBackend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    backend: DictBackend,
+    counters: RequestCounters,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
 ) -> None:
     connection: _Connection | None = None
+    kind = ""
     try:
         while True:
             try:
@@ -247,9 +260,14 @@ async def _serve(
             line = raw[:-1].decode("utf-8", "replace")
             if connection is None:
                 connection = _Connection(backend, _parse_hello(line))
+                kind = _counted_as(connection.dict_name)
+                counters.count(kind + " connection")
                 continue
             if not line:
                 raise _ProtocolViolation("empty command line")
+            counted = _COUNTED.get(line[0])
+            if counted is not None:
+                counters.count(f"{kind} {counted}")
             args = [tab_unescape(item) for item in line[1:].split("\t")]
             reply = connection.handle(line[0], args)
             if reply is not None:
@@ -264,8 +282,13 @@ async def _serve(
         await close_quietly(writer)
 
 
-async def start_dict_server(backend: DictBackend, path: Path) -> asyncio.Server:
+async def start_dict_server(
+    backend: DictBackend, path: Path, counters: RequestCounters | None = None
+) -> asyncio.Server:
     """Listen on ``path``; the caller sets who may open it."""
+    tally = counters or RequestCounters()
     return await asyncio.start_unix_server(
-        lambda reader, writer: _serve(backend, reader, writer), path=str(path), limit=MAX_LINE
+        lambda reader, writer: _serve(backend, tally, reader, writer),
+        path=str(path),
+        limit=MAX_LINE,
     )

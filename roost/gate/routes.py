@@ -10,7 +10,8 @@ HTTP (ARCHITECTURE "The gate's protocols"):
 * ``GET /dovecot/userdb/<email>`` — Dovecot's userdb answer: ``{"user", "quota_rule"}``
   (Mailu core/admin/mailu/internal/views/dovecot.py; ``*:bytes=0`` is Dovecot's "no limit"),
   404 for an unknown address.
-* ``GET /health`` — the index generation and sizes, and where rate limits are counted.
+* ``GET /health`` — the index generation and sizes, where rate limits are counted, and
+  how many requests of each kind the gate has answered (:mod:`roost.gate.counters`).
 
 Dovecot's dicts (:mod:`roost.gate.dictproxy`; Mailu's core/base/libs/podop/podop/dovecot.py
 speaks the same protocol), one backend for both:
@@ -37,6 +38,7 @@ from typing import Any
 from roost.core.directory import UserEntry
 from roost.core.sieve import before_script, script_id
 from roost.gate.auth import AuthRequest, Gate, RequestError
+from roost.gate.counters import RequestCounters
 from roost.gate.dictproxy import DictError
 from roost.gate.homes import MailHomes
 from roost.gate.http import Request, Response
@@ -67,21 +69,32 @@ class Routes:
     """The request handler given to :class:`~roost.gate.http.HttpServer`."""
 
     def __init__(
-        self, gate: Gate, index: Index, limiter: AuthLimiter, homes: MailHomes | None = None
+        self,
+        gate: Gate,
+        index: Index,
+        limiter: AuthLimiter,
+        homes: MailHomes | None = None,
+        counters: RequestCounters | None = None,
     ) -> None:
         self._gate = gate
         self._index = index
         self._limiter = limiter
         self._homes = homes
+        self._counters = counters or RequestCounters()
 
     async def __call__(self, request: Request) -> Response:
         path = request.path
+        count = self._counters.count
         if path == "/auth/email":
+            count("http auth")
             return await self.auth(request)
         if path.startswith(_USERDB):
+            count("http userdb")
             return self.userdb(path[len(_USERDB) :])
         if path == "/health":
+            count("http health")
             return self.health()
+        count("http other")
         return _not_found()
 
     async def auth(self, request: Request) -> Response:
@@ -116,6 +129,7 @@ class Routes:
                 "loaded_at": index.loaded_at,
                 "counts": index.directory.counts(),
                 "rate_limits": "memory" if self._limiter.in_memory else "redis",
+                "requests": self._counters.snapshot(),
             },
         )
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from roost.gate.auth import Gate
 from roost.gate.control import request_reload, start_control_server
+from roost.gate.counters import RequestCounters
 from roost.gate.dictproxy import start_dict_server
 from roost.gate.holds import SenderHolds
 from roost.gate.homes import MailHomes
@@ -196,14 +197,15 @@ async def run(
         _prepare_socket_dir(layout)
         _prepare_dict_socket(layout)
         loop = asyncio.get_running_loop()
-        maps = Socketmaps(index, settings, limiter, holds)
+        counters = RequestCounters()
+        maps = Socketmaps(index, settings, limiter, holds, counters)
         socketmap = await loop.create_unix_server(
             lambda: SocketmapProtocol(maps.answer), path=str(layout.gate_socketmap)
         )
         servers.append(socketmap)
         _restrict_socketmap(layout.gate_socketmap)
         secret = read_secret(layout.gate_http_secret) or write_secret(layout.gate_http_secret)
-        routes = Routes(gate, index, limiter, MailHomes(layout))
+        routes = Routes(gate, index, limiter, MailHomes(layout), counters)
         _prepare_private_socket(layout.gate_http_socket, NGINX_GROUP, "nginx")
         http_unix = HttpServer(routes)
         servers.append(await http_unix.start_unix(layout.gate_http_socket))
@@ -212,7 +214,8 @@ async def run(
         http_tcp = HttpServer(routes, secret=secret)
         servers.append(await http_tcp.start(layout.internal_address, http_port))
         servers.append(await start_control_server(index, layout.gate_control, holds))
-        servers.append(await start_dict_server(MailboxDict(index, usage), layout.gate_dict))
+        mailbox_dict = MailboxDict(index, usage)
+        servers.append(await start_dict_server(mailbox_dict, layout.gate_dict, counters))
         layout.gate_dict.chmod(0o660)
         _give_to_group(layout.gate_dict, MAIL_GROUP, "Dovecot's mail processes")
         tasks += [loop.create_task(index.watch()), loop.create_task(usage.run())]

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from roost.core.address import forbidden_char
 from roost.core.directory import Directory, TransportError
 from roost.core.srs import SRS, srs_key
+from roost.gate.counters import RequestCounters
 from roost.gate.holds import SenderHolds
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
@@ -112,9 +113,11 @@ class Socketmaps:
         settings: Settings,
         limiter: AuthLimiter,
         holds: SenderHolds | None = None,
+        counters: RequestCounters | None = None,
     ) -> None:
         self._index = index
         self._holds = holds
+        self._counters = counters or RequestCounters()
         self._delimiter = settings.RECIPIENT_DELIMITER
         self._wildcard = tuple(settings.WILDCARD_SENDERS)
         self._rate_exempt = tuple(settings.MESSAGE_RATELIMIT_EXEMPTION)
@@ -139,6 +142,10 @@ class Socketmaps:
         self._async_handlers: dict[bytes, Callable[[Directory, str], Awaitable[str | None]]] = {
             b"senderrate": self._senderrate,
             b"mailfromrate": self._mailfromrate,
+        }
+        # Counter names made once; a name that is no map counts as one kind.
+        self._kinds = {
+            name: f"socketmap {name.decode()}" for name in (*self._handlers, *self._async_handlers)
         }
 
     # -- the maps: Mailu's podop maps (core/admin/mailu/internal/views/postfix.py) ----------
@@ -288,6 +295,8 @@ class Socketmaps:
 
         Only the maps in ``_async_handlers`` give an awaitable; every other answer is ready.
         """
+        name = payload.partition(b" ")[0]
+        self._counters.count(self._kinds.get(name, "socketmap ?"))
         directory = self._index.directory
         if directory is not self._cached_for:
             self._cache = {}
@@ -295,7 +304,6 @@ class Socketmaps:
         cached = self._cache.get(payload)
         if cached is not None:
             return cached
-        name = payload.partition(b" ")[0]
         if name in self._async_handlers:  # never cached: each lookup counts
             return self._answer_later(directory, payload)
         reply = self._compute(directory, payload)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import json
 import socket
 import stat
 import time
@@ -280,3 +281,44 @@ def test_writer_keeps_figures_the_store_refused(gate: GateHarness) -> None:
     asyncio.run(scenario())
     assert stored_usage(gate.store, first) == 2
     assert stored_usage(gate.store, second) == 7
+
+
+# -- counting --------------------------------------------------------------------------------
+
+
+def requests_answered(gate: GateHarness) -> dict[str, int]:
+    counts: dict[str, int] = json.loads(gate.get("/health")[2])["requests"]
+    return counts
+
+
+def test_health_counts_the_requests_of_each_kind(gate: GateHarness) -> None:
+    email = f"joe@{DOMAIN}"
+    before = requests_answered(gate)
+    sieve = DictClient(gate, HELLO_SIEVE)
+    quota = DictClient(gate, HELLO_QUOTA)
+    try:
+        assert sieve.ask(f"Lpriv/sieve/name/roost\t{email}").startswith("O")
+        assert sieve.ask(f"Lpriv/sieve/name/roost\t{email}").startswith("O")
+        quota.send(f"B1\t{email}", "S1\tpriv/quota/storage\t10", "S1\tpriv/quota/messages\t1")
+        assert quota.ask("C1") == "O1"
+    finally:
+        sieve.close()
+        quota.close()
+    assert gate.lookup("recipientmap", email) == "NOTFOUND "
+    assert gate.lookup("alias", email) == f"OK {email}"
+    assert gate.lookup("alias", email) == f"OK {email}"  # a cached answer still counts
+    assert gate.lookup("nosuchmap", email).startswith("TEMP")
+    assert gate.get(f"/dovecot/userdb/{email}")[0] == 200
+    after = requests_answered(gate)
+    moved = {kind: after[kind] - before.get(kind, 0) for kind in after}
+    assert {kind: n for kind, n in moved.items() if n} == {
+        "dict sieve connection": 1,
+        "dict sieve lookup": 2,
+        "dict quota connection": 1,
+        "dict quota commit": 1,
+        "socketmap recipientmap": 1,
+        "socketmap alias": 2,
+        "socketmap ?": 1,
+        "http userdb": 1,
+        "http health": 1,  # the first of the two questions above
+    }
