@@ -95,9 +95,13 @@ def test_default_render_is_accepted_by_postfix_without_warnings(root: Path) -> N
         "relay_domains": f"{gate}:transport",
         "transport_maps": f"lmdb:{service.etc}/transport.map, {gate}:transport",
         "smtpd_sender_login_maps": f"{gate}:senderlogin",
-        "sender_canonical_maps": f"{gate}:sendermap",
+        "sender_canonical_maps": (
+            f"pipemap:{{pcre:{service.etc}/srs_senders.pcre, {gate}:sendermap}}"
+        ),
         "sender_canonical_classes": "envelope_sender",
-        "recipient_canonical_maps": f"{gate}:recipientmap",
+        "recipient_canonical_maps": (
+            f"pipemap:{{pcre:{service.etc}/srs_recipients.pcre, {gate}:recipientmap}}"
+        ),
         "recipient_canonical_classes": "envelope_recipient, header_recipient",
         "virtual_transport": f"lmtp:unix:{root}/run/dovecot/lmtp",
         "smtpd_sasl_type": "dovecot",
@@ -340,6 +344,36 @@ def test_outclean_header_checks(root: Path) -> None:
         "REPLACE MIME-Version: 1.0"
     )
     assert postmap_query(service, "Subject: Received: yes", table) is None
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "asked"),
+    [
+        # Senders: every address that could be foreign; never one SRS made here already.
+        ("srs_senders.pcre", "bob@foreign.test", True),
+        ("srs_senders.pcre", "joe+tag@example.test", True),
+        ("srs_senders.pcre", "SRS0=x@foreign.test", True),  # someone else's: becomes SRS1
+        ("srs_senders.pcre", "SRS0=HHHH=TT=foreign.test=bob@example.test", False),
+        ("srs_senders.pcre", "srs1=HHHH=hop.test==x@EXAMPLE.TEST", False),
+        ("srs_senders.pcre", "SRS0=x@example.test.evil", True),
+        ("srs_senders.pcre", "@foreign.test", False),  # Postfix's domain-only key
+        ("srs_senders.pcre", "bob", False),  # and its bare local part
+        # Recipients: only what can be an SRS address is reversed.
+        ("srs_recipients.pcre", "SRS0=HHHH=TT=foreign.test=bob@example.test", True),
+        ("srs_recipients.pcre", "srs1=HHHH=hop.test==x@alt.test", True),
+        ("srs_recipients.pcre", "joe@example.test", False),
+        ("srs_recipients.pcre", "@example.test", False),
+        ("srs_recipients.pcre", "srs0", False),
+    ],
+)
+def test_only_keys_the_gate_can_rewrite_reach_its_srs_maps(
+    root: Path, table: str, key: str, asked: bool
+) -> None:
+    """The pcre half of the canonical maps' pipemap: a key it answers goes to the gate
+    as it is; any other is not found without a round trip."""
+    service = rendered(root)
+    answer = postmap_query(service, key, f"pcre:{service.etc}/{table}")
+    assert answer == (key if asked else None)
 
 
 def test_overrides_are_applied_like_mailu(root: Path) -> None:

@@ -45,6 +45,14 @@ _TEMPLATES = template_environment(__file__)
 
 # Lookup tables main.cf always names; an override of the same name replaces the empty one.
 BUILTIN_MAPS = ("transport.map", "tls_policy.map")
+#: Files rendered from templates/<name>.j2 at every start.
+RENDERED = (
+    "main.cf",
+    "master.cf",
+    "outclean_header_checks.pcre",
+    "srs_senders.pcre",
+    "srs_recipients.pcre",
+)
 
 
 def _postfix_network(network: str) -> str:
@@ -162,6 +170,9 @@ class PostfixService(Service):
             "data_directory": self.data_directory,
             "hostname": settings.hostname,
             "domain": settings.DOMAIN,
+            # SRS rewrites senders to this domain (roost/core/srs.py, the gate's sendermap).
+            "srs_domain": settings.DOMAIN,
+            "srs_domain_pattern": re.escape(settings.DOMAIN),
             "inet_interfaces": self._inet_interfaces(),
             "proxy_interfaces": self._proxy_interfaces(),
             "inet_protocols": self._inet_protocols(),
@@ -204,7 +215,7 @@ class PostfixService(Service):
         self.etc.mkdir(parents=True, mode=0o755)
         self.layout.queue.mkdir(parents=True, exist_ok=True)
         self.data_directory.parent.mkdir(parents=True, exist_ok=True)
-        for name in ("main.cf", "master.cf", "outclean_header_checks.pcre"):
+        for name in RENDERED:
             text = _TEMPLATES.get_template(f"{name}.j2").render(context)
             write_file(self.etc / name, text)
         settle(self.etc)
