@@ -234,6 +234,12 @@ class Layout:
         return self.rspamd_run / "controller.sock"
 
     @property
+    def gate_userdb(self) -> Path:
+        """Dovecot's userdb, a passwd-file the gate writes (``0640 root:dovecot`` in a
+        ``0750`` directory; ``roost/gate/userdbfile.py``)."""
+        return self.run / "gate-userdb" / "users"
+
+    @property
     def dovecot_run(self) -> Path:
         """Dovecot's base_dir: its auth and LMTP sockets."""
         return self.run / "dovecot"

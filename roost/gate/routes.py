@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -75,12 +75,16 @@ class Routes:
         limiter: AuthLimiter,
         homes: MailHomes | None = None,
         counters: RequestCounters | None = None,
+        after_userdb: Callable[[], None] | None = None,
     ) -> None:
         self._gate = gate
         self._index = index
         self._limiter = limiter
         self._homes = homes
         self._counters = counters or RequestCounters()
+        #: Called after each user the userdb found: Dovecot asks here only about users its
+        #: userdb file (:mod:`roost.gate.userdbfile`) does not hold yet.
+        self._after_userdb = after_userdb
 
     async def __call__(self, request: Request) -> Response:
         path = request.path
@@ -117,6 +121,8 @@ class Routes:
                 # Dovecot would join mail_root and the name the same way: no home, no login.
                 log.warning("userdb: refusing %s: %s", user.email, exc)
                 return _not_found()
+        if self._after_userdb is not None:
+            self._after_userdb()
         return _json(200, {"user": user.email, "quota_rule": f"*:bytes={user.quota_bytes}"})
 
     def health(self) -> Response:

@@ -48,6 +48,7 @@ from roost.gate.routes import MailboxDict, QuotaUsageWriter, Routes
 from roost.gate.rspamdpublish import RspamdPublisher
 from roost.gate.secret import read_secret, write_secret
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
+from roost.gate.userdbfile import UserdbFile
 from roost.layout import GATE_HTTP_PORT, NGINX_USER, Layout
 from roost.process import log_to_stderr
 from roost.settings import Settings
@@ -181,6 +182,8 @@ async def run(
     index = Index(store)
     rspamd = RspamdPublisher(settings, layout.rspamd_redis_socket)
     index.after_load.append(rspamd.loaded)
+    userdb_file = UserdbFile(layout.gate_userdb, layout.mail)
+    index.after_load.append(userdb_file.loaded)
     limiter = AuthLimiter(settings, layout.redis_socket)
     gate = Gate(settings, index, limiter)
     holds = SenderHolds(
@@ -205,7 +208,9 @@ async def run(
         servers.append(socketmap)
         _restrict_socketmap(layout.gate_socketmap)
         secret = read_secret(layout.gate_http_secret) or write_secret(layout.gate_http_secret)
-        routes = Routes(gate, index, limiter, MailHomes(layout), counters)
+        routes = Routes(
+            gate, index, limiter, MailHomes(layout), counters, after_userdb=userdb_file.home_made
+        )
         _prepare_private_socket(layout.gate_http_socket, NGINX_GROUP, "nginx")
         http_unix = HttpServer(routes)
         servers.append(await http_unix.start_unix(layout.gate_http_socket))
@@ -245,6 +250,7 @@ async def run(
                 await task
         # Usage reported just before the stop is still written.
         await usage.flush()
+        userdb_file.close()
         await gate.close()
         await limiter.close()
         await rspamd.close()

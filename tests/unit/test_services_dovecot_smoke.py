@@ -45,6 +45,7 @@ from roost.core.directory import Directory, UserEntry
 from roost.gate.dictproxy import DictError, start_dict_server
 from roost.gate.routes import MailboxDict
 from roost.gate.secret import write_secret
+from roost.gate.userdbfile import UserdbFile
 from roost.layout import GATE_HTTP_PORT, Layout
 from roost.services.dovecot import DovecotService
 from roost.settings import Settings
@@ -211,6 +212,8 @@ class RunningDovecot:
     log_file: Path
     tls: ssl.SSLContext
     usage: RecordedUsage = field(default_factory=RecordedUsage)
+    #: The gate's userdb file, as the gate writes it (empty until a home exists).
+    userdb_file: UserdbFile | None = None
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -304,13 +307,16 @@ def running() -> Iterator[RunningDovecot]:
     stop_gate = start_gate(gate, mailbox_dict, layout.gate_dict)
     service = DovecotService(layout)
     service.render()
+    # As the gate does at its first index load, before Dovecot starts.
+    userdb_file = UserdbFile(layout.gate_userdb, layout.mail)
+    asyncio.run(userdb_file.loaded(directory))
     log_file = base / "dovecot.log"
     with log_file.open("wb") as log:
         process = subprocess.Popen(service.command(), stdout=log, stderr=subprocess.STDOUT)
     tls = ssl.create_default_context(cafile=str(layout.cert_file))
     try:
         wait_ready(service, process, log_file)
-        yield RunningDovecot(layout, gate, log_file, tls, usage)
+        yield RunningDovecot(layout, gate, log_file, tls, usage, userdb_file)
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -754,3 +760,33 @@ def test_failures_reach_every_client_as_their_protocol_says(running: RunningDove
         rf"user=<{re.escape(ALICE)}>, method=PLAIN, rip=127\.0\.0\.1, rport=\d+, "
         rf"lip={re.escape(BIND)}, lport=993"
     )
+
+
+def test_a_user_in_the_gates_userdb_file_is_not_asked_over_http(running: RunningDovecot) -> None:
+    """Once a user's home exists the gate's file answers for them, changes included."""
+    assert running.userdb_file is not None
+    lmtp_deliver(running, BOB, "makes the home")  # the gate's userdb: home and user
+    bigger = Directory.build(
+        domains=["example.com"],
+        users=[UserEntry(BOB, "bob", "example.com", "unused", quota_bytes=5_000_000)],
+    )
+    asyncio.run(running.userdb_file.loaded(bigger))
+    written = running.layout.gate_userdb.read_text()
+    assert written == f"{BOB}:::::::userdb_quota_rule=*:bytes=5000000\n"
+
+    def userdb_asked() -> int:
+        return sum(target.startswith("/dovecot/userdb/") for target, _ in running.gate.requests)
+
+    deadline = time.monotonic() + 10
+    while True:  # Dovecot looks at the file at most once a second
+        with imaps(running) as client:
+            imap_plain_auth(client, BOB, BOB_PW)
+            _, quota = client.getquotaroot("INBOX")
+        if re.search(rb"STORAGE \d+ 488[23]\)", quota[1][0] or b""):  # 5 000 000 bytes in KiB
+            break
+        assert time.monotonic() < deadline, quota
+        time.sleep(0.3)
+    asked = userdb_asked()
+    lmtp_deliver(running, BOB, "from the file")
+    assert userdb_asked() == asked
+    assert running.gate.auth_requests(BOB)  # the login itself is still the gate's

@@ -305,6 +305,7 @@ class DovecotService(Service):
             "strict_ciphers": tls.policy.CIPHERS,
             "dh_file": DEBIAN_DH_FILE if DEBIAN_DH_FILE.is_file() else None,
             "lua_file": self.lua_file,
+            "userdb_file": layout.gate_userdb,
             "gate_url": layout.gate_http_url,
             "gate_secret_file": str(layout.gate_http_secret),
             "request_timeout_msecs": GATE_TIMEOUT_MSECS,
