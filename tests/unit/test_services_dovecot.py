@@ -191,6 +191,11 @@ def test_postfix_sockets_and_the_lua_authdb(root: Path) -> None:
     lua = root / "etc/dovecot/auth.lua"
     for db in ("passdb", "userdb"):
         assert f"file={lua} blocking=yes" in effective(service, db)
+    # First the userdb file the gate writes; a user not in it falls through to the gate.
+    userdbs = effective(service, "userdb")
+    assert userdbs.index("driver = passwd-file") < userdbs.index("driver = lua")
+    assert f"args = {root}/run/gate-userdb/users" in userdbs
+    assert "result_failure = continue" in userdbs
     script = lua.read_text()
     assert 'local gate_url = "http://127.0.6.1:10080"' in script
     # The secret the gate demands on that port is read from the file roost up writes.
