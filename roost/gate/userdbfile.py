@@ -81,6 +81,9 @@ class UserdbFile:
         self._mail_root = mail_root
         self._directory = directory or Directory()
         self._last_mtime = 0
+        #: What the file holds, as last written: a load that changes no user (an alias, a
+        #: domain setting) leaves the file alone, and Dovecot has nothing to read again.
+        self._written: str | None = None
         self._pending: asyncio.TimerHandle | None = None
         self._rewriting: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -125,6 +128,8 @@ class UserdbFile:
 
     def _write(self, directory: Directory) -> None:
         text = userdb_lines(directory.users.values(), self._homes())
+        if text == self._written and self._path.is_file():
+            return
         if not self._path.parent.is_dir():
             self._path.parent.mkdir(mode=0o750, parents=True)
             _to_dovecot(self._path.parent)
@@ -139,3 +144,4 @@ class UserdbFile:
         os.utime(tmp, (mtime, mtime))
         os.replace(tmp, self._path)
         self._last_mtime = mtime
+        self._written = text

@@ -43,15 +43,22 @@ def test_each_write_replaces_the_file_with_a_later_mtime(tmp_path: Path) -> None
     )
     writer = UserdbFile(path, mail)
 
-    async def twice() -> list[os.stat_result]:
+    joe_more = Directory.build(
+        domains=["example.test"],
+        users=[user("joe@example.test", 6), user("link@example.test")],
+    )
+
+    async def writes() -> list[os.stat_result]:
         seen = []
-        for _ in range(2):  # within one second: Dovecot compares whole seconds and sizes
-            await writer.loaded(directory)
+        # Within one second: Dovecot compares whole seconds and sizes.
+        for state in (directory, directory, joe_more):
+            await writer.loaded(state)
             seen.append(path.stat())
         return seen
 
-    first, second = asyncio.run(twice())
-    assert path.read_text() == "joe@example.test:::::::userdb_quota_rule=*:bytes=5\n"
+    first, same, second = asyncio.run(writes())
+    assert same.st_ino == first.st_ino  # nothing changed for Dovecot: not written again
+    assert path.read_text() == "joe@example.test:::::::userdb_quota_rule=*:bytes=6\n"
     assert int(second.st_mtime) > int(first.st_mtime)
     assert first.st_ino != second.st_ino  # replaced whole, never rewritten in place
     assert stat.S_IMODE(second.st_mode) == 0o640
