@@ -5,9 +5,10 @@ workers alone can open (``ROOT/run/web``, ``0750 root:www-data``), and nginx set
 ``X-Real-IP``, ``X-Real-Port``, ``X-Forwarded-By``, ``X-Forwarded-Port`` and
 ``X-Forwarded-Proto`` itself, replacing whatever the browser sent. Behind a proxy of
 REAL_IP_FROM, ``X-Real-IP`` is the client that proxy names and ``X-Forwarded-By`` the
-proxy, the peer nginx accepted; otherwise both are that peer. So these headers are believed only when the request
-came over a Unix socket (uvicorn then reports no TCP peer); over TCP (a test client, or an
-administrator's experiment) the peer address is the client and the headers are ignored.
+proxy, the peer nginx accepted; otherwise both are that peer. So these headers are
+believed only when the request came over a Unix socket (uvicorn then reports no TCP peer);
+over TCP (a test client, or an administrator's experiment) the peer address is the client
+and the headers are ignored.
 """
 
 from __future__ import annotations

@@ -117,9 +117,7 @@ def test_port_25_believes_the_proxy(stack: Stack) -> None:
     client = "192.0.2.25"
     assert port_25_session(stack, PROXY, client) == (502, 554)
     # nginx's fail2ban line, from the gate's Client-IP ...
-    stack.wait_for_log(
-        rf'client login failed: "AUTH not supported" .*client: {re.escape(client)},'
-    )
+    stack.wait_for_log(rf'client login failed: "AUTH not supported" .*client: {re.escape(client)},')
     # ... and Postfix behind it, through XCLIENT.
     stack.wait_for_log(rf"postfix/mx/smtpd.*reject: RCPT from \S*\[{re.escape(client)}\]")
 

@@ -173,7 +173,7 @@ MAIL_PORTS = (25, 110, 143, 465, 587, 993, 995, 4190)
 )
 def test_proxy_protocol_takes_ports_or_mailus_groups(raw: str, expected: tuple[int, ...]) -> None:
     settings = load(PROXY_PROTOCOL=raw, REAL_IP_FROM="192.0.2.10")
-    assert settings.PROXY_PROTOCOL == expected
+    assert expected == settings.PROXY_PROTOCOL
 
 
 def test_proxy_protocol_counts_only_open_ports() -> None:
@@ -196,7 +196,8 @@ def test_proxy_protocol_counts_only_open_ports() -> None:
         ({"REAL_IP_HEADER": "X-Forwarded-For"}, r"^REAL_IP_HEADER=X-Forwarded-For: needs REAL_IP"),
         (
             {"REAL_IP_HEADER": "X-Forwarded-For", "REAL_IP_FROM": "::1", "PROXY_PROTOCOL": "443"},
-            r"^REAL_IP_HEADER=X-Forwarded-For: must be empty while PROXY_PROTOCOL includes port 443",
+            r"^REAL_IP_HEADER=X-Forwarded-For: must be empty while PROXY_PROTOCOL includes "
+            "port 443",
         ),
     ],
 )

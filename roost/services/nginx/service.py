@@ -23,7 +23,6 @@ from typing import Any
 
 from roost import tls
 from roost.layout import PROXIED_SUBMISSION_PORTS
-from roost.settings import Settings
 from roost.services.base import (
     Readiness,
     Service,
@@ -32,6 +31,7 @@ from roost.services.base import (
     write_file,
 )
 from roost.services.web.service import web_enabled
+from roost.settings import Settings
 
 __all__ = ["MAIL_MODULE", "STREAM_MODULE", "NginxService"]
 
