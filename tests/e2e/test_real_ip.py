@@ -19,6 +19,7 @@ import re
 import smtplib
 import socket
 import ssl
+import struct
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -49,32 +50,47 @@ def stack() -> Iterator[Stack]:
         yield started
 
 
-def proxied(stack: Stack, port: int, source: str, claimed: str) -> socket.socket:
-    """A connection from ``source`` that starts with a PROXY v1 line naming ``claimed``."""
+def proxy_header(claimed: str, server: str, port: int, version: int) -> bytes:
+    """The PROXY protocol header (HAProxy's proxy-protocol.txt) of a TCP/IPv4 connection
+    from ``claimed``, port 40001: version 1 is a text line, version 2 binary."""
+    if version == 1:
+        return f"PROXY TCP4 {claimed} {server} 40001 {port}\r\n".encode()
+    addresses = socket.inet_aton(claimed) + socket.inet_aton(server)
+    ports = struct.pack("!HH", 40001, port)
+    # Signature; version 2, command PROXY; TCP over IPv4; the length of what follows.
+    return (
+        b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12) + addresses + ports
+    )
+
+
+def proxied(stack: Stack, port: int, source: str, claimed: str, version: int = 1) -> socket.socket:
+    """A connection from ``source`` that starts with a PROXY header naming ``claimed``."""
     sock = socket.create_connection((stack.address, port), 30, source_address=(source, 0))
-    sock.sendall(f"PROXY TCP4 {claimed} {stack.address} 40001 {port}\r\n".encode())
+    sock.sendall(proxy_header(claimed, stack.address, port, version))
     return sock
 
 
 class ProxiedSMTP(smtplib.SMTP):
-    def __init__(self, stack: Stack, source: str, claimed: str, tls: bool = False) -> None:
-        self._proxied = (stack, source, claimed, tls)
+    def __init__(
+        self, stack: Stack, source: str, claimed: str, tls: bool = False, version: int = 1
+    ) -> None:
+        self._proxied = (stack, source, claimed, tls, version)
         super().__init__(stack.address, 465 if tls else 25, timeout=30)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        stack, source, claimed, tls = self._proxied
-        sock = proxied(stack, port, source, claimed)
+        stack, source, claimed, tls, version = self._proxied
+        sock = proxied(stack, port, source, claimed, version)
         return stack.tls_context().wrap_socket(sock) if tls else sock
 
 
 class ProxiedIMAP(imaplib.IMAP4_SSL):
-    def __init__(self, stack: Stack, source: str, claimed: str) -> None:
-        self._proxied = (stack, source, claimed)
+    def __init__(self, stack: Stack, source: str, claimed: str, version: int = 1) -> None:
+        self._proxied = (stack, source, claimed, version)
         super().__init__(stack.address, 993, ssl_context=stack.tls_context(), timeout=30)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        stack, source, claimed = self._proxied
-        return self.ssl_context.wrap_socket(proxied(stack, 993, source, claimed))
+        stack, source, claimed, version = self._proxied
+        return self.ssl_context.wrap_socket(proxied(stack, 993, source, claimed, version))
 
 
 class ProxiedHTTPS(http.client.HTTPSConnection):
@@ -231,3 +247,21 @@ def test_web_ignores_a_stranger_s_proxy_line_and_headers(stack: Stack) -> None:
     web_sign_in(stack, STRANGER, FORGED, user)
     stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/web/443 from: {STRANGER}/")
     assert FORGED not in stack.log_text()
+
+
+# -- version 2 -------------------------------------------------------------------------------
+
+
+def test_the_binary_header_works_too(stack: Stack) -> None:
+    """HAProxy's send-proxy-v2: nginx's mail and stream proxies and Dovecot read it."""
+    client = "100.64.0.2"
+    smtp = ProxiedSMTP(stack, PROXY, client, version=2)
+    smtp.ehlo("client.outside.test")
+    assert smtp.docmd("AUTH", "PLAIN " + plain("x@example.test", "x"))[0] == 502
+    smtp.close()
+    stack.wait_for_log(rf'"AUTH not supported" .*client: {re.escape(client)},')
+    with ProxiedSMTP(stack, PROXY, client, tls=True, version=2) as smtp:
+        assert smtp.ehlo("client.outside.test")[0] == 250
+    stack.wait_for_log(rf"postfix/submissions/smtpd.*connect from \S*\[{re.escape(client)}\]")
+    ProxiedIMAP(stack, PROXY, client, version=2).logout()
+    stack.wait_for_log(rf"imap-login: .*rip={re.escape(client)},")
