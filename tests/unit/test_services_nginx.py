@@ -262,3 +262,15 @@ def test_proxy_protocol_on_some_ports(root: Path) -> None:
     assert "real_ip_header X-Real-IP;" in server_with(text, f"listen {ADDRESS}:80")
     assert f"listen {ADDRESS}:443 ssl http2 proxy_protocol;" in directives(text)
     assert "stream {" not in text and "ngx_stream_module" not in text
+
+
+def test_proxy_protocol_on_submission_names_the_missing_stream_module(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "roost.services.nginx.service.STREAM_MODULE", root / "no" / "ngx_stream_module.so"
+    )
+    with pytest.raises(ServiceConfigError, match="install the Debian package libnginx-mod-stream"):
+        rendered(root, **PROXY_SETTINGS, PROXY_PROTOCOL=(465,))
+    # Without 465/587 in PROXY_PROTOCOL the module is not needed.
+    rendered(root, **PROXY_SETTINGS, PROXY_PROTOCOL=(25, 993))

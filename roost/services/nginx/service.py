@@ -234,7 +234,13 @@ class NginxService(Service):
         """Write nginx.conf and have nginx check it (syntax, certificate, includes)."""
         self.run_directory.mkdir(parents=True, exist_ok=True)
         self.run_directory.chmod(0o755)  # workers (www-data) use the temp dirs inside
-        text = _TEMPLATES.get_template("nginx.conf.j2").render(self.context())
+        context = self.context()
+        if context["stream_servers"] and not Path(context["stream_module"]).is_file():
+            raise ServiceConfigError(
+                f"PROXY_PROTOCOL with 465 or 587 needs nginx's stream module "
+                f"({context['stream_module']}): install the Debian package libnginx-mod-stream"
+            )
+        text = _TEMPLATES.get_template("nginx.conf.j2").render(context)
         write_file(self.conf, text)
         self.check()
 
