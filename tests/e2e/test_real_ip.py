@@ -117,7 +117,7 @@ def fresh(name: str) -> str:
 
 def port_25_session(stack: Stack, source: str, claimed: str) -> tuple[int, int]:
     """AUTH (refused: no logins on the MX port), then a sender of ours (refused by Postfix
-    after nginx handed the session over with XCLIENT)."""
+    after nginx handed the session over with XCLIENT, or by the gate before)."""
     smtp = ProxiedSMTP(stack, source, claimed)
     smtp.ehlo("client.outside.test")
     auth, _ = smtp.docmd("AUTH", "PLAIN " + plain("x@example.test", "x"))
@@ -139,10 +139,23 @@ def test_port_25_believes_the_proxy(stack: Stack) -> None:
 
 
 def test_port_25_ignores_a_stranger_s_proxy_line(stack: Stack) -> None:
-    assert port_25_session(stack, STRANGER, FORGED) == (502, 554)
+    """The stranger is its own address; being a loopback one here (every test address
+    is), the gate refuses its mail as it would a proxy's loopback client (below)."""
+    assert port_25_session(stack, STRANGER, FORGED) == (502, 550)
     stack.wait_for_log(rf'"AUTH not supported" .*client: {re.escape(STRANGER)},')
-    stack.wait_for_log(rf"postfix/mx/smtpd.*reject: RCPT from \S*\[{re.escape(STRANGER)}\]")
+    stack.wait_for_log(rf"Mail on port 25 from {re.escape(STRANGER)} through the proxy refused")
     assert FORGED not in stack.log_text()
+
+
+def test_port_25_refuses_mail_the_proxy_names_as_loopback(stack: Stack) -> None:
+    """Named 127.0.0.1 it would be Postfix's "mynetworks" and relay without a login."""
+    smtp = ProxiedSMTP(stack, PROXY, "127.0.0.1")
+    smtp.ehlo("client.outside.test")
+    smtp.mail("someone@remote.test")
+    code, _ = smtp.rcpt("someone@remote.test")  # nginx asks auth_http at RCPT
+    smtp.close()
+    assert code == 550
+    stack.wait_for_log(r"Mail on port 25 from 127\.0\.0\.1 through the proxy refused")
 
 
 # -- 993: Dovecot's haproxy listener ---------------------------------------------------------
