@@ -13,6 +13,10 @@ loopback address of this stack alone, never a public one. Two hops need TCP:
   its URL with lib-http's ``http_url_parse`` and connects over TCP only (Dovecot 2.3
   src/lib-lua/dlua-dovecot-http.c). The gate refuses any request there without the stack's
   secret header (``gate_http_secret``).
+* nginx stream -> Postfix submission (``PROXIED_SUBMISSION_PORTS``), when 465 or 587 is in
+  PROXY_PROTOCOL: Postfix's ``smtpd_upstream_proxy_protocol`` believes a PROXY header from
+  anyone (postconf(5) has no list of trusted senders), so the public port is nginx's,
+  which takes the header only from REAL_IP_FROM, and Postfix hears it only here.
 
 nginx's ``auth_http`` itself accepts ``unix:`` URLs, so it reaches the gate over
 ``gate_http_socket``, which only root and nginx's workers may open.
@@ -32,6 +36,9 @@ from roost.settings import Settings
 POSTFIX_FRONT_PORT = 10025  # Postfix smtpd behind nginx's port 25 (XCLIENT from nginx)
 POSTFIX_SIEVE_PORT = 10026  # Postfix smtpd for mail Dovecot sends (Sieve redirect, vacation)
 GATE_HTTP_PORT = 10080  # the gate's HTTP side for Dovecot's Lua (with the secret header)
+#: Postfix submission behind nginx's stream proxy (PROXY protocol from nginx only), by the
+#: public port nginx takes for it.
+PROXIED_SUBMISSION_PORTS = {465: 10465, 587: 10587}
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
 MAIL_OWNER = "mail"
 #: The user nginx's workers run as (nginx.conf ``user``); its group alone may open

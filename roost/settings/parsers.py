@@ -33,6 +33,7 @@ __all__ = [
     "one_line",
     "optional",
     "ports",
+    "proxy_ports",
     "rate",
     "recipient_delimiter",
     "relayhost",
@@ -245,6 +246,28 @@ def ports(known: tuple[int, ...]) -> Parser:
                     + ",".join(map(str, known))
                 )
             found.add(int(item))
+        return tuple(sorted(found))
+
+    return parse
+
+
+def proxy_ports(known: tuple[int, ...], groups: dict[str, tuple[int, ...]]) -> Parser:
+    """Mailu's PROXY_PROTOCOL: a comma list of ports, each item a port of ``known`` or the
+    name of a group of them (``mail``, ``all``...), sorted, each once."""
+    names = ", ".join(groups)
+
+    def parse(name: str, raw: str) -> tuple[int, ...]:
+        found: set[int] = set()
+        for item in items(raw):
+            if item.lower() in groups:
+                found.update(groups[item.lower()])
+            elif item.isdigit() and int(item) in known:
+                found.add(int(item))
+            else:
+                raise SettingsError(
+                    f"{name}={raw!r}: {item!r} is not a port Roost opens; accepts {names}, "
+                    "or a comma list of " + ",".join(map(str, known))
+                )
         return tuple(sorted(found))
 
     return parse

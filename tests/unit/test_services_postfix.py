@@ -443,3 +443,24 @@ def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
         check=True,
     ).stdout.strip()
     assert value == f"/srv/other/etc/postfix, {root}/etc/postfix"
+
+
+def test_proxy_protocol_moves_submission_behind_nginx(root: Path) -> None:
+    """465 in PROXY_PROTOCOL: Postfix gives the public port up to nginx's stream proxy and
+    takes the PROXY header only on its internal listener, which nginx alone reaches; 587,
+    not listed, stays Postfix's own public listener without a header."""
+    service = rendered(
+        root, BIND_ADDRESS4="0.0.0.0", PROXY_PROTOCOL=(25, 465), REAL_IP_FROM=("192.0.2.10/32",)
+    )
+    internal = service.layout.internal_address
+    entries = services(service)
+    assert "465/inet" not in entries
+    assert f"{internal}:10465/inet" in entries and "587/inet" in entries
+    proxied = f"{internal}:10465"
+    assert service_param(service, proxied, "smtpd_upstream_proxy_protocol") == "haproxy"
+    assert service_param(service, proxied, "smtpd_tls_wrappermode") == "yes"
+    assert service_param(service, proxied, "smtpd_sasl_auth_enable") == "yes"
+    assert service_param(service, proxied, "syslog_name") == "postfix/submissions"
+    assert service_param(service, "587", "smtpd_upstream_proxy_protocol") == ""
+    # Port 25's header is nginx's mail proxy's; Postfix hears XCLIENT there as before.
+    assert service_param(service, f"{internal}:10025", "smtpd_upstream_proxy_protocol") == ""

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from roost import tls
-from roost.layout import POSTFIX_FRONT_PORT, POSTFIX_SIEVE_PORT, Layout
+from roost.layout import (
+    POSTFIX_FRONT_PORT,
+    POSTFIX_SIEVE_PORT,
+    PROXIED_SUBMISSION_PORTS,
+    Layout,
+)
 from roost.services.base import (
     Readiness,
     Service,
@@ -138,6 +143,19 @@ class PostfixService(Service):
                 comment = "Submission without TLS (TLS_FLAVOR=notls): AUTH in the clear."
                 syslog_name = "submission"
                 options = ["smtpd_tls_security_level=none", "smtpd_tls_auth_only=no"]
+            if settings.proxy_protocol(port):
+                # nginx's stream proxy holds the public port and passes each connection on
+                # with a PROXY header naming the client; it alone reaches this address.
+                internal = PROXIED_SUBMISSION_PORTS[port]
+                listeners.append(
+                    {
+                        "address": _host_port(self.layout.internal_address, internal),
+                        "comment": f"{comment} Behind nginx's port {port} (PROXY_PROTOCOL).",
+                        "syslog_name": syslog_name,
+                        "options": [*options, "smtpd_upstream_proxy_protocol=haproxy"],
+                    }
+                )
+                continue
             for address in self._submission_hosts():
                 listeners.append(
                     {
