@@ -120,6 +120,12 @@ class Layout:
         return self.root / "rspamd"
 
     @property
+    def dav(self) -> Path:
+        """WEBDAV=radicale: every user's calendars and address books (Radicale's
+        ``filesystem_folder``), ``0700`` of Radicale's own user."""
+        return self.root / "dav"
+
+    @property
     def cert_file(self) -> Path:
         return self.certs / self.settings.TLS_CERT_FILENAME
 
@@ -220,6 +226,15 @@ class Layout:
     def oletools_socket(self) -> Path:
         """Roost's olefy server (SCAN_MACROS), for Rspamd only (``nobody:_rspamd``)."""
         return self.run / "oletools" / "olefy.sock"
+
+    @property
+    def radicale_socket(self) -> Path:
+        """Radicale (WEBDAV), for nginx only: directory ``0750 _radicale:<nginx group>``.
+
+        Radicale believes the user nginx names in ``X-Remote-User``, so nobody but nginx's
+        workers (and root) may connect.
+        """
+        return self.run / "radicale" / "radicale.sock"
 
     @property
     def rspamd_learn_socket(self) -> Path:

@@ -123,6 +123,8 @@ _CODES: dict[str, tuple[str, str, str]] = {
     "web": ("badauth", "encrypt", "ratelimit"),
     # The web's SimpleLogin-compatible alias endpoint: app tokens only (core.credentials).
     "api": ("badauth", "encrypt", "ratelimit"),
+    # CalDAV/CardDAV (WEBDAV): HTTP Basic credentials nginx hands over (routes.basic).
+    "webdav": ("badauth", "encrypt", "ratelimit"),
 }
 #: Protocols the gate decides logins for (Dovecot service names; nginx's smtp).
 PROTOCOLS = frozenset(_CODES)

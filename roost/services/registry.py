@@ -18,6 +18,7 @@ from roost.services.gate import GateService
 from roost.services.nginx import NginxService
 from roost.services.oletools import OletoolsService
 from roost.services.postfix import PostfixService
+from roost.services.radicale import RadicaleService
 from roost.services.redis import RedisService, RspamdRedisService
 from roost.services.rspamd import RspamdService
 from roost.services.web import WebService
@@ -35,6 +36,7 @@ SERVICES: tuple[type[Service], ...] = (
     DovecotService,
     PostfixService,
     WebService,
+    RadicaleService,
     NginxService,
     DmarcReportService,
     AcmeService,

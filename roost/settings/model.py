@@ -55,6 +55,7 @@ PROXY_PROTOCOL_GROUPS = {
     "all": (*_MAIL_PORTS, *HTTP_PORTS),
 }
 ANTIVIRUS_CHOICES = ("none", "clamav")
+WEBDAV_CHOICES = ("none", "radicale")
 MTA_STS_MODES = ("enforce", "testing", "none")
 OUTBOUND_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
 
@@ -574,6 +575,14 @@ class Settings:
         "elsewhere); empty: 404. Roost has no webmail of its own, so Mailu's default "
         "(`/webmail`, its webmail container) is not Roost's",
     )
+    WEBDAV: str = setting(
+        "none",
+        p.choice(WEBDAV_CHOICES),
+        "web",
+        "`radicale`: calendars and contacts (CalDAV, CardDAV) at `/webdav/`, each user's own, "
+        "signed in with the mail password or an app token ([webdav.md](webdav.md)); `none`: "
+        "no such server",
+    )
     PROXY_AUTH_WHITELIST: tuple[str, ...] = setting(
         (),
         p.networks,
@@ -758,7 +767,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),
     mailu_only("TLS", "a TLS setting of old mailu.env files"),
     mailu_only("TZ", "the containers' time zone"),
-    mailu_only("WEBDAV", "the CalDAV/CardDAV container (`radicale` or `none`)"),
     mailu_only("WEBMAIL", "the webmail container (`roundcube`, `snappymail` or `none`)"),
     mailu_only("WEBSITE", "the site linked from the web interfaces"),
 )

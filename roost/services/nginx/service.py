@@ -6,8 +6,9 @@ like every login on every other protocol, is decided by the gate through nginx's
 Postfix sees the real client through XCLIENT. The HTTP side answers ``/health``, proxies
 the web application's paths to its Unix socket (roost.services.web) with the security
 headers Mailu's front adds, applies WEBROOT_REDIRECT, serves the MTA-STS policy on HTTPS
-to the ``mta-sts.*`` names of HOSTNAMES (``mta-sts.conf.j2``), and under TLS_FLAVOR cert and
-letsencrypt sends everything but ``/.well-known/`` on port 80 to HTTPS (the `mail` flavors
+to the ``mta-sts.*`` names of HOSTNAMES (``mta-sts.conf.j2``), CalDAV and CardDAV under
+``/webdav/`` after the gate's login decision (``webdav.conf.j2``, WEBDAV=radicale), and
+under TLS_FLAVOR cert and letsencrypt sends everything but ``/.well-known/`` on port 80 to HTTPS (the `mail` flavors
 serve port 80 as 443). Under the letsencrypt flavors port 80 serves certbot's HTTP-01
 tokens (roost.tls.acme).
 """
@@ -34,6 +35,7 @@ from roost.services.base import (
     template_environment,
     write_file,
 )
+from roost.services.radicale import service as radicale
 from roost.services.web.service import web_enabled
 from roost.settings import Settings
 
@@ -99,7 +101,7 @@ class NginxService(Service):
     name: str = field(init=False, default="nginx")
     # The gate answers auth_http; Postfix takes the proxied sessions; the web app answers
     # HTTP (ignored when it is not enabled).
-    after: Sequence[str] = field(init=False, default=("gate", "postfix", "web"))
+    after: Sequence[str] = field(init=False, default=("gate", "postfix", "web", "radicale"))
 
     @property
     def conf(self) -> Path:
@@ -206,6 +208,7 @@ class NginxService(Service):
                 _listen(a, 25, _proxied(settings, 25)) for a in self.layout.listen_addresses()
             ],
             "mta_sts": self._mta_sts_context(),
+            "webdav": self._webdav_context(),
             **self._web_context(),
         }
 
@@ -221,6 +224,16 @@ class NginxService(Service):
             "hosts": "|".join(re.escape(host) for host in hosts),
             # An nginx string: its own escapes for CR and LF (the text has no quotes).
             "policy": text.replace("\r", "\\r").replace("\n", "\\n"),
+        }
+
+    def _webdav_context(self) -> dict[str, Any] | None:
+        """WEBDAV=radicale: Radicale's path, its socket and the gate's Basic endpoint."""
+        if not radicale.webdav_enabled(self.layout.settings):
+            return None
+        return {
+            "path": radicale.SCRIPT_NAME,
+            "socket": self.layout.radicale_socket,
+            "auth": f"unix:{self.layout.gate_http_socket}:/auth/basic",
         }
 
     def _web_context(self) -> dict[str, Any]:
