@@ -8,9 +8,9 @@ the web application's paths to its Unix socket (roost.services.web) with the sec
 headers Mailu's front adds, applies WEBROOT_REDIRECT, serves the MTA-STS policy on HTTPS
 to the ``mta-sts.*`` names of HOSTNAMES (``mta-sts.conf.j2``), CalDAV and CardDAV under
 ``/webdav/`` after the gate's login decision (``webdav.conf.j2``, WEBDAV=radicale), and
-under TLS_FLAVOR cert and letsencrypt sends everything but ``/.well-known/`` on port 80 to HTTPS (the `mail` flavors
-serve port 80 as 443). Under the letsencrypt flavors port 80 serves certbot's HTTP-01
-tokens (roost.tls.acme).
+under TLS_FLAVOR cert and letsencrypt sends everything but ``/.well-known/`` on port 80 to
+HTTPS (the `mail` flavors serve port 80 as 443). Under the letsencrypt flavors port 80
+serves certbot's HTTP-01 tokens (roost.tls.acme).
 """
 
 from __future__ import annotations
