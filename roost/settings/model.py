@@ -56,6 +56,8 @@ PROXY_PROTOCOL_GROUPS = {
 }
 ANTIVIRUS_CHOICES = ("none", "clamav")
 WEBDAV_CHOICES = ("none", "radicale")
+#: Where WEBDAV=radicale serves calendars and contacts (Mailu's fixed path).
+WEBDAV_PATH = "/webdav"
 MTA_STS_MODES = ("enforce", "testing", "none")
 OUTBOUND_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
 
@@ -667,6 +669,11 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.TLS_FLAVOR != "notls"
+
+    @property
+    def webdav_path(self) -> str:
+        """Where CalDAV and CardDAV are served (WEBDAV_PATH); empty under WEBDAV=none."""
+        return WEBDAV_PATH if self.WEBDAV == "radicale" else ""
 
     @property
     def acme(self) -> bool:

@@ -31,6 +31,7 @@ from roost.services.base import (
     write_file,
 )
 from roost.settings import Settings
+from roost.settings.model import WEBDAV_PATH
 
 __all__ = ["SCRIPT_NAME", "USER", "RadicaleService", "webdav_enabled"]
 
@@ -39,12 +40,12 @@ _SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: The system user Radicale runs as; it owns ``ROOT/dav`` and nothing else.
 USER = "_radicale"
-#: Where nginx serves Radicale (Mailu's fixed path).
-SCRIPT_NAME = "/webdav"
+#: Where nginx serves Radicale.
+SCRIPT_NAME = WEBDAV_PATH
 
 
 def webdav_enabled(settings: Settings) -> bool:
-    return settings.WEBDAV == "radicale"
+    return bool(settings.webdav_path)
 
 
 def _binary(name: str, package: str) -> str:
