@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from urllib.parse import unquote
@@ -23,7 +25,11 @@ import pytest
 from tests.e2e.conftest import require_root
 from tests.e2e.stack import HOSTNAME, Stack, e2e_address, running
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # The stack's self-signed certificate names HOSTNAMES, not the address the tests use.
+    pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),
+]
 
 EVENT = (
     "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Roost tests//EN\r\nBEGIN:VEVENT\r\n"
@@ -151,6 +157,32 @@ def test_wrong_password_is_a_challenge_and_a_logged_failure(
         rf"Login attempt for: {a}/webdav/443 from: \S+: failed: badauth: [0-9a-f]{{6}}"
     )
     assert "Login attempt for: /webdav/" not in stack.log_text()
+
+
+def test_radicales_web_pages_are_behind_the_same_login(stack: Stack, users: dict[str, str]) -> None:
+    with raw(stack) as http:
+        assert http.get("/webdav/.web/").status_code == 401
+    with raw(stack, (users["b"], users["b_password"])) as http:
+        page = http.get("/webdav/.web/")
+        assert page.status_code == 200 and "Radicale" in page.text
+
+
+def test_only_nginx_reaches_radicales_socket(stack: Stack) -> None:
+    """Radicale believes X-Remote-User: a local user other than nginx's cannot connect."""
+    socket_path = stack.root / "run" / "radicale" / "radicale.sock"
+    assert socket_path.is_socket()
+    probe = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    sys.exit(3)\n"
+    )
+
+    def connect_as(user: str, group: str) -> int:
+        as_user = ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "--"]
+        return subprocess.run([*as_user, sys.executable, "-c", probe, str(socket_path)]).returncode
+
+    assert connect_as("nobody", "nogroup") == 3
+    assert connect_as("www-data", "www-data") == 0  # nginx's workers do connect
 
 
 def test_well_known_uris_redirect_to_webdav(stack: Stack) -> None:
