@@ -480,7 +480,8 @@ class Settings:
         False,
         p.boolean,
         "logins",
-        "refuse passwords for IMAP, POP3, SMTP and ManageSieve: only app tokens log in",
+        "refuse passwords for IMAP, POP3, SMTP and ManageSieve: only app tokens log in "
+        "(web sign-ins and WEBDAV keep passwords, as in Mailu)",
     )
     AUTH_REQUIRE_TOTP: bool = setting(
         False,
@@ -494,8 +495,8 @@ class Settings:
         False,
         p.boolean,
         "logins",
-        "Roost's own: let users with two-factor login on still log in to IMAP, POP3, SMTP "
-        "and ManageSieve with their password; off, only app tokens open those for them",
+        "Roost's own: let users with two-factor login on still log in to IMAP, POP3, SMTP, "
+        "ManageSieve and WEBDAV with their password; off, only app tokens open those for them",
     )
     CREDENTIAL_ROUNDS: int = setting(
         13,
