@@ -5,6 +5,7 @@ block for it (checked with ``nginx -t``), and the guard in front of Radicale's a
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 import re
 from collections.abc import Iterator
@@ -59,6 +60,7 @@ def test_on_nginx_waits_for_it(root: Path) -> None:
     assert names.index("radicale") < names.index("nginx")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the storage and socket go to Radicale's user")
 def test_config_storage_and_socket(root: Path) -> None:
     layout = layout_of(root, WEBDAV="radicale", LOG_LEVEL="WARNING")
     service = RadicaleService(layout)
@@ -88,6 +90,7 @@ def test_config_storage_and_socket(root: Path) -> None:
     assert service.readiness().unix_sockets == (layout.radicale_socket,)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="nginx -t runs as root")
 def test_nginx_asks_the_gate_and_names_the_user_itself(root: Path) -> None:
     text = nginx_conf(root, WEBDAV="radicale")
     https = block(text, "# HTTPS, the main server")
@@ -126,6 +129,7 @@ def test_nginx_asks_the_gate_and_names_the_user_itself(root: Path) -> None:
     )
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="nginx -t runs as root")
 def test_without_tls_it_is_served_on_port_80(root: Path) -> None:
     text = nginx_conf(root, WEBDAV="radicale", TLS_FLAVOR="notls")
     assert re.search(r"location /webdav/ \{", text)
