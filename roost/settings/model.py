@@ -201,6 +201,17 @@ class Settings:
         "cannot be met (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`)",
     )
 
+    DNS_RESOLVER: str = setting(
+        "unbound",
+        p.resolver,
+        "network",
+        "the DNS resolver of outgoing mail. `unbound`: Roost runs its own DNSSEC-validating "
+        "resolver on the internal address, which DANE needs (docs/outbound-tls.md); "
+        "`system`: the host's /etc/resolv.conf as it is (DANE works only if that resolver "
+        "validates and sets `options trust-ad`); an IP address: an existing validating "
+        "resolver",
+    )
+
     # -- mail ----------------------------------------------------------------------------
     MESSAGE_SIZE_LIMIT: int = setting(
         50_000_000,
