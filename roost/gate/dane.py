@@ -99,7 +99,9 @@ class DaneCheck:
         signed = any(result is True for result in results)
         return signed, any(result is None for result in results)
 
-    async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.resolver.Answer | None:
+    async def _query(
+        self, name: str, rdtype: dns.rdatatype.RdataType
+    ) -> dns.resolver.Answer | None:
         """The answer (possibly empty), None for a name that does not exist."""
         try:
             return await self._resolver.resolve(name, rdtype, raise_on_no_answer=False)
@@ -127,7 +129,5 @@ class DaneCheck:
         except _Failed:
             return None
         return bool(
-            answer is not None
-            and answer.rrset is not None
-            and answer.response.flags & dns.flags.AD
+            answer is not None and answer.rrset is not None and answer.response.flags & dns.flags.AD
         )

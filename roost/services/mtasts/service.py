@@ -18,6 +18,7 @@ Roost keeps only its own socket (``path``, ``mode``) in it, which Postfix must r
 from __future__ import annotations
 
 import grp
+import importlib.util
 import os
 import pwd
 import shutil
@@ -90,13 +91,11 @@ class MtaStsService(Service):
     def render(self) -> None:
         """The configuration, and the socket's directory: the daemon's to write in,
         Postfix's group to enter (set-group-ID, so the socket gets that group)."""
-        try:
-            import postfix_mta_sts_resolver  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("postfix_mta_sts_resolver") is None:
             raise ServiceConfigError(
                 "MTA-STS needs the Python package postfix-mta-sts-resolver; reinstall Roost "
                 "with its dependencies (pip install roost)"
-            ) from None
+            )
         uid = _id(USER, pwd.getpwnam, "base-passwd")
         _id(GROUP, grp.getgrnam, "base-passwd")
         postfix_gid = _id(POSTFIX_GROUP, grp.getgrnam, "postfix")
@@ -112,7 +111,9 @@ class MtaStsService(Service):
     def command(self) -> list[str]:
         setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
         if setpriv is None:
-            raise ServiceConfigError("setpriv is not installed; install the Debian package util-linux")
+            raise ServiceConfigError(
+                "setpriv is not installed; install the Debian package util-linux"
+            )
         return [
             setpriv,
             f"--reuid={USER}",
