@@ -197,8 +197,10 @@ class Settings:
         True,
         p.boolean,
         "network",
-        "defer outgoing mail rather than weaken TLS when an MX host's signed TLSA records "
-        "cannot be met (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`)",
+        "defer outgoing mail rather than weaken TLS: DANE for signed TLSA records behind "
+        "an unsigned MX (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`), "
+        "MTA-STS `testing` policies enforced, and a failed DANE lookup never left to "
+        "MTA-STS (docs/outbound-tls.md)",
     )
 
     DNS_RESOLVER: str = setting(

@@ -345,6 +345,9 @@ def test_tls_policy_order_override_then_dane_then_mta_sts(root: Path) -> None:
     assert param(service, "smtp_tls_CAfile") == "/etc/ssl/certs/ca-certificates.crt"
     chroot_conf = root / "queue" / "etc" / "resolv.conf"
     assert chroot_conf.read_text() == f"nameserver {ADDRESS}\noptions trust-ad\n"
+    # A link, so postfix-script does not warn that it differs from the host's file.
+    assert chroot_conf.is_symlink()
+    assert rendered(root).etc.is_dir() and chroot_conf.is_symlink()  # a second start
 
 
 def test_no_dane_map_below_the_dane_level(root: Path) -> None:

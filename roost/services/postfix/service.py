@@ -10,6 +10,7 @@ query to the gate, so nothing here can drift from the store.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import socket
@@ -47,6 +48,8 @@ _TEMPLATES = template_environment(__file__)
 BUILTIN_MAPS = ("transport.map", "tls_policy.map")
 #: Debian's bundle of the public CAs (ca-certificates), which MTA-STS's "secure" checks.
 CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: The chroot's resolv.conf, which its etc/resolv.conf links to (_write_chroot_resolver).
+CHROOT_RESOLV_CONF = "roost-resolv.conf"
 
 
 def _postfix_network(network: str) -> str:
@@ -267,18 +270,23 @@ class PostfixService(Service):
 
         glibc keeps the AD bit of an answer only with ``options trust-ad`` (resolv.conf(5),
         glibc 2.31 and later); Postfix needs it to trust TLSA records. The file lives in
-        the queue directory, so the host's /etc/resolv.conf is never changed, and nothing
-        on the host can swap it under Postfix. postfix-script warns at each start that it
-        differs from /etc/resolv.conf: that is the point.
+        the queue directory, so the host's /etc/resolv.conf is never changed and nothing
+        on the host can swap it under Postfix. ``etc/resolv.conf`` is a link to it:
+        postfix-script compares each regular file under the chroot's etc with the host's
+        and would warn at every start that they differ, which here is the point.
         """
         resolver = self.layout.validating_resolver
         chroot_etc = self.layout.queue / "etc"
         if resolver is None:
-            # Not chrooted: the host's resolver. A stale copy would only draw warnings.
+            # Not chrooted: the host's resolver. A stale copy would only mislead.
             shutil.rmtree(chroot_etc, ignore_errors=True)
             return
         chroot_etc.mkdir(mode=0o755, exist_ok=True)
-        write_file(chroot_etc / "resolv.conf", f"nameserver {resolver}\noptions trust-ad\n")
+        write_file(chroot_etc / CHROOT_RESOLV_CONF, f"nameserver {resolver}\noptions trust-ad\n")
+        link = chroot_etc / "resolv.conf"
+        if not link.is_symlink() or os.readlink(link) != CHROOT_RESOLV_CONF:
+            link.unlink(missing_ok=True)
+            link.symlink_to(CHROOT_RESOLV_CONF)
 
     def _write_relay_credentials(self) -> None:
         """RELAYUSER/RELAYPASSWORD as an lmdb map keyed by RELAYHOST (SASL_README).
