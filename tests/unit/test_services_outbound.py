@@ -160,14 +160,15 @@ class Zone(BaseResolver):  # type: ignore[misc]
         return reply
 
 
-RECORDS = """
+TLSA = "3 1 1 " + "0123456789abcdef" * 4
+RECORDS = f"""
 dane.example. 60 IN MX 10 mx.dane.example.
 dane.example. 60 IN MX 20 mx2.dane.example.
-_25._tcp.mx2.dane.example. 60 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+_25._tcp.mx2.dane.example. 60 IN TLSA {TLSA}
 plain.example. 60 IN MX 10 mx.plain.example.
 mx.plain.example. 60 IN A 192.0.2.25
 bare.example. 60 IN A 192.0.2.26
-_25._tcp.bare.example. 60 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+_25._tcp.bare.example. 60 IN TLSA {TLSA}
 """
 
 
