@@ -60,9 +60,15 @@ class DaneCheck:
         self.level = settings.OUTBOUND_TLS_LEVEL
         self.defer_on_error = settings.DEFER_ON_TLS_ERROR
         address = Layout(settings).validating_resolver
-        resolver = dns.asyncresolver.Resolver(configure=address is None)
+        resolver = dns.asyncresolver.Resolver(configure=False)
         if address is not None:
             resolver.nameservers = [address]
+        else:
+            try:
+                resolver.read_resolv_conf("/etc/resolv.conf")
+            except dns.resolver.NoResolverConfiguration as exc:
+                # No resolver at all: every lookup fails, as it does for Postfix.
+                log.warning("dane: %s; DANE lookups will fail", exc)
         # Ask for DNSSEC records and for the AD bit (RFC 6840 section 5.7).
         resolver.use_edns(0, dns.flags.DO, 1232)
         resolver.flags = dns.flags.RD | dns.flags.AD

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import signal
 import ssl
 import subprocess
 import threading
@@ -327,3 +329,25 @@ def test_the_override_map_wins_over_dane_and_mta_sts(world: World) -> None:
     delivered(world.good, rcpt)
     # "may": encrypted, but the certificate is not held against any record or policy.
     world.stack.wait_for_log(r"(Trusted|Untrusted) TLS connection established to mx\.override")
+
+
+def service_pid(stack: Stack, service: str) -> int | None:
+    data = json.loads((stack.root / "run" / "status.json").read_text())
+    entry = data["services"].get(service, {})
+    return int(entry["pid"]) if entry.get("state") == "running" and entry.get("pid") else None
+
+
+def test_killed_resolvers_are_restarted_and_checks_go_on(world: World) -> None:
+    """Last: it kills Unbound and the MTA-STS resolver; the runner brings both back."""
+    for service in ("unbound", "mtasts"):
+        pid = service_pid(world.stack, service)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while service_pid(world.stack, service) in (None, pid):
+            assert time.monotonic() < deadline, f"{service} was not restarted"
+            time.sleep(0.2)
+    dane = send(world, "dane.tls.test")
+    sts = send(world, "sts.tls.test")
+    delivered(world.good, dane)
+    delivered(world.good, sts)
