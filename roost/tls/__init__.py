@@ -5,12 +5,14 @@
   ACME, is a subclass and one entry in :data:`roost.tls.sources.FLAVORS`.
 - :mod:`roost.tls.check`: the one check of a pair (:func:`check_pair`, :class:`TLSError`).
 - :mod:`roost.tls.watch`: the change notice the runner polls to reload the daemons.
+- :mod:`roost.tls.policy`: the protocols and cipher suites every strict listener accepts.
 - :mod:`roost.tls.served`: the pair the daemons serve (:func:`served_pair`), provided and
   checked once (:func:`ensure`), and watched (:func:`watch_served`).
 
 This package imports nothing from ``roost.services``; services import it.
 """
 
+from roost.tls import policy
 from roost.tls.check import CheckedCertificate, TLSError, check_pair
 from roost.tls.served import CertificatePair, check_served, ensure, served_pair, watch_served
 from roost.tls.sources import CertificateSource
@@ -27,6 +29,7 @@ __all__ = [
     "check_pair",
     "check_served",
     "ensure",
+    "policy",
     "served_pair",
     "watch_served",
 ]

@@ -301,6 +301,8 @@ class DovecotService(Service):
             "tls": settings.tls,
             "cert_file": pair.cert_file if pair else None,
             "key_file": pair.key_file if pair else None,
+            "tls_min_protocol": tls.policy.MIN_PROTOCOL,
+            "strict_ciphers": tls.policy.CIPHERS,
             "dh_file": DEBIAN_DH_FILE if DEBIAN_DH_FILE.is_file() else None,
             "lua_file": self.lua_file,
             "gate_url": layout.gate_http_url,

@@ -142,6 +142,7 @@ class NginxService(Service):
             "auth_http": self.layout.gate_auth_http,
             "tls": settings.tls,
             "tls_permissive": settings.TLS_PERMISSIVE,
+            "strict_ciphers": tls.policy.CIPHERS,
             # The pair tls checked before any daemon starts; None under notls.
             "cert_file": pair.cert_file if pair else None,
             "key_file": pair.key_file if pair else None,

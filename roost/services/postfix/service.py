@@ -183,6 +183,7 @@ class PostfixService(Service):
             "message_size_limit": settings.MESSAGE_SIZE_LIMIT,
             "reject_unlisted_recipient": "yes" if settings.REJECT_UNLISTED_RECIPIENT else "no",
             "tls": settings.tls,
+            "tls_excluded_ciphers": tls.policy.POSTFIX_EXCLUDED,
             # The pair tls checked before any daemon starts; None under notls.
             "cert_file": pair.cert_file if pair else None,
             "key_file": pair.key_file if pair else None,
