@@ -210,7 +210,7 @@ class Settings:
         "the DNS resolver of outgoing mail. `unbound`: Roost runs its own DNSSEC-validating "
         "resolver on the internal address, which DANE needs (docs/outbound-tls.md); "
         "`system`: the host's /etc/resolv.conf as it is (DANE works only if that resolver "
-        "validates and sets `options trust-ad`); an IP address: an existing validating "
+        "validates, over a path no one can tamper with); an IP address: an existing validating "
         "resolver",
     )
 

@@ -269,8 +269,10 @@ class PostfixService(Service):
     def _write_chroot_resolver(self) -> None:
         """The resolv.conf of the chrooted delivery agents: the validating resolver.
 
-        glibc keeps the AD bit of an answer only with ``options trust-ad`` (resolv.conf(5),
-        glibc 2.31 and later); Postfix needs it to trust TLSA records. The file lives in
+        Postfix trusts a TLSA record only when the resolver set the AD bit, which glibc
+        (2.31 and later) passes on only for ``options trust-ad`` (resolv.conf(5)) or a
+        program that asks: Postfix 3.7 asks when it looks up with DNSSEC (dns_lookup(3)
+        RES_TRUSTAD), the line says so for every version. The file lives in
         the queue directory, so the host's /etc/resolv.conf is never changed and nothing
         on the host can swap it under Postfix. ``etc/resolv.conf`` is a link to it:
         postfix-script compares each regular file under the chroot's etc with the host's
