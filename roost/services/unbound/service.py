@@ -14,7 +14,6 @@ clause, say ``server:`` or ``forward-zone:``), e.g. to forward to an upstream re
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -72,8 +71,8 @@ class UnboundService(Service):
         text = _TEMPLATES.get_template("unbound.conf.j2").render(
             address=address,
             port=DNS_PORT,
-            ipv6=bool(self.layout.settings.BIND_ADDRESS6)
-            or ipaddress.ip_address(address).version == 6,
+            # Recursion over IPv6 too when the stack has IPv6 (inet_protocols, Postfix).
+            ipv6=bool(self.layout.settings.BIND_ADDRESS6),
             directory=self.etc,
             root_hints=ROOT_HINTS,
             root_key=ROOT_KEY,
