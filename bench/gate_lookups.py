@@ -25,7 +25,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gatebench import wait_for_socket
 from sqlalchemy import insert
 
 from roost.core.passwords import hash_password
@@ -192,21 +192,6 @@ def report(
         f"{floor_result.p99_ms:>11.3f}",
         flush=True,
     )
-
-
-def wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(str(path))
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{path} never answered") from None
-            time.sleep(0.1)
 
 
 def main() -> None:

@@ -741,6 +741,45 @@ def status() -> None:
     raise click.exceptions.Exit(stack_status(_settings()))
 
 
+@cli.group()
+def certificate() -> None:
+    """The certificate the stack serves (TLS_FLAVOR letsencrypt: certbot's)."""
+
+
+@certificate.command("renew")
+@click.option(
+    "--force", is_flag=True, help="Issue a new certificate even if the current one is not due."
+)
+def certificate_renew(force: bool) -> None:
+    """Run certbot now for all HOSTNAMES, as the running stack does twice a day.
+
+    The stack must be running (nginx answers the CA's HTTP-01 challenges on port 80). A
+    new certificate is served within seconds, without a restart. Exit status 0 when the
+    certificate covers every host name, 1 otherwise.
+    """
+    from roost.layout import Layout
+    from roost.runner.lock import LOCK_NAME, is_held
+    from roost.tls.acme import obtain
+
+    settings = _settings()
+    layout = Layout(settings)
+    if not settings.acme:
+        _fail(
+            f"TLS_FLAVOR={settings.TLS_FLAVOR}: no ACME certificate to renew (only "
+            "letsencrypt and mail-letsencrypt get theirs from certbot)"
+        )
+    if not is_held(layout.run / LOCK_NAME):
+        _fail(
+            f"`roost up` is not running for {layout.root}: the CA fetches its challenge "
+            "from nginx on port 80; start the stack first"
+        )
+    outcome = obtain(layout, force=force)
+    for line in outcome.lines():
+        click.echo(line)
+    state = outcome.state
+    raise click.exceptions.Exit(1 if state.error or state.left_out else 0)
+
+
 @cli.command()
 def gate() -> None:
     """Run the gate alone in the foreground (started by `roost up`)."""
@@ -814,7 +853,7 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         for reason in dnsrecords.omitted(settings, name, dkim_keys=keys):
             click.echo(f"Left out: {reason}")
         return
-    from roost.web import dnscheck
+    from roost import dnscheck
 
     try:
         server = dnscheck.parse_resolver(resolver) if resolver else None
@@ -832,6 +871,64 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         click.echo(f"Left out: {reason}")
     if any(result.state != dnscheck.LIVE for result in checks):
         raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("domain", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for monitoring.")
+@click.option(
+    "--resolver",
+    metavar="ADDR[:PORT]",
+    help="The DNS resolver to ask (default: the system's).",
+)
+def doctor(domain: tuple[str, ...], as_json: bool, resolver: str | None) -> None:
+    """Check each DOMAIN (default: all) and the mail host; say what is wrong and the fix.
+
+    MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA, reverse DNS and HELO, the certificate,
+    and which ports answer (docs/doctor.md). Exit status 0 when nothing is wrong
+    (warnings allowed), 1 when something is, 3 when a check could not be made (a DNS
+    timeout, say) and nothing is wrong otherwise.
+    """
+    import json
+    from datetime import UTC
+
+    from dns.exception import DNSException
+
+    from roost import dnscheck
+    from roost.doctor import DomainFacts, Probe, diagnose, read_certificate
+    from roost.layout import Layout
+    from roost.store.entities.names import domain_name, require_domain
+
+    settings = _settings()
+    try:
+        server = dnscheck.parse_resolver(resolver) if resolver else None
+    except ValueError as exc:
+        _fail(str(exc))
+    with _session() as session:
+        if domain:
+            found = [require_domain(session, domain_name(name)) for name in domain]
+        else:
+            found = domains.list_domains(session)
+        facts = [
+            DomainFacts(
+                d.name,
+                tuple(sorted(a.name for a in d.alternatives)),
+                tuple(domains.dkim_published(session, settings, d.name)),
+            )
+            for d in found
+        ]
+    try:
+        probe = Probe(server)
+    except (DNSException, OSError, ValueError) as exc:  # no usable /etc/resolv.conf
+        _fail(f"no DNS resolver ({exc}); name one with --resolver ADDR[:PORT]")
+    now = datetime.now(UTC)
+    report = diagnose(settings, facts, probe, read_certificate(Layout(settings), now), now)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        click.echo(report.as_text(), nl=False)
+    if report.exit_status:
+        raise click.exceptions.Exit(report.exit_status)
 
 
 @cli.group("dkim")
@@ -875,11 +972,11 @@ def dkim_rotate(domain: str, resolver: str | None) -> None:
     2: once its record is in DNS, sign with it (exit status 1 while it is not);
     3: retire the old key, whose record can then go.
     """
+    from roost import dnscheck
     from roost.core import dkim as dkimkey
     from roost.core import dnsrecords
     from roost.store.dkimkeys import DkimKeys
     from roost.store.entities.names import domain_name, require_domain
-    from roost.web import dnscheck
 
     settings = _settings()
     with _session() as session:

@@ -122,6 +122,17 @@ class Layout:
     def key_file(self) -> Path:
         return self.certs / self.settings.TLS_KEYPAIR_FILENAME
 
+    @property
+    def acme(self) -> Path:
+        """TLS_FLAVOR letsencrypt and mail-letsencrypt: certbot's directories, the pair
+        the daemons serve (``cert.pem``, ``key.pem``) and the last run's ``status.json``."""
+        return self.certs / "letsencrypt"
+
+    @property
+    def acme_webroot(self) -> Path:
+        """certbot writes HTTP-01 tokens below it; nginx serves them on port 80."""
+        return self.run / "acme-challenge"
+
     # -- generated, rebuilt at every start ---------------------------------------------------
     @property
     def etc(self) -> Path:

@@ -25,6 +25,10 @@ message a third party forwards, since forwarding breaks SPF and nothing else wou
   target ``.``, RFC 6186 §4's "not provided here", so that clients stop looking.
 - ``autoconfig`` and ``autodiscover`` CNAMEs to the host, where Thunderbird and Outlook
   look for their configuration documents.
+- MTA-STS (RFC 8461) and TLS reporting (RFC 8460), for a domain or alternative whose
+  ``mta-sts.<d>`` is in HOSTNAMES (:mod:`roost.core.mtasts`): ``_mta-sts.<d>. TXT
+  "v=STSv1; id=..."`` (the id follows the policy nginx serves), ``mta-sts.<d>. CNAME
+  <HOSTNAMES[0]>.`` and ``_smtp._tls.<d>. TXT "v=TLSRPTv1; rua=mailto:..."``.
 
 Left out, and said so by :func:`omitted`: DKIM and DMARC while the domain has no key, and TLSA
 (RFC 7671: a DANE record must follow the certificate or its issuer across renewals, and
@@ -38,6 +42,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from roost.core import dkim as dkimkey
+from roost.core import mtasts
 from roost.core.address import DOMAIN_MAX, domain_to_ascii
 from roost.settings import Settings
 
@@ -239,6 +244,36 @@ def _mail_records(settings: Settings, name: str, keys: DkimKeys) -> list[Record]
     return out
 
 
+def _mta_sts_records(settings: Settings, name: str) -> list[Record]:
+    """MTA-STS's TXT and policy host, and TLS-RPT's TXT, when ``mta-sts.<name>`` is ours."""
+    if not mtasts.domain_enabled(settings, name):
+        return []
+    host = mtasts.policy_host(name)
+    return [
+        Record(
+            fqdn(f"_mta-sts.{name}"),
+            "TXT",
+            (mtasts.sts_record_text(settings),),
+            name,
+            f"MTA-STS: senders fetch the policy (mode {settings.MTA_STS_MODE}) from {host}",
+        ),
+        Record(
+            fqdn(host),
+            "CNAME",
+            (fqdn(settings.hostname),),
+            name,
+            "MTA-STS: the host that serves the policy over HTTPS",
+        ),
+        Record(
+            fqdn(f"_smtp._tls.{name}"),
+            "TXT",
+            (mtasts.tlsrpt_record_text(settings),),
+            name,
+            "TLS-RPT: where senders report failed TLS deliveries",
+        ),
+    ]
+
+
 def _service_records(settings: Settings, name: str) -> list[Record]:
     """RFC 6186 SRV records and the autoconfig/autodiscover names."""
     host = fqdn(settings.hostname)
@@ -281,16 +316,18 @@ def records(
     name = ascii_name(domain)
     keys = _keys(settings, dkim, dkim_keys)
     out = _mail_records(settings, name, keys)
+    out += _mta_sts_records(settings, name)
     out += _service_records(settings, name)
     for alternative in sorted({ascii_name(a) for a in alternatives} - {name}):
         out += _mail_records(settings, alternative, keys)
+        out += _mta_sts_records(settings, alternative)
     return out
 
 
 def omitted(
     settings: Settings, domain: str, *, dkim: str | None = None, dkim_keys: DkimKeys = ()
 ) -> list[str]:
-    """The records Mailu would also show that Roost leaves out, each with the reason."""
+    """The records left out of :func:`records`, each with the reason (and how to add it)."""
     out = []
     if not _keys(settings, dkim, dkim_keys):
         out += [
@@ -299,7 +336,11 @@ def omitted(
             "DMARC: published with the DKIM key; p=reject without a signature would refuse "
             "mail that others forward",
         ]
-    del settings  # the same for every setting until ACME exists
+    if not mtasts.domain_enabled(settings, ascii_name(domain)):
+        host = mtasts.policy_host(ascii_name(domain))
+        out.append(
+            f"MTA-STS and TLS-RPT: add {host} to HOSTNAMES (with HTTPS on) to serve a policy"
+        )
     out.append(
         "TLSA (DANE): only with a certificate whose issuer stays fixed across renewals "
         "(ACME); the certificate in ROOT/certs can change without notice"

@@ -10,6 +10,7 @@ line fail2ban reads.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -63,6 +64,7 @@ def parse_rate(text: str) -> Rate:
     return Rate(int(amount), count * _PERIODS[unit.lower()])
 
 
+@functools.lru_cache(maxsize=4096)  # each login asks twice; clients reconnect all day
 def client_network(ip: str, v4_mask: int, v6_mask: int) -> str:
     """The network a client address is counted under, e.g. ``192.0.2.0/24``.
 

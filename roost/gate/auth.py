@@ -391,14 +391,14 @@ class Gate:
 
         # The budgets first: a refused login costs no password hash. Only a real app token
         # gets through a spent budget, and checking tokens is cheap.
-        refusal = await self._limiter.refusal(ip, email)
-        if refusal is not None:
+        budgets = await self._limiter.login_check(ip, email)
+        if budgets.budget is not None:
             login = None
             if user is not None and request.protocol not in PASSWORD_ONLY:
                 login = token_login(directory, user, request.password, ip, self._cache)
             if login is not None and login.ok:
                 return await self._accepted(request, login)
-            return self._refuse(request, refusal, email)
+            return self._refuse(request, budgets.budget, email)
 
         login = quick_login(
             directory,
@@ -444,7 +444,7 @@ class Gate:
                     self.queue.failed(self._limiter.network(ip))
         self._store_rehash(login)
         if login.ok and login.user is not None:
-            return await self._accepted(request, login)
+            return await self._accepted(request, login, renew_trust=not budgets.trust_fresh)
         return await self._refused(request, login)
 
     def _where(self, request: AuthRequest) -> str:
@@ -466,7 +466,9 @@ class Gate:
         )
         return self._rate_limited(request, hint=True)
 
-    async def _accepted(self, request: AuthRequest, login: Login) -> AuthAnswer:
+    async def _accepted(
+        self, request: AuthRequest, login: Login, *, renew_trust: bool = True
+    ) -> AuthAnswer:
         assert login.user is not None
         needs = None
         if request.protocol in PASSWORD_ONLY:
@@ -474,7 +476,7 @@ class Gate:
         # A good login trusts (network, account) for a while; never one on port 25, and a
         # password still waiting for its code only once the code is right (_second_step).
         if request.port != 25 and needs != SECOND_FACTOR_REQUIRED:
-            await self._limiter.succeeded(request.client_ip, login.user.email)
+            await self._limiter.succeeded(request.client_ip, login.user.email, renew=renew_trust)
         how = f"token-{login.token_id}" if login.via_token else "password"
         log.info("Login attempt for: %s: success: %s", self._where(request), how)
         server, port = self._backend(request)

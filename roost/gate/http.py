@@ -265,7 +265,9 @@ class HttpServer:
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                    # asyncio.timeout, not wait_for: no task per request on the hot path
+                    async with asyncio.timeout(timeout):
+                        head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.LimitOverrunError:
                     writer.write(self._error(431, "request head too large"))
                     break

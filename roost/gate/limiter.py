@@ -36,7 +36,9 @@ the ``limits`` library's moving window keeps them); deduplication markers are
 The ``limits`` library itself is not used: its Redis storage always prefixes keys with
 ``<prefix>:``, which breaks the ``LIMITER/...`` layout above, and the deduplication and
 trust markers are outside its model. One Lua script per hit (dedup-and-hit across the
-budgets) keeps a failure one atomic round trip.
+budgets) keeps a failure one atomic round trip, and one script per login check
+(:meth:`AuthLimiter.login_check`) keeps a login's question one round trip; a good login
+renews its pair's trust only when the trust is more than a minute old.
 
 Redis is an optimisation of where counters live, never a condition for logging in: when it
 cannot be reached the limiter logs one warning, keeps counting in this process (the same
@@ -68,8 +70,10 @@ __all__ = [
     "REDIS_DB",
     "AuthLimiter",
     "Budget",
+    "LoginCheck",
     "MemoryCounters",
     "RedisCounters",
+    "RefusalKeys",
     "Stage",
 ]
 
@@ -81,6 +85,8 @@ REDIS_DB = 2
 REDIS_TIMEOUT = 0.5
 #: Seconds between attempts to get back to Redis while counting in memory.
 RETRY_INTERVAL = 5.0
+#: Longest time between two renewals of a trusted pair's marker by repeated logins.
+MAX_RENEW_INTERVAL = 60.0
 #: The exemption marker of a check or hit that has none: nothing ever sets it.
 NO_EXEMPTION = ""
 
@@ -105,16 +111,42 @@ class Stage:
     rate: Rate
 
 
+@dataclass(frozen=True, slots=True)
+class RefusalKeys:
+    """The keys one login's budgets live under; "" for those that do not apply."""
+
+    trust: str
+    pair_window: str
+    network_window: str
+    account_window: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginCheck:
+    """What :meth:`AuthLimiter.login_check` found."""
+
+    #: the budget that refuses the login; None: go ahead
+    budget: Budget | None
+    #: the (network, account) trust was set less than ``renew_interval`` seconds ago
+    trust_fresh: bool
+
+
+#: RefusalKeys' answer codes -> the budget that refuses
+_REFUSAL_CODES: dict[int, Budget | None] = {0: None, 1: Budget.NETWORK, 2: Budget.ACCOUNT}
+
+
 class Counters(Protocol):
     """Where windows and markers live; both implementations share these semantics."""
 
-    async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
-        """True when ``window`` holds ``rate.amount`` hits newer than ``rate.seconds``,
-        unless marker ``exempt`` exists."""
-        ...
-
     async def exists(self, key: str, now: float) -> bool:
         """True while marker ``key`` is set."""
+        ...
+
+    async def refusal(
+        self, keys: RefusalKeys, ip_rate: Rate, user_rate: Rate, now: float
+    ) -> tuple[int, float]:
+        """The budget that refuses a login (:data:`_REFUSAL_CODES`) and the seconds the
+        trust has left (-1: none), in one step."""
         ...
 
     async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
@@ -127,13 +159,30 @@ class Counters(Protocol):
 
 
 # Lua keeps each decision atomic and one round trip (Redis EVAL; scripts are cached by SHA).
-_CHECK = """
-if redis.call('exists', KEYS[1]) == 1 then return 0 end
-local amount = tonumber(ARGV[2])
-if amount <= 0 then return 1 end
-local entry = redis.call('lindex', KEYS[2], amount - 1)
-if entry and tonumber(entry) > tonumber(ARGV[1]) - tonumber(ARGV[3]) then return 1 end
-return 0
+# AuthLimiter.refusal's decision: 0 go ahead, 1 the network's budget
+# refuses, 2 the account's. An empty key name stands for "no such key" (no account, or
+# trust switched off).
+_REFUSAL = """
+local now = tonumber(ARGV[1])
+local function full(window, amount, seconds)
+  if amount <= 0 then return true end
+  local entry = redis.call('lindex', window, amount - 1)
+  return entry and tonumber(entry) > now - seconds
+end
+local ip_amount, ip_seconds = tonumber(ARGV[2]), tonumber(ARGV[3])
+local user_amount, user_seconds = tonumber(ARGV[4]), tonumber(ARGV[5])
+local trust, pair, network, account = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local left = -1
+if trust ~= '' then left = redis.call('ttl', trust) end
+if left >= 0 then
+  if full(pair, ip_amount, ip_seconds) and full(account, user_amount, user_seconds) then
+    return {2, left}
+  end
+  return {0, left}
+end
+if full(network, ip_amount, ip_seconds) then return {1, -1} end
+if account ~= '' and full(account, user_amount, user_seconds) then return {2, -1} end
+return {0, -1}
 """
 
 _HIT = """
@@ -173,18 +222,30 @@ class RedisCounters:
             # login wait several timeouts while Redis is down.
             retry=Retry(NoBackoff(), 0),
         )
-        self._check = self.client.register_script(_CHECK)
         self._hit = self.client.register_script(_HIT)
+        self._refusal = self.client.register_script(_REFUSAL)
 
     async def ping(self) -> None:
         await self.client.ping()
 
-    async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
-        args: list[str | int] = [repr(now), rate.amount, rate.seconds]
-        return bool(await self._check(keys=[exempt, window], args=args))
-
     async def exists(self, key: str, now: float) -> bool:
         return bool(await self.client.exists(key))
+
+    async def refusal(
+        self, keys: RefusalKeys, ip_rate: Rate, user_rate: Rate, now: float
+    ) -> tuple[int, float]:
+        args: list[str | int] = [
+            repr(now),
+            ip_rate.amount,
+            ip_rate.seconds,
+            user_rate.amount,
+            user_rate.seconds,
+        ]
+        code, left = await self._refusal(
+            keys=[keys.trust, keys.pair_window, keys.network_window, keys.account_window],
+            args=args,
+        )
+        return int(code), float(left)
 
     async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
         keys = [exempt]
@@ -249,13 +310,22 @@ class MemoryCounters:
             return False
         return hits[rate.amount - 1] > now - rate.seconds
 
-    async def limited(self, exempt: str, window: str, rate: Rate, now: float) -> bool:
-        if exempt and self._alive(exempt, now):
-            return False
-        return self._full(window, rate, now)
-
     async def exists(self, key: str, now: float) -> bool:
         return self._alive(key, now)
+
+    async def refusal(
+        self, keys: RefusalKeys, ip_rate: Rate, user_rate: Rate, now: float
+    ) -> tuple[int, float]:
+        if keys.trust and self._alive(keys.trust, now):
+            left = self._expiry[keys.trust] - now
+            pair_spent = self._full(keys.pair_window, ip_rate, now)
+            spent = pair_spent and self._full(keys.account_window, user_rate, now)
+            return (2 if spent else 0), left
+        if self._full(keys.network_window, ip_rate, now):
+            return 1, -1
+        if keys.account_window and self._full(keys.account_window, user_rate, now):
+            return 2, -1
+        return 0, -1
 
     async def hit(self, exempt: str, stages: tuple[Stage, ...], now: float) -> int:
         self._sweep(now)
@@ -320,6 +390,8 @@ class AuthLimiter:
         self._retry_interval = retry_interval
         self._in_memory = not use_redis
         self._retry_at = float("inf") if not use_redis else 0.0
+        #: seconds between two renewals of one trusted pair (:meth:`succeeded`)
+        self.renew_interval = min(MAX_RENEW_INTERVAL, self._trust_length / 100)
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -383,14 +455,6 @@ class AuthLimiter:
         self._retry_at = time.monotonic() + self._retry_interval
         return self.memory
 
-    async def _limited(self, window: str, rate: Rate) -> bool:
-        counters = await self._counters()
-        now = self._clock()
-        try:
-            return await counters.limited(NO_EXEMPTION, window, rate, now)
-        except (RedisError, OSError, TimeoutError) as exc:
-            return await self._fall_back(exc).limited(NO_EXEMPTION, window, rate, now)
-
     async def _exists(self, key: str) -> bool:
         counters = await self._counters()
         now = self._clock()
@@ -424,26 +488,36 @@ class AuthLimiter:
         return await self._exists(self._trust_key(self.network(ip), user))
 
     async def refusal(self, ip: str, user: str | None) -> Budget | None:
-        """The budget that refuses a password login from ``ip``, or None to go ahead.
+        """The budget that refuses a password login from ``ip``, or None to go ahead."""
+        return (await self.login_check(ip, user)).budget
+
+    async def login_check(self, ip: str, user: str | None) -> LoginCheck:
+        """Whether a budget refuses a password login from ``ip``, in one round trip.
 
         ``user`` is the canonical address of an existing account, None for a name that is
-        no account (only the network's budget applies then).
+        no account (only the network's budget applies then). From a network the account
+        logged in from lately, neither the network budget nor the account budget shuts
+        the owner out; only the pair's own window, once the account's is spent too.
         """
         if self.statically_exempt(ip):
-            return None
+            return LoginCheck(None, trust_fresh=False)
         network = self.network(ip)
-        if user is not None and await self.trusted(ip, user):
-            # The owner's own network: neither the network budget nor the account budget
-            # shuts it out; only the pair's own window, once the account's is spent too.
-            pair_spent = await self._limited(self._trusted_window(network, user), self.ip_rate)
-            if pair_spent and await self._limited(self._user_window(user), self.user_rate):
-                return Budget.ACCOUNT
-            return None
-        if await self._limited(self._ip_window(network), self.ip_rate):
-            return Budget.NETWORK
-        if user is not None and await self._limited(self._user_window(user), self.user_rate):
-            return Budget.ACCOUNT
-        return None
+        trusting = user is not None and self._trust_length > 0
+        keys = RefusalKeys(
+            trust=self._trust_key(network, user) if trusting and user else "",
+            pair_window=self._trusted_window(network, user) if trusting and user else "",
+            network_window=self._ip_window(network),
+            account_window=self._user_window(user) if user is not None else "",
+        )
+        counters = await self._counters()
+        now = self._clock()
+        try:
+            code, left = await counters.refusal(keys, self.ip_rate, self.user_rate, now)
+        except (RedisError, OSError, TimeoutError) as exc:
+            fallback = self._fall_back(exc)
+            code, left = await fallback.refusal(keys, self.ip_rate, self.user_rate, now)
+        fresh = left > self._trust_length - self.renew_interval
+        return LoginCheck(_REFUSAL_CODES[code], trust_fresh=fresh)
 
     def _ip_stage(self, network: str, username: str) -> Stage:
         return Stage(f"dedup-{network}-{username}", self._ip_window(network), self.ip_rate)
@@ -470,9 +544,15 @@ class AuthLimiter:
             second = self._ip_stage(network, user)
         return await self._hit((user_stage, second))
 
-    async def succeeded(self, ip: str, user: str) -> None:
-        """Trust (``ip``'s network, ``user``) for AUTH_RATELIMIT_EXEMPTION_LENGTH seconds."""
-        if self._trust_length <= 0 or self.statically_exempt(ip):
+    async def succeeded(self, ip: str, user: str, *, renew: bool = True) -> None:
+        """Trust (``ip``'s network, ``user``) for AUTH_RATELIMIT_EXEMPTION_LENGTH seconds.
+
+        ``renew=False`` when the login's check found the trust set within the last
+        :attr:`renew_interval` seconds (:attr:`LoginCheck.trust_fresh`): an IMAP client
+        that reconnects all day then costs no write per login, and the trust ends at most
+        that much earlier than a full length after the last login, never later.
+        """
+        if not renew or self._trust_length <= 0 or self.statically_exempt(ip):
             return
         await self._mark(self._trust_key(self.network(ip), user), self._trust_length)
 

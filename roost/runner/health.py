@@ -17,6 +17,7 @@ from roost.runner import procs
 from roost.runner.probe import first_silent
 from roost.runner.statusfile import RUNNING, read_status, readiness_from_json
 from roost.settings import Settings
+from roost.tls import describe_served
 
 EXIT_ALL_RUNNING = 0
 EXIT_NOT_ALL_RUNNING = 1
@@ -61,6 +62,8 @@ def status(settings: Settings, out: TextIO | None = None) -> int:
             ]
         )
     for line in _table(rows):
+        print(line, file=out)
+    for line in describe_served(layout):
         print(line, file=out)
     return EXIT_ALL_RUNNING if healthy else EXIT_NOT_ALL_RUNNING
 

@@ -9,6 +9,7 @@ breaks ties between daemons that do not wait for each other.
 
 from __future__ import annotations
 
+from roost.services.acme import AcmeService
 from roost.services.base import Service
 from roost.services.clamav import ClamdService, FreshclamService
 from roost.services.dmarcreport import DmarcReportService
@@ -40,4 +41,5 @@ SERVICES: tuple[type[Service], ...] = (
     WebService,
     NginxService,
     DmarcReportService,
+    AcmeService,
 )

@@ -32,13 +32,20 @@ __all__ = [
     "declared",
 ]
 
-TLS_FLAVORS_AVAILABLE = ("cert", "notls")
-TLS_FLAVORS_LATER = ("letsencrypt", "mail", "mail-letsencrypt")
+TLS_FLAVORS_AVAILABLE = ("cert", "letsencrypt", "mail", "mail-letsencrypt", "notls")
+TLS_FLAVORS_LATER: tuple[str, ...] = ()
+#: the flavors whose certificate comes from an ACME server (Mailu's letsencrypt flavors)
+ACME_FLAVORS = ("letsencrypt", "mail-letsencrypt")
+#: the flavors meant for a TLS-terminating proxy in front: plain HTTP is served, not redirected
+PLAIN_HTTP_FLAVORS = ("mail", "mail-letsencrypt")
+#: Let's Encrypt's production directory (https://letsencrypt.org/docs/acme-protocol-updates/)
+LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 DB_FLAVORS = ("sqlite", "postgresql", "mysql")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 KNOWN_PORTS = (25, 80, 110, 143, 443, 465, 587, 993, 995, 4190)
 TLS_PORTS = (443, 465, 993, 995)
 ANTIVIRUS_CHOICES = ("none", "clamav")
+MTA_STS_MODES = ("enforce", "testing", "none")
 OUTBOUND_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
 
 #: The reference's sections, in the order docs/configuration.md shows them.
@@ -148,9 +155,21 @@ class Settings:
         "network",
         "`cert`: the certificate in `ROOT/certs` (`TLS_CERT_FILENAME`, "
         "`TLS_KEYPAIR_FILENAME`); when none is there a self-signed one for HOSTNAMES is "
-        "made, and Roost says so. `notls`: no TLS anywhere (443/465/993/995 off, plaintext "
-        "logins allowed). `letsencrypt`, `mail` and `mail-letsencrypt` are refused until "
-        "they exist",
+        "made, and Roost says so. `letsencrypt`: certbot obtains and renews one for all "
+        "HOSTNAMES from ACME_SERVER (HTTP-01 on port 80, contact POSTMASTER@DOMAIN); a "
+        "self-signed one serves until then ([certificates.md](certificates.md)). `mail`: "
+        "as `cert`, and port 80 serves the web as 443 does, without a redirect to HTTPS "
+        "(for a TLS-terminating proxy in front). `mail-letsencrypt`: as `letsencrypt`, "
+        "with port 80 as `mail`. `notls`: no TLS anywhere (443/465/993/995 off, plaintext "
+        "logins allowed)",
+    )
+    ACME_SERVER: str = setting(
+        LETSENCRYPT_DIRECTORY,
+        p.https_url,
+        "network",
+        "the ACME directory URL for TLS_FLAVOR `letsencrypt` and `mail-letsencrypt` "
+        "(Roost's own setting; e.g. Let's Encrypt's staging directory "
+        "`https://acme-staging-v02.api.letsencrypt.org/directory` for trials)",
     )
     TLS_CERT_FILENAME: str = setting(
         "cert.pem", p.text, "network", "certificate file name under `ROOT/certs`"
@@ -321,6 +340,31 @@ class Settings:
         "mail",
         "Roost's own: at most this many DMARC aggregate reports are sent in one day; the "
         "domains with the most messages go first",
+    )
+    MTA_STS_MODE: str = setting(
+        "enforce",
+        p.choice(MTA_STS_MODES, prose=True),
+        "mail",
+        "Roost's own: the MTA-STS policy (RFC 8461) served at "
+        "`https://mta-sts.<domain>/.well-known/mta-sts.txt` for each domain whose "
+        "`mta-sts.<domain>` is in HOSTNAMES: `enforce` (senders that know it deliver only "
+        "over TLS to a host the policy lists, with a valid certificate), `testing` (they "
+        "deliver anyway and report, see TLSRPT_RUA) or `none` (withdraws the policy) "
+        "([dns.md](dns.md#mta-sts-and-tls-rpt))",
+    )
+    MTA_STS_MAX_AGE: int = setting(
+        604800,
+        p.whole(86400, 31557600, "seconds"),
+        "mail",
+        "Roost's own: how long senders keep the MTA-STS policy (its `max_age`), in seconds: "
+        "from 86400 (a day) to 31557600 (a year, RFC 8461 section 3.2's most)",
+    )
+    TLSRPT_RUA: str = setting(
+        "",
+        p.optional(p.local_part),
+        "mail",
+        "Roost's own: local part at DOMAIN that receives TLS reports (RFC 8460, the "
+        "`rua=` of the `_smtp._tls` record published with MTA-STS); empty: POSTMASTER",
     )
     DEFAULT_QUOTA: int = setting(
         1_000_000_000,
@@ -590,6 +634,16 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.TLS_FLAVOR != "notls"
+
+    @property
+    def acme(self) -> bool:
+        """Whether certbot obtains the certificate (TLS_FLAVOR letsencrypt, mail-letsencrypt)."""
+        return self.TLS_FLAVOR in ACME_FLAVORS
+
+    @property
+    def http_redirect(self) -> bool:
+        """Whether port 80 only sends browsers to HTTPS (TLS_FLAVOR cert, letsencrypt)."""
+        return self.tls and self.TLS_FLAVOR not in PLAIN_HTTP_FLAVORS
 
     @property
     def session_cookie_secure(self) -> bool:

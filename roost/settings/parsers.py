@@ -296,6 +296,17 @@ def url(name: str, raw: str) -> str:
     return value
 
 
+def https_url(name: str, raw: str) -> str:
+    """An https:// URL (ACME servers speak only HTTPS, RFC 8555 section 6.1)."""
+    value = raw.strip()
+    if not re.fullmatch(r"https://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%+-]*)?", value):
+        raise SettingsError(
+            f"{name}={raw!r}: accepts an https:// URL such as "
+            "https://acme-v02.api.letsencrypt.org/directory"
+        )
+    return value
+
+
 # Segments of URL-safe characters (RFC 3986 unreserved), none of them "." or "..".
 _WEB_PATH = re.compile(r"(/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["CheckedCertificate", "TLSError", "check_pair", "covers"]
+__all__ = ["CheckedCertificate", "TLSError", "check_pair", "covers", "dns_names"]
 
 
 class TLSError(RuntimeError):
@@ -53,8 +53,8 @@ def check_pair(
     for path in (cert_file, key_file):
         if not path.is_file():
             raise TLSError(
-                f"{path}: missing; TLS_FLAVOR=cert needs both {cert_file.name} and "
-                f"{key_file.name} in {cert_file.parent} (remove both to get a self-signed pair)"
+                f"{path}: missing; TLS needs both {cert_file.name} and {key_file.name} in "
+                f"{cert_file.parent} (remove both to get a self-signed pair)"
             )
     try:
         chain = x509.load_pem_x509_certificates(cert_file.read_bytes())
@@ -75,7 +75,7 @@ def check_pair(
             f"{key_file}: does not match the certificate in {cert_file} "
             "(the first certificate in the file must be the server's own)"
         )
-    names = _dns_names(leaf)
+    names = dns_names(leaf)
     when = now or datetime.datetime.now(datetime.UTC)
     warnings = []
     if when > leaf.not_valid_after_utc:
@@ -106,7 +106,7 @@ def check_pair(
     )
 
 
-def _dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
+def dns_names(certificate: x509.Certificate) -> tuple[str, ...]:
     """The subjectAltName DNS names; the subject's CN does not count (RFC 9525, 6.3)."""
     try:
         extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)

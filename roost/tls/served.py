@@ -9,12 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
+from roost.core.acme import describe
 from roost.layout import Layout
-from roost.tls.check import CheckedCertificate, TLSError, check_pair
+from roost.tls.acmestate import read_state
+from roost.tls.check import CheckedCertificate, TLSError, check_pair, dns_names
 from roost.tls.sources import source_for
 from roost.tls.watch import CertificateWatch
 
-__all__ = ["CertificatePair", "check_served", "ensure", "served_pair", "watch_served"]
+__all__ = [
+    "CertificatePair",
+    "check_served",
+    "describe_served",
+    "ensure",
+    "served_pair",
+    "watch_served",
+]
 
 
 @dataclass(frozen=True)
@@ -60,3 +71,24 @@ def watch_served(layout: Layout) -> CertificateWatch | None:
     if source is None:
         return None
     return CertificateWatch(source.cert_file, source.key_file, layout.settings.HOSTNAMES)
+
+
+def describe_served(layout: Layout) -> list[str]:
+    """What ``roost status`` says of the served certificate: whose it is, for which names,
+    until when; under the letsencrypt flavors also the last ACME run's failures. Reads
+    the certificate only (not the key), so it says the same to any user."""
+    settings = layout.settings
+    source = source_for(layout)
+    if source is None:
+        return []
+    try:
+        first = x509.load_pem_x509_certificates(source.cert_file.read_bytes())[0]
+    except (OSError, ValueError) as exc:
+        return [f"certificate: {source.cert_file} cannot be read ({exc})"]
+    return describe(
+        settings.TLS_FLAVOR,
+        first.issuer == first.subject,
+        dns_names(first),
+        f"{first.not_valid_after_utc:%Y-%m-%d}",
+        read_state(layout) if settings.acme else None,
+    )

@@ -1,10 +1,9 @@
 """Where the certificate the daemons serve comes from: one small interface, one class a source.
 
 A source knows the two files the daemons read and how to put a usable pair there. Which
-source a stack uses follows TLS_FLAVOR (:data:`FLAVORS`); a new one, such as an ACME
-client for TLS_FLAVOR=letsencrypt, is a :class:`CertificateSource` subclass and one entry
-in that table. Sources do not check what they provide: :func:`roost.tls.check.check_pair`
-does, the same way for all of them.
+source a stack uses follows TLS_FLAVOR (:data:`FLAVORS`); a new one is a
+:class:`CertificateSource` subclass and one entry in that table. Sources do not check what
+they provide: :func:`roost.tls.check.check_pair` does, the same way for all of them.
 """
 
 from __future__ import annotations
@@ -24,7 +23,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from roost.layout import Layout
 
-__all__ = ["FLAVORS", "VALIDITY_DAYS", "CertificateSource", "Files", "SelfSigned", "source_for"]
+__all__ = [
+    "FLAVORS",
+    "VALIDITY_DAYS",
+    "Acme",
+    "CertificateSource",
+    "Files",
+    "SelfSigned",
+    "source_for",
+]
 
 # The longest validity clients accepted for a TLS server certificate when the limit was
 # introduced (CA/Browser Forum, 2018); Apple's TLS stack still refuses longer ones.
@@ -71,7 +78,8 @@ class SelfSigned(CertificateSource):
             return []
         names = self.create()
         return [
-            f"TLS_FLAVOR=cert: no certificate in {self.cert_file.parent}; created a "
+            f"TLS_FLAVOR={self.layout.settings.TLS_FLAVOR}: no certificate in "
+            f"{self.cert_file.parent}; created a "
             f"self-signed one for {', '.join(names)}, valid {VALIDITY_DAYS} days "
             f"({self.cert_file}, {self.key_file}). Replace both files with a certificate "
             "clients trust."
@@ -144,12 +152,50 @@ class Files(CertificateSource):
         return self.fallback.provide()
 
 
-def _cert_flavor(layout: Layout) -> CertificateSource:
+@dataclass(frozen=True)
+class Acme(SelfSigned):
+    """TLS_FLAVOR letsencrypt and mail-letsencrypt: the pair certbot obtained.
+
+    The daemons serve ``cert.pem`` and ``key.pem`` in ROOT/certs/letsencrypt, never
+    certbot's own files: roost.tls.acme copies a new certificate there once it passed the
+    check, so a failed or half-done run never reaches them. Until the first certificate
+    arrives (certbot runs while the stack runs, not before), a self-signed pair serves,
+    made as :class:`SelfSigned` makes one. An administrator's ROOT/certs/cert.pem is left
+    alone.
+    """
+
+    @property
+    def cert_file(self) -> Path:
+        return self.layout.acme / "cert.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.layout.acme / "key.pem"
+
+    def provide(self) -> list[str]:
+        self.layout.acme.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if self.cert_file.exists() or self.key_file.exists():
+            return []
+        names = self.create()
+        return [
+            f"TLS_FLAVOR={self.layout.settings.TLS_FLAVOR}: serving a self-signed "
+            f"certificate for {', '.join(names)} until the ACME server issues one; certbot "
+            "runs once the stack is up, `roost status` says how it went"
+        ]
+
+
+def _files_flavor(layout: Layout) -> CertificateSource:
     return Files(layout, fallback=SelfSigned(layout))
 
 
-#: TLS_FLAVOR -> the source of the stack's pair. TLS_FLAVOR=notls has none.
-FLAVORS: dict[str, Callable[[Layout], CertificateSource]] = {"cert": _cert_flavor}
+#: TLS_FLAVOR -> the source of the stack's pair. TLS_FLAVOR=notls has none. ``mail`` and
+#: ``mail-letsencrypt`` differ from ``cert`` and ``letsencrypt`` only in nginx's port 80.
+FLAVORS: dict[str, Callable[[Layout], CertificateSource]] = {
+    "cert": _files_flavor,
+    "mail": _files_flavor,
+    "letsencrypt": Acme,
+    "mail-letsencrypt": Acme,
+}
 
 
 def source_for(layout: Layout) -> CertificateSource | None:

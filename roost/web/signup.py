@@ -9,7 +9,7 @@ anyone, without signing in.
 * ``/domain/signup``, only with DOMAIN_REGISTRATION (else 404): a visitor gives a domain,
   its first account's local part and a password; a signed-in user gives the domain only
   and becomes its manager. The domain's MX must already name one of HOSTNAMES (asked with
-  :func:`roost.web.dnscheck.mx_exchanges`, bounded in time).
+  :func:`roost.dnscheck.mx_exchanges`, bounded in time).
 
 Anyone on the internet can post these forms, so every attempt that reaches the store (or
 DNS) first spends one place in the client network's sign-up window
@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from roost import dnscheck
 from roost.core.address import AddressError, domain_to_ascii
 from roost.gate.limiter import AuthLimiter
 from roost.layout import Layout
@@ -45,7 +46,6 @@ from roost.store.entities.names import (
     user_email,
 )
 from roost.store.models import Domain
-from roost.web import dnscheck
 from roost.web.auth import Account, current_user, settings_of, signed_in_user
 from roost.web.client import client_info
 from roost.web.csrf import html_router

@@ -191,7 +191,9 @@ def options_stack() -> Iterator[Stack]:
       would break the sign-out the web stack's modules check);
     - DMARC reports (test_dmarc_reports), signed under a selector of their own: the other
       modules here sign nothing they check, and their mail comes from loopback, for which
-      Rspamd notes no DMARC data, so the day's report data is test_dmarc_reports' alone.
+      Rspamd notes no DMARC data, so the day's report data is test_dmarc_reports' alone;
+    - MTA-STS (test_doctor_e2e): nginx serves the policy to mta-sts.example.test, in mode
+      testing (a name more in HOSTNAMES changes nothing else).
     """
     require_root()
     settings = {
@@ -205,6 +207,8 @@ def options_stack() -> Iterator[Stack]:
         # and the test DNS answers every record a test added, so a shared name would be
         # ambiguous.
         "DKIM_SELECTOR": "dmarcreports",
+        "HOSTNAMES": "mail.example.test,mta-sts.example.test",
+        "MTA_STS_MODE": "testing",
     }
     files = {RSPAMD_OPTIONS: shared_hyperscan_cache() + world_suffixes()}
     with running(Stack("options", e2e_address(15), settings=settings, files=files)) as started:

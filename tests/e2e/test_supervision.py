@@ -139,7 +139,14 @@ def renewed_pair(stack: Stack) -> bytes:
 
 
 def test_a_renewed_certificate_is_served_after_a_reload_not_a_restart(own_stack: Stack) -> None:
-    """nginx (443), Postfix (465) and Dovecot (993) serve the new pair, same processes."""
+    """nginx (443), Postfix (465) and Dovecot (993) serve the new pair, same processes, and
+    an IMAP session and an SMTP submission session opened before the reload go on."""
+    user = own_stack.add_user("renewal", "renewal-pw-1")
+    reading = own_stack.imap()
+    reading.login(user, "renewal-pw-1")
+    assert reading.select("INBOX")[0] == "OK"
+    sending = own_stack.smtps()
+    sending.login(user, "renewal-pw-1")
     ports = {"nginx": 443, "postfix": 465, "dovecot": 993}
     before = {name: served_certificate(own_stack.address, port) for name, port in ports.items()}
     pids = {name: status(own_stack)[name]["pid"] for name in ports}
@@ -158,6 +165,15 @@ def test_a_renewed_certificate_is_served_after_a_reload_not_a_restart(own_stack:
     for name in ports:
         own_stack.wait_for_log(rf"^roost: reloaded {name}$")
     assert {name: status(own_stack)[name]["pid"] for name in ports} == pids
+    # The sessions opened before the reload still work (a dropped one raises here).
+    subject = f"sent across a reload {uuid.uuid4().hex[:8]}"
+    assert sending.sendmail(user, [user], message(user, user, subject)) == {}
+    sending.quit()
+    assert reading.noop()[0] == "OK"
+    own_stack.wait_for_message(user, "renewal-pw-1", subject)
+    assert reading.select("INBOX")[0] == "OK"
+    assert reading.search(None, "ALL")[0] == "OK"
+    reading.logout()
 
 
 def processes_mentioning(text: str) -> list[str]:

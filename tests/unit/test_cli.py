@@ -64,7 +64,10 @@ def test_bad_setting_is_one_line(tmp_path: Path) -> None:
     stack = make_stack(tmp_path, migrate=False)
     stack.env_file.write_text(stack.env_file.read_text() + "TLS_FLAVOR=bogus\n")
     result = stack.roost("list", "domains")
-    assert error_line(result) == "roost: error: TLS_FLAVOR='bogus': accepts cert or notls"
+    assert error_line(result) == (
+        "roost: error: TLS_FLAVOR='bogus': "
+        "accepts cert, letsencrypt, mail, mail-letsencrypt or notls"
+    )
 
 
 def test_missing_settings_file_is_one_line(tmp_path: Path) -> None:

@@ -167,11 +167,12 @@ def test_zone_file_is_master_file_lines_with_omissions_as_comments() -> None:
     assert body == lines(s, "example.com", ("alt.example",))
     comments = [line for line in text.splitlines() if line.startswith(";")]
     assert comments[0] == "; Mail records for example.com, from Roost"
-    assert [c.split(":")[1].strip() for c in comments[1:]] == ["TLSA (DANE)"]
+    omissions = ["MTA-STS and TLS-RPT", "TLSA (DANE)"]
+    assert [c.split(":")[1].strip() for c in comments[1:]] == omissions
     unsigned = [line for line in zone_file(s, "example.com").splitlines() if line[0] == ";"]
-    assert [c.split(":")[1].strip() for c in unsigned[1:]] == ["DKIM", "DMARC", "TLSA (DANE)"]
+    assert [c.split(":")[1].strip() for c in unsigned[1:]] == ["DKIM", "DMARC", *omissions]
     assert "roost dkim generate example.com" in omitted(s, "example.com")[0]
-    assert len(omitted(s, "example.com")) == 3
+    assert len(omitted(s, "example.com")) == 4
 
 
 def test_dkim_record_is_mailus_and_cut_at_250_octets_only_in_zone_lines() -> None:

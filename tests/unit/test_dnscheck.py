@@ -1,4 +1,4 @@
-"""Live DNS checks (web.dnscheck) against a local DNS server that serves some records right,
+"""Live DNS checks (roost.dnscheck) against a local DNS server that serves some records right,
 some wrong and some not at all; and `roost dns --check` against the same server."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from roost import dnscheck
 from roost.core.dnsrecords import records
+from roost.dnscheck import LIVE, MISSING, UNKNOWN, WRONG, ResolverAddress, parse_resolver
 from roost.settings import Settings, load_settings
-from roost.web import dnscheck
-from roost.web.dnscheck import LIVE, MISSING, UNKNOWN, WRONG, ResolverAddress, parse_resolver
 from tests.unit.test_cli_support import make_stack
 
 #: Served for example.com: right MX and SPF, a wrong DMARC (p=none), the SRV records of

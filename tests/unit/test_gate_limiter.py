@@ -14,7 +14,14 @@ import pytest
 import redis
 
 from roost.core.ratelimit import Rate
-from roost.gate.limiter import AuthLimiter, Budget, MemoryCounters, RedisCounters, Stage
+from roost.gate.limiter import (
+    AuthLimiter,
+    Budget,
+    MemoryCounters,
+    RedisCounters,
+    RefusalKeys,
+    Stage,
+)
 from tests.unit.test_gate_support import (
     DOMAIN,
     make_settings,
@@ -138,17 +145,22 @@ def test_moving_window_semantics(redis_socket: Path, kind: str) -> None:
     async def body() -> None:
         counters: Any = RedisCounters(redis_socket) if kind == "redis" else MemoryCounters()
         stage = Stage(None, "LIMITER/test/w/3/10", rate)
+        keys = RefusalKeys("", "", stage.window, "")
+
+        async def full(now: float) -> bool:
+            return (await counters.refusal(keys, rate, rate, now))[0] == 1
+
         t0 = 1_000_000.0
-        assert not await counters.limited("exempt-x", stage.window, rate, t0)
+        assert not await full(t0)
         assert await counters.hit("exempt-x", (stage,), t0) == 1
         assert await counters.hit("exempt-x", (stage,), t0 + 4) == 1
-        assert not await counters.limited("exempt-x", stage.window, rate, t0 + 5)
+        assert not await full(t0 + 5)
         assert await counters.hit("exempt-x", (stage,), t0 + 6) == 1
-        assert await counters.limited("exempt-x", stage.window, rate, t0 + 9)
+        assert await full(t0 + 9)
         # A full window takes no more hits (so a blocked client cannot extend it) ...
         assert await counters.hit("exempt-x", (stage,), t0 + 9) == 0
         # ... and frees up as its oldest hit ages out: moving, not fixed, windows.
-        assert not await counters.limited("exempt-x", stage.window, rate, t0 + 10.5)
+        assert not await full(t0 + 10.5)
         # Dedup markers stop the chain: the second stage is not hit for a repeat.
         first = Stage("dedup-a", "LIMITER/test/a/3/10", rate)
         second = Stage("dedup-b", "LIMITER/test/b/3/10", rate)
@@ -250,3 +262,73 @@ def test_memory_counters_forget_expired_entries_under_a_flood() -> None:
     asyncio.run(flood(300, 2000.0))  # much later: the first flood has expired
     assert all(expiry > 2000.0 for expiry in counters._expiry.values())
     assert len(counters._windows) <= 300
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+def test_one_step_refusal_decides_alike_in_redis_and_memory(redis_socket: Path, kind: str) -> None:
+    """The whole refusal rule of AuthLimiter.refusal, as Redis's script and memory run it."""
+    rate = Rate(2, 60)
+    trusted = RefusalKeys("trusted-x", "LIMITER/t/pair", "LIMITER/t/net", "LIMITER/t/acct")
+    stranger = RefusalKeys("", "", "LIMITER/t/net", "LIMITER/t/acct")
+    nobody = RefusalKeys("", "", "LIMITER/t/net", "")
+
+    async def body() -> list[int]:
+        counters: Any = RedisCounters(redis_socket) if kind == "redis" else MemoryCounters()
+        now = time.time()
+
+        async def fill(window: str) -> None:
+            for _ in range(rate.amount):
+                await counters.hit("", (Stage(None, window, rate),), now)
+
+        async def code(keys: RefusalKeys) -> int:
+            return int((await counters.refusal(keys, rate, rate, now))[0])
+
+        answers = [await code(stranger)]  # nothing spent: 0
+        await fill("LIMITER/t/net")
+        answers.append(await code(stranger))  # network: 1
+        answers.append(await code(nobody))  # no account: 1
+        await counters.mark("trusted-x", 60, now)
+        answers.append(await code(trusted))  # owner's network: 0
+        await fill("LIMITER/t/acct")
+        answers.append(await code(trusted))  # pair still open: 0
+        await fill("LIMITER/t/pair")
+        answers.append(await code(trusted))  # both spent: 2
+        if kind == "redis":
+            await counters.close()
+        return answers
+
+    assert asyncio.run(body()) == [0, 1, 1, 0, 0, 2]
+
+
+def test_a_fresh_trust_is_not_written_again(tmp_path: Path, redis_socket: Path) -> None:
+    """Logins soon after the trust was set skip the write; later ones, or a trust that
+    vanished (Redis restarted, keys deleted), set it again."""
+    key = f"trusted-203.0.113.0/24-joe@{DOMAIN}"
+    joe = f"joe@{DOMAIN}"
+    client = db2(redis_socket)
+
+    async def body(limiter: AuthLimiter) -> list[tuple[bool, int]]:
+        seen = []
+        for _ in range(2):
+            check = await limiter.login_check("203.0.113.10", joe)
+            seen.append((check.trust_fresh, int(client.ttl(key))))
+            await limiter.succeeded("203.0.113.10", joe, renew=not check.trust_fresh)
+        client.expire(key, 86400 - 61)  # set a little more than the interval ago
+        check = await limiter.login_check("203.0.113.10", joe)
+        seen.append((check.trust_fresh, 0))
+        client.delete(key)
+        check = await limiter.login_check("203.0.113.10", joe)
+        seen.append((check.trust_fresh, 0))
+        await limiter.succeeded("203.0.113.10", joe, renew=not check.trust_fresh)
+        seen.append((True, int(client.exists(key))))
+        return seen
+
+    limiter = limiter_for(tmp_path, redis_socket)
+    assert limiter.renew_interval == 60.0  # a hundredth of the default trust length, a day
+    first, second, older, gone, again = run_with(limiter, body)
+    assert first == (False, -2)  # no trust yet: the login sets it
+    assert second[0] is True and 86400 - 60 < second[1] <= 86400
+    assert older == (False, 0)
+    assert gone == (False, 0)
+    assert again == (True, 1)
+    client.close()

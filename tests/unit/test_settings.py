@@ -37,8 +37,16 @@ def test_booleans_follow_mailus_words(raw: str, expected: bool) -> None:
     ("name", "raw", "message"),
     [
         ("INBOUND_TLS_ENFORCE", "1", "INBOUND_TLS_ENFORCE='1': accepts true, yes, false or no"),
-        ("TLS_FLAVOR", "letsencrypt", "TLS_FLAVOR='letsencrypt': not available in Roost yet"),
-        ("TLS_FLAVOR", "tls", "TLS_FLAVOR='tls': accepts cert or notls"),
+        (
+            "ACME_SERVER",
+            "http://acme.test/dir",
+            "ACME_SERVER='http://acme.test/dir': accepts an https:// URL",
+        ),
+        (
+            "TLS_FLAVOR",
+            "tls",
+            "TLS_FLAVOR='tls': accepts cert, letsencrypt, mail, mail-letsencrypt or notls",
+        ),
         ("PORTS", "25,2525", "PORTS='25,2525': '2525' is not a mail or web port"),
         ("BIND_ADDRESS4", "::1", "BIND_ADDRESS4='::1': accepts one IPv4 address"),
         ("MESSAGE_SIZE_LIMIT", "50MB", "MESSAGE_SIZE_LIMIT='50MB': accepts a whole number"),

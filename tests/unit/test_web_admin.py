@@ -424,7 +424,7 @@ def test_the_manager_page_lists_the_candidates_or_asks_for_an_address(
 
 
 def test_dns_check_page_answers(gate: GateHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from roost.web import dnscheck
+    from roost import dnscheck
 
     seen: list[int] = []
 

@@ -21,13 +21,13 @@ from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from sqlalchemy import select, update
 
+from roost.dnscheck import ResolverAddress
 from roost.gate.control import request_reload
 from roost.settings import Settings
 from roost.store.entities import signup as signups
 from roost.store.entities.names import ManageError
 from roost.store.models import Domain, User
 from roost.web.app import create_app
-from roost.web.dnscheck import ResolverAddress
 from tests.unit.test_gate_support import (
     GateHarness,
     add_alias,

@@ -5,8 +5,11 @@ like every login on every other protocol, is decided by the gate through nginx's
 ``auth_http`` protocol (fail2ban lines and rate limits in one place, as in Mailu), and
 Postfix sees the real client through XCLIENT. The HTTP side answers ``/health``, proxies
 the web application's paths to its Unix socket (roost.services.web) with the security
-headers Mailu's front adds, applies WEBROOT_REDIRECT, and under TLS_FLAVOR=cert sends
-everything but ``/.well-known/`` on port 80 to HTTPS.
+headers Mailu's front adds, applies WEBROOT_REDIRECT, serves the MTA-STS policy on HTTPS
+to the ``mta-sts.*`` names of HOSTNAMES (``mta-sts.conf.j2``), and under TLS_FLAVOR cert and
+letsencrypt sends everything but ``/.well-known/`` on port 80 to HTTPS (the `mail` flavors
+serve port 80 as 443). Under the letsencrypt flavors port 80 serves certbot's HTTP-01
+tokens (roost.tls.acme).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from roost import tls
+from roost.core import mtasts
 from roost.services.base import (
     Readiness,
     Service,
@@ -107,13 +111,16 @@ class NginxService(Service):
         addresses = self.layout.listen_addresses()
         servers = []
         if settings.port_enabled(80):
+            # Port 80 only redirects to HTTPS, except under notls and the `mail` flavors
+            # (a TLS-terminating proxy in front speaks plain HTTP to it).
+            plain = "" if settings.http_redirect else f" (TLS_FLAVOR={settings.TLS_FLAVOR})"
             servers.append(
                 {
-                    # Under notls port 80 is the main server; otherwise it only redirects.
-                    "comment": "HTTP" + ("" if settings.tls else " (TLS_FLAVOR=notls)"),
+                    "comment": "HTTP" + plain,
                     "listen": [_listen(a, 80) for a in addresses],
                     "tls": False,
-                    "main": not settings.tls,
+                    "main": not settings.http_redirect,
+                    "acme": settings.acme,
                 }
             )
         if settings.tls and settings.port_enabled(443):
@@ -123,6 +130,7 @@ class NginxService(Service):
                     "listen": [_listen(a, 443, " ssl http2") for a in addresses],
                     "tls": True,
                     "main": True,
+                    "acme": False,
                 }
             )
         return servers
@@ -150,8 +158,25 @@ class NginxService(Service):
             # 0 keeps nginx's meaning "no limit", as MESSAGE_SIZE_LIMIT=0 does for Postfix.
             "client_max_body_size": limit + BODY_SLACK if limit else 0,
             "http_servers": self._http_servers(),
+            "http_redirect": settings.http_redirect,
+            "acme_webroot": self.layout.acme_webroot,
             "mail_listen": [_listen(a, 25) for a in self.layout.listen_addresses()],
+            "mta_sts": self._mta_sts_context(),
             **self._web_context(),
+        }
+
+    def _mta_sts_context(self) -> dict[str, Any] | None:
+        """The MTA-STS policy and the hosts it is served for (RFC 8461 §3.3), or None."""
+        settings = self.layout.settings
+        hosts = mtasts.policy_hosts(settings)
+        if not hosts:
+            return None
+        text = mtasts.policy_text(settings)
+        return {
+            "path": mtasts.POLICY_PATH,
+            "hosts": "|".join(re.escape(host) for host in hosts),
+            # An nginx string: its own escapes for CR and LF (the text has no quotes).
+            "policy": text.replace("\r", "\\r").replace("\n", "\\n"),
         }
 
     def _web_context(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from roost import dnscheck
 from roost.core import dnsrecords
 from roost.core.address import AddressError
 from roost.store import work
@@ -36,7 +37,6 @@ from roost.store.entities.names import (
     user_email,
 )
 from roost.store.models import Alias, Domain, User
-from roost.web import dnscheck
 from roost.web.admin import rights
 from roost.web.admin.common import (
     Deletion,

@@ -9,7 +9,8 @@ the answers carries the published value: MX exchange and preference, the TXT tex
 A DNS problem never raises: a timeout, a refused query or a broken resolver configuration
 is the state ``unknown`` with the reason. Every query has a short timeout and all of them
 run side by side under one deadline, so a page that shows the states waits a few seconds
-at most, whatever the network does.
+at most, whatever the network does. :func:`query` is the one lookup underneath, for the
+checks that need the answers themselves (``roost doctor``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import dns.exception
 import dns.name
@@ -32,11 +34,14 @@ __all__ = [
     "MISSING",
     "UNKNOWN",
     "WRONG",
+    "Answer",
     "Check",
     "ResolverAddress",
     "check_records",
+    "make_resolver",
     "mx_exchanges",
     "parse_resolver",
+    "query",
 ]
 
 LIVE = "live"  # an answer carries the published value
@@ -89,8 +94,11 @@ def parse_resolver(text: str) -> ResolverAddress:
     return ResolverAddress(str(address), int(port))
 
 
-def _resolver(server: ResolverAddress | None, timeout: float) -> dns.resolver.Resolver:
-    """A resolver that tries each server once within ``timeout`` (no search list)."""
+def make_resolver(server: ResolverAddress | None, timeout: float) -> dns.resolver.Resolver:
+    """A resolver that tries each server once within ``timeout`` (no search list).
+
+    Raises dns.exception.DNSException, OSError or ValueError when the system's resolver
+    configuration cannot be read."""
     if server is None:
         resolver = dns.resolver.Resolver(configure=True)
     else:
@@ -142,28 +150,46 @@ def _matches(record: Record, found: tuple[str | int, ...]) -> bool:
     return found == want
 
 
-def _lookup(
-    resolver: dns.resolver.Resolver, name: str, rtype: str
-) -> tuple[str, list[tuple[str | int, ...]], list[str], str]:
-    """(state so far, answers as data, answers as text, reason); never raises."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one query got: ``LIVE`` with the records (dnspython rdata), ``MISSING`` (no
+    such name, or none of this type) or ``UNKNOWN`` with the reason."""
+
+    state: str
+    rdatas: tuple[Any, ...] = ()
+    reason: str = ""
+
+
+def query(resolver: dns.resolver.Resolver, name: str, rtype: str) -> Answer:
+    """Ask for ``name``'s records of ``rtype``; never raises on DNS errors."""
     try:
         answer = resolver.resolve(
             dns.name.from_text(name), rtype, raise_on_no_answer=False, search=False
         )
     except dns.resolver.NXDOMAIN:
-        return MISSING, [], [], "no such name"
+        return Answer(MISSING, reason="no such name")
     except dns.resolver.NoNameservers as exc:
-        return UNKNOWN, [], [], f"no server answered: {_first_line(exc)}"
+        return Answer(UNKNOWN, reason=f"no server answered: {_first_line(exc)}")
     except dns.exception.Timeout:
-        return UNKNOWN, [], [], "the resolver did not answer in time"
+        return Answer(UNKNOWN, reason="the resolver did not answer in time")
     except dns.exception.DNSException as exc:
-        return UNKNOWN, [], [], _first_line(exc) or type(exc).__name__
+        return Answer(UNKNOWN, reason=_first_line(exc) or type(exc).__name__)
     except (OSError, ValueError) as exc:
-        return UNKNOWN, [], [], f"cannot ask the resolver: {exc}"
+        return Answer(UNKNOWN, reason=f"cannot ask the resolver: {exc}")
     if answer.rrset is None:
-        return MISSING, [], [], f"no {rtype} record"
-    data = [_answer_data(rdata, rtype) for rdata in answer.rrset]
-    texts = [rdata.to_text() for rdata in answer.rrset]
+        return Answer(MISSING, reason=f"no {rtype} record")
+    return Answer(LIVE, tuple(answer.rrset))
+
+
+def _lookup(
+    resolver: dns.resolver.Resolver, name: str, rtype: str
+) -> tuple[str, list[tuple[str | int, ...]], list[str], str]:
+    """(state so far, answers as data, answers as text, reason); never raises."""
+    answer = query(resolver, name, rtype)
+    if answer.state != LIVE:
+        return answer.state, [], [], answer.reason
+    data = [_answer_data(rdata, rtype) for rdata in answer.rdatas]
+    texts = [rdata.to_text() for rdata in answer.rdatas]
     return "", data, texts, ""
 
 
@@ -183,7 +209,7 @@ def check_records(
     Each (name, type) is asked once. A query still out at the deadline is ``unknown``.
     """
     try:
-        resolver = _resolver(server, query_timeout)
+        resolver = make_resolver(server, query_timeout)
     except (dns.exception.DNSException, OSError, ValueError) as exc:
         reason = f"no resolver: {_first_line(exc) or type(exc).__name__}"
         return [Check(record, UNKNOWN, reason=reason) for record in records]
@@ -210,7 +236,7 @@ def mx_exchanges(
     there are some, MISSING when there are none, UNKNOWN with the reason when the
     resolver did not tell. Never raises on DNS errors."""
     try:
-        resolver = _resolver(server, timeout)
+        resolver = make_resolver(server, timeout)
     except (dns.exception.DNSException, OSError, ValueError) as exc:
         return UNKNOWN, (), f"no resolver: {_first_line(exc) or type(exc).__name__}"
     state, data, _texts, reason = _lookup(resolver, domain, "MX")
