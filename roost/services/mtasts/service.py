@@ -9,7 +9,7 @@ after the override map and the gate's DANE check (roost.services.postfix).
 The daemon parses what strangers' web and DNS servers send, so it runs as ``nobody`` with
 ``no_new_privs`` and no capabilities; its socket is in a set-group-ID directory of
 Postfix's group, so only Postfix (and root) can open it. Its cache is in memory. It uses
-the host's resolver: MTA-STS does not rely on DNSSEC (RFC 8461 section 10.1).
+the host's resolver: MTA-STS (RFC 8461) trusts CA-signed certificates, not DNSSEC.
 
 Mailu's ``overrides/postfix/mta-sts-daemon.yml`` replaces the generated configuration;
 Roost keeps only its own socket (``path``, ``mode``) in it, which Postfix must reach.
