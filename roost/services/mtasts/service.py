@@ -21,7 +21,6 @@ import grp
 import importlib.util
 import os
 import pwd
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from roost.services.base import Readiness, Service, ServiceConfigError, write_file
+from roost.services.base import Readiness, Service, ServiceConfigError, confined, write_file
 
 __all__ = ["MtaStsService"]
 
@@ -109,26 +108,7 @@ class MtaStsService(Service):
         socket.unlink(missing_ok=True)
 
     def command(self) -> list[str]:
-        setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
-        if setpriv is None:
-            raise ServiceConfigError(
-                "setpriv is not installed; install the Debian package util-linux"
-            )
-        return [
-            setpriv,
-            f"--reuid={USER}",
-            f"--regid={GROUP}",
-            "--clear-groups",
-            "--no-new-privs",
-            "--bounding-set=-all",
-            "--",
-            sys.executable,
-            "-I",
-            "-c",
-            _DAEMON,
-            "-c",
-            str(self.conf),
-        ]
+        return confined(USER, GROUP, [sys.executable, "-I", "-c", _DAEMON, "-c", str(self.conf)])
 
     def readiness(self) -> Readiness:
         return Readiness(unix_sockets=(self.layout.mta_sts_socket,))
