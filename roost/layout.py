@@ -39,6 +39,8 @@ GATE_HTTP_PORT = 10080  # the gate's HTTP side for Dovecot's Lua (with the secre
 #: Postfix submission behind nginx's stream proxy (PROXY protocol from nginx only), by the
 #: public port nginx takes for it.
 PROXIED_SUBMISSION_PORTS = {465: 10465, 587: 10587}
+#: Roost's unbound (DNS_RESOLVER=unbound) on ``internal_address``: resolv.conf names no port.
+DNS_PORT = 53
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
 MAIL_OWNER = "mail"
 #: The user nginx's workers run as (nginx.conf ``user``); its group alone may open
@@ -237,6 +239,11 @@ class Layout:
         return self.run / "radicale" / "radicale.sock"
 
     @property
+    def mta_sts_socket(self) -> Path:
+        """The MTA-STS resolver's socketmap, for Postfix only (``nobody:postfix``)."""
+        return self.run / "mta-sts" / "mta-sts.sock"
+
+    @property
     def rspamd_learn_socket(self) -> Path:
         """Rspamd's controller for Dovecot's learning scripts (they run as ``mail``)."""
         return self.run / "rspamd-learn" / "controller.sock"
@@ -294,6 +301,16 @@ class Layout:
         if bind.is_loopback:
             return str(bind)
         return derived_loopback(self.root)
+
+    @property
+    def validating_resolver(self) -> str | None:
+        """The address of the DNSSEC-validating resolver outgoing mail asks (DNS_RESOLVER):
+        Roost's unbound on the internal address, the one the setting names, or None for the
+        host's own resolver."""
+        chosen = self.settings.DNS_RESOLVER
+        if chosen == "system":
+            return None
+        return self.internal_address if chosen == "unbound" else chosen
 
     @property
     def gate_http_url(self) -> str:

@@ -256,8 +256,21 @@ class Settings:
         True,
         p.boolean,
         "network",
-        "defer outgoing mail rather than weaken TLS when an MX host's signed TLSA records "
-        "cannot be met (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`)",
+        "defer outgoing mail rather than weaken TLS: DANE for signed TLSA records behind "
+        "an unsigned MX (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`), "
+        "MTA-STS `testing` policies enforced, and a failed DANE lookup never left to "
+        "MTA-STS (docs/outbound-tls.md)",
+    )
+
+    DNS_RESOLVER: str = setting(
+        "unbound",
+        p.resolver,
+        "network",
+        "the DNS resolver of outgoing mail. `unbound`: Roost runs its own DNSSEC-validating "
+        "resolver on the internal address, which DANE needs (docs/outbound-tls.md); "
+        "`system`: the host's /etc/resolv.conf as it is (DANE works only if that resolver "
+        "validates, over a path no one can tamper with); an IP address: an existing validating "
+        "resolver",
     )
 
     # -- mail ----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ __all__ = [
     "rate",
     "recipient_delimiter",
     "relayhost",
+    "resolver",
     "text",
     "url",
     "verbatim",
@@ -183,6 +184,20 @@ def address(version: int) -> Parser:
         return str(addr)
 
     return parse
+
+
+def resolver(name: str, raw: str) -> str:
+    """``unbound``, ``system`` or the IP address of a DNSSEC-validating resolver."""
+    value = raw.strip().strip("[]").lower()
+    if value in ("unbound", "system"):
+        return value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r}: accepts unbound (Roost runs its own validating resolver), "
+            "system (the host's /etc/resolv.conf) or the IP address of a validating resolver"
+        ) from None
 
 
 def optional(parser: Parser) -> Parser:

@@ -27,6 +27,7 @@ from roost.services.base import (
     Readiness,
     Service,
     ServiceConfigError,
+    confined,
     template_environment,
     write_file,
 )
@@ -48,10 +49,10 @@ def webdav_enabled(settings: Settings) -> bool:
     return bool(settings.webdav_path)
 
 
-def _binary(name: str, package: str) -> str:
-    path = shutil.which(name, path=_SYSTEM_PATH)
+def _useradd() -> str:
+    path = shutil.which("useradd", path=_SYSTEM_PATH)
     if path is None:
-        raise ServiceConfigError(f"{name} is not installed; install the Debian package {package}")
+        raise ServiceConfigError("useradd is not installed; install the Debian package passwd")
     return path
 
 
@@ -63,7 +64,7 @@ def ensure_account() -> pwd.struct_passwd:
     except KeyError:
         pass
     command = [
-        _binary("useradd", "passwd"),
+        _useradd(),
         "--system",
         "--user-group",
         "--no-create-home",
@@ -132,21 +133,9 @@ class RadicaleService(Service):
         write_file(self.conf, _TEMPLATES.get_template("config.j2").render(self.context()))
 
     def command(self) -> list[str]:
-        return [
-            _binary("setpriv", "util-linux"),
-            f"--reuid={USER}",
-            f"--regid={USER}",
-            "--clear-groups",
-            "--no-new-privs",
-            "--bounding-set=-all",
-            "--",
-            sys.executable,
-            "-I",
-            "-m",
-            "roost.services.radicale.server",
-            f"--config={self.conf}",
-            f"--socket={self.layout.radicale_socket}",
-        ]
+        server = "roost.services.radicale.server"
+        arguments = [f"--config={self.conf}", f"--socket={self.layout.radicale_socket}"]
+        return confined(USER, USER, [sys.executable, "-I", "-m", server, *arguments])
 
     def readiness(self) -> Readiness:
         return Readiness(unix_sockets=(self.layout.radicale_socket,))
