@@ -88,8 +88,8 @@ def basic_credentials(authorization: str) -> tuple[str, str] | None:
     """(user, password) from an ``Authorization: Basic`` value (RFC 7617 §2), or None.
 
     The user-id ends at the first colon; both halves are UTF-8 (the charset the challenge
-    asks for), with bytes that are not kept as lone surrogates, so such a password simply
-    never matches. Anything that is not Basic with strict base64 is None.
+    asks for), and bytes that are not UTF-8 are kept as lone surrogates, so such a
+    password simply never matches. Anything that is not Basic with strict base64 is None.
     """
     scheme, _, encoded = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
