@@ -102,7 +102,7 @@ def _web_base(settings: Settings) -> str:
 
 def dav_url(settings: Settings) -> str | None:
     """The CalDAV and CardDAV server's URL (WEBDAV=radicale; one URL serves both, and a
-    client finds the user's collections below it, RFC 6764 §6), or None."""
+    client finds the user's collections below it, RFC 6764), or None."""
     if not settings.webdav_path:
         return None
     return f"{_web_base(settings)}{settings.webdav_path}/"
