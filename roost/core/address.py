@@ -202,6 +202,12 @@ def parse_address(text: str) -> Address:
     local, _, domain = text.partition("@")
     if not local:
         raise AddressError(f"{text!r}: empty local part")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Bytes that were not UTF-8, kept as lone surrogates by the gate's decoding.
+            raise AddressError(f"{text!r}: is not UTF-8 text") from None
     bad = forbidden_char(text)
     if bad is not None:
         raise AddressError(f"{text!r}: contains the character {bad!r}")

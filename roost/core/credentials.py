@@ -102,7 +102,12 @@ class Login:
 # smtp, submission, sieve, lmtp, web, sso -- have no switch of their own.
 _PROTOCOL_SWITCH = {"imap": "enable_imap", "pop3": "enable_pop", "pop": "enable_pop"}
 # Protocols where AUTH_REQUIRE_TOKENS does not apply: Mailu refuses passwords only for
-# imap, pop3, smtp and sieve, i.e. every mail protocol; web logins keep them.
+# imap, pop3, smtp and sieve, i.e. every mail protocol; web logins and HTTP Basic (webdav,
+# which Mailu checks as a web login) keep them.
+_TOKENS_NOT_REQUIRED = frozenset({"web", "sso", "webdav"})
+# Protocols where a password still logs in a user with two-factor login on: the web
+# sign-in, which asks for the code next. Everywhere else (webdav included) only app
+# tokens do, as there is no second step to ask for.
 _PASSWORD_ALWAYS_OK = frozenset({"web", "sso"})
 #: Protocols app tokens do not open: the web sign-in takes the account password only, as
 #: Mailu's does, so a token leaked from a mail client cannot change the password.
@@ -230,7 +235,7 @@ def quick_login(
     if proto in TOKEN_ONLY:
         reason = by_token.reason if by_token is not None else TOKEN_ONLY_REASON
         return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)
-    if require_token and proto not in _PASSWORD_ALWAYS_OK:
+    if require_token and proto not in _TOKENS_NOT_REQUIRED:
         # Mailu does not even look at the password then; neither is Argon2 spent on it.
         reason = by_token.reason if by_token is not None else REQUIRE_TOKEN_REASON
         return Login(user, LoginResult.BAD_CREDENTIALS, reason=reason)

@@ -25,6 +25,10 @@ message a third party forwards, since forwarding breaks SPF and nothing else wou
   target ``.``, RFC 6186 §4's "not provided here", so that clients stop looking.
 - ``autoconfig`` and ``autodiscover`` CNAMEs to the host, where Thunderbird and Outlook
   look for their configuration documents.
+- With WEBDAV on, CalDAV and CardDAV (RFC 6764): ``_caldavs._tcp`` and ``_carddavs._tcp``
+  SRV records to the host's port 443 (``_caldav``/``_carddav`` and port 80 under
+  TLS_FLAVOR=notls) and a TXT record beside each with the context path,
+  ``"path=/webdav/"``, so that a device given only the address finds the server.
 - MTA-STS (RFC 8461) and TLS reporting (RFC 8460), for a domain or alternative whose
   ``mta-sts.<d>`` is in HOSTNAMES (:mod:`roost.core.mtasts`): ``_mta-sts.<d>. TXT
   "v=STSv1; id=..."`` (the id follows the policy nginx serves), ``mta-sts.<d>. CNAME
@@ -288,12 +292,28 @@ def _service_records(settings: Settings, name: str) -> list[Record]:
             data = (0, 0, 0, ".")
             purpose = f"{service.srv}: not provided (port {service.port} is off)"
         out.append(Record(owner, "SRV", data, name, purpose))
+    out += _dav_records(settings, name)
     for label, client in (("autoconfig", "Thunderbird"), ("autodiscover", "Outlook")):
         owner = f"{label}.{name}"
         if owner != settings.hostname:  # a CNAME to itself would be a loop
             out.append(
                 Record(fqdn(owner), "CNAME", (host,), name, f"{client} finds its settings here")
             )
+    return out
+
+
+def _dav_records(settings: Settings, name: str) -> list[Record]:
+    """RFC 6764's SRV and TXT records for CalDAV and CardDAV (WEBDAV on, its port on)."""
+    path = settings.webdav_path
+    port, suffix = (443, "s") if settings.tls else (80, "")
+    if not path or not settings.port_enabled(port):
+        return []
+    out = []
+    for kind, what in (("caldav", "calendars"), ("carddav", "contacts")):
+        owner = fqdn(f"_{kind}{suffix}._tcp.{name}")
+        target = (10, 1, port, fqdn(settings.hostname))
+        out.append(Record(owner, "SRV", target, name, f"{kind}: {what} on port {port}"))
+        out.append(Record(owner, "TXT", (f"path={path}/",), name, f"{kind}: the server's path"))
     return out
 
 

@@ -520,7 +520,9 @@ class AuthLimiter:
         return LoginCheck(_REFUSAL_CODES[code], trust_fresh=fresh)
 
     def _ip_stage(self, network: str, username: str) -> Stage:
-        return Stage(f"dedup-{network}-{username}", self._ip_window(network), self.ip_rate)
+        # A name whose bytes were not UTF-8 (lone surrogates) cannot be a Redis key as is.
+        name = username.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return Stage(f"dedup-{network}-{name}", self._ip_window(network), self.ip_rate)
 
     async def fail_unknown(self, ip: str, username: str) -> int:
         """Count a failed login for a name that is no account: once per name per window."""

@@ -7,6 +7,12 @@ HTTP (ARCHITECTURE "The gate's protocols"):
   core/admin/mailu/internal/nginx.py answers;
   a request missing a header the decision needs is a 400, which both callers treat as a
   temporary failure rather than a verdict on the password.
+* ``GET /auth/basic`` — nginx's ``auth_request`` for HTTP Basic (WEBDAV), as Mailu's
+  ``/internal/auth/basic``: the ``Authorization`` header's credentials go through the same
+  decision with the protocol nginx names (``Auth-Protocol: webdav``); 200 with
+  ``Auth-User: <address>`` lets the request through, 401 with a Basic challenge
+  (RFC 7617) refuses it. A request with no or unreadable credentials is a challenge, not
+  a failed login: every DAV client's first request carries none.
 * ``GET /dovecot/userdb/<email>`` — Dovecot's userdb answer: ``{"user", "quota_rule"}``
   (Mailu core/admin/mailu/internal/views/dovecot.py; ``*:bytes=0`` is Dovecot's "no limit"),
   404 for an unknown address.
@@ -29,6 +35,9 @@ speaks the same protocol), one backend for both:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -37,7 +46,7 @@ from typing import Any
 
 from roost.core.directory import UserEntry
 from roost.core.sieve import before_script, script_id
-from roost.gate.auth import AuthRequest, Gate, RequestError
+from roost.gate.auth import STATUS_RATELIMIT, AuthRequest, Gate, RequestError
 from roost.gate.counters import RequestCounters
 from roost.gate.dictproxy import DictError
 from roost.gate.homes import MailHomes
@@ -48,13 +57,18 @@ from roost.layout import UnsafeHome
 from roost.store.db import Store, StoreError
 from roost.store.entities.user import record_quota_usage
 
-__all__ = ["MailboxDict", "QuotaUsageWriter", "Routes"]
+__all__ = ["BASIC_PROTOCOLS", "MailboxDict", "QuotaUsageWriter", "Routes", "basic_credentials"]
 
 log = logging.getLogger("roost.gate")
 
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 _USERDB = "/dovecot/userdb/"
+#: The protocols nginx may ask about with HTTP Basic credentials.
+BASIC_PROTOCOLS = frozenset({"webdav"})
+#: The only headers of nginx's Basic request the decision reads; any other (an
+#: ``Auth-User`` or second-factor report a client slipped in) is ignored.
+_BASIC_HEADERS = ("auth-protocol", "auth-port", "client-ip", "client-port", "auth-ssl")
 
 
 def _json(status: int, value: Any) -> Response:
@@ -63,6 +77,33 @@ def _json(status: int, value: Any) -> Response:
 
 def _not_found() -> Response:
     return Response(404, body=b"not found\n", content_type=_TEXT)
+
+
+def _challenge(realm: str) -> Response:
+    """401 with a Basic challenge (RFC 7617 §2, charset per §2.1); nginx's auth_request
+    hands the status and ``WWW-Authenticate`` to the client."""
+    challenge = f'Basic realm="{realm}", charset="UTF-8"'
+    return Response(401, headers=[("WWW-Authenticate", challenge)], content_type=_TEXT)
+
+
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic`` value (RFC 7617 §2), or None.
+
+    The user-id ends at the first colon; both halves are UTF-8 (the charset the challenge
+    asks for), and bytes that are not UTF-8 are kept as lone surrogates, so such a
+    password simply never matches. Anything that is not Basic with strict base64 is None.
+    """
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, colon, password = raw.partition(b":")
+    if not colon or not user:
+        return None
+    return user.decode("utf-8", "surrogateescape"), password.decode("utf-8", "surrogateescape")
 
 
 class Routes:
@@ -92,6 +133,9 @@ class Routes:
         if path == "/auth/email":
             count("http auth")
             return await self.auth(request)
+        if path == "/auth/basic":
+            count("http basic")
+            return await self.basic(request)
         if path.startswith(_USERDB):
             count("http userdb")
             return self.userdb(path[len(_USERDB) :])
@@ -109,6 +153,28 @@ class Routes:
             return Response(400, body=f"{exc}\n".encode(), content_type=_TEXT)
         answer = await self._gate.decide(auth_request)
         return Response(200, headers=answer.headers())
+
+    async def basic(self, request: Request) -> Response:
+        headers = {name: request.header(name) for name in _BASIC_HEADERS}
+        try:
+            template = AuthRequest.from_headers(headers)
+        except RequestError as exc:
+            log.info("basic auth request refused: %s", exc)
+            return Response(400, body=f"{exc}\n".encode(), content_type=_TEXT)
+        if template.protocol not in BASIC_PROTOCOLS:
+            message = f"Auth-Protocol {template.protocol!r} is not one of {sorted(BASIC_PROTOCOLS)}"
+            return Response(400, body=f"{message}\n".encode(), content_type=_TEXT)
+        credentials = basic_credentials(request.header("authorization"))
+        if credentials is None:
+            return _challenge("Login Required")
+        user, password = credentials
+        auth_request = dataclasses.replace(template, method="plain", user=user, password=password)
+        answer = await self._gate.decide(auth_request)
+        if answer.ok and answer.user is not None:
+            return Response(200, headers=[("Auth-User", answer.user)])
+        if answer.status.startswith(STATUS_RATELIMIT):
+            return _challenge(answer.status)
+        return _challenge("Login Required")
 
     def userdb(self, email: str) -> Response:
         user = self._index.directory.user(email)

@@ -5,7 +5,9 @@ Mailu always advertises IMAP 993 and SMTP 465 whatever PORTS says; here each doc
 lists what listens (``settings.port_enabled``: PORTS, with 465/993/995 only under TLS),
 best first as RFC 8314 §5.1 prefers: implicit TLS (993, 995, 465), then STARTTLS (143,
 110, 587), which Roost requires before a login whenever TLS is on; under
-TLS_FLAVOR=notls the plain ports without encryption. The server is HOSTNAMES[0].
+TLS_FLAVOR=notls the plain ports without encryption. The server is HOSTNAMES[0]. With
+WEBDAV on, Thunderbird's document and Apple's profile also name the CalDAV and CardDAV
+server (``dav_url``); Outlook's autodiscover has no place for it.
 
 Formats:
 - Thunderbird: https://wiki.mozilla.org/Thunderbird:Autoconfiguration:ConfigFileFormat
@@ -37,7 +39,7 @@ from roost.core.address import AddressError, parse_address
 from roost.core.dnsrecords import services
 from roost.settings import Settings
 
-__all__ = ["MAX_BODY", "ClientServer", "client_servers", "router"]
+__all__ = ["MAX_BODY", "ClientServer", "client_servers", "dav_url", "router"]
 
 #: Largest autodiscover request read (bytes); a real one is a few hundred.
 MAX_BODY = 64 * 1024
@@ -98,6 +100,14 @@ def _web_base(settings: Settings) -> str:
     return f"{'https' if settings.tls else 'http'}://{settings.hostname}"
 
 
+def dav_url(settings: Settings) -> str | None:
+    """The CalDAV and CardDAV server's URL (WEBDAV=radicale; one URL serves both, and a
+    client finds the user's collections below it, RFC 6764), or None."""
+    if not settings.webdav_path:
+        return None
+    return f"{_web_base(settings)}{settings.webdav_path}/"
+
+
 # -- Thunderbird ------------------------------------------------------------------------------
 
 
@@ -128,6 +138,14 @@ def thunderbird_config(settings: Settings) -> ET.Element | None:
             provider, "documentation", url=f"{_web_base(settings)}{settings.WEB_ADMIN}/client"
         )
         _sub(docs, "descr", "Configure your email client", lang="en")
+    dav = dav_url(settings)
+    if dav is not None:
+        # Siblings of emailProvider, as Thunderbird reads them (102 and later).
+        for tag, kind in (("addressBook", "carddav"), ("calendar", "caldav")):
+            element = _sub(root, tag, type=kind)
+            _sub(element, "username", "%EMAILADDRESS%")
+            _sub(element, "authentication", "http-basic")
+            _sub(element, "serverURL", dav)
     return root
 
 
@@ -260,8 +278,9 @@ def apple_profile(settings: Settings, address: str) -> bytes | None:
                 "OutgoingPasswordSameAsIncomingPassword": True,
             }
         )
+    payloads = [account, *_dav_payloads(settings, address, seed)]
     profile = {
-        "PayloadContent": [account],
+        "PayloadContent": payloads,
         "PayloadDescription": f"{host}: e-mail account configuration",
         "PayloadDisplayName": f"{settings.SITENAME or host} mail",
         "PayloadIdentifier": f"{host}.mobileconfig.{uuid.uuid5(uuid.NAMESPACE_URL, seed)}",
@@ -272,6 +291,39 @@ def apple_profile(settings: Settings, address: str) -> bytes | None:
         "PayloadVersion": 1,
     }
     return plistlib.dumps(profile, sort_keys=True)
+
+
+def _dav_payloads(settings: Settings, address: str, seed: str) -> list[dict[str, object]]:
+    """Calendar and Contacts accounts (``com.apple.caldav.account`` and
+    ``com.apple.carddav.account`` payloads) when WEBDAV is on; the principal URL is the
+    user's own collection, so the device needs no discovery."""
+    dav = dav_url(settings)
+    if dav is None:
+        return []
+    host = settings.hostname
+    principal = f"{dav}{address}/" if address else dav
+    out: list[dict[str, object]] = []
+    for prefix, kind, what in (
+        ("CalDAV", "caldav", "Calendar"),
+        ("CardDAV", "carddav", "Contacts"),
+    ):
+        payload: dict[str, object] = {
+            f"{prefix}AccountDescription": f"{settings.SITENAME or host} {what.lower()}",
+            f"{prefix}HostName": host,
+            f"{prefix}Port": 443 if settings.tls else 80,
+            f"{prefix}PrincipalURL": principal,
+            f"{prefix}UseSSL": settings.tls,
+            "PayloadDescription": f"{what} account {address}".rstrip(),
+            "PayloadDisplayName": f"{what} ({address or host})",
+            "PayloadIdentifier": f"{host}.{kind}.{uuid.uuid5(uuid.NAMESPACE_URL, seed)}",
+            "PayloadType": f"com.apple.{kind}.account",
+            "PayloadUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{seed}/{kind}")).upper(),
+            "PayloadVersion": 1,
+        }
+        if address:
+            payload[f"{prefix}Username"] = address
+        out.append(payload)
+    return out
 
 
 def _address_param(request: Request, *names: str) -> str:

@@ -254,3 +254,10 @@ def test_check_wildcard_pattern_rejects(pattern: str, message: str) -> None:
     with pytest.raises(AddressError) as info:
         check_wildcard_pattern(pattern)
     assert message in str(info.value)
+
+
+def test_parse_address_refuses_text_that_was_not_utf8() -> None:
+    """A login name whose bytes were not UTF-8 reaches the gate as lone surrogates; it is
+    no address (an error, not a crash of the login decision)."""
+    with pytest.raises(AddressError, match="not UTF-8"):
+        parse_address("\udcffjoe@example.test")

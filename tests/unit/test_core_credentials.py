@@ -221,10 +221,10 @@ def test_require_token_refuses_passwords_on_mail_protocols(
     assert login(directory, cache, "joe@example.com", TOKEN, protocol, require_token=True).ok
 
 
-def test_require_token_keeps_passwords_for_web_logins(
+def test_require_token_keeps_passwords_for_web_logins_and_webdav(
     directory: Directory, cache: CredentialCache
 ) -> None:
-    for protocol in ("web", "sso"):
+    for protocol in ("web", "sso", "webdav"):
         assert login(
             directory, cache, "joe@example.com", "joe-secret", protocol, require_token=True
         ).ok

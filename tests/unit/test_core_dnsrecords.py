@@ -89,6 +89,23 @@ def test_notls_turns_every_tls_service_off() -> None:
     }
 
 
+def test_webdav_adds_rfc6764_records_for_the_port_that_serves_it() -> None:
+    assert not [r for r in records(settings(), "example.com") if "dav" in r.name]
+    dav = [r.line for r in records(settings(WEBDAV="radicale"), "example.com") if "dav" in r.name]
+    assert dav == [
+        "_caldavs._tcp.example.com. 600 IN SRV 10 1 443 mail.example.com.",
+        '_caldavs._tcp.example.com. 600 IN TXT "path=/webdav/"',
+        "_carddavs._tcp.example.com. 600 IN SRV 10 1 443 mail.example.com.",
+        '_carddavs._tcp.example.com. 600 IN TXT "path=/webdav/"',
+    ]
+    plain = settings(WEBDAV="radicale", TLS_FLAVOR="notls", PORTS="25,80,143,587")
+    assert [r.line for r in records(plain, "example.com") if "dav" in r.name][:1] == [
+        "_caldav._tcp.example.com. 600 IN SRV 10 1 80 mail.example.com."
+    ]
+    off = settings(WEBDAV="radicale", PORTS="25,80,993")
+    assert not [r for r in records(off, "example.com") if "dav" in r.name]
+
+
 def test_dmarc_reports_go_to_domain_with_permission_for_other_domains() -> None:
     s = settings(DMARC_RUA="Admin", DMARC_RUF="forensic")
     dmarc = (
@@ -238,3 +255,12 @@ def test_cli_refuses_an_unknown_domain(tmp_path: Path) -> None:
     assert error_line(stack.roost("dns", "alt.example")) == (
         "roost: error: 'alt.example' is an alternative domain of 'example.org', not a domain"
     )
+
+
+def test_the_apis_dns_autoconfig_carries_the_webdav_records(tmp_path: Path) -> None:
+    from roost.web.api.dns import dns_fields
+
+    s = settings(WEBDAV="radicale", ROOT=str(tmp_path), DKIM_PATH=str(tmp_path / "{domain}.key"))
+    got = dns_fields(s, "example.com")["dns_autoconfig"]
+    assert '_caldavs._tcp.example.com. 600 IN TXT "path=/webdav/"' in got
+    assert "_carddavs._tcp.example.com. 600 IN SRV 10 1 443 mail.example.com." in got

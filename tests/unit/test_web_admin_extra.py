@@ -469,3 +469,22 @@ def test_client_page_says_when_only_app_tokens_open_mail(gate: GateHarness) -> N
     assert tokens_only(replace(settings, AUTH_REQUIRE_TOKENS=True), False)
     page = browse(gate, PLAIN, lambda c: c.get(f"{ADMIN}/client"))
     assert "your password, or an app token" in page.text
+
+
+def test_client_page_names_the_calendar_server_when_webdav_is_on(
+    gate: GateHarness, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert (
+        "Calendars and contacts" not in browse(gate, PLAIN, lambda c: c.get(f"{ADMIN}/client")).text
+    )
+    with running_gate(
+        tmp_path_factory.mktemp("webdav"), "127.0.50.61", WEBDAV="radicale"
+    ) as harness:
+        add_user(harness.store, PLAIN, PASSWORD)
+        request_reload(harness.layout)
+        page = browse(harness, PLAIN, lambda c: c.get(f"{ADMIN}/client"))
+    assert page.status_code == 200
+    server = f"https://{harness.settings.hostname}/webdav/"
+    assert "Calendars and contacts" in page.text
+    assert f'<dd class="mono">{server}</dd>' in page.text
+    assert f'<dd class="mono">{server}{PLAIN}/</dd>' in page.text

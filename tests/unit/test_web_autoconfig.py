@@ -99,6 +99,21 @@ def test_no_incoming_service_is_404_not_an_empty_document() -> None:
     assert c.get("/apple.mobileconfig").status_code == 404
 
 
+def test_thunderbird_names_the_dav_server_only_when_webdav_is_on() -> None:
+    root = ET.fromstring(client().get("/mail/config-v1.1.xml").text)
+    assert root.find("addressBook") is None and root.find("calendar") is None
+    root = ET.fromstring(client(WEBDAV="radicale").get("/mail/config-v1.1.xml").text)
+    for tag, kind in (("addressBook", "carddav"), ("calendar", "caldav")):
+        element = root.find(tag)
+        assert element is not None and element.get("type") == kind
+        assert element.findtext("serverURL") == "https://mail.example.com/webdav/"
+        assert element.findtext("username") == "%EMAILADDRESS%"
+        assert element.findtext("authentication") == "http-basic"
+    notls = client(WEBDAV="radicale", TLS_FLAVOR="notls", PORTS="25,80,143,587")
+    plain = ET.fromstring(notls.get("/mail/config-v1.1.xml").text)
+    assert plain.findtext("calendar/serverURL") == "http://mail.example.com/webdav/"
+
+
 # -- Outlook ----------------------------------------------------------------------------------
 
 
@@ -247,6 +262,25 @@ def test_apple_profile_with_the_address() -> None:
     two = plistlib.loads(c.get("/apple", params={"emailaddress": "joe@example.com"}).content)
     other = plistlib.loads(c.get("/apple", params={"email": "ann@example.com"}).content)
     assert one["PayloadUUID"] == two["PayloadUUID"] != other["PayloadUUID"]
+
+
+def test_apple_profile_adds_calendar_and_contacts_when_webdav_is_on() -> None:
+    plain = plistlib.loads(client().get("/apple", params={"email": "joe@example.com"}).content)
+    assert [p["PayloadType"] for p in plain["PayloadContent"]] == ["com.apple.mail.managed"]
+    c = client(WEBDAV="radicale")
+    profile = plistlib.loads(c.get("/apple", params={"email": "joe@example.com"}).content)
+    _mail, caldav, carddav = profile["PayloadContent"]
+    assert caldav["PayloadType"] == "com.apple.caldav.account"
+    assert carddav["PayloadType"] == "com.apple.carddav.account"
+    home = "https://mail.example.com/webdav/joe@example.com/"
+    assert (caldav["CalDAVPrincipalURL"], caldav["CalDAVUsername"]) == (home, "joe@example.com")
+    assert (carddav["CardDAVHostName"], carddav["CardDAVPort"]) == ("mail.example.com", 443)
+    assert carddav["CardDAVUseSSL"] is True
+    uuids = {p["PayloadUUID"] for p in profile["PayloadContent"]} | {profile["PayloadUUID"]}
+    assert len(uuids) == 4
+    anonymous = plistlib.loads(c.get("/apple").content)["PayloadContent"][1]
+    assert anonymous["CalDAVPrincipalURL"] == "https://mail.example.com/webdav/"
+    assert "CalDAVUsername" not in anonymous
 
 
 def test_apple_pop_and_notls() -> None:

@@ -3,7 +3,8 @@
 It lists the IMAP, POP3 and SMTP (submission) servers as the stack serves them, from the
 same function the autoconfiguration documents use (:func:`roost.web.autoconfig.client_servers`),
 so the page, Thunderbird's config-v1.1.xml, Outlook's autodiscover and the Apple profile
-cannot disagree; ports switched off in PORTS are not shown.
+cannot disagree; ports switched off in PORTS are not shown. With WEBDAV on it also names
+the calendar and contacts server (:func:`roost.web.autoconfig.dav_url`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from roost.store.entities.names import show_email
 from roost.store.models import User
 from roost.web.admin.common import settings_of, show
 from roost.web.auth import Account, current_user
-from roost.web.autoconfig import client_servers
+from roost.web.autoconfig import client_servers, dav_url
 
 __all__ = ["add_routes"]
 
@@ -58,7 +59,11 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             }
             for s in client_servers(settings)
         ]
+        dav = dav_url(settings)
         context = {
+            "dav": dav,
+            "dav_home": f"{dav}{quote(account.email, safe='@')}/" if dav else None,
+            "dav_tokens_only": two_factor and not settings.AUTH_TOTP_MAIL_PASSWORDS,
             "host": settings.hostname,
             "address": address,
             "servers": servers,

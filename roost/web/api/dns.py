@@ -2,12 +2,13 @@
 
 The records themselves (formats, which services, what is left out and why) are the core's,
 so the API, the admin pages and the zone file show the same lines. Mailu's fields hold the
-domain's own records: ``dns_mx``, ``dns_spf``, ``dns_autoconfig`` (the SRV records and the
-autoconfig CNAMEs) and, when the domain has a DKIM key, ``dns_dkim``, ``dns_dmarc`` and (for
-a domain other than DOMAIN whose reports go there) ``dns_dmarc_report``. TXT texts are one
-quoted string however long, as Mailu's API shows them; a zone file cuts them (``roost dns
---zone``). TLSA records are absent until Roost has ACME; MTA-STS and TLS-RPT records have no
-field in Mailu's API (``roost dns`` and the admin pages show them).
+domain's own records: ``dns_mx``, ``dns_spf``, ``dns_autoconfig`` (the SRV records, the
+autoconfig CNAMEs and, with WEBDAV, the CalDAV/CardDAV path records) and, when the domain
+has a DKIM key, ``dns_dkim``, ``dns_dmarc`` and (for a domain other than DOMAIN whose
+reports go there) ``dns_dmarc_report``. TXT texts are one quoted string however long, as
+Mailu's API shows them; a zone file cuts them (``roost dns --zone``). TLSA records are
+absent until Roost has ACME; MTA-STS and TLS-RPT records have no field in Mailu's API
+(``roost dns`` and the admin pages show them).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def dns_fields(settings: Settings, domain: str) -> dict[str, Any]:
             fields["dns_dmarc"] = record.unsplit_line
         elif record.rtype == "TXT" and "._report._dmarc." in record.name:
             fields["dns_dmarc_report"] = record.unsplit_line
-        elif record.rtype == "SRV" or record.name.startswith(("autoconfig.", "autodiscover.")):
+        elif record.rtype == "SRV" or record.name.startswith(
+            ("autoconfig.", "autodiscover.", "_caldav", "_carddav")
+        ):
             fields["dns_autoconfig"].append(record.line)
     return fields
