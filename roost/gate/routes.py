@@ -116,7 +116,7 @@ class Routes:
         limiter: AuthLimiter,
         homes: MailHomes | None = None,
         counters: RequestCounters | None = None,
-        after_userdb: Callable[[], None] | None = None,
+        after_userdb: Callable[[str], None] | None = None,
     ) -> None:
         self._gate = gate
         self._index = index
@@ -188,7 +188,7 @@ class Routes:
                 log.warning("userdb: refusing %s: %s", user.email, exc)
                 return _not_found()
         if self._after_userdb is not None:
-            self._after_userdb()
+            self._after_userdb(user.email)
         return _json(200, {"user": user.email, "quota_rule": f"*:bytes={user.quota_bytes}"})
 
     def health(self) -> Response:

@@ -84,6 +84,8 @@ class UserdbFile:
         #: What the file holds, as last written: a load that changes no user (an alias, a
         #: domain setting) leaves the file alone, and Dovecot has nothing to read again.
         self._written: str | None = None
+        #: The users in it.
+        self._listed: frozenset[str] = frozenset()
         self._pending: asyncio.TimerHandle | None = None
         self._rewriting: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -93,8 +95,11 @@ class UserdbFile:
         self._directory = directory
         await self.write()
 
-    def home_made(self) -> None:
-        """A user's home was just made: write the file again soon, with that user in it."""
+    def home_made(self, email: str) -> None:
+        """The gate's userdb answered for ``email`` (and made the home): write the file
+        again soon, with that user in it, unless the file cannot hold them."""
+        if email in self._listed or not _fits(email):
+            return
         if self._pending is None:
             loop = asyncio.get_running_loop()
             self._pending = loop.call_later(REWRITE_DELAY, self._rewrite)
@@ -145,3 +150,4 @@ class UserdbFile:
         os.replace(tmp, self._path)
         self._last_mtime = mtime
         self._written = text
+        self._listed = frozenset(line.partition(":")[0] for line in text.splitlines())

@@ -77,9 +77,14 @@ def test_a_new_home_brings_the_user_in_soon(tmp_path: Path) -> None:
         await writer.loaded(directory)
         assert path.read_text() == ""
         (mail / "new@example.test").mkdir()  # what the gate's userdb answer does
-        writer.home_made()
-        writer.home_made()  # a burst of new homes is one write
+        writer.home_made("new@example.test")
+        writer.home_made("new@example.test")  # a burst of new homes is one write
         await asyncio.sleep(1.5)
+        written = path.stat()
+        writer.home_made("new@example.test")  # in the file now: nothing to do
+        writer.home_made("odd:name@example.test")  # never in it: nothing to do
+        await asyncio.sleep(1.5)
+        assert path.stat().st_mtime == written.st_mtime
         return path.read_text()
 
     assert asyncio.run(scenario()) == "new@example.test:::::::userdb_quota_rule=*:bytes=0\n"
