@@ -25,8 +25,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
+from cryptography.utils import CryptographyDeprecationWarning
 
 __all__ = ["SYSTEM_CAS", "Chains", "arrange", "pem", "system_cas"]
 
