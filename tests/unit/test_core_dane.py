@@ -101,3 +101,15 @@ def test_no_record_for_a_self_signed_unreadable_or_absent_certificate() -> None:
     notls = settings(TLS_FLAVOR="notls")
     assert tlsa_records(notls, KEY) == []
     assert any("notls" in r for r in omitted(notls, "example.com", served=KEY))
+
+
+def test_the_api_shows_them_as_mailus_dns_tlsa(tmp_path: Path) -> None:
+    from tests.unit.test_web_api_support import api_stack
+
+    stack, client = api_stack(tmp_path, extra="TLS_FLAVOR=letsencrypt\n")
+    assert client.post("/domain", json={"name": "example.org"}).status_code == 200
+    got = client.get("/domain/example.org").json()
+    host = stack.settings.hostname
+    assert got["dns_tlsa"] == [
+        f"_25._tcp.{host}. 86400 IN TLSA 2 1 1 {digest}" for digest in ISRG_ROOTS.values()
+    ]
