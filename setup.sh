@@ -100,6 +100,8 @@ REDIS_WAS_INSTALLED=0
 installed redis-server && REDIS_WAS_INSTALLED=1
 RSPAMD_WAS_INSTALLED=0
 installed rspamd && RSPAMD_WAS_INSTALLED=1
+UNBOUND_WAS_INSTALLED=0
+installed unbound && UNBOUND_WAS_INSTALLED=1
 
 # The same list test.sh installs, so what the tests run is what users run.
 mapfile -t PACKAGES < <(grep -v '^\s*\(#\|$\)' "$SOURCE/deploy/debian-packages.txt")
@@ -144,6 +146,7 @@ stop_system_service() {
         # Debian's redis-server is a link to redis-check-rdb.
         redis-server) stop_by_pidfile /run/redis/redis-server.pid redis-check-rdb ;;
         rspamd) stop_by_pidfile /run/rspamd/rspamd.pid rspamd ;;
+        unbound) stop_by_pidfile /run/unbound.pid unbound ;;
     esac
 }
 
@@ -158,6 +161,10 @@ fi
 if [ "$RSPAMD_WAS_INSTALLED" -eq 0 ]; then
     say "stopping the system-wide rspamd this run installed: Roost runs its own"
     stop_system_service rspamd
+fi
+if [ "$UNBOUND_WAS_INSTALLED" -eq 0 ]; then
+    say "stopping the system-wide unbound this run installed: Roost runs its own"
+    stop_system_service unbound
 fi
 
 # -- 3. the virtualenv ---------------------------------------------------------------------------

@@ -151,7 +151,9 @@ def main() -> None:
     gate = BenchGate(base, BIND, profile=args.profile)
     print(f"populating: {args.domains} domains, {args.users} users ...", flush=True)
     started = time.monotonic()
-    users = populate_users(gate.store(), args.domains, args.users, "bench-password")
+    store = gate.store()
+    users = populate_users(store, args.domains, args.users, "bench-password")
+    store.dispose()
     print(f"  {time.monotonic() - started:.1f} s", flush=True)
     warm = users[: args.warm_users]
     trivial = subprocess.Popen([sys.executable, "-c", TRIVIAL_SERVER, BIND, str(TRIVIAL_PORT)])

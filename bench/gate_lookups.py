@@ -34,10 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatebench import wait_for_socket
+from gatebench import populate_users, wait_for_socket
 from sqlalchemy import insert
 
-from roost.core.passwords import hash_password
 from roost.layout import Layout
 from roost.settings import load_settings
 from roost.store import models
@@ -91,26 +90,10 @@ asyncio.run(main(sys.argv[1]))
 def populate(store: Store) -> tuple[list[str], list[str], list[str]]:
     """Fill the store; return sample keys for the mailbox, alias and senderlogin maps."""
     rng = random.Random(42)
-    password = hash_password("bench-password")
+    users = populate_users(store, DOMAINS, USERS, "bench-password")
     domains = [f"domain{n}.test" for n in range(DOMAINS)]
-    users = []
     aliases = []
     with store.session() as session:
-        session.execute(insert(models.Domain), [{"name": d} for d in domains])
-        user_rows = []
-        for n in range(USERS):
-            domain = domains[n % DOMAINS]
-            local = f"user{n}"
-            users.append(f"{local}@{domain}")
-            user_rows.append(
-                {
-                    "email": f"{local}@{domain}",
-                    "localpart": local,
-                    "domain_name": domain,
-                    "password": password,
-                }
-            )
-        session.execute(insert(models.User), user_rows)
         alias_rows = []
         for n in range(ALIASES):
             domain = domains[n % DOMAINS]

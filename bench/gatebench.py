@@ -57,7 +57,6 @@ def populate_users(store: Store, domains: int, users: int, password: str) -> lis
                 rows = []
         if rows:
             session.execute(insert(models.User), rows)
-    store.dispose()
     return addresses
 
 

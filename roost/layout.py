@@ -13,6 +13,10 @@ loopback address of this stack alone, never a public one. Two hops need TCP:
   its URL with lib-http's ``http_url_parse`` and connects over TCP only (Dovecot 2.3
   src/lib-lua/dlua-dovecot-http.c). The gate refuses any request there without the stack's
   secret header (``gate_http_secret``).
+* nginx stream -> Postfix submission (``PROXIED_SUBMISSION_PORTS``), when 465 or 587 is in
+  PROXY_PROTOCOL: Postfix's ``smtpd_upstream_proxy_protocol`` believes a PROXY header from
+  anyone (postconf(5) has no list of trusted senders), so the public port is nginx's,
+  which takes the header only from REAL_IP_FROM, and Postfix hears it only here.
 
 nginx's ``auth_http`` itself accepts ``unix:`` URLs, so it reaches the gate over
 ``gate_http_socket``, which only root and nginx's workers may open.
@@ -32,6 +36,11 @@ from roost.settings import Settings
 POSTFIX_FRONT_PORT = 10025  # Postfix smtpd behind nginx's port 25 (XCLIENT from nginx)
 POSTFIX_SIEVE_PORT = 10026  # Postfix smtpd for mail Dovecot sends (Sieve redirect, vacation)
 GATE_HTTP_PORT = 10080  # the gate's HTTP side for Dovecot's Lua (with the secret header)
+#: Postfix submission behind nginx's stream proxy (PROXY protocol from nginx only), by the
+#: public port nginx takes for it.
+PROXIED_SUBMISSION_PORTS = {465: 10465, 587: 10587}
+#: Roost's unbound (DNS_RESOLVER=unbound) on ``internal_address``: resolv.conf names no port.
+DNS_PORT = 53
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).
 MAIL_OWNER = "mail"
 #: The user nginx's workers run as (nginx.conf ``user``); its group alone may open
@@ -215,6 +224,11 @@ class Layout:
         return self.run / "oletools" / "olefy.sock"
 
     @property
+    def mta_sts_socket(self) -> Path:
+        """The MTA-STS resolver's socketmap, for Postfix only (``nobody:postfix``)."""
+        return self.run / "mta-sts" / "mta-sts.sock"
+
+    @property
     def rspamd_learn_socket(self) -> Path:
         """Rspamd's controller for Dovecot's learning scripts (they run as ``mail``)."""
         return self.run / "rspamd-learn" / "controller.sock"
@@ -272,6 +286,16 @@ class Layout:
         if bind.is_loopback:
             return str(bind)
         return derived_loopback(self.root)
+
+    @property
+    def validating_resolver(self) -> str | None:
+        """The address of the DNSSEC-validating resolver outgoing mail asks (DNS_RESOLVER):
+        Roost's unbound on the internal address, the one the setting names, or None for the
+        host's own resolver."""
+        chosen = self.settings.DNS_RESOLVER
+        if chosen == "system":
+            return None
+        return self.internal_address if chosen == "unbound" else chosen
 
     @property
     def gate_http_url(self) -> str:

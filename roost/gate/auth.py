@@ -99,6 +99,7 @@ STATUS_BADAUTH = "Authentication credentials invalid"
 STATUS_STARTTLS = "Must issue a STARTTLS command first"
 STATUS_RATELIMIT = "Temporary authentication failure (rate-limit)"
 STATUS_NO_AUTH = "AUTH not supported"
+STATUS_PROXIED_LOOPBACK = "Mail from a loopback address through the proxy refused"
 #: Said (in the log, and in the answer for the client) when the account's budget, not the
 #: network's, refuses a login: the owner's way in from a new network.
 TOKEN_HINT = "An app token works from anywhere."
@@ -355,6 +356,14 @@ class Gate:
             return self._layout.internal_address, POSTFIX_FRONT_PORT
         return None, None
 
+    def _proxied_loopback(self, ip: str) -> bool:
+        """Under PROXY_PROTOCOL on 25 every client there is one a proxy of REAL_IP_FROM
+        names (or a stranger's own address). Named as 127.0.0.1 or ::1, Postfix would take
+        it for local ("mynetworks") and let it relay without a login; no client of Roost's
+        own comes that way (they use the internal port), so such a session is refused."""
+        addr = parse_ip(ip)
+        return self._settings.proxy_protocol(25) and addr is not None and addr.is_loopback
+
     # -- the decision ------------------------------------------------------------------------
 
     async def decide(self, request: AuthRequest) -> AuthAnswer:
@@ -379,6 +388,9 @@ class Gate:
                 and not request.ssl
             ):
                 return self._failure(request, 1, STATUS_STARTTLS)
+            if request.port == 25 and self._proxied_loopback(ip):
+                log.warning("Mail on port 25 from %s through the proxy refused", ip)
+                return AuthAnswer(STATUS_PROXIED_LOOPBACK, "550 5.7.1")
             server, port = self._backend(request)
             return AuthAnswer(STATUS_OK, server=server, port=port)
         if request.method not in ("plain", "login"):

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from roost.core.address import forbidden_char
 from roost.core.directory import Directory, TransportError
 from roost.core.srs import SRS, srs_key
+from roost.gate.dane import DaneCheck
 from roost.gate.holds import SenderHolds
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter
@@ -120,6 +121,7 @@ class Socketmaps:
         self._rate_exempt = tuple(settings.MESSAGE_RATELIMIT_EXEMPTION)
         self._srs = SRS(srs_key(settings.SECRET_KEY), settings.DOMAIN)
         self._limiter = limiter
+        self._dane = DaneCheck(settings)
         self._cache: dict[bytes, bytes] = {}
         self._cached_for: Directory | None = None
         # The maps Postfix names in ``socketmap:unix:PATH:<name>``.
@@ -139,6 +141,7 @@ class Socketmaps:
         self._async_handlers: dict[bytes, Callable[[Directory, str], Awaitable[str | None]]] = {
             b"senderrate": self._senderrate,
             b"mailfromrate": self._mailfromrate,
+            b"dane": self._dane_policy,
         }
 
     # -- the maps: Mailu's podop maps (core/admin/mailu/internal/views/postfix.py) ----------
@@ -265,6 +268,12 @@ class Socketmaps:
             return HELD
         refused = await self._charge(directory, charged, "mailfromrate", SENDING_TOO_FAST_KEPT)
         return refused or DUNNO
+
+    async def _dane_policy(self, directory: Directory, key: str) -> str | None:
+        """``smtp_tls_policy_maps``: the DANE level for a domain with signed TLSA records,
+        asked before the MTA-STS resolver (roost/gate/dane.py); answers follow DNS, not
+        the index, so they are never cached here (the resolver caches)."""
+        return await self._dane.policy(key)
 
     def _held(self, account: str) -> bool:
         return self._holds is not None and self._holds.is_held(account)

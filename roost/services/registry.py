@@ -15,11 +15,13 @@ from roost.services.clamav import ClamdService, FreshclamService
 from roost.services.dmarcreport import DmarcReportService
 from roost.services.dovecot import DovecotService
 from roost.services.gate import GateService
+from roost.services.mtasts import MtaStsService
 from roost.services.nginx import NginxService
 from roost.services.oletools import OletoolsService
 from roost.services.postfix import PostfixService
 from roost.services.redis import RedisService, RspamdRedisService
 from roost.services.rspamd import RspamdService
+from roost.services.unbound import UnboundService
 from roost.services.web import WebService
 
 __all__ = ["SERVICES"]
@@ -33,6 +35,8 @@ SERVICES: tuple[type[Service], ...] = (
     OletoolsService,
     RspamdService,
     DovecotService,
+    UnboundService,
+    MtaStsService,
     PostfixService,
     WebService,
     NginxService,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from roost.settings.model import Settings, declared
+from roost.settings.model import HTTP_PORTS, Settings, declared
 from roost.settings.parsers import SettingsError
 
 __all__ = ["load_settings", "read_env_file"]
@@ -117,3 +117,24 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("RELAYUSER: needs RELAYHOST, the smarthost to log in to")
     if settings.INITIAL_ADMIN_ACCOUNT and not settings.INITIAL_ADMIN_DOMAIN:
         raise SettingsError("INITIAL_ADMIN_DOMAIN='': needed with INITIAL_ADMIN_ACCOUNT")
+    _check_real_ip(settings)
+
+
+def _check_real_ip(settings: Settings) -> None:
+    """The client's address is taken from a proxy only if the proxy is named."""
+    if settings.PROXY_PROTOCOL and not settings.REAL_IP_FROM:
+        raise SettingsError(
+            "PROXY_PROTOCOL: needs REAL_IP_FROM, the addresses of the proxies allowed to "
+            "send the PROXY header (e.g. REAL_IP_FROM=192.0.2.10)"
+        )
+    if settings.REAL_IP_HEADER and not settings.REAL_IP_FROM:
+        raise SettingsError(
+            f"REAL_IP_HEADER={settings.REAL_IP_HEADER}: needs REAL_IP_FROM, the addresses of "
+            "the proxies allowed to send it; without it the header is never believed"
+        )
+    http = [str(port) for port in HTTP_PORTS if port in settings.PROXY_PROTOCOL]
+    if settings.REAL_IP_HEADER and http:
+        raise SettingsError(
+            f"REAL_IP_HEADER={settings.REAL_IP_HEADER}: must be empty while PROXY_PROTOCOL "
+            f"includes port {' and '.join(http)}: the PROXY header names the client there"
+        )

@@ -19,9 +19,11 @@ from roost.settings import parsers as p
 
 __all__ = [
     "DB_FLAVORS",
+    "HTTP_PORTS",
     "KNOWN_PORTS",
     "LOG_LEVELS",
     "MAILU_ONLY",
+    "PROXY_PROTOCOL_GROUPS",
     "SECTIONS",
     "TLS_FLAVORS_AVAILABLE",
     "TLS_FLAVORS_LATER",
@@ -44,6 +46,14 @@ DB_FLAVORS = ("sqlite", "postgresql", "mysql")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 KNOWN_PORTS = (25, 80, 110, 143, 443, 465, 587, 993, 995, 4190)
 TLS_PORTS = (443, 465, 993, 995)
+HTTP_PORTS = (80, 443)
+_MAIL_PORTS = (25, 110, 143, 465, 587, 993, 995, 4190)
+#: PROXY_PROTOCOL's names for groups of ports (Mailu's).
+PROXY_PROTOCOL_GROUPS = {
+    "mail": _MAIL_PORTS,
+    "all-but-http": (*_MAIL_PORTS, 443),
+    "all": (*_MAIL_PORTS, *HTTP_PORTS),
+}
 ANTIVIRUS_CHOICES = ("none", "clamav")
 MTA_STS_MODES = ("enforce", "testing", "none")
 OUTBOUND_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
@@ -220,12 +230,52 @@ class Settings:
         "network",
         "Postfix `smtp_tls_security_level` for outgoing mail: " + ", ".join(OUTBOUND_TLS_LEVELS),
     )
+    REAL_IP_FROM: tuple[str, ...] = setting(
+        (),
+        p.networks,
+        "network",
+        "comma list of the addresses or networks of the proxies or load balancers in front "
+        "of Roost: only a connection from one of them may name the client, by REAL_IP_HEADER "
+        "or a PROXY protocol header (nginx `set_real_ip_from`, Dovecot "
+        "`haproxy_trusted_networks`); empty: the client is always the connection's peer "
+        "([proxy.md](proxy.md))",
+    )
+    REAL_IP_HEADER: str = setting(
+        "",
+        p.optional(p.header_name),
+        "network",
+        "the HTTP header in which a proxy of REAL_IP_FROM names the client (nginx "
+        "`real_ip_header`, e.g. `X-Forwarded-For`; the rightmost address not in REAL_IP_FROM "
+        "counts); empty: `X-Real-IP`. Needs REAL_IP_FROM; not with PROXY_PROTOCOL on 80 or 443",
+    )
+    PROXY_PROTOCOL: tuple[int, ...] = setting(
+        (),
+        p.proxy_ports(KNOWN_PORTS, PROXY_PROTOCOL_GROUPS),
+        "network",
+        "ports whose connections start with a PROXY protocol header (HAProxy's, v1 or v2): "
+        "a comma list of ports, or `mail` (25,110,143,465,587,993,995,4190), `all-but-http` "
+        "(mail and 443), `all` (and 80). A header is believed only from REAL_IP_FROM, which "
+        "it needs; a connection without one is dropped",
+    )
     DEFER_ON_TLS_ERROR: bool = setting(
         True,
         p.boolean,
         "network",
-        "defer outgoing mail rather than weaken TLS when an MX host's signed TLSA records "
-        "cannot be met (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`)",
+        "defer outgoing mail rather than weaken TLS: DANE for signed TLSA records behind "
+        "an unsigned MX (Postfix `smtp_tls_dane_insecure_mx_policy` `dane`; false: `may`), "
+        "MTA-STS `testing` policies enforced, and a failed DANE lookup never left to "
+        "MTA-STS (docs/outbound-tls.md)",
+    )
+
+    DNS_RESOLVER: str = setting(
+        "unbound",
+        p.resolver,
+        "network",
+        "the DNS resolver of outgoing mail. `unbound`: Roost runs its own DNSSEC-validating "
+        "resolver on the internal address, which DANE needs (docs/outbound-tls.md); "
+        "`system`: the host's /etc/resolv.conf as it is (DANE works only if that resolver "
+        "validates, over a path no one can tamper with); an IP address: an existing validating "
+        "resolver",
     )
 
     # -- mail ----------------------------------------------------------------------------
@@ -647,6 +697,10 @@ class Settings:
             return self.SESSION_COOKIE_SECURE
         return self.tls
 
+    def proxy_protocol(self, port: int) -> bool:
+        """Whether connections to ``port`` start with a PROXY protocol header."""
+        return port in self.PROXY_PROTOCOL and self.port_enabled(port)
+
     def port_enabled(self, port: int) -> bool:
         """Mailu's PORT_<n> flag: 25 is always on, TLS-only ports are off under notls."""
         if port == 25:
@@ -716,9 +770,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("LOGO_URL", "logo of the web interfaces"),
     mailu_only("MEMORY_SESSIONS", "keep web sessions in memory instead of Redis"),
     mailu_only("POSTFIX_LOG_FILE", "also write Postfix's log to this file"),
-    mailu_only("PROXY_PROTOCOL", "ports that expect the PROXY protocol"),
-    mailu_only("REAL_IP_FROM", "proxies trusted to give the client's address"),
-    mailu_only("REAL_IP_HEADER", "the header that gives the client's address"),
     mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
     mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),

@@ -33,9 +33,11 @@ __all__ = [
     "one_line",
     "optional",
     "ports",
+    "proxy_ports",
     "rate",
     "recipient_delimiter",
     "relayhost",
+    "resolver",
     "text",
     "url",
     "verbatim",
@@ -184,6 +186,20 @@ def address(version: int) -> Parser:
     return parse
 
 
+def resolver(name: str, raw: str) -> str:
+    """``unbound``, ``system`` or the IP address of a DNSSEC-validating resolver."""
+    value = raw.strip().strip("[]").lower()
+    if value in ("unbound", "system"):
+        return value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r}: accepts unbound (Roost runs its own validating resolver), "
+            "system (the host's /etc/resolv.conf) or the IP address of a validating resolver"
+        ) from None
+
+
 def optional(parser: Parser) -> Parser:
     """``parser``, or the empty string for an empty value."""
 
@@ -245,6 +261,28 @@ def ports(known: tuple[int, ...]) -> Parser:
                     + ",".join(map(str, known))
                 )
             found.add(int(item))
+        return tuple(sorted(found))
+
+    return parse
+
+
+def proxy_ports(known: tuple[int, ...], groups: dict[str, tuple[int, ...]]) -> Parser:
+    """Mailu's PROXY_PROTOCOL: a comma list of ports, each item a port of ``known`` or the
+    name of a group of them (``mail``, ``all``...), sorted, each once."""
+    names = ", ".join(groups)
+
+    def parse(name: str, raw: str) -> tuple[int, ...]:
+        found: set[int] = set()
+        for item in items(raw):
+            if item.lower() in groups:
+                found.update(groups[item.lower()])
+            elif item.isdigit() and int(item) in known:
+                found.add(int(item))
+            else:
+                raise SettingsError(
+                    f"{name}={raw!r}: {item!r} is not a port Roost opens; accepts {names}, "
+                    "or a comma list of " + ",".join(map(str, known))
+                )
         return tuple(sorted(found))
 
     return parse

@@ -79,6 +79,8 @@ class Stack:
     settings: dict[str, str] = field(default_factory=dict)
     #: files written under ROOT before the first start, e.g. overrides
     files: dict[str, str] = field(default_factory=dict)
+    #: environment of `roost up` beyond the tests' own (e.g. SSL_CERT_FILE for a test CA)
+    environment: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -101,6 +103,10 @@ class Stack:
             "INITIAL_ADMIN_PW": self.admin_password,
             "INITIAL_ADMIN_MODE": "ifmissing",
             "LOG_LEVEL": "INFO",
+            # The host's resolver, which is the tests' DNS (tests/e2e/local_dns.py): a
+            # stack's own Unbound would ask the root servers. test_outbound_tls runs one
+            # that asks the tests' servers only.
+            "DNS_RESOLVER": "system",
         }
         base.update(self.settings)
         self.settings = base
@@ -152,7 +158,7 @@ class Stack:
     def environ(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.settings}
         env.pop("ROOST_ENV", None)
-        return env
+        return env | self.environment
 
     def roost_argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "roost", "--env", str(self.env_file), *args]

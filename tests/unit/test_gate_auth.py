@@ -420,6 +420,27 @@ def test_inbound_tls_enforce_requires_starttls_on_port_25(gate: GateHarness) -> 
     assert tls.ok and tls.port == 10025
 
 
+def test_proxy_protocol_on_25_refuses_mail_a_proxy_names_as_loopback(gate: GateHarness) -> None:
+    """A client named 127.0.0.1 or ::1 would relay as local; others pass as before."""
+    proxied = settings_with(gate.settings, PROXY_PROTOCOL=(25,), REAL_IP_FROM=("192.0.2.10/32",))
+    answers = decide(
+        gate,
+        proxied,
+        request(protocol="smtp", port=25, method="none", ip="127.0.0.1"),
+        request(protocol="smtp", port=25, method="none", ip="::1"),
+        request(protocol="smtp", port=25, method="none", ip="198.51.100.7"),
+    )
+    assert [(a.status, a.error_code) for a in answers[:2]] == [
+        ("Mail from a loopback address through the proxy refused", "550 5.7.1")
+    ] * 2
+    assert answers[2].ok and answers[2].port == 10025
+    # Without the PROXY protocol on 25 a loopback client is a local one.
+    (local,) = decide(
+        gate, gate.settings, request(protocol="smtp", port=25, method="none", ip="127.0.0.1")
+    )
+    assert local.ok
+
+
 # -- hash upgrades -------------------------------------------------------------------------------
 
 

@@ -279,7 +279,7 @@ def test_a_disabled_service_is_not_built_started_or_waited_for(
     assert order == ["optional", "core"]
 
 
-def test_the_registry_makes_the_eight_daemons_in_start_order(base: Path) -> None:
+def test_the_registry_makes_the_ten_daemons_in_start_order(base: Path) -> None:
     stack = enabled_services(Layout(make_settings(base)))
     assert [s.name for s in stack] == [
         "redis",
@@ -287,6 +287,8 @@ def test_the_registry_makes_the_eight_daemons_in_start_order(base: Path) -> None
         "rspamd-redis",
         "rspamd",
         "dovecot",
+        "unbound",
+        "mtasts",
         "postfix",
         "web",
         "nginx",
@@ -294,6 +296,9 @@ def test_the_registry_makes_the_eight_daemons_in_start_order(base: Path) -> None
     # No web pages and no API: no web daemon.
     stack = enabled_services(Layout(make_settings(base, WEB_ADMIN="", API="false")))
     assert "web" not in [s.name for s in stack]
+    # The host's resolver: no unbound.
+    stack = enabled_services(Layout(make_settings(base, DNS_RESOLVER="system")))
+    assert "unbound" not in [s.name for s in stack]
 
 
 def test_an_unusable_certificate_stops_up_before_anything_is_rendered(

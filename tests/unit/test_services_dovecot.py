@@ -364,3 +364,34 @@ def test_root_with_characters_dovecot_would_expand_is_refused(root: Path) -> Non
 
     with pytest.raises(ServiceConfigError, match="cannot use this path"):
         service.render()
+
+
+def test_proxy_protocol_listeners_trust_real_ip_from_only(root: Path) -> None:
+    """PROXY_PROTOCOL: haproxy = yes on exactly the listed listeners that are open, and
+    haproxy_trusted_networks is REAL_IP_FROM (Mailu's)."""
+    service = dovecot(
+        root,
+        PORTS=(25, 143, 993, 995, 4190),
+        PROXY_PROTOCOL=(25, 110, 993, 4190),
+        REAL_IP_FROM=("192.0.2.10/32", "2001:db8::/64"),
+    )
+    service.render()
+
+    def haproxy(login: str, listener: str) -> str:
+        return effective(service, f"service/{login}/inet_listener/{listener}/haproxy")
+
+    assert haproxy("imap-login", "imaps") == "yes"
+    assert haproxy("managesieve-login", "sieve") == "yes"
+    assert haproxy("imap-login", "imap") == "no"
+    assert haproxy("pop3-login", "pop3s") == "no"
+    # 110 is listed but not open: its listener stays off, without the header.
+    assert haproxy("pop3-login", "pop3") == "no"
+    assert effective(service, "haproxy_trusted_networks") == "192.0.2.10/32 2001:db8::/64"
+
+
+def test_without_proxy_protocol_no_listener_takes_a_header(root: Path) -> None:
+    service = dovecot(root, REAL_IP_FROM=("192.0.2.10/32",))
+    service.render()
+    for login, listener in (("imap-login", "imaps"), ("pop3-login", "pop3s")):
+        assert effective(service, f"service/{login}/inet_listener/{listener}/haproxy") == "no"
+    assert effective(service, "haproxy_trusted_networks") == ""

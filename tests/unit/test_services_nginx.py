@@ -174,3 +174,103 @@ def test_command_is_accepted_by_nginx(root: Path) -> None:
     args = service.command()
     result = subprocess.run([args[0], "-t", *args[1:]], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def server_with(text: str, listen: str) -> list[str]:
+    """The directives of the ``server`` block that holds ``listen``."""
+    start = text.rindex("server {", 0, text.index(listen))
+    return directives(block(text[start:], "server {"))
+
+
+PROXY_SETTINGS: dict[str, Any] = {
+    "PORTS": (25, 80, 443, 465, 587, 993),
+    "REAL_IP_FROM": ("192.0.2.10/32", "2001:db8::/64"),
+}
+
+
+def test_real_ip_from_with_a_header(root: Path) -> None:
+    """REAL_IP_FROM and REAL_IP_HEADER: both HTTP servers take the client from the header,
+    from those proxies only; no PROXY protocol anywhere, no stream proxy."""
+    _, text = rendered(root, **PROXY_SETTINGS, REAL_IP_HEADER="X-Forwarded-For")
+    for opening in (f"listen {ADDRESS}:80", f"listen {ADDRESS}:443"):
+        server = server_with(text, opening)
+        assert "set_real_ip_from 192.0.2.10/32;" in server
+        assert "set_real_ip_from 2001:db8::/64;" in server
+        assert "real_ip_header X-Forwarded-For;" in server
+        assert "real_ip_recursive on;" in server
+    assert "proxy_protocol" not in text
+    assert "stream {" not in text
+    assert "set_real_ip_from" not in block(text, "mail {")
+
+
+def test_real_ip_from_alone_trusts_x_real_ip_from_the_proxies(root: Path) -> None:
+    _, text = rendered(root, **PROXY_SETTINGS)
+    assert "real_ip_header X-Real-IP;" in server_with(text, f"listen {ADDRESS}:443")
+
+
+def test_without_real_ip_from_nginx_believes_no_client(root: Path) -> None:
+    """The default: no realip, and the web app's client headers are nginx's own values,
+    whatever the request carried."""
+    _, text = rendered(root)
+    assert "set_real_ip_from" not in text and "real_ip_header" not in text
+    server = server_with(text, f"listen {ADDRESS}:443")
+    assert "proxy_set_header X-Real-IP $remote_addr;" in server
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in server
+    assert "proxy_set_header X-Forwarded-By $realip_remote_addr;" in server
+    forwarded = [line for line in server if line.startswith("proxy_set_header")]
+    assert not any("$http_" in line or "proxy_add_x_forwarded_for" in line for line in forwarded)
+
+
+def test_proxy_protocol_on_every_port(root: Path) -> None:
+    """PROXY_PROTOCOL=all: 80, 443 and 25 expect the header and take the client from it
+    (only from REAL_IP_FROM); 465 and 587 move behind nginx's stream proxy, which passes
+    the client to Postfix's internal listeners with a header of its own."""
+    service, text = rendered(root, **PROXY_SETTINGS, PROXY_PROTOCOL=(25, 80, 443, 465, 587, 993))
+    top = directives(text)
+    assert "load_module /usr/lib/nginx/modules/ngx_stream_module.so;" in top
+    http = server_with(text, f"listen {ADDRESS}:80")
+    assert f"listen {ADDRESS}:80 proxy_protocol;" in http
+    assert "real_ip_header proxy_protocol;" in http
+    https = server_with(text, f"listen {ADDRESS}:443")
+    assert f"listen {ADDRESS}:443 ssl http2 proxy_protocol;" in https
+    assert "real_ip_header proxy_protocol;" in https
+
+    mail = directives(block(text, "mail {"))
+    assert f"listen {ADDRESS}:25 proxy_protocol;" in mail
+    assert "set_real_ip_from 192.0.2.10/32;" in mail
+    assert "xclient on;" in mail
+
+    stream = block(text, "stream {")
+    for port, internal in ((465, 10465), (587, 10587)):
+        server = server_with(stream, f"listen {ADDRESS}:{port}")
+        assert f"listen {ADDRESS}:{port} proxy_protocol;" in server
+        assert "set_real_ip_from 192.0.2.10/32;" in server
+        assert "set_real_ip_from 2001:db8::/64;" in server
+        assert f"proxy_pass {service.layout.internal_address}:{internal};" in server
+        assert "proxy_protocol on;" in server
+    # 993 is Dovecot's own listener.
+    assert ":993" not in text
+
+
+def test_proxy_protocol_on_some_ports(root: Path) -> None:
+    """Only the listed ports expect the header; 587 listed but closed gets no proxy."""
+    _, text = rendered(
+        root, **{**PROXY_SETTINGS, "PORTS": (25, 80, 443, 465)}, PROXY_PROTOCOL=(443, 587)
+    )
+    assert f"listen {ADDRESS}:25;" in directives(block(text, "mail {"))
+    assert "set_real_ip_from" not in block(text, "mail {")
+    assert "real_ip_header X-Real-IP;" in server_with(text, f"listen {ADDRESS}:80")
+    assert f"listen {ADDRESS}:443 ssl http2 proxy_protocol;" in directives(text)
+    assert "stream {" not in text and "ngx_stream_module" not in text
+
+
+def test_proxy_protocol_on_submission_names_the_missing_stream_module(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "roost.services.nginx.service.STREAM_MODULE", root / "no" / "ngx_stream_module.so"
+    )
+    with pytest.raises(ServiceConfigError, match="install the Debian package libnginx-mod-stream"):
+        rendered(root, **PROXY_SETTINGS, PROXY_PROTOCOL=(465,))
+    # Without 465/587 in PROXY_PROTOCOL the module is not needed.
+    rendered(root, **PROXY_SETTINGS, PROXY_PROTOCOL=(25, 993))

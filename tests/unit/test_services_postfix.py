@@ -138,8 +138,10 @@ def test_master_cf_listeners_and_transports(root: Path) -> None:
         "postlog/unix-dgram",
         "lmtp/unix",
     }
-    # Nothing runs chrooted: the 5th field of every entry is "n".
-    assert {fields[4] for fields in entries.values()} == {"n"}
+    # Only the SMTP delivery agents run chrooted (5th field), to read the chroot's
+    # resolv.conf that names Roost's unbound (DNS_RESOLVER=unbound, the default).
+    delivery = {"smtp/unix", "relay/unix", "polite/unix", "turtle/unix"}
+    assert {name for name, fields in entries.items() if fields[4] == "y"} == delivery
     xclient = service_param(service, front, "smtpd_authorized_xclient_hosts")
     assert xclient == "$roost_xclient_hosts"
     assert ADDRESS in param(service, "roost_xclient_hosts")
@@ -331,6 +333,42 @@ def test_dane_without_defer_on_tls_error(root: Path) -> None:
     assert param(service, "smtp_tls_dane_insecure_mx_policy") == "may"
 
 
+def test_tls_policy_order_override_then_dane_then_mta_sts(root: Path) -> None:
+    service = rendered(root)
+    gate = f"socketmap:unix:{root}/run/gate/socketmap.sock"
+    assert param(service, "smtp_tls_policy_maps") == (
+        f"lmdb:{service.etc}/tls_policy.map, proxy:{gate}:dane, "
+        f"proxy:socketmap:unix:{root}/run/mta-sts/mta-sts.sock:postfix"
+    )
+    # proxymap(8) opens the socketmaps outside the chroot; it only opens listed tables.
+    assert f"proxy:{gate}:dane" in param(service, "proxy_read_maps")
+    assert param(service, "smtp_tls_CAfile") == "/etc/ssl/certs/ca-certificates.crt"
+    chroot_conf = root / "queue" / "etc" / "resolv.conf"
+    assert chroot_conf.read_text() == f"nameserver {ADDRESS}\noptions trust-ad\n"
+    # A link, so postfix-script does not warn that it differs from the host's file.
+    assert chroot_conf.is_symlink()
+    assert rendered(root).etc.is_dir() and chroot_conf.is_symlink()  # a second start
+
+
+def test_no_dane_map_below_the_dane_level(root: Path) -> None:
+    service = rendered(root, OUTBOUND_TLS_LEVEL="encrypt")
+    assert ":dane" not in param(service, "smtp_tls_policy_maps")
+    assert param(service, "smtp_tls_policy_maps").endswith("mta-sts.sock:postfix")
+
+
+def test_the_system_resolver_leaves_the_delivery_agents_unchrooted(root: Path) -> None:
+    rendered(root)
+    service = rendered(root, DNS_RESOLVER="system")
+    assert all(fields[4] == "n" for fields in services(service).values())
+    assert not (root / "queue" / "etc").exists()  # the earlier start's copy is gone
+
+
+def test_a_named_resolver_goes_into_the_chroot(root: Path) -> None:
+    rendered(root, DNS_RESOLVER="192.0.2.53")
+    chroot_conf = root / "queue" / "etc" / "resolv.conf"
+    assert chroot_conf.read_text().startswith("nameserver 192.0.2.53\n")
+
+
 def test_outclean_header_checks(root: Path) -> None:
     service = rendered(root)
     table = f"pcre:{service.etc}/outclean_header_checks.pcre"
@@ -422,7 +460,7 @@ def test_runner_interface(root: Path) -> None:
     notls = PostfixService(Layout(make_settings(root, ADDRESS, TLS_FLAVOR="notls")))
     assert notls.reload_on() == frozenset()
     assert service.readiness().tcp == ((ADDRESS, 10025),)
-    assert list(service.after) == ["gate", "dovecot", "rspamd"]
+    assert list(service.after) == ["gate", "dovecot", "rspamd", "unbound", "mtasts"]
 
 
 def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
@@ -443,3 +481,24 @@ def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
         check=True,
     ).stdout.strip()
     assert value == f"/srv/other/etc/postfix, {root}/etc/postfix"
+
+
+def test_proxy_protocol_moves_submission_behind_nginx(root: Path) -> None:
+    """465 in PROXY_PROTOCOL: Postfix gives the public port up to nginx's stream proxy and
+    takes the PROXY header only on its internal listener, which nginx alone reaches; 587,
+    not listed, stays Postfix's own public listener without a header."""
+    service = rendered(
+        root, BIND_ADDRESS4="0.0.0.0", PROXY_PROTOCOL=(25, 465), REAL_IP_FROM=("192.0.2.10/32",)
+    )
+    internal = service.layout.internal_address
+    entries = services(service)
+    assert "465/inet" not in entries
+    assert f"{internal}:10465/inet" in entries and "587/inet" in entries
+    proxied = f"{internal}:10465"
+    assert service_param(service, proxied, "smtpd_upstream_proxy_protocol") == "haproxy"
+    assert service_param(service, proxied, "smtpd_tls_wrappermode") == "yes"
+    assert service_param(service, proxied, "smtpd_sasl_auth_enable") == "yes"
+    assert service_param(service, proxied, "syslog_name") == "postfix/submissions"
+    assert service_param(service, "587", "smtpd_upstream_proxy_protocol") == ""
+    # Port 25's header is nginx's mail proxy's; Postfix hears XCLIENT there as before.
+    assert service_param(service, f"{internal}:10025", "smtpd_upstream_proxy_protocol") == ""

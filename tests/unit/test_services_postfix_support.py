@@ -242,6 +242,7 @@ def standard_maps(remote: tuple[str, int]) -> dict[str, dict[str, str]]:
         "senderaccess": {FORGED_SENDER: "REJECT Senders of this domain must log in to send"},
         "localsender": {user: "OK" for user in USERS},
         "mailfromrate": {},
+        "dane": {},
     }
 
 
@@ -270,8 +271,11 @@ def running_postfix(
     smtp = Controller(remote, hostname=remote_address, port=2525)
     smtp.start()
     gate = Gate(layout.gate_socketmap, standard_maps((remote_address, 2525)))
+    # The MTA-STS resolver, which knows no policy here (tests/e2e/test_outbound_tls.py).
+    mta_sts = Gate(layout.mta_sts_socket, {"postfix": {}})
     servers = [
         loop.run(gate.start()),
+        loop.run(mta_sts.start()),
         loop.run(DovecotAuth(layout.dovecot_auth_socket, USERS).start()),
     ]
     log_path = root / "postfix.log"

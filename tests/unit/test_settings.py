@@ -163,3 +163,64 @@ def test_to_environ_round_trips() -> None:
         BIND_ADDRESS6="::1",
     )
     assert load_settings(environ=settings.to_environ()) == settings
+
+
+MAIL_PORTS = (25, 110, 143, 465, 587, 993, 995, 4190)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", ()),
+        ("25, 993,25", (25, 993)),
+        ("mail", MAIL_PORTS),
+        ("all-but-http", tuple(sorted((*MAIL_PORTS, 443)))),
+        ("ALL", tuple(sorted((*MAIL_PORTS, 80, 443)))),
+        ("mail,80", tuple(sorted((*MAIL_PORTS, 80)))),
+    ],
+)
+def test_proxy_protocol_takes_ports_or_mailus_groups(raw: str, expected: tuple[int, ...]) -> None:
+    settings = load(PROXY_PROTOCOL=raw, REAL_IP_FROM="192.0.2.10")
+    assert expected == settings.PROXY_PROTOCOL
+
+
+def test_proxy_protocol_counts_only_open_ports() -> None:
+    settings = load(PROXY_PROTOCOL="mail", REAL_IP_FROM="192.0.2.10", PORTS="25,993")
+    assert [port for port in MAIL_PORTS if settings.proxy_protocol(port)] == [25, 993]
+    assert not load().proxy_protocol(25)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"PROXY_PROTOCOL": "smtp"}, r"PROXY_PROTOCOL='smtp': 'smtp' is not a port .* mail, "),
+        ({"PROXY_PROTOCOL": "2525"}, r"'2525' is not a port Roost opens"),
+        (
+            {"REAL_IP_FROM": "192.0.2.10,10.0.0.0/33"},
+            r"REAL_IP_FROM='192.0.2.10,10.0.0.0/33': '10.0.0.0/33' is not a network",
+        ),
+        ({"REAL_IP_HEADER": "X Forwarded"}, r"REAL_IP_HEADER='X Forwarded': accepts a header"),
+        ({"PROXY_PROTOCOL": "mail"}, r"^PROXY_PROTOCOL: needs REAL_IP_FROM"),
+        ({"REAL_IP_HEADER": "X-Forwarded-For"}, r"^REAL_IP_HEADER=X-Forwarded-For: needs REAL_IP"),
+        (
+            {"REAL_IP_HEADER": "X-Forwarded-For", "REAL_IP_FROM": "::1", "PROXY_PROTOCOL": "443"},
+            r"^REAL_IP_HEADER=X-Forwarded-For: must be empty while PROXY_PROTOCOL includes "
+            "port 443",
+        ),
+    ],
+)
+def test_real_ip_settings_are_checked(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(**environ)
+
+
+def test_real_ip_settings_that_go_together() -> None:
+    """A header for the web and the PROXY protocol for mail only do not meet."""
+    settings = load(
+        REAL_IP_FROM="192.0.2.10, [2001:db8::]/64",
+        REAL_IP_HEADER="X-Forwarded-For",
+        PROXY_PROTOCOL="mail",
+    )
+    assert settings.REAL_IP_FROM == ("192.0.2.10/32", "2001:db8::/64")
+    assert settings.REAL_IP_HEADER == "X-Forwarded-For"
+    assert load_settings(environ=settings.to_environ()) == settings

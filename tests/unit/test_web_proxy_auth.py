@@ -68,30 +68,40 @@ def fresh_limits(gate: GateHarness) -> None:
     flush_limits(gate)
 
 
-def behind_nginx(app: Any, peer: str) -> Any:
+def behind_nginx(app: Any, peer: str, client: str | None = None) -> Any:
     """The app as uvicorn serves it on its Unix socket: no TCP peer, and nginx's X-Real-IP
-    (nginx replaces whatever the browser sent with the address of its connection)."""
+    and X-Forwarded-By (nginx replaces whatever the browser sent with the address of its
+    connection, or X-Real-IP with the ``client`` a proxy of REAL_IP_FROM names)."""
+    ours = (b"x-real-ip", b"x-forwarded-by")
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"x-real-ip"]
-            headers.append((b"x-real-ip", peer.encode()))
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() not in ours]
+            headers.append((b"x-real-ip", (client or peer).encode()))
+            headers.append((b"x-forwarded-by", peer.encode()))
             scope = {**scope, "client": None, "headers": headers}
         await app(scope, receive, send)
 
     return wrapped
 
 
-def browse(gate: GateHarness, scenario: Scenario, peer: str | None = PROXY, **settings: Any) -> Any:
+def browse(
+    gate: GateHarness,
+    scenario: Scenario,
+    peer: str | None = PROXY,
+    named: str | None = None,
+    **settings: Any,
+) -> Any:
     """Run ``scenario`` against an app with ``settings``, reached through nginx from
-    ``peer`` (None: over TCP from the stranger, as a test client or a local experiment)."""
+    ``peer`` (None: over TCP from the stranger, as a test client or a local experiment),
+    for the client ``named`` by the peer when it is a proxy of REAL_IP_FROM."""
 
     async def go() -> Any:
         app = create_app(settings_with(gate.settings, **settings))
         if peer is None:
             transport = httpx.ASGITransport(app=app, client=(STRANGER, 5555))
         else:
-            transport = httpx.ASGITransport(app=behind_nginx(app, peer))
+            transport = httpx.ASGITransport(app=behind_nginx(app, peer, named))
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             try:
                 return await scenario(client)
@@ -154,6 +164,22 @@ def test_headers_cannot_make_a_stranger_the_proxy(gate: GateHarness) -> None:
     assert answer.status_code == 403
     assert f"{STRANGER} is not on PROXY_AUTH_WHITELIST" in answer.text
     assert who is None
+
+
+def test_the_proxy_is_the_peer_when_a_load_balancer_names_the_client(
+    gate: GateHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a load balancer of REAL_IP_FROM, X-Real-IP is the browser it names: the
+    whitelist still asks about the peer nginx accepted, and the log names both."""
+    caplog.set_level(logging.INFO, logger="roost.web")
+    browser = "198.51.100.7"
+    answer, who = browse(gate, sign_in_by_header(ANN), named=browser, **ON)
+    assert answer.status_code == 303 and who == ANN
+    assert f"Login succeeded by proxy: {ANN} from {browser} through {PROXY}." in caplog.text
+    # A browser on the whitelist's network, named by a peer that is not on it, is no proxy.
+    answer, who = browse(gate, sign_in_by_header(ANN), peer=STRANGER, named=PROXY, **ON)
+    assert answer.status_code == 403 and who is None
+    assert f"{STRANGER} is not on PROXY_AUTH_WHITELIST" in answer.text
 
 
 def test_an_empty_header_is_refused(gate: GateHarness, caplog: pytest.LogCaptureFixture) -> None:

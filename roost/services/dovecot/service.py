@@ -318,6 +318,11 @@ class DovecotService(Service):
             "dict_socket": layout.gate_dict,
             "spam_score_max": SPAM_SCORE_MAX,
             "ports": ports,
+            # Listeners whose connections start with a PROXY header (PROXY_PROTOCOL).
+            "haproxy": {
+                name: settings.proxy_protocol(port) for name, port in LISTENER_PORTS.items()
+            },
+            "haproxy_trusted_networks": " ".join(settings.REAL_IP_FROM),
             "lmtp_listener": self._socket_name(layout.lmtp_socket),
             "auth_listener": self._socket_name(layout.dovecot_auth_socket),
             "postfix_user": postfix.pw_name,

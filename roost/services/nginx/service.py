@@ -26,6 +26,7 @@ from typing import Any
 
 from roost import tls
 from roost.core import mtasts
+from roost.layout import PROXIED_SUBMISSION_PORTS
 from roost.services.base import (
     Readiness,
     Service,
@@ -34,14 +35,17 @@ from roost.services.base import (
     write_file,
 )
 from roost.services.web.service import web_enabled
+from roost.settings import Settings
 
-__all__ = ["MAIL_MODULE", "NginxService"]
+__all__ = ["MAIL_MODULE", "STREAM_MODULE", "NginxService"]
 
 _TEMPLATES = template_environment(__file__)
 
 NGINX = "nginx"
 # Debian's libnginx-mod-mail installs the mail proxy here (it is not built in).
 MAIL_MODULE = Path("/usr/lib/nginx/modules/ngx_mail_module.so")
+# ... and the TCP proxy in front of submission under PROXY_PROTOCOL (libnginx-mod-stream).
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 # Slack above MESSAGE_SIZE_LIMIT for uploads through the web (MIME encoding grows a
 # message by a third; Mailu allows 8 MiB).
 BODY_SLACK = 8 * 1024 * 1024
@@ -83,6 +87,11 @@ def _listen(address: str, port: int, extra: str = "") -> str:
     return f"{host}:{port}{extra}"
 
 
+def _proxied(settings: Settings, port: int, extra: str = "") -> str:
+    """A listen directive's parameters: ``proxy_protocol`` for a port of PROXY_PROTOCOL."""
+    return extra + (" proxy_protocol" if settings.proxy_protocol(port) else "")
+
+
 @dataclass
 class NginxService(Service):
     """Renders nginx.conf and checks it with ``nginx -t``."""
@@ -117,23 +126,52 @@ class NginxService(Service):
             servers.append(
                 {
                     "comment": "HTTP" + plain,
-                    "listen": [_listen(a, 80) for a in addresses],
+                    "listen": [_listen(a, 80, _proxied(settings, 80)) for a in addresses],
                     "tls": False,
                     "main": not settings.http_redirect,
                     "acme": settings.acme,
+                    "real_ip_header": self._real_ip_header(80),
                 }
             )
         if settings.tls and settings.port_enabled(443):
             servers.append(
                 {
                     "comment": "HTTPS, the main server",
-                    "listen": [_listen(a, 443, " ssl http2") for a in addresses],
+                    "listen": [
+                        _listen(a, 443, _proxied(settings, 443, " ssl http2")) for a in addresses
+                    ],
                     "tls": True,
                     "main": True,
                     "acme": False,
+                    "real_ip_header": self._real_ip_header(443),
                 }
             )
         return servers
+
+    def _real_ip_header(self, port: int) -> str:
+        """Where nginx's realip module reads the client's address on an HTTP port (only
+        from REAL_IP_FROM): the PROXY header, REAL_IP_HEADER, or nginx's default."""
+        settings = self.layout.settings
+        if settings.proxy_protocol(port):
+            return "proxy_protocol"
+        return settings.REAL_IP_HEADER or "X-Real-IP"
+
+    def _stream_servers(self) -> list[dict[str, Any]]:
+        """nginx's TCP proxy on the submission ports of PROXY_PROTOCOL: it takes the PROXY
+        header only from REAL_IP_FROM (stream realip) and passes each connection, TLS
+        untouched, to Postfix's internal listener with a header of its own."""
+        settings = self.layout.settings
+        return [
+            {
+                "port": port,
+                "listen": [
+                    _listen(a, port, " proxy_protocol") for a in self.layout.listen_addresses()
+                ],
+                "backend": _listen(self.layout.internal_address, internal),
+            }
+            for port, internal in PROXIED_SUBMISSION_PORTS.items()
+            if settings.proxy_protocol(port)
+        ]
 
     def context(self) -> dict[str, Any]:
         settings = self.layout.settings
@@ -145,6 +183,9 @@ class NginxService(Service):
             "overrides": self.overrides,
             "no_web_root": self.no_web_root,
             "mail_module": MAIL_MODULE,
+            "stream_module": STREAM_MODULE,
+            "stream_servers": self._stream_servers(),
+            "real_ip_from": settings.REAL_IP_FROM,
             "hostname": settings.hostname,
             "server_names": " ".join(settings.HOSTNAMES),
             "auth_http": self.layout.gate_auth_http,
@@ -162,7 +203,10 @@ class NginxService(Service):
             "http_servers": self._http_servers(),
             "http_redirect": settings.http_redirect,
             "acme_webroot": self.layout.acme_webroot,
-            "mail_listen": [_listen(a, 25) for a in self.layout.listen_addresses()],
+            "mail_proxy_protocol": settings.proxy_protocol(25),
+            "mail_listen": [
+                _listen(a, 25, _proxied(settings, 25)) for a in self.layout.listen_addresses()
+            ],
             "mta_sts": self._mta_sts_context(),
             **self._web_context(),
         }
@@ -218,7 +262,13 @@ class NginxService(Service):
         """Write nginx.conf and have nginx check it (syntax, certificate, includes)."""
         self.run_directory.mkdir(parents=True, exist_ok=True)
         self.run_directory.chmod(0o755)  # workers (www-data) use the temp dirs inside
-        text = _TEMPLATES.get_template("nginx.conf.j2").render(self.context())
+        context = self.context()
+        if context["stream_servers"] and not Path(context["stream_module"]).is_file():
+            raise ServiceConfigError(
+                f"PROXY_PROTOCOL with 465 or 587 needs nginx's stream module "
+                f"({context['stream_module']}): install the Debian package libnginx-mod-stream"
+            )
+        text = _TEMPLATES.get_template("nginx.conf.j2").render(context)
         write_file(self.conf, text)
         self.check()
 

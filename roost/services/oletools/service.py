@@ -13,13 +13,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.services.base import Readiness, Service, ServiceConfigError
+from roost.services.base import Readiness, Service, ServiceConfigError, confined
 from roost.settings import Settings
 
 __all__ = ["OletoolsService"]
@@ -29,7 +28,6 @@ USER = "nobody"
 GROUP = "nogroup"
 #: Rspamd's workers run with this group; they alone (and root) may open the socket.
 RSPAMD_GROUP = "_rspamd"
-SETPRIV = "setpriv"
 
 
 def _lookup(name: str, lookup: Callable[[str], Any], package: str) -> int:
@@ -75,25 +73,9 @@ class OletoolsService(Service):
         socket.unlink(missing_ok=True)
 
     def command(self) -> list[str]:
-        setpriv = shutil.which(SETPRIV, path="/usr/bin:/bin:/usr/sbin:/sbin")
-        if setpriv is None:
-            raise ServiceConfigError(
-                "setpriv is not installed; install the Debian package util-linux"
-            )
-        return [
-            setpriv,
-            f"--reuid={USER}",
-            f"--regid={GROUP}",
-            "--clear-groups",
-            "--no-new-privs",
-            "--bounding-set=-all",
-            "--",
-            sys.executable,
-            "-I",
-            "-m",
-            "roost.services.oletools.server",
-            f"--socket={self.layout.oletools_socket}",
-        ]
+        server = "roost.services.oletools.server"
+        socket = f"--socket={self.layout.oletools_socket}"
+        return confined(USER, GROUP, [sys.executable, "-I", "-m", server, socket])
 
     def readiness(self) -> Readiness:
         return Readiness(unix_sockets=(self.layout.oletools_socket,))

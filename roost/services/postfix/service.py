@@ -10,6 +10,7 @@ query to the gate, so nothing here can drift from the store.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import socket
@@ -19,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from roost import tls
-from roost.layout import POSTFIX_FRONT_PORT, POSTFIX_SIEVE_PORT, Layout
+from roost.layout import (
+    POSTFIX_FRONT_PORT,
+    POSTFIX_SIEVE_PORT,
+    PROXIED_SUBMISSION_PORTS,
+    Layout,
+)
 from roost.services.base import (
     Readiness,
     Service,
@@ -45,6 +51,10 @@ _TEMPLATES = template_environment(__file__)
 
 # Lookup tables main.cf always names; an override of the same name replaces the empty one.
 BUILTIN_MAPS = ("transport.map", "tls_policy.map")
+#: Debian's bundle of the public CAs (ca-certificates), which MTA-STS's "secure" checks.
+CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: The chroot's resolv.conf, which its etc/resolv.conf links to (_write_chroot_resolver).
+CHROOT_RESOLV_CONF = "roost-resolv.conf"
 
 
 def _postfix_network(network: str) -> str:
@@ -83,7 +93,10 @@ class PostfixService(Service):
     name: str = field(init=False, default="postfix")
     # The gate answers every table lookup; Dovecot takes LMTP deliveries and SASL; Rspamd
     # scans every message (until it answers, mail would only be deferred).
-    after: Sequence[str] = field(init=False, default=("gate", "dovecot", "rspamd"))
+    # Unbound and the MTA-STS resolver answer the delivery agents' DNS and policy lookups.
+    after: Sequence[str] = field(
+        init=False, default=("gate", "dovecot", "rspamd", "unbound", "mtasts")
+    )
 
     @property
     def data_directory(self) -> Path:
@@ -138,6 +151,19 @@ class PostfixService(Service):
                 comment = "Submission without TLS (TLS_FLAVOR=notls): AUTH in the clear."
                 syslog_name = "submission"
                 options = ["smtpd_tls_security_level=none", "smtpd_tls_auth_only=no"]
+            if settings.proxy_protocol(port):
+                # nginx's stream proxy holds the public port and passes each connection on
+                # with a PROXY header naming the client; it alone reaches this address.
+                internal = PROXIED_SUBMISSION_PORTS[port]
+                listeners.append(
+                    {
+                        "address": _host_port(self.layout.internal_address, internal),
+                        "comment": f"{comment} Behind nginx's port {port} (PROXY_PROTOCOL).",
+                        "syslog_name": syslog_name,
+                        "options": [*options, "smtpd_upstream_proxy_protocol=haproxy"],
+                    }
+                )
+                continue
             for address in self._submission_hosts():
                 listeners.append(
                     {
@@ -184,6 +210,10 @@ class PostfixService(Service):
             "outbound_tls_level": level,
             "dane": level in ("dane", "dane-only"),
             "dane_insecure_mx_policy": "dane" if settings.DEFER_ON_TLS_ERROR else "may",
+            # The delivery agents run chrooted when their resolv.conf is Roost's (render).
+            "smtp_chroot": "y" if layout.validating_resolver else "n",
+            "mta_sts_socket": layout.mta_sts_socket,
+            "ca_file": CA_FILE,
             "front_listener": _host_port(internal, POSTFIX_FRONT_PORT),
             # Mail Dovecot sends (Sieve redirect, notify, vacation): its own policy.
             "sieve_listener": _host_port(internal, POSTFIX_SIEVE_PORT),
@@ -213,6 +243,7 @@ class PostfixService(Service):
                 write_file(self.etc / name, "")
                 compile_map(self.etc, self.etc / name, shown_as=self.etc / name)
         self._write_relay_credentials()
+        self._write_chroot_resolver()
         override_names = apply_override_files(self.etc, self.overrides)
         check_instance(self.etc, override_names)
 
@@ -252,6 +283,31 @@ class PostfixService(Service):
                 f"ROOT={self.layout.root}: Postfix cannot use a path with spaces or commas; "
                 "choose a ROOT without them"
             )
+
+    def _write_chroot_resolver(self) -> None:
+        """The resolv.conf of the chrooted delivery agents: the validating resolver.
+
+        Postfix trusts a TLSA record only when the resolver set the AD bit, which glibc
+        (2.31 and later) passes on only for ``options trust-ad`` (resolv.conf(5)) or a
+        program that asks: Postfix 3.7 asks when it looks up with DNSSEC (dns_lookup(3)
+        RES_TRUSTAD), the line says so for every version. The file lives in
+        the queue directory, so the host's /etc/resolv.conf is never changed and nothing
+        on the host can swap it under Postfix. ``etc/resolv.conf`` is a link to it:
+        postfix-script compares each regular file under the chroot's etc with the host's
+        and would warn at every start that they differ, which here is the point.
+        """
+        resolver = self.layout.validating_resolver
+        chroot_etc = self.layout.queue / "etc"
+        if resolver is None:
+            # Not chrooted: the host's resolver. A stale copy would only mislead.
+            shutil.rmtree(chroot_etc, ignore_errors=True)
+            return
+        chroot_etc.mkdir(mode=0o755, exist_ok=True)
+        write_file(chroot_etc / CHROOT_RESOLV_CONF, f"nameserver {resolver}\noptions trust-ad\n")
+        link = chroot_etc / "resolv.conf"
+        if not link.is_symlink() or os.readlink(link) != CHROOT_RESOLV_CONF:
+            link.unlink(missing_ok=True)
+            link.symlink_to(CHROOT_RESOLV_CONF)
 
     def _write_relay_credentials(self) -> None:
         """RELAYUSER/RELAYPASSWORD as an lmdb map keyed by RELAYHOST (SASL_README).

@@ -7,9 +7,10 @@ that user in without a password. It is off while PROXY_AUTH_WHITELIST is empty, 
 ``noproxyauth`` anywhere in the URL skips it (the ordinary form then).
 
 Whether the request came through such a proxy is judged by the address nginx saw, the
-proxy's own connection (:func:`roost.web.client.client_info`: nginx's ``X-Real-IP``,
-which nginx sets from ``$remote_addr`` and a client cannot supply), never by a header the
-request carries. A browser that reaches nginx directly is its own peer, so it is not on
+proxy's own connection (:func:`roost.web.client.client_info`'s ``peer``: nginx's
+``X-Forwarded-By``, which nginx sets from ``$realip_remote_addr`` and a client cannot
+supply; behind a load balancer of REAL_IP_FROM that is the load balancer), never by a
+header the request carries. A browser that reaches nginx directly is its own peer, so it is not on
 the list however it spells its headers. The proxy must set the header on every request
 it passes (replacing one the browser sent), or its users could name anybody.
 
@@ -95,12 +96,12 @@ async def header_login(request: Request, url: str) -> Response | None:
     if named is None or not settings.PROXY_AUTH_WHITELIST or SKIP in str(request.url):
         return None
     info = client_info(request)
-    # Mailu's log lines name the client and the proxy; nginx gives the web only its own
-    # peer, which is the proxy, so both are that address.
-    where = f"from {info.ip} through {info.ip}"
-    if not ip_in_networks(info.ip, settings.PROXY_AUTH_WHITELIST):
+    # Mailu's log lines name the client and the proxy: they differ only behind a proxy of
+    # REAL_IP_FROM that names the client.
+    where = f"from {info.ip} through {info.peer}"
+    if not ip_in_networks(info.peer, settings.PROXY_AUTH_WHITELIST):
         log.warning("Login failed by proxy - not on whitelist: %s.", where)
-        return _refused(request, url, f"{info.ip} is not on PROXY_AUTH_WHITELIST.", 403)
+        return _refused(request, url, f"{info.peer} is not on PROXY_AUTH_WHITELIST.", 403)
     named = named.strip()
     if not named:
         log.warning("Login failed by proxy - no header: %s.", where)
