@@ -834,7 +834,9 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
 
     With --check the exit status is 0 only when every record is live.
     """
+    from roost import tls
     from roost.core import dnsrecords
+    from roost.layout import Layout
     from roost.store.entities.names import domain_name, require_domain
 
     settings = _settings()
@@ -842,15 +844,19 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         found = require_domain(session, domain_name(domain))
         name, alternative_names = found.name, [a.name for a in found.alternatives]
         keys = domains.dkim_published(session, settings, name)
+    served = tls.served_key(Layout(settings))
     if zone:
-        text = dnsrecords.zone_file(settings, name, alternative_names, dkim_keys=keys)
+        text = dnsrecords.zone_file(
+            settings, name, alternative_names, dkim_keys=keys, served=served
+        )
         click.echo(text, nl=False)
         return
-    records = dnsrecords.records(settings, name, alternative_names, dkim_keys=keys)
+    records = dnsrecords.records(settings, name, alternative_names, dkim_keys=keys, served=served)
+    left_out = dnsrecords.omitted(settings, name, dkim_keys=keys, served=served)
     if not check:
         for record in records:
             click.echo(record.line)
-        for reason in dnsrecords.omitted(settings, name, dkim_keys=keys):
+        for reason in left_out:
             click.echo(f"Left out: {reason}")
         return
     from roost import dnscheck
@@ -867,7 +873,7 @@ def dns(domain: str, zone: bool, check: bool, resolver: str | None) -> None:
         elif result.state != dnscheck.LIVE:
             for text in result.found:
                 click.echo(f"         found: {text}")
-    for reason in dnsrecords.omitted(settings, name, dkim_keys=keys):
+    for reason in left_out:
         click.echo(f"Left out: {reason}")
     if any(result.state != dnscheck.LIVE for result in checks):
         raise click.exceptions.Exit(1)

@@ -4,7 +4,8 @@ The records come from :mod:`roost.core.dnsrecords`; this module asks a resolver 
 system's, or one named for tests and for ``roost dns --check --resolver``) with dnspython
 and compares what it answers with what should be there. A record is ``live`` when one of
 the answers carries the published value: MX exchange and preference, the TXT text exactly
-(its character-strings joined, RFC 7208 §3.3), the SRV target and port, the CNAME target.
+(its character-strings joined, RFC 7208 §3.3), the SRV target and port, the CNAME target,
+the TLSA fields and data.
 
 A DNS problem never raises: a timeout, a refused query or a broken resolver configuration
 is the state ``unknown`` with the reason. Every query has a short timeout and all of them
@@ -134,6 +135,13 @@ def _answer_data(rdata: object, rtype: str) -> tuple[str | int, ...]:
         )
     if rtype == "CNAME":
         return (_normal(rdata.target.to_text()),)  # type: ignore[attr-defined]
+    if rtype == "TLSA":
+        return (
+            int(rdata.usage),  # type: ignore[attr-defined]
+            int(rdata.selector),  # type: ignore[attr-defined]
+            int(rdata.mtype),  # type: ignore[attr-defined]
+            rdata.cert.hex(),  # type: ignore[attr-defined]
+        )
     return (rdata.to_text(),)  # type: ignore[attr-defined]
 
 
@@ -147,6 +155,8 @@ def _matches(record: Record, found: tuple[str | int, ...]) -> bool:
         return found[2] == want[2] and found[3] == ("." if target == "." else _normal(target))
     if record.rtype == "CNAME":
         return found[0] == _normal(str(want[0]))
+    if record.rtype == "TLSA":
+        return found[:3] == want[:3] and str(found[3]) == str(want[3]).lower()
     return found == want
 
 

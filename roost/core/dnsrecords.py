@@ -29,14 +29,20 @@ message a third party forwards, since forwarding breaks SPF and nothing else wou
   SRV records to the host's port 443 (``_caldav``/``_carddav`` and port 80 under
   TLS_FLAVOR=notls) and a TXT record beside each with the context path,
   ``"path=/webdav/"``, so that a device given only the address finds the server.
+- TLSA (DANE, RFC 7672) at ``_25._tcp.<HOSTNAMES[0]>`` (:func:`tlsa_records`, shown with the
+  domain as Mailu does): under the letsencrypt flavors with Let's Encrypt's directory,
+  Mailu's two DANE-TA(2) records of ISRG Root X1 and X2 (``2 1 1``, TTL 86400); under
+  TLS_FLAVOR cert and mail with a certificate that is not self-signed, DANE-EE(3) of the
+  served key (``3 1 1``, RFC 7671 §5.1), which must be republished before the key changes
+  (RFC 7671 §8.1). See :mod:`roost.core.dane`.
 - MTA-STS (RFC 8461) and TLS reporting (RFC 8460), for a domain or alternative whose
   ``mta-sts.<d>`` is in HOSTNAMES (:mod:`roost.core.mtasts`): ``_mta-sts.<d>. TXT
   "v=STSv1; id=..."`` (the id follows the policy nginx serves), ``mta-sts.<d>. CNAME
   <HOSTNAMES[0]>.`` and ``_smtp._tls.<d>. TXT "v=TLSRPTv1; rua=mailto:..."``.
 
 Left out, and said so by :func:`omitted`: DKIM and DMARC while the domain has no key, and TLSA
-(RFC 7671: a DANE record must follow the certificate or its issuer across renewals, and
-Roost has no ACME source yet whose issuer is fixed).
+where no record would keep matching (a self-signed or unreadable certificate, another ACME
+CA than Let's Encrypt, no TLS).
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from roost.core import dane, mtasts
 from roost.core import dkim as dkimkey
-from roost.core import mtasts
 from roost.core.address import DOMAIN_MAX, domain_to_ascii
+from roost.core.dane import ServedKey
 from roost.settings import Settings
+from roost.settings.model import LETSENCRYPT_DIRECTORY
 
 __all__ = [
     "TTL",
@@ -59,11 +67,17 @@ __all__ = [
     "records",
     "services",
     "spf_text",
+    "tlsa_records",
     "zone_file",
 ]
 
 #: Mailu's TTL for every record it shows (seconds).
 TTL = 600
+#: Mailu's TTL of the TLSA records of Let's Encrypt's roots, which never change.
+TLSA_ROOT_TTL = 86400
+#: A DANE-EE record follows the key: a short TTL shortens the wait between publishing the
+#: next key's record and using the key (RFC 7671 §8.1).
+TLSA_KEY_TTL = 3600
 #: RFC 1035 §3.3.14: one character-string holds at most 255 octets; Mailu cuts at 250.
 TXT_CHUNK = 250
 
@@ -73,7 +87,8 @@ class Record:
     """One resource record: owner name, TTL, type and data in master-file presentation.
 
     ``data`` holds the fields a live answer is compared with: (preference, exchange) for
-    MX, (text,) for TXT, (priority, weight, port, target) for SRV, (target,) for CNAME.
+    MX, (text,) for TXT, (priority, weight, port, target) for SRV, (target,) for CNAME,
+    (usage, selector, matching type, hex data) for TLSA.
     ``domain`` is the domain or alternative the record is for; ``purpose`` says why it is
     there, for people.
     """
@@ -278,6 +293,76 @@ def _mta_sts_records(settings: Settings, name: str) -> list[Record]:
     ]
 
 
+def _letsencrypt(settings: Settings) -> bool:
+    """Whether certbot asks Let's Encrypt itself (not its staging or another ACME CA, whose
+    roots are others)."""
+    return settings.acme and settings.ACME_SERVER.rstrip("/") == LETSENCRYPT_DIRECTORY
+
+
+def tlsa_records(
+    settings: Settings, served: ServedKey | None, domain: str | None = None
+) -> list[Record]:
+    """The TLSA records of port 25 at ``_25._tcp.<HOSTNAMES[0]>.`` (see the module's
+    description and :mod:`roost.core.dane`); none where no record would keep matching.
+
+    ``served``: the certificate port 25 serves (needed under TLS_FLAVOR cert and mail
+    only). ``domain``: the domain the records are shown with (default: the host).
+    """
+    owner = fqdn(f"_25._tcp.{settings.hostname}")
+    shown = domain or settings.hostname
+    if _letsencrypt(settings):
+        return [
+            Record(
+                owner,
+                "TLSA",
+                (dane.DANE_TA, dane.SPKI, dane.SHA256, digest),
+                shown,
+                f"DANE: port 25's certificates chain to {root} (Let's Encrypt's root)",
+                TLSA_ROOT_TTL,
+            )
+            for root, digest in dane.ISRG_ROOTS.items()
+        ]
+    if not settings.tls or settings.acme or served is None or served.self_signed:
+        return []
+    digest = dane.tlsa_digest(dane.SPKI, dane.SHA256, b"", served.spki)
+    return [
+        Record(
+            owner,
+            "TLSA",
+            (dane.DANE_EE, dane.SPKI, dane.SHA256, digest),
+            shown,
+            "DANE: the key port 25 serves; publish the next key's record before changing "
+            "it (RFC 7671 §8.1)",
+            TLSA_KEY_TTL,
+        )
+    ]
+
+
+def _tlsa_omitted(settings: Settings, served: ServedKey | None) -> str | None:
+    """Why :func:`tlsa_records` suggests none, or None when it does."""
+    host = settings.hostname
+    if not settings.tls:
+        return "TLSA (DANE): TLS_FLAVOR=notls, port 25 offers no STARTTLS"
+    if settings.acme and not _letsencrypt(settings):
+        return (
+            f"TLSA (DANE): ACME_SERVER is not Let's Encrypt's; publish _25._tcp.{host}. "
+            "IN TLSA 2 1 1 <SHA-256 of your ACME CA's root public key> (RFC 7671 §5.2)"
+        )
+    if settings.acme:
+        return None
+    if served is None:
+        return (
+            "TLSA (DANE): the certificate port 25 serves is missing or unreadable "
+            "(`roost up` makes a self-signed one first; `roost status` says more)"
+        )
+    if served.self_signed:
+        return (
+            "TLSA (DANE): the certificate is Roost's self-signed placeholder; once yours "
+            "is in ROOT/certs, a 3 1 1 record of its key is suggested here"
+        )
+    return None
+
+
 def _service_records(settings: Settings, name: str) -> list[Record]:
     """RFC 6186 SRV records and the autoconfig/autodiscover names."""
     host = fqdn(settings.hostname)
@@ -324,18 +409,21 @@ def records(
     *,
     dkim: str | None = None,
     dkim_keys: DkimKeys = (),
+    served: ServedKey | None = None,
 ) -> list[Record]:
     """Every record to publish for ``domain`` and its alternative names, in zone order.
 
     ``dkim``: the public half (base64) of the domain's DKIM key, if it has one (then DKIM
     and DMARC are published too, for the alternatives as well); ``dkim_keys`` instead:
-    (selector, public key) of each key, the one in use first (a rotation has two). Names
-    may be given in Unicode or punycode; raises core.address.AddressError for a name that
-    is not a domain.
+    (selector, public key) of each key, the one in use first (a rotation has two).
+    ``served``: the certificate port 25 serves, for the TLSA record under TLS_FLAVOR cert
+    and mail (roost.tls.served_key). Names may be given in Unicode or punycode; raises
+    core.address.AddressError for a name that is not a domain.
     """
     name = ascii_name(domain)
     keys = _keys(settings, dkim, dkim_keys)
     out = _mail_records(settings, name, keys)
+    out += tlsa_records(settings, served, name)
     out += _mta_sts_records(settings, name)
     out += _service_records(settings, name)
     for alternative in sorted({ascii_name(a) for a in alternatives} - {name}):
@@ -345,7 +433,12 @@ def records(
 
 
 def omitted(
-    settings: Settings, domain: str, *, dkim: str | None = None, dkim_keys: DkimKeys = ()
+    settings: Settings,
+    domain: str,
+    *,
+    dkim: str | None = None,
+    dkim_keys: DkimKeys = (),
+    served: ServedKey | None = None,
 ) -> list[str]:
     """The records left out of :func:`records`, each with the reason (and how to add it)."""
     out = []
@@ -361,10 +454,9 @@ def omitted(
         out.append(
             f"MTA-STS and TLS-RPT: add {host} to HOSTNAMES (with HTTPS on) to serve a policy"
         )
-    out.append(
-        "TLSA (DANE): only with a certificate whose issuer stays fixed across renewals "
-        "(ACME); the certificate in ROOT/certs can change without notice"
-    )
+    tlsa = _tlsa_omitted(settings, served)
+    if tlsa:
+        out.append(tlsa)
     return out
 
 
@@ -375,6 +467,7 @@ def zone_file(
     *,
     dkim: str | None = None,
     dkim_keys: DkimKeys = (),
+    served: ServedKey | None = None,
 ) -> str:
     """The records as RFC 1035 master-file lines, ready to paste into the zone; ends in a newline.
 
@@ -384,6 +477,8 @@ def zone_file(
     name = ascii_name(domain)
     lines = [f"; Mail records for {name}, from Roost"]
     keys = _keys(settings, dkim, dkim_keys)
-    lines += [f"; left out: {reason}" for reason in omitted(settings, name, dkim_keys=keys)]
-    lines += [record.line for record in records(settings, name, alternatives, dkim_keys=keys)]
+    left_out = omitted(settings, name, dkim_keys=keys, served=served)
+    lines += [f"; left out: {reason}" for reason in left_out]
+    listed = records(settings, name, alternatives, dkim_keys=keys, served=served)
+    lines += [record.line for record in listed]
     return "\n".join(lines) + "\n"

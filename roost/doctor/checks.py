@@ -9,10 +9,10 @@ change. A DNS answer that did not come is ``unknown``, never "missing".
 from __future__ import annotations
 
 import datetime
-import hashlib
 from collections.abc import Sequence
 
 from roost.core import mtasts
+from roost.core.dane import tlsa_digest
 from roost.core.dnsrecords import Record
 from roost.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding
 from roost.doctor.observed import Certificate, Looked, Policy, Port
@@ -33,7 +33,6 @@ __all__ = [
     "check_tlsa",
     "check_tlsrpt",
     "mx_certificate_problem",
-    "tlsa_digest",
 ]
 
 #: A certificate that ends within this many days is a warning.
@@ -438,21 +437,14 @@ def check_address(host: str, a: Looked, aaaa: Looked) -> Finding:
     )
 
 
-def tlsa_digest(selector: int, matching: int, certificate: bytes, spki: bytes) -> str:
-    """The association data of a TLSA record (RFC 6698 §2.1) for one certificate, in hex."""
-    data = spki if selector == 1 else certificate
-    if matching == 1:
-        return hashlib.sha256(data).hexdigest()
-    if matching == 2:
-        return hashlib.sha512(data).hexdigest()
-    return data.hex()
-
-
-def check_tlsa(host: str, tlsa: Looked, certificate: Certificate) -> Finding:
-    """A TLSA record at ``_25._tcp.<host>`` must match the served chain: DANE-EE (3) the
-    server's certificate, DANE-TA (2) one of its issuers (RFC 7672 §3.1.1); PKIX usages
-    (0, 1) are unusable for SMTP (RFC 7672 §3.1.3). A stale record makes every DANE
-    sender defer all mail."""
+def check_tlsa(
+    host: str, tlsa: Looked, certificate: Certificate, expected: Sequence[Record]
+) -> Finding:
+    """A TLSA record at ``_25._tcp.<host>`` must match the chain port 25 serves: DANE-EE
+    (3) the server's certificate, DANE-TA (2) one of its issuers (RFC 7672 §3.1.1); PKIX
+    usages (0, 1) are unusable for SMTP (RFC 7672 §3.1.3). A stale record makes every DANE
+    sender defer all mail. ``expected``: the records ``roost dns`` suggests
+    (dnsrecords.tlsa_records), the fix."""
     ref = "RFC 7672 §3.1"
     name = f"_25._tcp.{host}"
     if tlsa.unknown:
@@ -475,13 +467,16 @@ def check_tlsa(host: str, tlsa: Looked, certificate: Certificate) -> Finding:
                     "",
                     ref,
                 )
-    digest = tlsa_digest(1, 1, *leaf)
+    fix = "\n".join(record.line for record in expected) or (
+        f"remove the TLSA records at {name}: no record would keep matching this certificate "
+        "(roost dns says why)"
+    )
     return Finding(
         "tlsa",
         ERROR,
         f"no usable TLSA record at {name} matches the served certificate: DANE senders "
         "defer all mail to this host",
-        f"{name}. 3600 IN TLSA 3 1 1 {digest}",
+        fix,
         ref,
     )
 

@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from roost.core import dnsrecords
+from roost.core.dane import ServedKey
 from roost.core.dnsrecords import Record, fqdn
 from roost.doctor import checks
 from roost.doctor.findings import UNKNOWN, Finding, Group, Report
@@ -131,7 +132,10 @@ def _host_tasks(
 
     def tlsa_check() -> list[Finding]:
         tlsa = probe.lookup(f"_25._tcp.{host}", "TLSA")
-        return [checks.check_tlsa(host, tlsa, certificate or Certificate())]
+        served = certificate or Certificate()
+        key = ServedKey(served.spkis[0], served.self_signed) if served.spkis else None
+        expected = dnsrecords.tlsa_records(settings, key)
+        return [checks.check_tlsa(host, tlsa, served, expected)]
 
     def ports_check() -> list[Finding]:
         wanted = [p for p in sorted(set(settings.PORTS) | {25}) if settings.port_enabled(p)]

@@ -61,7 +61,7 @@ class Certificate:
 
     ``problem``: it cannot be used at all (tls.check_pair's message). ``trust_error``:
     why the system's CAs do not vouch for it (empty when they do). ``chain``: the DER
-    certificates of the file, the server's own first, for TLSA matching.
+    certificates port 25 serves, the server's own first, for TLSA matching.
     """
 
     problem: str = ""

@@ -11,7 +11,6 @@ import http.client
 import socket
 import ssl
 import threading
-from pathlib import Path
 from typing import Any
 
 import dns.reversename
@@ -23,6 +22,7 @@ from roost import dnscheck, tls
 from roost.core import mtasts
 from roost.doctor.observed import FOUND, MISSING, UNKNOWN, Certificate, Looked, Policy, Port
 from roost.layout import Layout
+from roost.tls.chains import system_cas
 from roost.tls.check import covers
 
 __all__ = ["Probe", "read_certificate"]
@@ -33,8 +33,6 @@ CONNECT_TIMEOUT = 3.0
 FETCH_TIMEOUT = 5.0
 #: RFC 8461 §3.3: senders may refuse a policy larger than 64 KiB.
 POLICY_LIMIT = 64 * 1024
-#: Debian's bundle of the system's CAs, when OpenSSL names no file.
-SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def _name(value: Any) -> str:
@@ -148,24 +146,6 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
 
 
-def _system_cas() -> list[x509.Certificate]:
-    """The CAs OpenSSL trusts here (SSL_CERT_FILE when set), as cryptography reads them."""
-    named = ssl.get_default_verify_paths().cafile
-    path = Path(named) if named else SYSTEM_CAS
-    try:
-        text = path.read_bytes()
-    except OSError:
-        return []
-    out = []
-    marker = b"-----END CERTIFICATE-----"
-    for block in text.split(marker)[:-1]:
-        try:
-            out.append(x509.load_pem_x509_certificate(block + marker))
-        except ValueError:
-            continue  # one odd certificate in the bundle does not spoil the rest
-    return out
-
-
 def read_certificate(layout: Layout, now: datetime.datetime) -> Certificate | None:
     """The served pair from its files (None under TLS_FLAVOR=notls): tls's own check, and
     whether the system's CAs vouch for it."""
@@ -175,6 +155,8 @@ def read_certificate(layout: Layout, now: datetime.datetime) -> Certificate | No
     try:
         checked = tls.check_pair(pair.cert_file, pair.key_file, layout.settings.HOSTNAMES, now)
         chain = x509.load_pem_x509_certificates(pair.cert_file.read_bytes())
+        # TLSA records are matched against what port 25 serves (with its root, for DANE).
+        mx_chain = x509.load_pem_x509_certificates(pair.mx_cert_file.read_bytes())
     except (tls.TLSError, OSError, ValueError) as exc:
         return Certificate(problem=str(exc))
     leaf = chain[0]
@@ -187,8 +169,8 @@ def read_certificate(layout: Layout, now: datetime.datetime) -> Certificate | No
         not_after=checked.not_after,
         self_signed=self_signed,
         trust_error=trust_error,
-        chain=tuple(c.public_bytes(serialization.Encoding.DER) for c in chain),
-        spkis=tuple(c.public_key().public_bytes(*spki) for c in chain),
+        chain=tuple(c.public_bytes(serialization.Encoding.DER) for c in mx_chain),
+        spkis=tuple(c.public_key().public_bytes(*spki) for c in mx_chain),
     )
 
 
@@ -198,7 +180,7 @@ def _trust_error(
     """Why the system's CAs do not vouch for the chain (RFC 5280 §6), or empty. The name
     checked is the first of HOSTNAMES the certificate covers, so a missing name is
     reported on its own, not as distrust."""
-    cas = _system_cas()
+    cas = system_cas()
     if not cas:
         return "no system CA bundle to check against (install ca-certificates)"
     covered = [h for h in layout.settings.HOSTNAMES if covers(names, h)]

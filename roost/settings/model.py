@@ -184,6 +184,14 @@ class Settings:
         "(Roost's own setting; e.g. Let's Encrypt's staging directory "
         "`https://acme-staging-v02.api.letsencrypt.org/directory` for trials)",
     )
+    LETSENCRYPT_SHORTCHAIN: bool = setting(
+        False,
+        p.boolean,
+        "network",
+        "TLS_FLAVOR `letsencrypt`, `mail-letsencrypt`: leave the root out of the chain "
+        "served on HTTPS, IMAP, POP3, submission and ManageSieve; port 25 always sends it, "
+        "for DANE ([certificates.md](certificates.md#dane-and-the-chains))",
+    )
     TLS_CERT_FILENAME: str = setting(
         "cert.pem", p.text, "network", "certificate file name under `ROOT/certs`"
     )
@@ -775,7 +783,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
         "Dovecot full-text search; see [mailboxes.md](mailboxes.md) for why Roost has none",
     ),
     mailu_only("FULL_TEXT_SEARCH_ATTACHMENTS", "index attachments for full-text search"),
-    mailu_only("LETSENCRYPT_SHORTCHAIN", "send the short Let's Encrypt chain"),
     mailu_only("LOGO_BACKGROUND", "background colour of the web interfaces' logo"),
     mailu_only("LOGO_URL", "logo of the web interfaces"),
     mailu_only("MEMORY_SESSIONS", "keep web sessions in memory instead of Redis"),

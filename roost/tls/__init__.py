@@ -6,6 +6,8 @@
 - :mod:`roost.tls.check`: the one check of a pair (:func:`check_pair`, :class:`TLSError`).
 - :mod:`roost.tls.watch`: the change notice the runner polls to reload the daemons.
 - :mod:`roost.tls.policy`: the protocols and cipher suites every strict listener accepts.
+- :mod:`roost.tls.chains`: the chains served under the letsencrypt flavors (port 25's with
+  its root, for DANE; LETSENCRYPT_SHORTCHAIN for the others) and the system's CAs.
 - :mod:`roost.tls.served`: the pair the daemons serve (:func:`served_pair`), provided and
   checked once (:func:`ensure`), watched (:func:`watch_served`) and described for
   ``roost status`` (:func:`describe_served`).
@@ -22,6 +24,7 @@ from roost.tls.served import (
     check_served,
     describe_served,
     ensure,
+    served_key,
     served_pair,
     watch_served,
 )
@@ -41,6 +44,7 @@ __all__ = [
     "describe_served",
     "ensure",
     "policy",
+    "served_key",
     "served_pair",
     "watch_served",
 ]

@@ -10,8 +10,8 @@ arrives (roost.tls.sources.Acme). Each run:
 2. runs ``certbot certonly --webroot`` for the names that passed (roost.core.acme decides
    which, and builds the command); if the CA refuses some, once more without them;
 3. installs the new certificate into the served files once it passed the check (key
-   ``0600``), and tells the runner (SIGHUP), which reloads nginx, Postfix and Dovecot
-   (roost.runner.certwatch);
+   ``0600``; port 25's chain with its root, roost.tls.chains), and tells the runner
+   (SIGHUP), which reloads nginx, Postfix and Dovecot (roost.runner.certwatch);
 4. writes what happened to ``ROOT/certs/letsencrypt/status.json`` for ``roost status``.
 
 Then it sleeps: twelve hours (about) when every name is in the certificate (certbot renews
@@ -53,7 +53,7 @@ from roost.core.acme import (
 from roost.layout import Layout
 from roost.tls.acmestate import read_state, write_state
 from roost.tls.check import CheckedCertificate, TLSError, check_pair
-from roost.tls.sources import Acme, write_new
+from roost.tls.sources import Acme, missing_root, write_new
 
 __all__ = ["Outcome", "certbot_paths", "install", "obtain", "run", "self_check"]
 
@@ -201,17 +201,22 @@ def self_check(webroot: Path, hostnames: list[str]) -> dict[str, str]:
 
 
 def install(layout: Layout, paths: CertbotPaths) -> CheckedCertificate | None:
-    """Copy certbot's certificate into the served files when it is new and passes the check;
-    None when the served pair is already certbot's."""
+    """Copy certbot's certificate into the served files (the chains arranged by
+    roost.tls.chains) when it is new and passes the check; None when they already hold it."""
     served = Acme(layout)
-    cert = paths.live_cert.read_bytes()
     key = paths.live_key.read_bytes()
+    try:
+        chains = served.arranged(paths.live_cert.read_bytes())
+    except ValueError as exc:
+        raise TLSError(f"{paths.live_cert}: not a PEM certificate ({exc})") from None
     with contextlib.suppress(OSError):
-        if served.cert_file.read_bytes() == cert and served.key_file.read_bytes() == key:
+        if served.is_served(chains) and served.key_file.read_bytes() == key:
             return None
     check_pair(paths.live_cert, paths.live_key, layout.settings.HOSTNAMES)
     write_new(served.key_file, key, 0o600)
-    write_new(served.cert_file, cert, 0o644)
+    served.write_chains(chains)
+    if chains.root is None:
+        log.warning("%s", missing_root(served.mx_cert_file))
     return check_pair(served.cert_file, served.key_file, layout.settings.HOSTNAMES)
 
 

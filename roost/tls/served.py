@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from roost.core.acme import describe
+from roost.core.dane import ServedKey
 from roost.layout import Layout
 from roost.tls.acmestate import read_state
 from roost.tls.check import CheckedCertificate, TLSError, check_pair, dns_names
@@ -23,6 +25,7 @@ __all__ = [
     "check_served",
     "describe_served",
     "ensure",
+    "served_key",
     "served_pair",
     "watch_served",
 ]
@@ -30,10 +33,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CertificatePair:
-    """The two files a daemon's configuration names."""
+    """The files a daemon's configuration names: the chain and key of every TLS port, and
+    the chain port 25 serves with the same key (under the letsencrypt flavors with its
+    root, for DANE: roost.tls.chains; else ``cert_file``)."""
 
     cert_file: Path
     key_file: Path
+    mx_cert_file: Path
 
 
 def served_pair(layout: Layout) -> CertificatePair | None:
@@ -41,7 +47,23 @@ def served_pair(layout: Layout) -> CertificatePair | None:
     source = source_for(layout)
     if source is None:
         return None
-    return CertificatePair(source.cert_file, source.key_file)
+    return CertificatePair(source.cert_file, source.key_file, source.mx_cert_file)
+
+
+def served_key(layout: Layout) -> ServedKey | None:
+    """What the TLSA suggestion needs of port 25's certificate (roost.core.dnsrecords);
+    None under notls or when it cannot be read. Reads the certificate only, not the key."""
+    pair = served_pair(layout)
+    if pair is None:
+        return None
+    try:
+        leaf = x509.load_pem_x509_certificates(pair.mx_cert_file.read_bytes())[0]
+    except (OSError, ValueError):
+        return None
+    spki = leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return ServedKey(spki=spki, self_signed=leaf.issuer == leaf.subject)
 
 
 def ensure(layout: Layout) -> list[str]:
@@ -70,7 +92,12 @@ def watch_served(layout: Layout) -> CertificateWatch | None:
     source = source_for(layout)
     if source is None:
         return None
-    return CertificateWatch(source.cert_file, source.key_file, layout.settings.HOSTNAMES)
+    return CertificateWatch(
+        source.cert_file,
+        source.key_file,
+        layout.settings.HOSTNAMES,
+        also=(source.mx_cert_file,),
+    )
 
 
 def describe_served(layout: Layout) -> list[str]:

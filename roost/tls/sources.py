@@ -8,6 +8,7 @@ they provide: :func:`roost.tls.check.check_pair` does, the same way for all of t
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import secrets
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from roost.layout import Layout
+from roost.tls.chains import Chains, arrange, system_cas
 
 __all__ = [
     "FLAVORS",
@@ -30,6 +32,7 @@ __all__ = [
     "CertificateSource",
     "Files",
     "SelfSigned",
+    "missing_root",
     "source_for",
 ]
 
@@ -52,6 +55,12 @@ class CertificateSource(ABC):
     @property
     def key_file(self) -> Path:
         return self.layout.key_file
+
+    @property
+    def mx_cert_file(self) -> Path:
+        """The chain port 25 serves (with the same key); the administrator's files serve
+        as they are on every port."""
+        return self.cert_file
 
     @abstractmethod
     def provide(self) -> list[str]:
@@ -162,6 +171,11 @@ class Acme(SelfSigned):
     arrives (certbot runs while the stack runs, not before), a self-signed pair serves,
     made as :class:`SelfSigned` makes one. An administrator's ROOT/certs/cert.pem is left
     alone.
+
+    Port 25 serves ``dane-chain.pem``, the chain with its root, and the other ports
+    ``cert.pem``, with or without the root (LETSENCRYPT_SHORTCHAIN; roost.tls.chains).
+    Both are written from certbot's chain at each installation, and again at each start
+    so that a change of the setting (or of the system's CAs) applies.
     """
 
     @property
@@ -172,16 +186,69 @@ class Acme(SelfSigned):
     def key_file(self) -> Path:
         return self.layout.acme / "key.pem"
 
+    @property
+    def mx_cert_file(self) -> Path:
+        return self.layout.acme / "dane-chain.pem"
+
     def provide(self) -> list[str]:
         self.layout.acme.mkdir(mode=0o750, parents=True, exist_ok=True)
-        if self.cert_file.exists() or self.key_file.exists():
+        messages = []
+        if not self.cert_file.exists() and not self.key_file.exists():
+            names = self.create()
+            messages.append(
+                f"TLS_FLAVOR={self.layout.settings.TLS_FLAVOR}: serving a self-signed "
+                f"certificate for {', '.join(names)} until the ACME server issues one; "
+                "certbot runs once the stack is up, `roost status` says how it went"
+            )
+        return messages + self._rearrange()
+
+    def arranged(self, chain_pem: bytes) -> Chains:
+        """The chains to serve for a PEM chain (raises ValueError if it holds none)."""
+        chain = x509.load_pem_x509_certificates(chain_pem)
+        return arrange(chain, system_cas(), self.layout.settings.LETSENCRYPT_SHORTCHAIN)
+
+    def is_served(self, chains: Chains) -> bool:
+        """Whether the files already hold ``chains``."""
+        try:
+            return (
+                self.cert_file.read_bytes() == chains.served
+                and self.mx_cert_file.read_bytes() == chains.mx
+            )
+        except OSError:
+            return False
+
+    def write_chains(self, chains: Chains) -> None:
+        """Port 25's chain first: the watch reloads the daemons when ``cert.pem`` changes."""
+        write_new(self.mx_cert_file, chains.mx, 0o644)
+        write_new(self.cert_file, chains.served, 0o644)
+
+    def _rearrange(self) -> list[str]:
+        """Write both chains again from the fullest one there is (port 25's, unless it is
+        missing or older than ``cert.pem``); an unreadable file is left to the check."""
+        try:
+            source = self.cert_file.read_bytes()
+            served = x509.load_pem_x509_certificates(source)
+            with contextlib.suppress(OSError, ValueError):
+                mx = self.mx_cert_file.read_bytes()
+                if x509.load_pem_x509_certificates(mx)[0] == served[0]:
+                    source = mx
+            chains = self.arranged(source)
+        except (OSError, ValueError):
             return []
-        names = self.create()
-        return [
-            f"TLS_FLAVOR={self.layout.settings.TLS_FLAVOR}: serving a self-signed "
-            f"certificate for {', '.join(names)} until the ACME server issues one; certbot "
-            "runs once the stack is up, `roost status` says how it went"
-        ]
+        if not self.is_served(chains):
+            self.write_chains(chains)
+        if chains.root is None and served[0].issuer != served[0].subject:
+            return [missing_root(self.mx_cert_file)]
+        return []
+
+
+def missing_root(path: Path) -> str:
+    """The warning for a chain no root of the system's CAs signed."""
+    return (
+        f"{path}: no root of the system's CAs signed this chain, so port 25 serves it "
+        "without its root and DANE-TA(2) records of the root cannot match (install "
+        "Debian's ca-certificates)"
+    )
 
 
 def _files_flavor(layout: Layout) -> CertificateSource:

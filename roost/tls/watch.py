@@ -40,14 +40,22 @@ class CertificateChange:
 class CertificateWatch:
     """Remembers the pair as loaded and says when the files hold a different one.
 
-    Polling costs two ``stat`` calls; the files are read only when those change, and a
+    Polling costs a ``stat`` call per file; the files are read only when those change, and a
     change is reported only when the content differs (a ``touch`` reloads nothing).
     """
 
-    def __init__(self, cert_file: Path, key_file: Path, hostnames: Sequence[str]) -> None:
+    def __init__(
+        self,
+        cert_file: Path,
+        key_file: Path,
+        hostnames: Sequence[str],
+        also: Sequence[Path] = (),
+    ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
         self.hostnames = tuple(hostnames)
+        # other files served with the key (port 25's chain): a change reloads too
+        self.files = tuple(dict.fromkeys((cert_file, key_file, *also)))
         self._signature = self._stat()
         self._content = self._digest()
 
@@ -70,7 +78,7 @@ class CertificateWatch:
 
     def _stat(self) -> _Signature:
         found: list[tuple[int, int, int, int] | None] = []
-        for path in (self.cert_file, self.key_file):
+        for path in self.files:
             try:
                 info = os.stat(path)
             except OSError:
@@ -81,7 +89,7 @@ class CertificateWatch:
 
     def _digest(self) -> str | None:
         digest = hashlib.sha256()
-        for path in (self.cert_file, self.key_file):
+        for path in self.files:
             try:
                 data = path.read_bytes()
             except OSError:

@@ -6,7 +6,9 @@ stack starts before Pebble does, so its first run gets nothing and the self-sign
 serves; then Pebble starts, a SIGHUP wakes the ACME process, and the names that resolve
 get a certificate while the one that does not is left out and named by ``roost status``.
 Once it resolves, the full set is issued; a forced renewal is served to new connections
-while an IMAP session opened before goes on.
+while an IMAP session opened before goes on. Under LETSENCRYPT_SHORTCHAIN=true port 25
+serves the chain with Pebble's root (the stack's system CAs, through SSL_CERT_FILE), the
+other ports without it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import imaplib
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -139,14 +142,18 @@ class Pebble:
             )
         wait_for_port(PEBBLE, 14000)
 
+    @property
+    def root_file(self) -> Path:
+        """Where :meth:`root` writes Pebble's root: the stack's system CAs."""
+        return self.directory / "pebble-root.pem"
+
     def root(self) -> Path:
         """Pebble's root CA (new at each start), which signs what it issues."""
         context = ssl.create_default_context(cafile=str(self.ca))
         with urllib.request.urlopen(f"https://{PEBBLE}:15000/roots/0", context=context) as r:
             pem = r.read()
-        path = self.directory / "pebble-root.pem"
-        path.write_bytes(pem)
-        return path
+        self.root_file.write_bytes(pem)
+        return self.root_file
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -155,12 +162,18 @@ class Pebble:
 
 
 class AcmeStack(Stack):
-    """A stack whose certbot trusts Pebble's API certificate (tests only)."""
+    """A stack whose certbot trusts Pebble's API certificate, and whose system CAs are
+    Pebble's root once it runs (tests only)."""
 
     ca_bundle: str = ""
+    system_cas: str = ""
 
     def environ(self) -> dict[str, str]:
-        return {**super().environ(), "REQUESTS_CA_BUNDLE": self.ca_bundle}
+        return {
+            **super().environ(),
+            "REQUESTS_CA_BUNDLE": self.ca_bundle,
+            "SSL_CERT_FILE": self.system_cas,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -180,9 +193,11 @@ def acme_stack(pebble: Pebble) -> Iterator[AcmeStack]:
         "TLS_FLAVOR": "letsencrypt",
         "HOSTNAMES": ",".join((*NAMES, LATE)),
         "ACME_SERVER": pebble.url,
+        "LETSENCRYPT_SHORTCHAIN": "true",
     }
     stack = AcmeStack("acme", ADDRESS, settings=settings)
     stack.ca_bundle = str(pebble.ca)
+    stack.system_cas = str(pebble.root_file)
     with running(stack) as started:
         yield started
 
@@ -247,9 +262,9 @@ def test_names_that_validate_get_a_certificate_without_the_one_that_fails(
     acme_stack: AcmeStack, pebble: Pebble
 ) -> None:
     pebble.start()
+    root = pebble.root()
     os.kill(acme_pid(acme_stack), signal.SIGHUP)
     wait_served(acme_stack, lambda c: "Pebble" in issuer(c), "issued by Pebble")
-    root = pebble.root()
     for port in TLS_PORTS:
         for name in NAMES:
             # a client that checks the certificate against Pebble's root accepts it
@@ -260,6 +275,31 @@ def test_names_that_validate_get_a_certificate_without_the_one_that_fails(
     assert "self-signed" not in status
     acme_stack.wait_for_log(rf"acme.*HTTP-01 self-check of {LATE} failed")
     acme_stack.wait_for_log(r"new certificate in .*: reloaded dovecot, postfix, nginx")
+
+
+def served_chain(port: int) -> list[x509.Certificate]:
+    """The whole chain a server sends on ``port`` (STARTTLS on 25), as openssl shows it."""
+    argv = ["openssl", "s_client", "-connect", f"{ADDRESS}:{port}", "-servername", NAMES[0]]
+    argv += ["-showcerts", *(["-starttls", "smtp"] if port == 25 else [])]
+    result = subprocess.run(argv, input="", capture_output=True, text=True, timeout=30, check=False)
+    blocks = re.findall(
+        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", result.stdout, re.S
+    )
+    assert blocks, result.stdout + result.stderr
+    return [x509.load_pem_x509_certificate(block.encode()) for block in blocks]
+
+
+def test_port_25_sends_the_root_for_dane_and_the_others_the_short_chain(
+    acme_stack: AcmeStack, pebble: Pebble
+) -> None:
+    """DANE-TA(2) records name the root's key, so port 25 must send the root itself;
+    LETSENCRYPT_SHORTCHAIN=true leaves it out everywhere else."""
+    root = x509.load_pem_x509_certificate(pebble.root_file.read_bytes())
+    mx = served_chain(25)
+    assert [c.subject for c in mx][1:] == [mx[0].issuer, root.subject], mx
+    assert mx[-1] == root and dns_names(mx[0]) >= set(NAMES)
+    for port in (443, 465):
+        assert served_chain(port) == mx[:-1], port
 
 
 def test_the_full_set_is_issued_once_every_name_validates(acme_stack: AcmeStack) -> None:

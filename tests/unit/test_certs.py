@@ -101,7 +101,9 @@ def test_notls_needs_nothing(layout: Layout) -> None:
 
 
 def test_cert_flavor_serves_the_files_in_root_certs(layout: Layout) -> None:
-    assert tls.served_pair(layout) == tls.CertificatePair(layout.cert_file, layout.key_file)
+    assert tls.served_pair(layout) == tls.CertificatePair(
+        layout.cert_file, layout.key_file, layout.cert_file
+    )
     assert not layout.certs.exists()  # naming the files creates nothing
 
 

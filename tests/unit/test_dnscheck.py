@@ -14,6 +14,7 @@ from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from roost import dnscheck
+from roost.core.dane import ISRG_ROOTS
 from roost.core.dnsrecords import records
 from roost.dnscheck import LIVE, MISSING, UNKNOWN, WRONG, ResolverAddress, parse_resolver
 from roost.settings import Settings, load_settings
@@ -22,7 +23,7 @@ from tests.unit.test_cli_support import make_stack
 #: Served for example.com: right MX and SPF, a wrong DMARC (p=none), the SRV records of
 #: the default PORTS except a wrong port for imaps and none for pop3s, autoconfig right,
 #: autodiscover pointing elsewhere, the DKIM key cut in two strings. alt.example: MX with
-#: the wrong preference, no DKIM record.
+#: the wrong preference, no DKIM record. The host: ISRG Root X1's TLSA record only.
 ZONE = """
 dkim._domainkey.example.com. 600 IN TXT "v=DKIM1; k=rsa; " "p=MIIBIjANBgkqhkiG9w0BAQEFAAOC"
 example.com. 600 IN MX 10 mail.example.com.
@@ -40,7 +41,7 @@ autoconfig.example.com. 600 IN CNAME mail.example.com.
 autodiscover.example.com. 600 IN CNAME other.example.net.
 alt.example. 600 IN MX 5 mail.example.com.
 alt.example. 600 IN TXT "v=spf1 mx " "a:mail.example.com ~all"
-"""
+""" + (f"_25._tcp.mail.example.com. 86400 IN TLSA 2 1 1 {ISRG_ROOTS['ISRG Root X1'].upper()}\n")
 
 #: Names the server answers with SERVFAIL, and names it answers only too late.
 FAILING = {"_dmarc.alt.example."}
@@ -139,6 +140,19 @@ def test_each_record_is_live_wrong_missing_or_unknown(
     assert got["autodiscover.example.com. CNAME"][1] == "other.example.net."
     assert "in time" in got["_pop3s._tcp.example.com. SRV"][1]
     assert got["_dmarc.alt.example. TXT"][1].startswith("no server answered")
+
+
+def test_tlsa_records_compare_fields_and_data(server: tuple[ResolverAddress, Resolver]) -> None:
+    """ISRG Root X1's record is served (its hex in upper case), X2's is not."""
+    address, _ = server
+    environ = {"DOMAIN": "example.com", "HOSTNAMES": "mail.example.com"}
+    s = load_settings(env_file=None, environ=environ | {"TLS_FLAVOR": "letsencrypt"})
+    tlsa = [r for r in records(s, "example.com") if r.rtype == "TLSA"]
+    checks = dnscheck.check_records(tlsa, address)
+    assert [c.state for c in checks] == [LIVE, WRONG]
+    assert checks[1].found == (
+        "2 1 1 0b9fa5a59eed715c26c1020c711b4f6ec42d58b0015e14337a39dad301c5afc3",
+    )
 
 
 def test_missing_names_and_types(server: tuple[ResolverAddress, Resolver]) -> None:

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from roost.core.dnsrecords import Record, records
+from roost.core.dane import ISRG_ROOTS, ServedKey
+from roost.core.dnsrecords import Record, records, tlsa_records
 from roost.doctor import checks
 from roost.doctor.findings import ERROR, OK, UNKNOWN, WARNING, Finding, Group, Report
 from roost.doctor.observed import FOUND, MISSING, Certificate, Looked, Policy, Port
@@ -276,9 +277,11 @@ CERT = Certificate(
 
 def test_tlsa() -> None:
     leaf_hash = hashlib.sha256(LEAF_SPKI).hexdigest()
+    # The fix is what `roost dns` suggests for this certificate (one function for both).
+    suggested = tlsa_records(settings(), ServedKey(LEAF_SPKI, self_signed=False))
 
     def tlsa(*values: tuple[int, int, int, str]) -> Finding:
-        return checks.check_tlsa(HOST, found(*values), CERT)
+        return checks.check_tlsa(HOST, found(*values), CERT, suggested)
 
     assert tlsa((3, 1, 1, leaf_hash)).severity == OK
     assert tlsa((3, 0, 2, hashlib.sha512(LEAF).hexdigest())).severity == OK
@@ -288,9 +291,26 @@ def test_tlsa() -> None:
     assert stale.severity == ERROR and "defer all mail" in stale.message
     assert stale.fix == f"_25._tcp.{HOST}. 3600 IN TLSA 3 1 1 {leaf_hash}"
     assert tlsa((1, 1, 1, leaf_hash)).severity == ERROR  # PKIX-EE: unusable for SMTP
-    assert checks.check_tlsa(HOST, MISSING_ANSWER, CERT).severity == OK
-    assert checks.check_tlsa(HOST, TIMEOUT, CERT).severity == UNKNOWN
-    assert checks.check_tlsa(HOST, found((3, 1, 1, leaf_hash)), Certificate()).severity == UNKNOWN
+    assert checks.check_tlsa(HOST, MISSING_ANSWER, CERT, suggested).severity == OK
+    assert checks.check_tlsa(HOST, TIMEOUT, CERT, suggested).severity == UNKNOWN
+    no_cert = checks.check_tlsa(HOST, found((3, 1, 1, leaf_hash)), Certificate(), suggested)
+    assert no_cert.severity == UNKNOWN
+    # Nothing to suggest (a self-signed placeholder): the fix says to remove the record.
+    placeholder = checks.check_tlsa(HOST, found((3, 1, 1, "00" * 32)), CERT, [])
+    assert placeholder.fix.startswith(f"remove the TLSA records at _25._tcp.{HOST}")
+
+
+def test_tlsa_under_letsencrypt_names_both_roots() -> None:
+    """Mailu's two DANE-TA records are the fix, each on its own line; one of them matches
+    a chain that ends in that root (port 25 serves the root)."""
+    s = settings(TLS_FLAVOR="letsencrypt")
+    suggested = tlsa_records(s, ServedKey(LEAF_SPKI, self_signed=False))
+    stale = checks.check_tlsa(HOST, found((3, 1, 1, "00" * 32)), CERT, suggested)
+    assert stale.fix.splitlines() == [
+        f"_25._tcp.{HOST}. 86400 IN TLSA 2 1 1 {digest}" for digest in ISRG_ROOTS.values()
+    ]
+    ca_hash = hashlib.sha256(CA_SPKI).hexdigest()
+    assert checks.check_tlsa(HOST, found((2, 1, 1, ca_hash)), CERT, suggested).severity == OK
 
 
 def test_reverse_dns() -> None:

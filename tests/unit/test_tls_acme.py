@@ -192,7 +192,11 @@ def test_a_self_signed_pair_serves_first_and_the_administrators_files_stay(
     messages = tls.ensure(layout)
     assert "until the ACME server issues one" in messages[0]
     pair = tls.served_pair(layout)
-    assert pair == tls.CertificatePair(layout.acme / "cert.pem", layout.acme / "key.pem")
+    assert pair == tls.CertificatePair(
+        layout.acme / "cert.pem", layout.acme / "key.pem", layout.acme / "dane-chain.pem"
+    )
+    # Port 25's chain is the self-signed certificate too until certbot's arrives.
+    assert pair.mx_cert_file.read_bytes() == pair.cert_file.read_bytes()
     assert stat.S_IMODE(os.stat(pair.key_file).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(layout.acme).st_mode) == 0o750
     assert layout.cert_file.read_text() == "the administrator's"

@@ -1,13 +1,20 @@
 """The admin's "Generate keys" (Mailu's /domain/genkeys/<domain>): global administrators
 only, behind a confirmation page whose POST needs its CSRF token; the details page and the
-zone file then show the DKIM and DMARC records of the domain and its alternatives."""
+zone file then show the DKIM and DMARC records of the domain and its alternatives, and the
+TLSA record of the served key."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import insert
 
 from roost.core import dkim
@@ -84,3 +91,43 @@ def test_global_admin_generates_after_confirming(gate: GateHarness) -> None:
         assert f'dkim._domainkey.{name}. 600 IN TXT "{first}" "{text[250:]}"' in zone.text
         assert f"_dmarc.{name}. 600 IN TXT" in zone.text
     assert "Left out: DKIM" not in after.text
+
+
+def test_the_details_page_and_zone_file_show_the_tlsa_record_of_the_served_key(
+    gate: GateHarness,
+) -> None:
+    """TLS_FLAVOR=cert with a CA-signed certificate: DANE-EE of its key, as `roost dns`."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "A CA")]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256())
+    )
+    layout = gate.layout
+    layout.cert_file.parent.mkdir(parents=True, exist_ok=True)
+    layout.cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    line = (
+        f"_25._tcp.{gate.settings.hostname}. 3600 IN TLSA 3 1 1 {hashlib.sha256(spki).hexdigest()}"
+    )
+
+    async def go(client: httpx.AsyncClient) -> list[httpx.Response]:
+        details = await client.get(f"{ADMIN}/domain/details/{SIGNED}")
+        zone = await client.get(f"{ADMIN}/domain/details/{SIGNED}/zonefile")
+        return [details, zone]
+
+    try:
+        details, zone = browse(gate, BOSS, go)
+    finally:
+        layout.cert_file.unlink()
+    assert f"_25._tcp.{gate.settings.hostname}." in details.text
+    assert f"3 1 1 {hashlib.sha256(spki).hexdigest()}" in details.text
+    assert line in zone.text.splitlines()

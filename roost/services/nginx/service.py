@@ -197,6 +197,8 @@ class NginxService(Service):
             # The pair tls checked before any daemon starts; None under notls.
             "cert_file": pair.cert_file if pair else None,
             "key_file": pair.key_file if pair else None,
+            # Port 25's chain: with its root under the letsencrypt flavors (DANE-TA).
+            "mx_cert_file": pair.mx_cert_file if pair else None,
             "message_size_limit": limit,
             # 0 keeps nginx's meaning "no limit", as MESSAGE_SIZE_LIMIT=0 does for Postfix.
             "client_max_body_size": limit + BODY_SLACK if limit else 0,

@@ -18,9 +18,11 @@ from fastapi.responses import Response
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from roost import dnscheck
+from roost import dnscheck, tls
 from roost.core import dnsrecords
 from roost.core.address import AddressError
+from roost.core.dane import ServedKey
+from roost.layout import Layout
 from roost.store import work
 from roost.store.dkimkeys import DkimKeyError, DkimKeys
 from roost.store.entities import alternative as alternatives
@@ -120,11 +122,20 @@ def _dkim_keys(request: Request, name: str) -> list[tuple[str, str]]:
         return []
 
 
+def _served(request: Request) -> ServedKey | None:
+    """Port 25's certificate, for the TLSA record under TLS_FLAVOR cert and mail."""
+    return tls.served_key(Layout(settings_of(request)))
+
+
 def _records(request: Request, domain: Domain) -> list[dnsrecords.Record]:
     names = [a.name for a in domain.alternatives]
     try:
         return dnsrecords.records(
-            settings_of(request), domain.name, names, dkim_keys=_dkim_keys(request, domain.name)
+            settings_of(request),
+            domain.name,
+            names,
+            dkim_keys=_dkim_keys(request, domain.name),
+            served=_served(request),
         )
     except AddressError:
         return []
@@ -294,7 +305,11 @@ def add_routes(router: APIRouter, prefix: str) -> None:
             names = [a.name for a in found.alternatives]
             name = found.name
         body = dnsrecords.zone_file(
-            settings_of(request), name, names, dkim_keys=_dkim_keys(request, name)
+            settings_of(request),
+            name,
+            names,
+            dkim_keys=_dkim_keys(request, name),
+            served=_served(request),
         )
         return Response(
             body,
@@ -497,7 +512,10 @@ def _details(db: Any, request: Request, account: Account, found: Domain) -> dict
         ],
         "records": _records(request, found),
         "omitted": dnsrecords.omitted(
-            settings_of(request), found.name, dkim_keys=_dkim_keys(request, found.name)
+            settings_of(request),
+            found.name,
+            dkim_keys=_dkim_keys(request, found.name),
+            served=_served(request),
         ),
         "dkim_key": bool(_dkim_keys(request, found.name)),
         "alternative_form": {},
