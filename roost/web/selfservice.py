@@ -2,8 +2,8 @@
 
 Three pages, as Mailu's user settings offer them (https://mailu.io/master/webadministration.html):
 forwarding, auto-reply and spam filing (each its own form); app tokens (per-client
-passwords) listed, made and deleted; remote POP3/IMAP accounts to fetch mail from (kept;
-the fetcher comes later).
+passwords) listed, made and deleted; remote POP3/IMAP accounts to fetch mail from (the
+fetcher, roost.fetcher, records each one's last check and error, shown here).
 
 Each page serves two cases with one handler, told apart by the path (:data:`PAGES`):
 
@@ -311,6 +311,9 @@ def _fetch_settings(form: dict[str, str]) -> fetch_entity.FetchSettings:
         password=form.get("password", "") or None,
         keep=_checked(form, "keep"),
         comment=form.get("comment", ""),
+        scan=_checked(form, "scan"),
+        invisible=_checked(form, "invisible"),
+        folders=tuple(form.get("folders", "").split(",")),
     )
 
 
@@ -322,6 +325,9 @@ def _fetch_form(row: Fetch) -> dict[str, str]:
         "port": str(row.port),
         "tls": "on" if row.tls else "",
         "keep": "on" if row.keep else "",
+        "scan": "on" if row.scan else "",
+        "invisible": "on" if row.invisible else "",
+        "folders": ", ".join(row.folders or ()),
         "username": row.username,
         "comment": row.comment or "",
     }
