@@ -287,6 +287,12 @@ def _tokens_page(
 # -- fetched accounts ---------------------------------------------------------------------
 
 
+def _fetching(request: Request) -> None:
+    """No fetched-account pages while nothing fetches them (FETCHMAIL_ENABLED false)."""
+    if not settings_of(request).FETCHMAIL_ENABLED:
+        raise HTTPException(status_code=404)
+
+
 def _own_fetch(db: Any, email: str, fetch_id: int) -> Fetch:
     """The user's fetch ``fetch_id``; anyone else's is "not found"."""
     try:
@@ -362,8 +368,10 @@ def build_router(admin: str) -> APIRouter:
         """Serve ``page`` at both its paths with the one handler."""
 
         def register(handler: Handler) -> Handler:
+            # The fetched-account pages answer 404 unless FETCHMAIL_ENABLED, as Mailu's.
+            extra = [Depends(_fetching)] if page.startswith("fetch") else []
             for path in PAGES[page]:
-                router.add_api_route(path, handler, methods=[method])
+                router.add_api_route(path, handler, methods=[method], dependencies=extra)
             return handler
 
         return register
