@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import html
+import pwd
 import shutil
 import subprocess
 import time
@@ -21,13 +22,22 @@ from pathlib import Path
 import httpx
 import pytest
 
+from roost.layout import Layout
 from roost.settings import load_settings
 from roost.store import work
 from roost.store.entities import fetch as fetch_entity
 from roost.store.models import Fetch
 from tests.e2e.conftest import require_root
 from tests.e2e.local_dns import add_records
-from tests.e2e.stack import DOMAIN, HOSTNAME, Stack, e2e_address, make_base, running
+from tests.e2e.stack import (
+    DOMAIN,
+    HOSTNAME,
+    Stack,
+    e2e_address,
+    make_base,
+    running,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +99,7 @@ userdb {{
   args = uid=mail gid=mail home={base}/mail/%u
 }}
 mail_location = maildir:~/Maildir
-first_valid_uid = 8
+first_valid_uid = {mail_uid}
 pop3_uidl_format = %08Xu%08Xv
 service imap-login {{
   inet_listener imap {{
@@ -129,11 +139,14 @@ def start_peer(users: dict[str, str]) -> Peer:
         capture_output=True,
     )  # fmt: skip
     PEER_CA.chmod(0o644)
+    conf = PEER_BASE / "dovecot.conf"
+    mail_uid = pwd.getpwnam("mail").pw_uid
+    conf.write_text(PEER_CONF.format(base=PEER_BASE, address=PEER_ADDRESS, mail_uid=mail_uid))
     # Hashed: the hostile password's colon and quotes cannot stand in the file as they are.
     lines = [
         f"{user}:"
         + subprocess.run(
-            ["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password],
+            ["doveadm", "-c", str(conf), "pw", "-s", "SHA512-CRYPT", "-p", password],
             capture_output=True,
             text=True,
             check=True,
@@ -141,16 +154,11 @@ def start_peer(users: dict[str, str]) -> Peer:
         for user, password in users.items()
     ]
     (PEER_BASE / "users").write_text("\n".join(lines) + "\n")
-    conf = PEER_BASE / "dovecot.conf"
-    conf.write_text(PEER_CONF.format(base=PEER_BASE, address=PEER_ADDRESS))
     add_records(f"{PEER_HOST}. 300 IN A {PEER_ADDRESS}\n")
     peer = Peer(PEER_BASE)
     peer.process = subprocess.Popen(["dovecot", "-F", "-c", str(conf)])
-    deadline = time.monotonic() + 20
-    while not (PEER_BASE / "run" / "login").exists():
-        assert time.monotonic() < deadline, "the peer Dovecot did not start"
-        time.sleep(0.1)
-    time.sleep(0.5)
+    for port in (993, 995, 143, 110):
+        wait_for_port(PEER_ADDRESS, port, timeout=20)
     return peer
 
 
@@ -264,17 +272,26 @@ def test_pop3_with_starttls_deletes_the_originals_and_scans(stack: Stack, peer: 
     assert len(subjects(stack, user, tag)) == 2
 
 
-def test_a_hostile_password_is_sent_as_it_is(stack: Stack, peer: Peer) -> None:
+def test_pop3_keeps_a_hostile_passwords_messages_and_remembers_them(
+    stack: Stack, peer: Peer
+) -> None:
     tag = uuid.uuid4().hex[:8]
     user = stack.add_user("hedy", PASSWORD)
     peer.put("carol", f"{tag} hostile")
     fetch_id = add_account(
-        stack, user, protocol="imap", username="carol", password=HOSTILE_PASSWORD
+        stack, user, protocol="pop3", username="carol", password=HOSTILE_PASSWORD, keep=True
     )
     assert wait_checks(stack, fetch_id) is None
     assert subjects(stack, user, tag) == [f"{tag} hostile"]
-    assert peer.count("carol") == 0
+    assert peer.count("carol") == 1
+    # The next rounds know the message by its UIDL (RFC 1939) and leave it.
+    assert wait_checks(stack, fetch_id, rounds=2) is None
+    assert subjects(stack, user, tag) == [f"{tag} hostile"]
     assert HOSTILE_PASSWORD not in stack.log_text()
+    # fetchmail ran as Postfix's user: the UID memory it wrote is that user's.
+    settings = load_settings(env_file=stack.env_file, environ={})
+    idfile = Layout(settings).fetchmail_idfile(fetch_id)
+    assert pwd.getpwuid(idfile.stat().st_uid).pw_name == "postfix"
 
 
 def test_a_wrong_password_is_shown_to_the_user(stack: Stack, peer: Peer) -> None:
