@@ -128,6 +128,16 @@ class Layout:
         return self.root / "dav"
 
     @property
+    def fetchmail_home(self) -> Path:
+        """FETCHMAIL_ENABLED: fetchmail's home (its lock file) and each fetched account's
+        ``<id>.ids`` (the UIDs it has seen, so a message is fetched once); ``0700``, owned
+        by the account fetchmail runs as."""
+        return self.root / "fetchmail"
+
+    def fetchmail_idfile(self, fetch_id: int) -> Path:
+        return self.fetchmail_home / f"{int(fetch_id)}.ids"
+
+    @property
     def cert_file(self) -> Path:
         return self.certs / self.settings.TLS_CERT_FILENAME
 

@@ -14,6 +14,7 @@ from roost.services.base import Service
 from roost.services.clamav import ClamdService, FreshclamService
 from roost.services.dmarcreport import DmarcReportService
 from roost.services.dovecot import DovecotService
+from roost.services.fetchmail import FetchmailService
 from roost.services.gate import GateService
 from roost.services.mtasts import MtaStsService
 from roost.services.nginx import NginxService
@@ -44,4 +45,5 @@ SERVICES: tuple[type[Service], ...] = (
     NginxService,
     DmarcReportService,
     AcmeService,
+    FetchmailService,
 )

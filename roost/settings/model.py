@@ -455,6 +455,28 @@ class Settings:
         "something else updates ANTIVIRUS_DATABASE)",
     )
 
+    FETCHMAIL_ENABLED: bool = setting(
+        False,
+        p.boolean,
+        "mail",
+        "fetch the remote POP3/IMAP accounts users keep on their pages into their mailboxes, "
+        "and show those pages (off as in Mailu's setup wizard; Mailu's code default is on; "
+        "[mailboxes.md](mailboxes.md#fetched-accounts))",
+    )
+    FETCHMAIL_DELAY: int = setting(
+        60,
+        p.whole(1),
+        "mail",
+        "seconds between two rounds of fetching (Mailu's code default; its wizard writes 600)",
+    )
+    FETCHMAIL_OPTIONS: str = setting(
+        "",
+        p.one_line,
+        "mail",
+        "more fetchmail user options (fetchmail(1), e.g. `limit 20000000`), added after "
+        "Roost's own on every account's `options` line, so they win",
+    )
+
     SCAN_MACROS: bool = setting(
         False,
         p.boolean,
@@ -775,9 +797,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("CPU_COUNT", "worker processes for the admin container"),
     mailu_only("DEBUG", "Flask's debug mode for the admin"),
     mailu_only("DISABLE_STATISTICS", "do not send Mailu's anonymous usage statistics"),
-    mailu_only("FETCHMAIL_DELAY", "seconds between fetches of remote mailboxes"),
-    mailu_only("FETCHMAIL_ENABLED", "fetch mail from remote mailboxes"),
-    mailu_only("FETCHMAIL_OPTIONS", "extra options for fetchmail"),
     mailu_only(
         "FULL_TEXT_SEARCH",
         "Dovecot full-text search; see [mailboxes.md](mailboxes.md) for why Roost has none",

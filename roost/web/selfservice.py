@@ -2,8 +2,8 @@
 
 Three pages, as Mailu's user settings offer them (https://mailu.io/master/webadministration.html):
 forwarding, auto-reply and spam filing (each its own form); app tokens (per-client
-passwords) listed, made and deleted; remote POP3/IMAP accounts to fetch mail from (kept;
-the fetcher comes later).
+passwords) listed, made and deleted; remote POP3/IMAP accounts to fetch mail from (the
+fetcher, roost.fetcher, records each one's last check and error, shown here).
 
 Each page serves two cases with one handler, told apart by the path (:data:`PAGES`):
 
@@ -287,6 +287,12 @@ def _tokens_page(
 # -- fetched accounts ---------------------------------------------------------------------
 
 
+def _fetching(request: Request) -> None:
+    """No fetched-account pages while nothing fetches them (FETCHMAIL_ENABLED false)."""
+    if not settings_of(request).FETCHMAIL_ENABLED:
+        raise HTTPException(status_code=404)
+
+
 def _own_fetch(db: Any, email: str, fetch_id: int) -> Fetch:
     """The user's fetch ``fetch_id``; anyone else's is "not found"."""
     try:
@@ -311,6 +317,9 @@ def _fetch_settings(form: dict[str, str]) -> fetch_entity.FetchSettings:
         password=form.get("password", "") or None,
         keep=_checked(form, "keep"),
         comment=form.get("comment", ""),
+        scan=_checked(form, "scan"),
+        invisible=_checked(form, "invisible"),
+        folders=tuple(form.get("folders", "").split(",")),
     )
 
 
@@ -322,6 +331,9 @@ def _fetch_form(row: Fetch) -> dict[str, str]:
         "port": str(row.port),
         "tls": "on" if row.tls else "",
         "keep": "on" if row.keep else "",
+        "scan": "on" if row.scan else "",
+        "invisible": "on" if row.invisible else "",
+        "folders": ", ".join(row.folders or ()),
         "username": row.username,
         "comment": row.comment or "",
     }
@@ -356,8 +368,10 @@ def build_router(admin: str) -> APIRouter:
         """Serve ``page`` at both its paths with the one handler."""
 
         def register(handler: Handler) -> Handler:
+            # The fetched-account pages answer 404 unless FETCHMAIL_ENABLED, as Mailu's.
+            extra = [Depends(_fetching)] if page.startswith("fetch") else []
             for path in PAGES[page]:
-                router.add_api_route(path, handler, methods=[method])
+                router.add_api_route(path, handler, methods=[method], dependencies=extra)
             return handler
 
         return register

@@ -55,7 +55,9 @@ FETCH = {
 
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateHarness]:
-    with running_gate(tmp_path_factory.mktemp("acting"), "127.0.43.60") as harness:
+    with running_gate(
+        tmp_path_factory.mktemp("acting"), "127.0.43.60", FETCHMAIL_ENABLED=True
+    ) as harness:
         store = harness.store
         add_user(store, BOSS, PASSWORD, global_admin=True)
         for email in (MGR, CO, PLAIN, OTHER, FAR):

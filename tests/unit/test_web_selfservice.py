@@ -8,6 +8,7 @@ Driven in process with httpx through tests/unit/web_harness.py.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -42,7 +43,9 @@ BOB = f"bob@{DOMAIN}"
 
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateHarness]:
-    with running_gate(tmp_path_factory.mktemp("self"), "127.0.27.50") as harness:
+    with running_gate(
+        tmp_path_factory.mktemp("self"), "127.0.27.50", FETCHMAIL_ENABLED=True
+    ) as harness:
         add_user(harness.store, ANN, PASSWORD)
         add_user(harness.store, BOB, PASSWORD)
         request_reload(harness.layout)
@@ -439,3 +442,50 @@ def test_another_users_fetch_is_not_found_and_unchanged(gate: GateHarness) -> No
 
     assert browse(gate, BOB, own) == 303
     assert fetches_of(gate, BOB) == []
+
+
+def test_a_fetch_sets_its_folders_scanning_and_headers(gate: GateHarness) -> None:
+    async def add(client: httpx.AsyncClient) -> str:
+        data = {
+            "protocol": "imap",
+            "host": "imap.example.org",
+            "tls": "on",
+            "username": "old",
+            "password": "remote-secret-2",
+            "folders": " INBOX, Envoyés ,, Archive",
+            "scan": "on",
+            "invisible": "on",
+        }
+        done = await post_form(client, ACCOUNT + "/fetches/new", ACCOUNT + "/fetches/new", data)
+        assert done.status_code == 303, done.text
+        (row,) = [f for f in fetches_of(gate, BOB) if f.host == "imap.example.org"]
+        return (await client.get(f"{ACCOUNT}/fetches/{row.id}")).text
+
+    form = browse(gate, BOB, add)
+    (row,) = [f for f in fetches_of(gate, BOB) if f.host == "imap.example.org"]
+    # The store keeps the names sorted, as Mailu's comma-separated column does.
+    assert (row.folders, row.scan, row.invisible, row.keep) == (
+        ["Archive", "Envoyés", "INBOX"],
+        True,
+        True,
+        False,
+    )
+    assert 'value="Archive, Envoyés, INBOX"' in form
+    assert 'name="scan" checked' in form and 'name="invisible" checked' in form
+
+
+def test_without_fetchmail_the_fetch_pages_are_not_there(gate: GateHarness) -> None:
+    off = dataclasses.replace(gate.settings, FETCHMAIL_ENABLED=False)
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[list[int], str, str]:
+        codes = [
+            (await client.get(ACCOUNT + page)).status_code
+            for page in ("/fetches", "/fetches/new", "/fetches/1")
+        ]
+        codes.append((await client.get(f"/admin/fetch/list/{ANN}")).status_code)
+        return codes, (await client.get(ACCOUNT)).text, (await client.get(ACCOUNT + "/tokens")).text
+
+    codes, account, tokens = browse(gate, ANN, scenario, settings=off)
+    assert codes == [404, 404, 404, 404]
+    assert "/fetches" not in account and "/fetches" not in tokens
+    assert f'href="{ACCOUNT}/tokens"' in account

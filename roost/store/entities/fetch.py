@@ -1,13 +1,16 @@
 """Fetches: remote POP3/IMAP accounts fetched into a user's mailbox (Mailu's ``fetch``).
 
-Roost has no fetcher yet; fetches are kept so that an export from Mailu survives an import
-and an export back, and users manage theirs on the web (the operations below).
+Users manage theirs on the web (the operations below); with FETCHMAIL_ENABLED the fetcher
+(roost.fetcher) reads them all each round (:func:`accounts_to_fetch`) and records how each
+run went (:func:`record_results`), which the user's page shows.
 ``last_check`` and ``error`` are run-time state, exported only with ``--full``; the
 password is a secret, hidden unless ``--secrets``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +27,7 @@ from roost.store.entities.fields import (
     text,
 )
 from roost.store.entities.names import ManageError, require_user, show_email
-from roost.store.models import Fetch
+from roost.store.models import Fetch, User
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -32,17 +35,22 @@ __all__ = [
     "MATCH",
     "NEEDED",
     "FetchSettings",
+    "accounts_to_fetch",
     "add_fetch",
     "change_fetch",
     "delete_fetch",
+    "fetch_ids",
     "list_fetches",
+    "record_results",
     "user_fetch",
 ]
 
 
 def _folders(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(i, str) and "," not in i for i in value):
-        raise ValueError("expected a list of folder names without commas")
+    if not isinstance(value, list) or not all(
+        isinstance(i, str) and "," not in i and i.isprintable() for i in value
+    ):
+        raise ValueError("expected a list of folder names without commas or control characters")
     return value
 
 
@@ -81,6 +89,8 @@ DEFAULT_PORTS = {
 }
 #: Longest remote password the store keeps (the column's width).
 PASSWORD_MAX = 255
+#: Longest error text the store keeps (the column's width).
+ERROR_MAX = 1023
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,12 @@ class FetchSettings:
     password: str | None = None
     keep: bool = False
     comment: str = ""
+    #: through Postfix, so that Rspamd scans them (Mailu's "rescan emails locally")
+    scan: bool = False
+    #: fetchmail's ``--invisible`` (Mailu's "keep original metadata")
+    invisible: bool = False
+    #: IMAP folders to fetch; none: INBOX (POP3 has only the one)
+    folders: tuple[str, ...] = ()
 
 
 def _checked(name: str, label: str, value: Any) -> Any:
@@ -115,7 +131,9 @@ def _apply(fetch: Fetch, values: FetchSettings) -> None:
     fetch.host = _checked("host", "server", values.host.strip())
     fetch.username = _checked("username", "user name", values.username.strip())
     fetch.comment = _checked("comment", "comment", values.comment.strip())
-    fetch.keep = values.keep
+    fetch.keep, fetch.scan, fetch.invisible = values.keep, values.scan, values.invisible
+    names = [name.strip() for name in values.folders if name.strip()]
+    fetch.folders = _checked("folders", "folders", names)
     if values.password:
         if len(values.password) > PASSWORD_MAX:
             raise ManageError(f"password: longer than {PASSWORD_MAX} characters")
@@ -154,3 +172,30 @@ def change_fetch(session: Session, email: str, fetch_id: int, values: FetchSetti
 
 def delete_fetch(session: Session, email: str, fetch_id: int) -> None:
     session.delete(user_fetch(session, email, fetch_id))
+
+
+def accounts_to_fetch(session: Session) -> list[Fetch]:
+    """Every fetch of an enabled user, oldest first: a disabled user's mailbox takes no
+    mail, so their remote accounts are left alone (and keep their messages) meanwhile."""
+    query = select(Fetch).join(User, Fetch.user_email == User.email).where(User.enabled)
+    return list(session.scalars(query.order_by(Fetch.id)))
+
+
+def fetch_ids(session: Session) -> set[int]:
+    """The id of every fetch, of enabled users or not."""
+    return set(session.scalars(select(Fetch.id)))
+
+
+def record_results(session: Session, results: Mapping[int, tuple[dt.datetime, str]]) -> None:
+    """Store each fetch's last check and error (empty: it worked), by fetch id.
+
+    Mailu stores only the time (its loop posts the error under a name the model does not
+    have); here the user also sees why the last run failed. A fetch deleted while it ran
+    is skipped.
+    """
+    for fetch_id, (when, error) in results.items():
+        fetch = session.get(Fetch, fetch_id)
+        if fetch is None:
+            continue
+        fetch.last_check = when
+        fetch.error = error[:ERROR_MAX] or None
