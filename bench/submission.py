@@ -21,6 +21,11 @@ measures that leg alone). Rounds alternate which chain goes first; the rate is m
 per second from the first connection to the moment the last message is in a Maildir.
 Target (issue 13): Roost at least 0.80 of the bare chain.
 
+Seen on a shared 2-core machine (load 6 to 12), 2026-12-05, defaults, 3 runs: the bare
+chain 96 to 155 messages/s per round, Roost 60 to 92, Roost at 0.60, 0.76 and 0.62 of the
+bare chain (medians; 0.58 to 0.77 per round): below the target. CPU per message about
+10 ms against 20 ms; docs/performance.md ("Submission") has where it goes.
+
     ROOST_E2E_NET=127.0.51 .venv/bin/python bench/submission.py \
         [--messages 1000] [--rounds 3] [--concurrency 10] [--per-session 1] [--users 4]
 
