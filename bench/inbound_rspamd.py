@@ -114,6 +114,9 @@ def main() -> int:
                 rate = chain.timed(args.messages, args.concurrency, args.per_session, args.timeout)
                 rates["baseline" if chain is bare else "roost"].append(rate)
         sampler.__exit__()
+        time.sleep(2)
+        for chain in (bare, roost):
+            chain.check_exactly_once()
         print(
             f"inbound delivery, {args.messages} messages x {args.rounds} rounds,"
             f" {args.concurrency} sessions at a time, {args.per_session} message(s) a session,"
