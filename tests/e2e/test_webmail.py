@@ -1,0 +1,70 @@
+"""WEBMAIL=roundcube through the real nginx and php-fpm: Roundcube's login page answers
+under WEB_WEBMAIL, its static files are served, nothing else of Debian's PHP is, and
+php-fpm's workers run as Roundcube's own user. (With WEBMAIL off there is no such service or
+route: tests/unit/test_services_roundcube.py.)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import require_root
+from tests.e2e.stack import Stack, e2e_address, running
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    require_root()
+    settings = {"WEBMAIL": "roundcube", "WEB_WEBMAIL": "/mail", "PORTS": "25,80,443,993"}
+    with running(Stack("webmail", e2e_address(140), settings=settings)) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"https://{stack.address}", verify=False, timeout=20) as c:
+        yield c
+
+
+def test_login_page_answers_under_web_webmail(client: httpx.Client) -> None:
+    assert client.get("/mail").status_code == 301
+    page = client.get("/mail/")
+    assert page.status_code == 200, page.text[:500]
+    assert 'name="_user"' in page.text and 'name="_pass"' in page.text
+    # Roundcube's own links point below WEB_WEBMAIL (its request_path).
+    stylesheet = re.search(r'href="([^"]*skins/elastic/[^"]*\.css[^"]*)"', page.text)
+    assert stylesheet, page.text[:2000]
+    css = client.get(httpx.URL("/mail/").join(stylesheet.group(1)))
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+def test_only_roundcubes_entry_point_runs_php(client: httpx.Client) -> None:
+    assert client.get("/mail/program/include/iniset.php").status_code == 404
+    assert client.get("/mail/installer/index.php").status_code == 404
+    assert client.get("/mail/.htaccess").status_code == 404
+    assert client.get("/mail/plugins/jqueryui/config.inc.php.dist").status_code == 404
+    assert client.get("/webmail/").status_code == 404
+
+
+def test_php_fpm_workers_are_roundcubes_user(stack: Stack, client: httpx.Client) -> None:
+    status = stack.roost("status")
+    assert re.search(r"roundcube\b.*running", status.stdout), status.stdout
+    assert client.get("/mail/").status_code == 200  # ondemand: a worker now exists
+    table = subprocess.run(
+        ["ps", "-e", "-o", "pid=,ppid=,user:16=,args="], capture_output=True, text=True
+    ).stdout
+    rows = [line.split(None, 3) for line in table.splitlines()]
+    assert stack.process is not None
+    # php-fpm shortens its title to the length of its arguments: find it as roost's child.
+    runner = str(stack.process.pid)
+    masters = [r[0] for r in rows if r[1] == runner and "php-fpm: master" in r[3]]
+    assert len(masters) == 1, table
+    workers = [r for r in rows if r[1] == masters[0]]
+    assert workers and all(r[2] == "_roundcube" for r in workers), table
