@@ -7,7 +7,9 @@ route: tests/unit/test_services_roundcube.py.)
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import require_root
 from tests.e2e.stack import Stack, e2e_address, running
+from tests.e2e.test_inbound import message
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +25,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     require_root()
-    settings = {"WEBMAIL": "roundcube", "WEB_WEBMAIL": "/mail", "PORTS": "25,80,443,993"}
+    settings = {"WEBMAIL": "roundcube", "WEB_WEBMAIL": "/mail", "PORTS": "25,80,443,465,993"}
     with running(Stack("webmail", e2e_address(140), settings=settings)) as started:
         yield started
 
@@ -68,3 +71,28 @@ def test_php_fpm_workers_are_roundcubes_user(stack: Stack, client: httpx.Client)
     assert len(masters) == 1, table
     workers = [r for r in rows if r[1] == masters[0]]
     assert workers and all(r[2] == "_roundcube" for r in workers), table
+
+
+def test_a_user_signs_in_and_sees_a_message_that_arrived_over_smtp(
+    stack: Stack, client: httpx.Client
+) -> None:
+    password = secrets.token_urlsafe(12)
+    user = stack.add_user("reader", password)
+    subject = f"for webmail {uuid.uuid4()}"
+    with stack.smtp() as smtp:
+        smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, subject))
+    stack.wait_for_message(user, password, subject)
+    form = client.get("/mail/")
+    token = re.search(r'name="_token" value="([^"]+)"', form.text)
+    assert token, form.text[:2000]
+    fields = {"_token": token.group(1), "_task": "login", "_action": "login"}
+    fields |= {"_timezone": "UTC", "_url": "", "_user": user, "_pass": password}
+    inbox = client.post("/mail/?_task=login", data=fields, follow_redirects=True)
+    request_token = re.search(r'"request_token":"([^"]+)"', inbox.text)
+    assert inbox.status_code == 200 and request_token, inbox.text[:2000]
+    listing = client.get(
+        "/mail/",
+        params={"_task": "mail", "_action": "list", "_mbox": "INBOX", "_remote": "1"},
+        headers={"X-Roundcube-Request": request_token.group(1)},
+    )
+    assert listing.status_code == 200 and subject in listing.text, listing.text[:2000]

@@ -20,6 +20,7 @@ from test_services_postfix_support import make_settings, roost_root
 from roost import tls
 from roost.layout import Layout
 from roost.runner.stack import enabled_services
+from roost.services.base import ServiceConfigError
 from roost.services.nginx import NginxService
 from roost.services.roundcube import RoundcubeService
 from roost.services.roundcube.service import USER, des_key
@@ -100,7 +101,10 @@ def test_config_data_and_socket(root: Path) -> None:
     )
     assert check.returncode == 0, check.stderr
     assert php_config(service.etc, "request_path") == '"/mail/"'
-    assert php_config(service.etc, "imap_host") == f'"{ADDRESS}:143"'
+    # Implicit TLS where PORTS opens it, checking the served name.
+    assert php_config(service.etc, "imap_host") == f'"ssl://{ADDRESS}:993"'
+    assert php_config(service.etc, "smtp_host") == f'"ssl://{ADDRESS}:465"'
+    assert '"peer_name":"mail.example.test"' in php_config(service.etc, "imap_conn_options")
     assert php_config(service.etc, "des_key") == f'"{des_key(layout.settings.SECRET_KEY)}"'
     assert str(root / "webmail" / "roundcube.db") in php_config(service.etc, "db_dsnw")
     config = (service.etc / "config.inc.php").stat()
@@ -112,6 +116,15 @@ def test_config_data_and_socket(root: Path) -> None:
     assert run.st_mode & 0o777 == 0o750
     assert service.command()[-1] == f"--fpm-config={service.fpm_conf}"
     assert service.readiness().unix_sockets == (layout.roundcube_socket,)
+
+
+def test_it_needs_a_listener_to_read_and_send_through(root: Path) -> None:
+    layout = layout_of(root, WEBMAIL="roundcube", PORTS=(25, 80, 443, 465))
+    with pytest.raises(ServiceConfigError, match="add 993 or 143 to PORTS"):
+        RoundcubeService(layout).context()
+    layout = layout_of(root, WEBMAIL="roundcube", PORTS=(25, 80, 143, 587), TLS_FLAVOR="notls")
+    context = RoundcubeService(layout).context()
+    assert (context["imap_host"], context["smtp_host"]) == (f"{ADDRESS}:143", f"{ADDRESS}:587")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nginx -t runs as root")

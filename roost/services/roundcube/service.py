@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost import tls
 from roost.layout import NGINX_USER
 from roost.services.base import (
     SYSTEM_PATH,
@@ -56,6 +57,19 @@ def des_key(secret_key: str) -> str:
     return base64.b64encode(digest).decode()[:24]
 
 
+def _endpoint(settings: Settings, tls_on: bool, implicit: int, starttls: int) -> str:
+    """Roundcube's URL for one of Roost's listeners: implicit TLS when PORTS opens it,
+    else STARTTLS (plain under TLS_FLAVOR=notls)."""
+    if tls_on and implicit in settings.PORTS:
+        return f"ssl://{{address}}:{implicit}"
+    if starttls in settings.PORTS:
+        return f"{'tls://' if tls_on else ''}{{address}}:{starttls}"
+    raise ServiceConfigError(
+        f"WEBMAIL=roundcube reads and sends mail through Roost's own listeners: add "
+        f"{implicit} or {starttls} to PORTS"
+    )
+
+
 @dataclass
 class RoundcubeService(Service):
     name: str = field(init=False, default="roundcube")
@@ -72,6 +86,11 @@ class RoundcubeService(Service):
         settings = self.layout.settings
         address = self.layout.listen_addresses()[0]
         limit = settings.MESSAGE_SIZE_LIMIT
+        pair = tls.served_pair(self.layout)
+        # TLS to Roost's own Dovecot and Postfix, checking the name they serve; the served
+        # certificate is trusted as itself (self-signed under TLS_FLAVOR=cert).
+        imap = _endpoint(settings, pair is not None, 993, 143).format(address=address)
+        smtp = _endpoint(settings, pair is not None, 465, 587).format(address=address)
         return {
             "user": USER,
             "nginx_group": NGINX_USER,
@@ -80,8 +99,10 @@ class RoundcubeService(Service):
             "data": self.layout.webmail,
             "temp": self.layout.webmail / "temp",
             "database": self.layout.webmail / "roundcube.db",
-            "imap_host": f"{address}:143",
-            "smtp_host": f"{address}:587",
+            "imap_host": imap,
+            "smtp_host": smtp,
+            "peer_name": settings.HOSTNAMES[0] if pair else None,
+            "cafile": pair.cert_file if pair else None,
             "des_key": des_key(settings.SECRET_KEY),
             "path": settings.webmail_path,
             "upload_max": f"{max(limit, 10_000_000) // 1_000_000}M",
