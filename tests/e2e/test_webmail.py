@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     require_root()
-    settings = {"WEBMAIL": "roundcube", "WEB_WEBMAIL": "/mail", "PORTS": "25,80,443,465,993"}
+    settings = {"WEBMAIL": "roundcube", "WEB_WEBMAIL": "/mail", "PORTS": "25,80,443,465,993,4190"}
     with running(Stack("webmail", e2e_address(140), settings=settings)) as started:
         yield started
 
@@ -96,3 +96,9 @@ def test_a_user_signs_in_and_sees_a_message_that_arrived_over_smtp(
         headers={"X-Roundcube-Request": request_token.group(1)},
     )
     assert listing.status_code == 200 and subject in listing.text, listing.text[:2000]
+
+    # The filters page (managesieve plugin) signs in to Dovecot's ManageSieve over TLS.
+    filters = client.get("/mail/", params={"_task": "settings", "_action": "plugin.managesieve"})
+    assert filters.status_code == 200 and "managesieve" in filters.text, filters.text[:2000]
+    assert "Unable to connect to server" not in filters.text
+    stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/sieve/4190 .*success")

@@ -87,7 +87,7 @@ def test_des_key_is_secret_derived_and_24_characters() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the data and socket go to Roundcube's user")
 def test_config_data_and_socket(root: Path) -> None:
-    layout = layout_of(root, WEBMAIL="roundcube", WEB_WEBMAIL="/mail")
+    layout = layout_of(root, WEBMAIL="roundcube", WEB_WEBMAIL="/mail", PORTS=(25, 465, 993, 4190))
     service = RoundcubeService(layout)
     service.render()
     account = pwd.getpwnam(USER)
@@ -105,6 +105,8 @@ def test_config_data_and_socket(root: Path) -> None:
     assert php_config(service.etc, "imap_host") == f'"ssl://{ADDRESS}:993"'
     assert php_config(service.etc, "smtp_host") == f'"ssl://{ADDRESS}:465"'
     assert '"peer_name":"mail.example.test"' in php_config(service.etc, "imap_conn_options")
+    assert php_config(service.etc, "plugins") == '["markasjunk","managesieve"]'
+    assert php_config(service.etc, "managesieve_host") == f'"tls://{ADDRESS}"'
     assert php_config(service.etc, "des_key") == f'"{des_key(layout.settings.SECRET_KEY)}"'
     assert str(root / "webmail" / "roundcube.db") in php_config(service.etc, "db_dsnw")
     config = (service.etc / "config.inc.php").stat()
@@ -125,6 +127,7 @@ def test_it_needs_a_listener_to_read_and_send_through(root: Path) -> None:
     layout = layout_of(root, WEBMAIL="roundcube", PORTS=(25, 80, 143, 587), TLS_FLAVOR="notls")
     context = RoundcubeService(layout).context()
     assert (context["imap_host"], context["smtp_host"]) == (f"{ADDRESS}:143", f"{ADDRESS}:587")
+    assert context["managesieve_host"] is None  # PORTS has no 4190: no filters plugin
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nginx -t runs as root")

@@ -44,6 +44,7 @@ USER = "_roundcube"
 PUBLIC_HTML = Path("/var/lib/roundcube/public_html")
 DEBIAN_CONFIG = Path("/etc/roundcube")
 _PHP_FPM = "php-fpm8.2"
+SIEVE_PORT = 4190
 
 
 def webmail_enabled(settings: Settings) -> bool:
@@ -101,6 +102,11 @@ class RoundcubeService(Service):
             "database": self.layout.webmail / "roundcube.db",
             "imap_host": imap,
             "smtp_host": smtp,
+            # Filters through Dovecot's ManageSieve (RFC 5804) when PORTS opens it.
+            "managesieve_host": (
+                f"{'tls://' if pair else ''}{address}" if SIEVE_PORT in settings.PORTS else None
+            ),
+            "sieve_port": SIEVE_PORT,
             "peer_name": settings.HOSTNAMES[0] if pair else None,
             "cafile": pair.cert_file if pair else None,
             "des_key": des_key(settings.SECRET_KEY),
