@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import require_root
+from tests.e2e.conftest import REMOTE_DOMAIN, Receiver, require_root
 from tests.e2e.stack import Stack, e2e_address, running
 from tests.e2e.test_inbound import message
 
@@ -73,6 +74,19 @@ def test_php_fpm_workers_are_roundcubes_user(stack: Stack, client: httpx.Client)
     assert workers and all(r[2] == "_roundcube" for r in workers), table
 
 
+def sign_in(client: httpx.Client, user: str, password: str) -> str:
+    """Roundcube's login form, as a browser posts it; returns the page's request token."""
+    form = client.get("/mail/")
+    token = re.search(r'name="_token" value="([^"]+)"', form.text)
+    assert token, form.text[:2000]
+    fields = {"_token": token.group(1), "_task": "login", "_action": "login"}
+    fields |= {"_timezone": "UTC", "_url": "", "_user": user, "_pass": password}
+    inbox = client.post("/mail/?_task=login", data=fields, follow_redirects=True)
+    request_token = re.search(r'"request_token":"([^"]+)"', inbox.text)
+    assert inbox.status_code == 200 and request_token, inbox.text[:2000]
+    return request_token.group(1)
+
+
 def test_a_user_signs_in_and_sees_a_message_that_arrived_over_smtp(
     stack: Stack, client: httpx.Client
 ) -> None:
@@ -82,18 +96,11 @@ def test_a_user_signs_in_and_sees_a_message_that_arrived_over_smtp(
     with stack.smtp() as smtp:
         smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, subject))
     stack.wait_for_message(user, password, subject)
-    form = client.get("/mail/")
-    token = re.search(r'name="_token" value="([^"]+)"', form.text)
-    assert token, form.text[:2000]
-    fields = {"_token": token.group(1), "_task": "login", "_action": "login"}
-    fields |= {"_timezone": "UTC", "_url": "", "_user": user, "_pass": password}
-    inbox = client.post("/mail/?_task=login", data=fields, follow_redirects=True)
-    request_token = re.search(r'"request_token":"([^"]+)"', inbox.text)
-    assert inbox.status_code == 200 and request_token, inbox.text[:2000]
+    request_token = sign_in(client, user, password)
     listing = client.get(
         "/mail/",
         params={"_task": "mail", "_action": "list", "_mbox": "INBOX", "_remote": "1"},
-        headers={"X-Roundcube-Request": request_token.group(1)},
+        headers={"X-Roundcube-Request": request_token},
     )
     assert listing.status_code == 200 and subject in listing.text, listing.text[:2000]
 
@@ -102,3 +109,29 @@ def test_a_user_signs_in_and_sees_a_message_that_arrived_over_smtp(
     assert filters.status_code == 200 and "managesieve" in filters.text, filters.text[:2000]
     assert "Unable to connect to server" not in filters.text
     stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/sieve/4190 .*success")
+
+
+def test_a_user_sends_a_message_an_outside_peer_receives(stack: Stack, receiver: Receiver) -> None:
+    password = secrets.token_urlsafe(12)
+    user = stack.add_user("sender", password)
+    with httpx.Client(base_url=f"https://{stack.address}", verify=False, timeout=20) as client:
+        token = sign_in(client, user, password)
+        compose = client.get("/mail/", params={"_task": "mail", "_action": "compose"})
+        compose = client.get(compose.headers["location"]) if compose.is_redirect else compose
+        compose_id = re.search(r'"compose_id":"([^"]+)"', compose.text)
+        identity = re.search(r'<select name="_from"[^>]*>\s*<option value="(\d+)"', compose.text)
+        assert compose_id and identity, compose.text[:3000]
+        subject = f"from webmail {uuid.uuid4()}"
+        rcpt = f"friend@{REMOTE_DOMAIN}"
+        fields = {"_token": token, "_task": "mail", "_action": "send"}
+        fields |= {"_id": compose_id.group(1), "_from": identity.group(1), "_to": rcpt}
+        fields |= {"_subject": subject, "_message": "Sent from Roundcube.", "_is_html": "0"}
+        sent = client.post("/mail/?_task=mail&_unlock=1&_framed=1", data=fields)
+        assert sent.status_code == 200, sent.text[:2000]
+    deadline = time.monotonic() + 20
+    while not receiver.by_subject(subject):
+        assert time.monotonic() < deadline, stack.log_tail()
+        time.sleep(0.3)
+    mail_from, rcpts, received = receiver.by_subject(subject)[0]
+    assert (mail_from, rcpts) == (user, [rcpt])
+    assert "Sent from Roundcube." in received.get_payload()
