@@ -110,6 +110,29 @@ def test_a_user_signs_in_and_sees_a_message_that_arrived_over_smtp(
     assert "Unable to connect to server" not in filters.text
     stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/sieve/4190 .*success")
 
+    # markasjunk moves the message to Junk (where Dovecot's IMAPSieve hands it to Rspamd).
+    uid = re.search(r"this.add_message_row\((\d+)", listing.text)
+    assert uid, listing.text[:2000]
+    junk = client.post(
+        "/mail/?_task=mail&_action=plugin.markasjunk.junk",
+        data={"_uid": uid.group(1), "_mbox": "INBOX", "_remote": "1"},
+        headers={"X-Roundcube-Request": request_token},
+    )
+    assert junk.status_code == 200 and 'markasjunk_move(\\"Junk\\"' in junk.text, junk.text
+    # The page's script then moves it, as a browser does.
+    moved = client.post(
+        "/mail/?_task=mail&_action=move",
+        data={"_uid": uid.group(1), "_mbox": "INBOX", "_target_mbox": "Junk", "_remote": "1"},
+        headers={"X-Roundcube-Request": request_token},
+    )
+    assert moved.status_code == 200, moved.text[:2000]
+    imap = stack.imap()
+    imap.login(user, password)
+    imap.select("Junk", readonly=True)
+    _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+    imap.logout()
+    assert len(found[0].split()) == 1, junk.text[:2000]
+
 
 def test_a_user_sends_a_message_an_outside_peer_receives(stack: Stack, receiver: Receiver) -> None:
     password = secrets.token_urlsafe(12)
