@@ -1,7 +1,10 @@
-"""WEBMAIL=roundcube through the real nginx and php-fpm: Roundcube's login page answers
-under WEB_WEBMAIL, its static files are served, nothing else of Debian's PHP is, and
-php-fpm's workers run as Roundcube's own user. (With WEBMAIL off there is no such service or
-route: tests/unit/test_services_roundcube.py.)
+"""WEBMAIL=roundcube through the real nginx, php-fpm, Dovecot and Postfix: Roundcube's
+login page answers under WEB_WEBMAIL, its static files are served, nothing else of
+Debian's PHP is, and php-fpm's workers run as Roundcube's own user. A user signs in
+(with the password: single sign-on is not built yet), sees a message that arrived over
+SMTP, opens the filters page (ManageSieve), marks the message as junk, sends one that an
+outside peer receives, and, in headless Chromium, reads a message and logs out. (With
+WEBMAIL off there is no such service or route: tests/unit/test_services_roundcube.py.)
 """
 
 from __future__ import annotations
@@ -158,3 +161,30 @@ def test_a_user_sends_a_message_an_outside_peer_receives(stack: Stack, receiver:
     mail_from, rcpts, received = receiver.by_subject(subject)[0]
     assert (mail_from, rcpts) == (user, [rcpt])
     assert "Sent from Roundcube." in received.get_payload()
+
+
+def test_in_chromium_sign_in_read_and_log_out(stack: Stack) -> None:
+    browsing = pytest.importorskip("tests.e2e.browsing")
+    browsing.need_chromium()
+    password = secrets.token_urlsafe(12)
+    user = stack.add_user("browser", password)
+    subject = f"in the browser {uuid.uuid4()}"
+    with stack.smtp() as smtp:
+        smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, subject))
+    stack.wait_for_message(user, password, subject)
+    with browsing.chromium_for(stack) as chromium:
+        page = browsing.new_context(chromium).new_page()
+        page.goto(f"{browsing.BASE}/mail/")
+        page.fill("#rcmloginuser", user)
+        page.fill("#rcmloginpwd", password)
+        page.click("#rcmloginsubmit")
+        row = page.locator("#messagelist tr", has_text=subject)
+        row.wait_for(timeout=15_000)
+        row.dblclick()
+        page.wait_for_url(re.compile(r"_action=show"), timeout=15_000)
+        page.locator("#messagebody", has_text="Hello from the test.").wait_for(timeout=15_000)
+        page.click("a.logout")
+        page.locator("#rcmloginuser").wait_for(timeout=15_000)
+        # Signed out: the inbox asks for the password again.
+        page.goto(f"{browsing.BASE}/mail/?_task=mail")
+        page.locator("#rcmloginuser").wait_for(timeout=15_000)
