@@ -102,6 +102,8 @@ RSPAMD_WAS_INSTALLED=0
 installed rspamd && RSPAMD_WAS_INSTALLED=1
 UNBOUND_WAS_INSTALLED=0
 installed unbound && UNBOUND_WAS_INSTALLED=1
+PHP_FPM_WAS_INSTALLED=0
+installed php8.2-fpm && PHP_FPM_WAS_INSTALLED=1
 
 # The same list test.sh installs, so what the tests run is what users run.
 mapfile -t PACKAGES < <(grep -v '^\s*\(#\|$\)' "$SOURCE/deploy/debian-packages.txt")
@@ -147,6 +149,7 @@ stop_system_service() {
         redis-server) stop_by_pidfile /run/redis/redis-server.pid redis-check-rdb ;;
         rspamd) stop_by_pidfile /run/rspamd/rspamd.pid rspamd ;;
         unbound) stop_by_pidfile /run/unbound.pid unbound ;;
+        php8.2-fpm) stop_by_pidfile /run/php/php8.2-fpm.pid php-fpm8.2 ;;
     esac
 }
 
@@ -165,6 +168,10 @@ fi
 if [ "$UNBOUND_WAS_INSTALLED" -eq 0 ]; then
     say "stopping the system-wide unbound this run installed: Roost runs its own"
     stop_system_service unbound
+fi
+if [ "$PHP_FPM_WAS_INSTALLED" -eq 0 ]; then
+    say "stopping the system-wide php8.2-fpm this run installed: Roost runs its own for Roundcube"
+    stop_system_service php8.2-fpm
 fi
 
 # -- 3. the virtualenv ---------------------------------------------------------------------------

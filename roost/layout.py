@@ -138,6 +138,12 @@ class Layout:
         return self.fetchmail_home / f"{int(fetch_id)}.ids"
 
     @property
+    def webmail(self) -> Path:
+        """WEBMAIL=roundcube: Roundcube's SQLite database and temporary files, ``0700`` of
+        its own user."""
+        return self.root / "webmail"
+
+    @property
     def cert_file(self) -> Path:
         return self.certs / self.settings.TLS_CERT_FILENAME
 
@@ -247,6 +253,11 @@ class Layout:
         workers (and root) may connect.
         """
         return self.run / "radicale" / "radicale.sock"
+
+    @property
+    def roundcube_socket(self) -> Path:
+        """Roundcube's php-fpm (WEBMAIL), for nginx only: ``0750 _roundcube:<nginx group>``."""
+        return self.run / "roundcube" / "php-fpm.sock"
 
     @property
     def mta_sts_socket(self) -> Path:

@@ -12,7 +12,9 @@ enabled, so a disabled daemon costs no process, listener or route.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -157,3 +159,45 @@ def write_file(path: Path, text: str, mode: int = 0o644) -> None:
     tmp.write_text(text, encoding="utf-8")
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _useradd() -> str:
+    path = shutil.which("useradd", path=SYSTEM_PATH)
+    if path is None:
+        raise ServiceConfigError("useradd is not installed; install the Debian package passwd")
+    return path
+
+
+def ensure_system_user(user: str, comment: str) -> pwd.struct_passwd:
+    """``user``, created as a system user with its own group when it is missing, so that
+    turning a service on (WEBDAV, WEBMAIL) needs no step beyond the setting."""
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        pass
+    command = [
+        _useradd(),
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--comment",
+        comment,
+        user,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    try:
+        # Another stack starting at the same moment may have made it first.
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise ServiceConfigError(
+            f"this service needs the system user {user}, which could not be created "
+            f"({result.stderr.strip() or 'useradd failed'}); create it with: "
+            f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {user}"
+        ) from None

@@ -22,6 +22,7 @@ from roost.services.oletools import OletoolsService
 from roost.services.postfix import PostfixService
 from roost.services.radicale import RadicaleService
 from roost.services.redis import RedisService, RspamdRedisService
+from roost.services.roundcube import RoundcubeService
 from roost.services.rspamd import RspamdService
 from roost.services.unbound import UnboundService
 from roost.services.web import WebService
@@ -42,6 +43,7 @@ SERVICES: tuple[type[Service], ...] = (
     PostfixService,
     WebService,
     RadicaleService,
+    RoundcubeService,
     NginxService,
     DmarcReportService,
     AcmeService,

@@ -117,6 +117,11 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("RELAYUSER: needs RELAYHOST, the smarthost to log in to")
     if settings.INITIAL_ADMIN_ACCOUNT and not settings.INITIAL_ADMIN_DOMAIN:
         raise SettingsError("INITIAL_ADMIN_DOMAIN='': needed with INITIAL_ADMIN_ACCOUNT")
+    if settings.webmail_path and not settings.webmail_path.startswith("/"):
+        raise SettingsError(
+            f"WEB_WEBMAIL={settings.WEB_WEBMAIL!r}: with WEBMAIL=roundcube it is the path "
+            "Roundcube is served under on this site, such as /webmail"
+        )
     _check_real_ip(settings)
 
 

@@ -56,6 +56,9 @@ PROXY_PROTOCOL_GROUPS = {
 }
 ANTIVIRUS_CHOICES = ("none", "clamav")
 WEBDAV_CHOICES = ("none", "radicale")
+WEBMAIL_CHOICES = ("none", "roundcube")
+#: Where WEBMAIL=roundcube serves Roundcube when WEB_WEBMAIL is empty (Mailu's default).
+WEBMAIL_DEFAULT_PATH = "/webmail"
 #: Where WEBDAV=radicale serves calendars and contacts (Mailu's fixed path).
 WEBDAV_PATH = "/webdav"
 MTA_STS_MODES = ("enforce", "testing", "none")
@@ -613,13 +616,20 @@ class Settings:
         "account, a signed-in user as its manager); the domain's MX must name one of "
         "HOSTNAMES, and it gets 10 users, 10 aliases and DEFAULT_QUOTA per user",
     )
+    WEBMAIL: str = setting(
+        "none",
+        p.choice(WEBMAIL_CHOICES),
+        "web",
+        "`roundcube`: Debian's Roundcube at WEB_WEBMAIL, behind Roost's nginx "
+        "([webmail.md](webmail.md)); `none`: no webmail",
+    )
     WEB_WEBMAIL: str = setting(
         "",
         p.web_url,
         "web",
-        "where `WEB_ADMIN/webmail` sends the browser (the path or URL of a webmail served "
-        "elsewhere); empty: 404. Roost has no webmail of its own, so Mailu's default "
-        "(`/webmail`, its webmail container) is not Roost's",
+        "WEBMAIL=roundcube: the path Roundcube is served under (empty: `/webmail`); "
+        "WEBMAIL=none: where `WEB_ADMIN/webmail` sends the browser (the path or URL of a "
+        "webmail served elsewhere), empty: 404",
     )
     WEBDAV: str = setting(
         "none",
@@ -720,6 +730,13 @@ class Settings:
         return WEBDAV_PATH if self.WEBDAV == "radicale" else ""
 
     @property
+    def webmail_path(self) -> str:
+        """Where WEBMAIL=roundcube serves Roundcube; empty under WEBMAIL=none."""
+        if self.WEBMAIL != "roundcube":
+            return ""
+        return self.WEB_WEBMAIL.rstrip("/") or WEBMAIL_DEFAULT_PATH
+
+    @property
     def acme(self) -> bool:
         """Whether certbot obtains the certificate (TLS_FLAVOR letsencrypt, mail-letsencrypt)."""
         return self.TLS_FLAVOR in ACME_FLAVORS
@@ -814,7 +831,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),
     mailu_only("TLS", "a TLS setting of old mailu.env files"),
     mailu_only("TZ", "the containers' time zone"),
-    mailu_only("WEBMAIL", "the webmail container (`roundcube`, `snappymail` or `none`)"),
     mailu_only("WEBSITE", "the site linked from the web interfaces"),
 )
 

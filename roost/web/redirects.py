@@ -54,15 +54,16 @@ def safe_target(url: str | None, hosts: tuple[str, ...]) -> str | None:
 def build_router(admin: str) -> APIRouter:
     """Mailu's redirects under ``admin`` (WEB_ADMIN), for links and bookmarks made for it.
 
-    ``/webmail`` goes to WEB_WEBMAIL (302, as Mailu), or is not found when it is empty
-    (Roost serves no webmail itself); ``/ui/``, the admin pages' old path, moved to
-    WEB_ADMIN for good (301).
+    ``/webmail`` goes to the webmail (302, as Mailu): Roost's own under WEBMAIL=roundcube,
+    else WEB_WEBMAIL, or is not found when that is empty; ``/ui/``, the admin pages' old
+    path, moved to WEB_ADMIN for good (301).
     """
     router = APIRouter(include_in_schema=False)  # the account router adds ``admin``
 
     @router.get("/webmail")
     async def webmail(request: Request) -> Response:
-        target = str(getattr(request.app.state.settings, "WEB_WEBMAIL", ""))
+        settings = request.app.state.settings
+        target = settings.webmail_path or settings.WEB_WEBMAIL
         if not target:
             raise HTTPException(status_code=404)
         return RedirectResponse(target, status_code=302)

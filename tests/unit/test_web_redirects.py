@@ -16,6 +16,11 @@ def test_webmail_goes_to_web_webmail(target: str) -> None:
     assert answer.headers["location"] == target
 
 
+def test_webmail_goes_to_roosts_own_roundcube() -> None:
+    answer = get(Settings(WEBMAIL="roundcube"), "/admin/webmail")
+    assert (answer.status_code, answer.headers["location"]) == (302, "/webmail")
+
+
 def test_webmail_is_not_found_without_web_webmail() -> None:
     assert Settings().WEB_WEBMAIL == ""
     assert get(Settings(), "/admin/webmail").status_code == 404

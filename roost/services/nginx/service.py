@@ -36,6 +36,7 @@ from roost.services.base import (
     write_file,
 )
 from roost.services.radicale import service as radicale
+from roost.services.roundcube import service as roundcube
 from roost.services.web.service import web_enabled
 from roost.settings import Settings
 
@@ -101,7 +102,9 @@ class NginxService(Service):
     name: str = field(init=False, default="nginx")
     # The gate answers auth_http; Postfix takes the proxied sessions; the web app answers
     # HTTP (ignored when it is not enabled).
-    after: Sequence[str] = field(init=False, default=("gate", "postfix", "web", "radicale"))
+    after: Sequence[str] = field(
+        init=False, default=("gate", "postfix", "web", "radicale", "roundcube")
+    )
 
     @property
     def conf(self) -> Path:
@@ -211,6 +214,7 @@ class NginxService(Service):
             ],
             "mta_sts": self._mta_sts_context(),
             "webdav": self._webdav_context(),
+            "webmail": self._webmail_context(),
             **self._web_context(),
         }
 
@@ -236,6 +240,18 @@ class NginxService(Service):
             "path": radicale.SCRIPT_NAME,
             "socket": self.layout.radicale_socket,
             "auth": f"unix:{self.layout.gate_http_socket}:/auth/basic",
+        }
+
+    def _webmail_context(self) -> dict[str, Any] | None:
+        """WEBMAIL=roundcube: where Roundcube is served, its files and php-fpm's socket."""
+        path = self.layout.settings.webmail_path
+        if not path:
+            return None
+        return {
+            "path": path,
+            "path_pattern": re.escape(path),
+            "root": roundcube.PUBLIC_HTML,
+            "socket": self.layout.roundcube_socket,
         }
 
     def _web_context(self) -> dict[str, Any]:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import grp
 import os
-import pwd
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from roost.services.base import (
     Service,
     ServiceConfigError,
     confined,
+    ensure_system_user,
     template_environment,
     write_file,
 )
@@ -37,7 +35,6 @@ from roost.settings.model import WEBDAV_PATH
 __all__ = ["SCRIPT_NAME", "USER", "RadicaleService", "webdav_enabled"]
 
 _TEMPLATES = template_environment(__file__)
-_SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: The system user Radicale runs as; it owns ``ROOT/dav`` and nothing else.
 USER = "_radicale"
@@ -47,45 +44,6 @@ SCRIPT_NAME = WEBDAV_PATH
 
 def webdav_enabled(settings: Settings) -> bool:
     return bool(settings.webdav_path)
-
-
-def _useradd() -> str:
-    path = shutil.which("useradd", path=_SYSTEM_PATH)
-    if path is None:
-        raise ServiceConfigError("useradd is not installed; install the Debian package passwd")
-    return path
-
-
-def ensure_account() -> pwd.struct_passwd:
-    """``_radicale``, created as a system user with its own group when it is missing, so
-    that turning WEBDAV on needs no step beyond the setting."""
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        pass
-    command = [
-        _useradd(),
-        "--system",
-        "--user-group",
-        "--no-create-home",
-        "--home-dir",
-        "/nonexistent",
-        "--shell",
-        "/usr/sbin/nologin",
-        "--comment",
-        "Roost CalDAV/CardDAV (Radicale)",
-        USER,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    try:
-        # Another stack starting at the same moment may have made it first.
-        return pwd.getpwnam(USER)
-    except KeyError:
-        raise ServiceConfigError(
-            f"WEBDAV=radicale needs the system user {USER}, which could not be created "
-            f"({result.stderr.strip() or 'useradd failed'}); create it with: "
-            f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {USER}"
-        ) from None
 
 
 @dataclass
@@ -112,7 +70,7 @@ class RadicaleService(Service):
         }
 
     def render(self) -> None:
-        account = ensure_account()
+        account = ensure_system_user(USER, "Roost CalDAV/CardDAV (Radicale)")
         try:
             nginx_gid = grp.getgrnam(NGINX_USER).gr_gid
         except KeyError:
