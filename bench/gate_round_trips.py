@@ -27,21 +27,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inbound_rspamd import cpu_seconds, roost_chain
+from mailbench import can_run, cpu_seconds, roost_chain, world
 
 from roost.layout import Layout
 from roost.settings import load_settings
-from tests.e2e.local_dns import private_resolv_conf, start_dns
 from tests.e2e.stack import Stack
 
 
@@ -92,15 +88,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root: it starts Postfix, Dovecot, Rspamd and nginx", file=sys.stderr)
+    if not can_run():
         return 2
-    if not private_resolv_conf():
-        return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    dns = start_dns()
-    started: list[Callable[[], object]] = []
-    try:
+    with world() as started:
         stack, chain = roost_chain("bench-round-trips", 42, 1, {})
         started.append(stack.stop)
         chain.run(args.warmup, args.concurrency, args.per_session, 120)
@@ -123,14 +113,6 @@ def main() -> int:
         print(f"  {'requests in all':<28} {total / n:6.2f}  (connections not counted)")
         gate_cpu = cpu_after.get("roost gate", 0.0) - cpu_before.get("roost gate", 0.0)
         print(f"  gate CPU per message         {1000 * gate_cpu / n:6.2f} ms (noisy)")
-    finally:
-        for stop in reversed(started):
-            try:
-                stop()
-            except Exception as error:
-                print(f"stopping: {error}", file=sys.stderr)
-        for server in dns:
-            server.stop()
     return 0
 
 

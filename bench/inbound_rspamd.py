@@ -46,11 +46,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,15 +56,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mailbench import (
     Baseline,
     PeakSampler,
+    can_run,
     measure_memory,
     print_cpu,
     print_memory,
     roost_chain,
     spread,
     stack_memory,
+    world,
 )
 
-from tests.e2e.local_dns import private_resolv_conf, start_dns
 from tests.e2e.stack import e2e_address, make_base
 from tests.unit.eicar import signature_database
 
@@ -85,16 +84,9 @@ def main() -> int:
         "--memory", action="store_true", help="also a stack with ANTIVIRUS=clamav; per process"
     )
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root: it starts Postfix, Dovecot, Rspamd and nginx", file=sys.stderr)
+    if not can_run():
         return 2
-    if not private_resolv_conf():
-        return 2
-    # Stop every daemon started here on SIGTERM too (the finally below).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    dns = start_dns()
-    started: list[Callable[[], object]] = []
-    try:
+    with world() as started:
         baseline = Baseline(e2e_address(60), args.users)
         started.append(baseline.stop)
         bare = baseline.start()
@@ -150,14 +142,6 @@ def main() -> int:
             clam_stack, clam = roost_chain("bench-inbound-clamav", 41, args.users, settings)
             started.append(clam_stack.stop)
             measure_memory(clam, args, "Roost stack with ClamAV (one-signature database)")
-    finally:
-        for stop in reversed(started):
-            try:
-                stop()
-            except Exception as error:  # report it and go on stopping the rest
-                print(f"stopping: {error}", file=sys.stderr)
-        for server in dns:
-            server.stop()
     return 0
 
 

@@ -19,15 +19,17 @@ import signal
 import ssl
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.local_dns import private_resolv_conf, start_dns
 from tests.e2e.stack import (
     DOMAIN,
     OUTSIDE,
@@ -411,6 +413,33 @@ class Chain:
         found = delivered(self.folders)
         if found != self.sent:
             raise AssertionError(f"{self.name}: {self.sent} messages sent, {found} delivered")
+
+
+def can_run() -> bool:
+    """Root, and the tests' DNS in a mount namespace of this process's own; else say why."""
+    if os.geteuid() != 0:
+        print("needs root: it starts Postfix, Dovecot, Rspamd and nginx", file=sys.stderr)
+        return False
+    return private_resolv_conf()
+
+
+@contextlib.contextmanager
+def world() -> Iterator[list[Callable[[], object]]]:
+    """The tests' DNS for the benchmark's daemons; yields a list of stop functions, all
+    called at the end (SIGTERM too), so that no daemon started here outlives the run."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    dns = start_dns()
+    started: list[Callable[[], object]] = []
+    try:
+        yield started
+    finally:
+        for stop in reversed(started):
+            try:
+                stop()
+            except Exception as error:  # report it and go on stopping the rest
+                print(f"stopping: {error}", file=sys.stderr)
+        for server in dns:
+            server.stop()
 
 
 def own_cpu_seconds() -> float:

@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,15 +49,16 @@ from mailbench import (
     Chain,
     PeakSampler,
     Target,
+    can_run,
     password,
     print_cpu,
     print_memory,
     roost_chain,
     spread,
     stack_memory,
+    world,
 )
 
-from tests.e2e.local_dns import private_resolv_conf, start_dns
 from tests.e2e.stack import DOMAIN, Stack, e2e_address
 
 TARGET = 0.80
@@ -101,15 +100,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before idle memory")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root: it starts Postfix, Dovecot, Rspamd and nginx", file=sys.stderr)
+    if not can_run():
         return 2
-    if not private_resolv_conf():
-        return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    dns = start_dns()
-    started: list[Callable[[], object]] = []
-    try:
+    with world() as started:
         settings = {"MESSAGE_RATELIMIT": "1000000/hour"}
         stack, roost = roost_chain("bench-submission", 42, args.users, settings)
         started.append(stack.stop)
@@ -161,14 +154,6 @@ def main() -> int:
         print("\nRoost stack memory (started, settled; peak while the rounds above ran)")
         print_memory("idle", idle, detail=False)
         print_memory("peak under load", sampler.peak, detail=False)
-    finally:
-        for stop in reversed(started):
-            try:
-                stop()
-            except Exception as error:  # report it and go on stopping the rest
-                print(f"stopping: {error}", file=sys.stderr)
-        for server in dns:
-            server.stop()
     return 0
 
 
