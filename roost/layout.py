@@ -39,6 +39,19 @@ GATE_HTTP_PORT = 10080  # the gate's HTTP side for Dovecot's Lua (with the secre
 #: Postfix submission behind nginx's stream proxy (PROXY protocol from nginx only), by the
 #: public port nginx takes for it.
 PROXIED_SUBMISSION_PORTS = {465: 10465, 587: 10587}
+#: The webmail's own listeners (WEBMAIL=roundcube): Dovecot's IMAP and ManageSieve and
+#: Postfix's submission, where the gate takes the webmail's single sign-on tokens and
+#: nothing else (roost.core.webmailtoken). Mailu's webmail ports are 10143, 14190 and
+#: 10025; 10025 is Roost's nginx -> Postfix hop, hence 10027.
+WEBMAIL_IMAP_PORT = 10143
+WEBMAIL_SIEVE_PORT = 14190
+WEBMAIL_SUBMISSION_PORT = 10027
+#: The SASL service name Postfix's webmail listener gives Dovecot (smtpd_sasl_service).
+WEBMAIL_SASL_SERVICE = "smtp-webmail"
+#: (Auth-Protocol, Auth-Port) of a login on one of them, as the gate is asked.
+WEBMAIL_LISTENERS = frozenset(
+    {("imap", WEBMAIL_IMAP_PORT), ("sieve", WEBMAIL_SIEVE_PORT), ("smtp", WEBMAIL_SUBMISSION_PORT)}
+)
 #: Roost's unbound (DNS_RESOLVER=unbound) on ``internal_address``: resolv.conf names no port.
 DNS_PORT = 53
 #: The system user that owns every mailbox (Dovecot's mail_uid/mail_gid).

@@ -71,11 +71,14 @@ from roost.core.credentials import (
     second_factor,
     token_login,
 )
+from roost.core.directory import UserEntry
 from roost.core.ipnet import parse_ip
 from roost.core.passwords import CredentialCache, FailedGuesses, dummy_hash
 from roost.core.ratelimit import password_fingerprint
+from roost.core.webmailtoken import looks_like_token
 from roost.gate.index import Index
 from roost.gate.limiter import AuthLimiter, Budget
+from roost.gate.webmail import WebmailTokens, webmail_listener
 from roost.gate.workqueue import FairQueue, QueueFull
 from roost.layout import POSTFIX_FRONT_PORT, Layout
 from roost.settings import Settings
@@ -306,6 +309,7 @@ class Gate:
         *,
         cache: CredentialCache | None = None,
         queue: FairQueue | None = None,
+        webmail: WebmailTokens | None = None,
     ) -> None:
         self._settings = settings
         self._layout = Layout(settings)
@@ -325,6 +329,8 @@ class Gate:
         self._require_totp = bool(getattr(settings, "AUTH_REQUIRE_TOTP", False))
         self._fp_key = fingerprint_key(settings)
         self._web_key = second_factor_key(settings)
+        #: WEBMAIL=roundcube: the single sign-on tokens of its listeners (None: webmail off)
+        self._webmail = webmail
         self._background: set[asyncio.Task[None]] = set()
         self._rehashing: set[tuple[str, int | None]] = set()
 
@@ -402,6 +408,14 @@ class Gate:
         directory = self._index.directory
         user = find_user(directory, request.user)
         email = user.email if user is not None else None
+        if webmail_listener(request.protocol, request.port):
+            return await self._webmail_login(request, user)
+        if looks_like_token(request.password):
+            # A webmail token anywhere else (a public port, the web sign-in) is worthless:
+            # refused without a hash, and counted like a wrong password.
+            outside = "webmail token outside the webmail's listeners"
+            refused = Login(user, LoginResult.BAD_CREDENTIALS, reason=outside)
+            return await self._refused(request, refused)
 
         # The budgets first: a refused login costs no password hash. Only a real app token
         # gets through a spent budget, and checking tokens is cheap.
@@ -460,6 +474,29 @@ class Gate:
         if login.ok and login.user is not None:
             return await self._accepted(request, login, renew_trust=not budgets.trust_fresh)
         return await self._refused(request, login)
+
+    async def _webmail_login(self, request: AuthRequest, user: UserEntry | None) -> AuthAnswer:
+        """A login on a webmail listener: its single sign-on token or nothing.
+
+        No rate limit applies and no failure is counted: every user's webmail logins come
+        from the same loopback address, so a budget there would let one user close the
+        webmail to all, and a token (256 random bits) is never guessed. The log line says
+        ``failed: webmail:``, not ``badauth``, so fail2ban never bans the loopback address.
+        enable_imap does not close the webmail, as in Mailu (its webmail ports).
+        """
+        if self._webmail is None:
+            reason: str | None = "the webmail is off"
+        elif user is None:
+            reason = "unknown user"
+        elif not user.enabled:
+            reason = "account disabled"
+        else:
+            reason = await self._webmail.refusal(request.password, user)
+        if reason is None and user is not None:
+            log.info("Login attempt for: %s: success: webmail token", self._where(request))
+            return AuthAnswer(STATUS_OK, user=user.email, user_exists=True)
+        log.info("Login attempt for: %s: failed: webmail: %s", self._where(request), reason)
+        return self._failure(request, 0, STATUS_BADAUTH, user=request.user, exists=user is not None)
 
     def _where(self, request: AuthRequest) -> str:
         return (

@@ -49,6 +49,7 @@ from roost.gate.rspamdpublish import RspamdPublisher
 from roost.gate.secret import read_secret, write_secret
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
 from roost.gate.userdbfile import UserdbFile
+from roost.gate.webmail import WebmailTokens
 from roost.layout import GATE_HTTP_PORT, NGINX_USER, Layout
 from roost.process import log_to_stderr
 from roost.settings import Settings
@@ -185,7 +186,12 @@ async def run(
     userdb_file = UserdbFile(layout.gate_userdb, layout.mail)
     index.after_load.append(userdb_file.loaded)
     limiter = AuthLimiter(settings, layout.redis_socket)
-    gate = Gate(settings, index, limiter)
+    webmail = (
+        WebmailTokens.for_socket(settings, str(layout.redis_socket))
+        if settings.webmail_path
+        else None
+    )
+    gate = Gate(settings, index, limiter, webmail=webmail)
     holds = SenderHolds(
         settings,
         index,
@@ -253,6 +259,8 @@ async def run(
         userdb_file.close()
         await gate.close()
         await limiter.close()
+        if webmail is not None:
+            await webmail.close()
         await rspamd.close()
         await holds.close()
         if servers:

@@ -631,6 +631,14 @@ class Settings:
         "WEBMAIL=none: where `WEB_ADMIN/webmail` sends the browser (the path or URL of a "
         "webmail served elsewhere), empty: 404",
     )
+    ROUNDCUBE_PLUGINS: tuple[str, ...] = setting(
+        ("archive", "zipdownload", "markasjunk", "managesieve"),
+        p.plugin_names,
+        "web",
+        "WEBMAIL=roundcube: Roundcube's plugins, a comma list of Debian's "
+        "(`/usr/share/roundcube/plugins`); Roost's own single sign-on plugin `roost` is "
+        "always added ([webmail.md](webmail.md))",
+    )
     WEBDAV: str = setting(
         "none",
         p.choice(WEBDAV_CHOICES),

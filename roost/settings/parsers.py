@@ -142,6 +142,20 @@ def items(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+_PLUGIN_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def plugin_names(name: str, raw: str) -> tuple[str, ...]:
+    """A comma list of Roundcube plugin names (its directory names: a-z, 0-9, _)."""
+    names = tuple(item.lower() for item in items(raw))
+    for plugin in names:
+        if not _PLUGIN_NAME.fullmatch(plugin):
+            raise SettingsError(
+                f"{name}={raw!r}: {plugin!r} is not a plugin name (letters, digits and _)"
+            )
+    return tuple(dict.fromkeys(names))
+
+
 _RATE = re.compile(
     r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day|month|year)s?\s*$", re.I
 )

@@ -39,6 +39,7 @@ from roost.web import signup as signup_pages
 from roost.web.auth import Forbidden, LoginRequired, PasswordChangeRequired, login_url
 from roost.web.gatelogin import GateClient
 from roost.web.sessions import RedisSessionStore, SessionMiddleware, SessionStore
+from roost.web.sso import webmail as webmail_sso
 from roost.web.sso.routes import router as sso_router
 from roost.web.templating import render
 
@@ -143,6 +144,9 @@ def create_app(
     _exception_pages(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(sso_router)
+    if settings.webmail_path:
+        # nginx's auth_request for the webmail (WEBMAIL=roundcube), internal to nginx.
+        app.include_router(webmail_sso.router)
     if settings.WEB_ADMIN:
         app.include_router(account_pages.build_router(settings.WEB_ADMIN))  # type: ignore[arg-type]
         app.include_router(signup_pages.build_router(settings))

@@ -25,8 +25,6 @@ ends a session whose fingerprint no longer matches the store.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -37,11 +35,10 @@ from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from roost.core import webmailtoken, websession
 from roost.layout import Layout
 from roost.settings import Settings
 from roost.store import work
@@ -60,27 +57,17 @@ __all__ = [
     "stored_fingerprint",
 ]
 
-#: Mailu keeps its sessions in Redis database 3; the gate's rate limits use database 2.
-REDIS_DB = 3
+REDIS_DB = websession.REDIS_DB
 #: Seconds a session without a signed-in user lives (it only carries the sign-in form's
 #: CSRF token): short, so loading the sign-in page in a loop cannot fill Redis for long.
 ANONYMOUS_TTL = 900
-_KEY = "session:"
+_KEY = websession.SESSION_KEY
 _USER_KEY = "session-user:"
 
 
-def _digest(sid: str) -> str:
-    return hashlib.sha256(sid.encode("ascii", "replace")).hexdigest()
-
-
 def password_fingerprint(settings: Settings, password_hash: str) -> str:
-    """What a session keeps of the password hash it was signed in with: an HMAC-SHA256
-    under an HKDF (RFC 5869) sub-key of SECRET_KEY, so neither Redis nor a session's data
-    reveals the hash, yet any new hash (a new password, or a rehash) shows."""
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"roost web session password"
-    ).derive(settings.SECRET_KEY.encode("utf-8"))
-    return hmac.new(key, password_hash.encode("utf-8"), hashlib.sha256).hexdigest()
+    """The fingerprint a session records of ``password_hash`` (:mod:`roost.core.websession`)."""
+    return websession.password_fingerprint(settings.SECRET_KEY, password_hash)
 
 
 def stored_fingerprint(settings: Settings, email: str) -> str | None:
@@ -196,6 +183,13 @@ class SessionStore(ABC):
     async def delete_user(self, email: str) -> int:
         """End every session of ``email``; the number ended."""
 
+    @abstractmethod
+    async def save_webmail_token(self, token_digest: str, record: str, ttl: int) -> None:
+        """Keep a webmail token's record (:mod:`roost.core.webmailtoken`) for ``ttl`` s."""
+
+    @abstractmethod
+    async def delete_webmail_token(self, token_digest: str) -> None: ...
+
     async def close(self) -> None:
         return None
 
@@ -222,7 +216,7 @@ class RedisSessionStore(SessionStore):
         return cls(client, layout.settings.PERMANENT_SESSION_LIFETIME)
 
     async def load(self, sid: str) -> dict[str, Any] | None:
-        raw = await self._redis.get(_KEY + _digest(sid))
+        raw = await self._redis.get(_KEY + webmailtoken.digest(sid))
         if raw is None:
             return None
         try:
@@ -232,7 +226,7 @@ class RedisSessionStore(SessionStore):
         return value if isinstance(value, dict) else None
 
     async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None:
-        key = _digest(sid)
+        key = webmailtoken.digest(sid)
         pipe = self._redis.pipeline()
         pipe.set(_KEY + key, json.dumps(data), ex=max(1, ttl))
         user = data.get("user")
@@ -242,7 +236,7 @@ class RedisSessionStore(SessionStore):
         await pipe.execute()
 
     async def delete(self, sid: str) -> None:
-        await self._redis.delete(_KEY + _digest(sid))
+        await self._redis.delete(_KEY + webmailtoken.digest(sid))
 
     async def delete_user(self, email: str) -> int:
         members = await self._redis.smembers(_USER_KEY + email)
@@ -250,6 +244,12 @@ class RedisSessionStore(SessionStore):
         ended = int(await self._redis.delete(*keys)) if keys else 0
         await self._redis.delete(_USER_KEY + email)
         return ended
+
+    async def save_webmail_token(self, token_digest: str, record: str, ttl: int) -> None:
+        await self._redis.set(webmailtoken.token_key(token_digest), record, ex=max(1, ttl))
+
+    async def delete_webmail_token(self, token_digest: str) -> None:
+        await self._redis.delete(webmailtoken.token_key(token_digest))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -261,24 +261,31 @@ class MemorySessionStore(SessionStore):
     def __init__(self, clock: Any = time.time) -> None:
         self._clock = clock
         self.items: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.tokens: dict[str, tuple[float, str]] = {}
 
     async def load(self, sid: str) -> dict[str, Any] | None:
-        item = self.items.get(_digest(sid))
+        item = self.items.get(webmailtoken.digest(sid))
         if item is None or item[0] <= self._clock():
             return None
         return json.loads(json.dumps(item[1]))
 
     async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None:
-        self.items[_digest(sid)] = (self._clock() + ttl, json.loads(json.dumps(data)))
+        self.items[webmailtoken.digest(sid)] = (self._clock() + ttl, json.loads(json.dumps(data)))
 
     async def delete(self, sid: str) -> None:
-        self.items.pop(_digest(sid), None)
+        self.items.pop(webmailtoken.digest(sid), None)
 
     async def delete_user(self, email: str) -> int:
         keys = [k for k, (_, data) in self.items.items() if data.get("user") == email]
         for key in keys:
             del self.items[key]
         return len(keys)
+
+    async def save_webmail_token(self, token_digest: str, record: str, ttl: int) -> None:
+        self.tokens[token_digest] = (self._clock() + ttl, record)
+
+    async def delete_webmail_token(self, token_digest: str) -> None:
+        self.tokens.pop(token_digest, None)
 
 
 def get_session(request: Request) -> Session:

@@ -26,7 +26,14 @@ from typing import Any
 
 from roost import tls
 from roost.core.sieve import SPAM_SCORE_MAX
-from roost.layout import MAIL_OWNER, POSTFIX_SIEVE_PORT
+from roost.layout import (
+    MAIL_OWNER,
+    POSTFIX_SIEVE_PORT,
+    WEBMAIL_IMAP_PORT,
+    WEBMAIL_SASL_SERVICE,
+    WEBMAIL_SIEVE_PORT,
+    WEBMAIL_SUBMISSION_PORT,
+)
 from roost.services.base import (
     Readiness,
     Service,
@@ -241,10 +248,12 @@ class DovecotService(Service):
 
     def _protocols(self) -> list[str]:
         enabled = self._enabled_ports()
+        webmail = bool(self.layout.settings.webmail_path)
         protocols = [
             protocol
             for protocol, listeners in PROTOCOL_LISTENERS.items()
             if any(listener in enabled for listener in listeners)
+            or (webmail and protocol in ("imap", "sieve"))
         ]
         return [*protocols, "lmtp"]
 
@@ -319,6 +328,19 @@ class DovecotService(Service):
             "dict_socket": layout.gate_dict,
             "spam_score_max": SPAM_SCORE_MAX,
             "ports": ports,
+            "webmail_smtp_service": WEBMAIL_SASL_SERVICE,
+            "webmail_smtp_port": str(WEBMAIL_SUBMISSION_PORT),
+            # WEBMAIL=roundcube: IMAP and ManageSieve for Roundcube alone, on the internal
+            # address, where the gate takes its single sign-on tokens and nothing else.
+            "webmail": (
+                {
+                    "address": layout.internal_address,
+                    "imap": WEBMAIL_IMAP_PORT,
+                    "sieve": WEBMAIL_SIEVE_PORT,
+                }
+                if settings.webmail_path
+                else None
+            ),
             # Listeners whose connections start with a PROXY header (PROXY_PROTOCOL).
             "haproxy": {
                 name: settings.proxy_protocol(port) for name, port in LISTENER_PORTS.items()

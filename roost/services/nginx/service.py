@@ -56,6 +56,9 @@ BODY_SLACK = 8 * 1024 * 1024
 # (roost/web/admin/antispam.py answers the second).
 ANTISPAM_UI = "/antispam/"
 ANTISPAM_AUTH = "/antispam-auth"
+# The webmail's auth_request endpoints (roost/web/sso/webmail.py answers them).
+WEBMAIL_GUARD = "/sso/webmail/auth"
+WEBMAIL_TOKEN = "/sso/webmail/token"
 #: The interface's own scripts, styles, images and fonts, and its calls to the controller,
 #: from this site only (CSP 3); its HTML uses style attributes, hence 'unsafe-inline' for
 #: styles (never for scripts). {scripts} adds the hashes of the page's inline scripts.
@@ -252,6 +255,9 @@ class NginxService(Service):
             "path_pattern": re.escape(path),
             "root": roundcube.PUBLIC_HTML,
             "socket": self.layout.roundcube_socket,
+            "guard": WEBMAIL_GUARD,
+            "token": WEBMAIL_TOKEN,
+            "tls": self.layout.settings.tls,
         }
 
     def _web_context(self) -> dict[str, Any]:
@@ -263,7 +269,10 @@ class NginxService(Service):
         if web:
             if settings.WEB_ADMIN:
                 exact.append(settings.WEB_ADMIN)
-                prefixes += [settings.WEB_ADMIN + "/", "/sso/", "/static/"]
+                prefixes.append(settings.WEB_ADMIN + "/")
+            if settings.WEB_ADMIN or settings.webmail_path:
+                # The sign-in pages, for the admin pages and the webmail's single sign-on.
+                prefixes += ["/sso/", "/static/"]
             if getattr(settings, "API", False):
                 exact.append(settings.WEB_API)
                 prefixes.append(settings.WEB_API + "/")

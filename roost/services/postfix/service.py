@@ -24,6 +24,8 @@ from roost.layout import (
     POSTFIX_FRONT_PORT,
     POSTFIX_SIEVE_PORT,
     PROXIED_SUBMISSION_PORTS,
+    WEBMAIL_SASL_SERVICE,
+    WEBMAIL_SUBMISSION_PORT,
     Layout,
 )
 from roost.services.base import (
@@ -181,6 +183,22 @@ class PostfixService(Service):
                         "options": options,
                     }
                 )
+        if settings.webmail_path:
+            # Roundcube's (WEBMAIL) on the internal address: Postfix names the SASL service
+            # WEBMAIL_SASL_SERVICE to Dovecot, and the gate takes only the webmail's single
+            # sign-on tokens there (postconf(5) smtpd_sasl_service).
+            listeners.append(
+                {
+                    "address": _host_port(self.layout.internal_address, WEBMAIL_SUBMISSION_PORT),
+                    "comment": "Submission for the webmail alone (single sign-on tokens).",
+                    "syslog_name": "webmail",
+                    "options": [
+                        "smtpd_tls_security_level=none",
+                        "smtpd_tls_auth_only=no",
+                        f"smtpd_sasl_service={WEBMAIL_SASL_SERVICE}",
+                    ],
+                }
+            )
         return listeners
 
     def context(self) -> dict[str, Any]:

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roost import tls
-from roost.layout import NGINX_USER
+from roost.layout import (
+    NGINX_USER,
+    WEBMAIL_IMAP_PORT,
+    WEBMAIL_SIEVE_PORT,
+    WEBMAIL_SUBMISSION_PORT,
+)
 from roost.services.base import (
     SYSTEM_PATH,
     Readiness,
@@ -43,8 +47,11 @@ USER = "_roundcube"
 #: Debian's Roundcube: the files nginx serves and the defaults Roundcube reads first.
 PUBLIC_HTML = Path("/var/lib/roundcube/public_html")
 DEBIAN_CONFIG = Path("/etc/roundcube")
+DEBIAN_PLUGINS = Path("/usr/share/roundcube/plugins")
+#: Roost's own plugin (single sign-on): its source beside this module.
+PLUGIN = "roost"
+_PLUGIN_SOURCE = Path(__file__).parent / "plugin" / PLUGIN
 _PHP_FPM = "php-fpm8.2"
-SIEVE_PORT = 4190
 
 
 def webmail_enabled(settings: Settings) -> bool:
@@ -58,17 +65,18 @@ def des_key(secret_key: str) -> str:
     return base64.b64encode(digest).decode()[:24]
 
 
-def _endpoint(settings: Settings, tls_on: bool, implicit: int, starttls: int) -> str:
-    """Roundcube's URL for one of Roost's listeners: implicit TLS when PORTS opens it,
-    else STARTTLS (plain under TLS_FLAVOR=notls)."""
-    if tls_on and implicit in settings.PORTS:
-        return f"ssl://{{address}}:{implicit}"
-    if starttls in settings.PORTS:
-        return f"{'tls://' if tls_on else ''}{{address}}:{starttls}"
-    raise ServiceConfigError(
-        f"WEBMAIL=roundcube reads and sends mail through Roost's own listeners: add "
-        f"{implicit} or {starttls} to PORTS"
-    )
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def plugins(settings: Settings, available: Path = DEBIAN_PLUGINS) -> list[str]:
+    """Roost's own plugin, then ROUNDCUBE_PLUGINS, each of which Debian must ship."""
+    missing = [name for name in settings.ROUNDCUBE_PLUGINS if not (available / name).is_dir()]
+    if missing:
+        raise ServiceConfigError(
+            f"ROUNDCUBE_PLUGINS: no such Roundcube plugin in {available}: {', '.join(missing)}"
+        )
+    return [PLUGIN, *(n for n in settings.ROUNDCUBE_PLUGINS if n != PLUGIN)]
 
 
 @dataclass
@@ -83,37 +91,55 @@ class RoundcubeService(Service):
     def fpm_conf(self) -> Path:
         return self.etc / "php-fpm.conf"
 
+    @property
+    def plugins_dir(self) -> Path:
+        """Roundcube's plugin directory (RCUBE_PLUGINS_DIR, set by ``prepend.php``): links
+        to Debian's plugins and a copy of Roost's own."""
+        return self.etc / "plugins"
+
     def context(self) -> dict[str, Any]:
         settings = self.layout.settings
-        address = self.layout.listen_addresses()[0]
+        internal = self.layout.internal_address
         limit = settings.MESSAGE_SIZE_LIMIT
-        pair = tls.served_pair(self.layout)
-        # TLS to Roost's own Dovecot and Postfix, checking the name they serve; the served
-        # certificate is trusted as itself (self-signed under TLS_FLAVOR=cert).
-        imap = _endpoint(settings, pair is not None, 993, 143).format(address=address)
-        smtp = _endpoint(settings, pair is not None, 465, 587).format(address=address)
         return {
             "user": USER,
             "nginx_group": NGINX_USER,
             "socket": self.layout.roundcube_socket,
             "config_dir": self.etc,
+            "plugins_dir": self.plugins_dir,
+            "prepend": self.etc / "prepend.php",
             "data": self.layout.webmail,
             "temp": self.layout.webmail / "temp",
             "database": self.layout.webmail / "roundcube.db",
-            "imap_host": imap,
-            "smtp_host": smtp,
-            # Filters through Dovecot's ManageSieve (RFC 5804) when PORTS opens it.
-            "managesieve_host": (
-                f"{'tls://' if pair else ''}{address}" if SIEVE_PORT in settings.PORTS else None
-            ),
-            "sieve_port": SIEVE_PORT,
-            "peer_name": settings.HOSTNAMES[0] if pair else None,
-            "cafile": pair.cert_file if pair else None,
+            # The webmail's own listeners on the internal loopback address (no TLS there:
+            # the connection never leaves the host), where the gate takes its tokens.
+            "imap_host": _host_port(internal, WEBMAIL_IMAP_PORT),
+            "smtp_host": _host_port(internal, WEBMAIL_SUBMISSION_PORT),
+            # Filters through Dovecot's ManageSieve (RFC 5804).
+            "managesieve_host": f"[{internal}]" if ":" in internal else internal,
+            "sieve_port": WEBMAIL_SIEVE_PORT,
+            "bind_to": _host_port(internal, 0),
+            "plugins": plugins(settings),
+            # Roost's own password page instead of a password plugin.
+            "password_url": f"{settings.WEB_ADMIN}/account" if settings.WEB_ADMIN else "",
             "des_key": des_key(settings.SECRET_KEY),
             "path": settings.webmail_path,
             "upload_max": f"{max(limit, 10_000_000) // 1_000_000}M",
             "log_level": "notice" if settings.LOG_LEVEL != "DEBUG" else "debug",
         }
+
+    def _write_plugins(self) -> None:
+        """Debian's plugins (links) and Roost's own (a copy, readable by php-fpm's user)."""
+        if self.plugins_dir.exists():
+            shutil.rmtree(self.plugins_dir)
+        self.plugins_dir.mkdir(mode=0o755)
+        for plugin in sorted(DEBIAN_PLUGINS.iterdir()):
+            if plugin.name != PLUGIN:
+                (self.plugins_dir / plugin.name).symlink_to(plugin)
+        own = self.plugins_dir / PLUGIN
+        own.mkdir(mode=0o755)
+        for source in _PLUGIN_SOURCE.iterdir():
+            write_file(own / source.name, source.read_text(), 0o644)
 
     def render(self) -> None:
         account = ensure_system_user(USER, "Roost webmail (Roundcube)")
@@ -143,6 +169,8 @@ class RoundcubeService(Service):
             link = self.etc / name
             link.unlink(missing_ok=True)
             link.symlink_to(DEBIAN_CONFIG / name)
+        self._write_plugins()
+        write_file(context["prepend"], _TEMPLATES.get_template("prepend.php.j2").render(context))
         write_file(self.fpm_conf, _TEMPLATES.get_template("php-fpm.conf.j2").render(context))
         # The config holds des_key: readable by php-fpm's user only.
         config = self.etc / "config.inc.php"

@@ -26,8 +26,9 @@ _SUN_PATH_MAX = 107
 
 
 def web_enabled(settings: Settings) -> bool:
-    """The web runs when it has pages (WEB_ADMIN) or an API to serve (API=true)."""
-    return bool(settings.WEB_ADMIN) or settings.API
+    """The web runs when it has pages (WEB_ADMIN), an API to serve (API=true) or the
+    webmail's single sign-on to answer (WEBMAIL=roundcube)."""
+    return bool(settings.WEB_ADMIN) or settings.API or bool(settings.webmail_path)
 
 
 @dataclass

@@ -9,6 +9,7 @@ came for is remembered and must be on this site (:mod:`roost.web.redirects`).
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from fastapi import Depends, Form, Request
@@ -22,6 +23,7 @@ from roost.web.client import client_info
 from roost.web.csrf import html_router
 from roost.web.gatelogin import GateAnswer, GateUnavailable, Verdict
 from roost.web.sessions import get_session
+from roost.web.sso import webmail
 from roost.web.sso.proxyauth import header_login
 from roost.web.sso.signin import (
     LIMITED,
@@ -198,16 +200,25 @@ async def pw_change(
 
 
 @router.get("/logout")
-async def logout_form(request: Request) -> Response:
-    """A page with a sign-out button: a link alone cannot sign anybody out (CSRF)."""
-    if get_session(request).user is None:
+async def logout_form(request: Request, key: str = "") -> Response:
+    """A page with a sign-out button: a link alone cannot sign anybody out (CSRF). The
+    webmail's sign-out comes here with the session's own key, which no other site knows
+    (:func:`roost.web.sso.webmail.logout_key`), and signs out at once."""
+    session = get_session(request)
+    if session.user is None:
         return RedirectResponse("/sso/login", status_code=303)
+    if key and session.sid is not None:
+        expected = webmail.logout_key(settings_of(request).SECRET_KEY, session.sid)
+        if hmac.compare_digest(key.encode("utf-8", "replace"), expected.encode("ascii")):
+            return await logout(request)
     return render(request, "sso/logout.html")
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     session = get_session(request)
+    # The webmail's token dies with the session (the gate also checks the session).
+    await webmail.revoke(request, session)
     session.end()
     # Behind a signing-in proxy, its own sign-out (else the proxy signs the browser in again).
     then = settings_of(request).PROXY_AUTH_LOGOUT_URL or "/sso/login?msg=out"

@@ -43,7 +43,11 @@ def web_login(request: Request, email: str, password: str) -> WebLogin:
 
 def default_target(request: Request) -> str:
     paths = request.app.state.paths
-    return paths["admin"] + "/" if paths["admin"] else "/sso/login"
+    if paths["admin"]:
+        return paths["admin"] + "/"
+    # Without admin pages the sign-in serves the webmail alone (never itself: a loop).
+    webmail = settings_of(request).webmail_path
+    return webmail + "/" if webmail else "/sso/login"
 
 
 def target(request: Request, url: str | None) -> str:

@@ -1,0 +1,132 @@
+"""The webmail's single sign-on token: what it looks like, where it is kept, when it is good.
+
+Roundcube (WEBMAIL=roundcube) never sees a user's password. When a browser signed in to
+Roost's SSO opens the webmail's entry path, the web application mints a token for that
+SSO session (:func:`new_token`) and nginx hands it, with the address, to Roost's Roundcube
+plugin, which logs in to IMAP, submission and ManageSieve with it. The gate accepts it
+only on the listeners reserved for the webmail (``roost.layout.WEBMAIL_LISTENERS``) and
+only while :func:`refusal` finds nothing wrong:
+
+* the token's record (``webmail-token:<sha256(token)>`` in the web's Redis database) still
+  exists: the web deletes it at sign-out and when it mints the session's next token, and
+  it expires with the session's absolute lifetime at the latest;
+* the SSO session it names still exists (it ends at sign-out, after SESSION_TIMEOUT idle,
+  after PERMANENT_SESSION_LIFETIME, and at every password change of the account), is
+  signed in (two-factor login done, when the account has it) as the same address, and
+  names this token as its current one;
+* the session's password fingerprint still matches the account's stored password.
+
+Redis holds SHA-256 digests of tokens and session ids, never either, so a copy of its
+memory opens neither. This module is pure: the web and the gate do the I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "TOKEN_KEY",
+    "TOKEN_PREFIX",
+    "digest",
+    "looks_like_token",
+    "new_token",
+    "record",
+    "refusal",
+    "session_of",
+    "token_key",
+]
+
+#: Every token starts with this, so the gate tells one from a password without a lookup.
+TOKEN_PREFIX = "roost-webmail-"
+#: Redis key prefix of a token's record (the web's session database).
+TOKEN_KEY = "webmail-token:"
+#: Random bytes in a token (256 bits: never guessed, so no rate limit is needed on them).
+_TOKEN_BYTES = 32
+#: The length of a token: the prefix and 43 base64url characters.
+_TOKEN_LENGTH = len(TOKEN_PREFIX) + 43
+
+
+def digest(value: str) -> str:
+    """SHA-256 (hex) of a token or a session id: what Redis keys and records hold."""
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+
+
+def looks_like_token(password: str) -> bool:
+    """Whether a password given to a login is shaped like a webmail token."""
+    return password.startswith(TOKEN_PREFIX)
+
+
+def token_key(token_digest: str) -> str:
+    return TOKEN_KEY + token_digest
+
+
+def record(user: str, session_digest: str) -> str:
+    """The JSON a token's key holds: the address and the digest of its SSO session."""
+    return json.dumps({"user": user, "session": session_digest, "minted": time.time()})
+
+
+def _load(raw: bytes | str | None) -> Mapping[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def session_of(raw_record: bytes | str) -> str | None:
+    """The digest of the SSO session a token's record names, or None."""
+    session = (_load(raw_record) or {}).get("session")
+    return session if isinstance(session, str) and len(session) == 64 else None
+
+
+def refusal(
+    token: str,
+    email: str,
+    raw_record: bytes | str | None,
+    raw_session: bytes | str | None,
+    password_mark: str,
+    lifetime: int,
+    now: float | None = None,
+) -> str | None:
+    """Why ``token`` does not log ``email`` in (the tail of the gate's log line), or None.
+
+    ``raw_record`` is what :func:`token_key` holds, ``raw_session`` what the session key it
+    names holds (either None when missing), ``password_mark`` the fingerprint of the
+    account's stored password (``roost.core.websession.password_fingerprint``) and
+    ``lifetime`` PERMANENT_SESSION_LIFETIME.
+    """
+    if not looks_like_token(token) or len(token) != _TOKEN_LENGTH:
+        return "not a webmail token"
+    entry = _load(raw_record)
+    if entry is None:
+        return "webmail token unknown, expired or revoked"
+    if entry.get("user") != email:
+        return "webmail token of another account"
+    session = _load(raw_session)
+    if session is None:
+        return "webmail token of an SSO session that has ended"
+    if session.get("user") != email:
+        return "webmail token of an SSO session not signed in as this account"
+    current = session.get("webmail")
+    if not isinstance(current, str) or not hmac.compare_digest(current, digest(token)):
+        return "webmail token replaced by a newer one"
+    created = session.get("created")
+    moment = time.time() if now is None else now
+    if not isinstance(created, (int, float)) or moment - created > lifetime:
+        return "webmail token of an SSO session past PERMANENT_SESSION_LIFETIME"
+    mark = session.get("pw")
+    if not isinstance(mark, str) or not hmac.compare_digest(mark, password_mark):
+        return "webmail token of an SSO session older than the account's password"
+    return None
