@@ -833,7 +833,6 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("POSTFIX_LOG_FILE", "also write Postfix's log to this file"),
     mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
-    mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),
     mailu_only("SESSION_KEY_BITS", "strength of web session keys"),
     mailu_only("SUBNET", "the Docker network of Mailu's containers"),
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),

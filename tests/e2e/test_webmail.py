@@ -1,29 +1,44 @@
-"""WEBMAIL=roundcube through the real nginx, php-fpm, Dovecot and Postfix: Roundcube's
-login page answers under WEB_WEBMAIL, its static files are served, nothing else of
-Debian's PHP is, and php-fpm's workers run as Roundcube's own user. A user signs in
-(with the password: single sign-on is not built yet), sees a message that arrived over
-SMTP, opens the filters page (ManageSieve), marks the message as junk, sends one that an
-outside peer receives, and, in headless Chromium, reads a message and logs out. (With
-WEBMAIL off there is no such service or route: tests/unit/test_services_roundcube.py.)
+"""WEBMAIL=roundcube with single sign-on, through the real nginx, web application, gate,
+php-fpm, Dovecot and Postfix.
+
+Roundcube is served under WEB_WEBMAIL only to browsers signed in to Roost's SSO (nginx
+asks the web application before every PHP request); it never sees a password: it logs in
+to IMAP, submission and ManageSieve with a token minted for the SSO session, which the
+gate takes on the webmail's internal listeners only, while the session lives. In headless
+Chromium a user signs in once, reads a message that arrived over SMTP, sends one that an
+outside peer receives, sets a filter and signs out of Roundcube, which ends the SSO
+session too (and the reverse); a user with two-factor login gets nowhere with the
+password alone. With imaplib and smtplib against Dovecot and Postfix directly, a token is
+refused outside its listeners and after the sign-out, and a password on the webmail's.
+(With WEBMAIL off there is no such service or route: tests/unit/test_services_roundcube.py.)
 """
 
 from __future__ import annotations
 
+import imaplib
 import re
 import secrets
+import smtplib
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from tests.e2e.conftest import REMOTE_DOMAIN, Receiver, require_root
 from tests.e2e.stack import Stack, e2e_address, running
 from tests.e2e.test_inbound import message
+from tests.e2e.test_two_factor_mail import ENROL
 
 pytestmark = pytest.mark.e2e
+
+WEBMAIL_IMAP = 10143
+WEBMAIL_SUBMISSION = 10027
 
 
 @pytest.fixture(scope="module")
@@ -34,36 +49,108 @@ def stack() -> Iterator[Stack]:
         yield started
 
 
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"https://{stack.address}", verify=False, timeout=20) as c:
-        yield c
+def where(page: httpx.Response) -> str:
+    """A redirect's target on this site, without nginx's scheme and host."""
+    url = httpx.URL(page.headers["location"])
+    return url.raw_path.decode()
 
 
-def test_login_page_answers_under_web_webmail(client: httpx.Client) -> None:
-    assert client.get("/mail").status_code == 301
-    page = client.get("/mail/")
-    assert page.status_code == 200, page.text[:500]
-    assert 'name="_user"' in page.text and 'name="_pass"' in page.text
-    # Roundcube's own links point below WEB_WEBMAIL (its request_path).
-    stylesheet = re.search(r'href="([^"]*skins/elastic/[^"]*\.css[^"]*)"', page.text)
-    assert stylesheet, page.text[:2000]
-    css = client.get(httpx.URL("/mail/").join(stylesheet.group(1)))
-    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+def client_for(stack: Stack) -> httpx.Client:
+    return httpx.Client(base_url=f"https://{stack.address}", verify=False, timeout=30)
 
 
-def test_only_roundcubes_entry_point_runs_php(client: httpx.Client) -> None:
-    assert client.get("/mail/program/include/iniset.php").status_code == 404
-    assert client.get("/mail/installer/index.php").status_code == 404
-    assert client.get("/mail/.htaccess").status_code == 404
-    assert client.get("/mail/plugins/jqueryui/config.inc.php.dist").status_code == 404
-    assert client.get("/webmail/").status_code == 404
+def new_user(stack: Stack, local: str) -> tuple[str, str]:
+    password = secrets.token_urlsafe(12)
+    return stack.add_user(f"{local}{secrets.token_hex(3)}", password), password
 
 
-def test_php_fpm_workers_are_roundcubes_user(stack: Stack, client: httpx.Client) -> None:
+def sso_sign_in(client: httpx.Client, user: str, password: str, url: str = "") -> httpx.Response:
+    """Roost's sign-in form as a browser posts it (and the first sign-in's password
+    change, which `roost user` asks for); the page it ends on."""
+    form = client.get("/sso/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf, form.text[:2000]
+    fields = {"csrf_token": csrf.group(1), "email": user, "password": password, "url": url}
+    page = client.post("/sso/login", data=fields, follow_redirects=False)
+    assert page.status_code == 303, page.text[:2000]
+    if where(page) == "/sso/pw_change":
+        form = client.get("/sso/pw_change")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert csrf, form.text[:2000]
+        fields = {"csrf_token": csrf.group(1), "current": password}
+        fields |= {"password": password + "-2", "password2": password + "-2"}
+        page = client.post("/sso/pw_change", data=fields, follow_redirects=False)
+        assert page.status_code == 303, page.text[:2000]
+    return page
+
+
+def mint(stack: Stack, client: httpx.Client) -> httpx.Headers:
+    """Ask the web application for a webmail token as nginx does on the SSO entry path
+    (the endpoint is internal to nginx: here straight over the web's socket)."""
+    transport = httpx.HTTPTransport(uds=str(stack.root / "run" / "web" / "web.sock"))
+    cookies = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    with httpx.Client(transport=transport, timeout=10) as web:
+        answer = web.get(
+            "http://web/sso/webmail/token",
+            headers={"Cookie": cookies, "Host": stack.address, "X-Original-URI": "/mail/sso"},
+        )
+    assert answer.status_code == 204, answer.text
+    return answer.headers
+
+
+def webmail_imap(stack: Stack, user: str, secret: str) -> str:
+    """An IMAP login on the webmail's internal listener; 'OK' or the server's refusal."""
+    client = imaplib.IMAP4(stack.address, WEBMAIL_IMAP)
+    try:
+        return str(client.login(user, secret)[0])
+    except imaplib.IMAP4.error as exc:
+        return f"NO {exc}"
+    finally:
+        client.shutdown()
+
+
+def test_a_browser_without_sso_is_sent_to_sign_in_and_never_loops(stack: Stack) -> None:
+    with client_for(stack) as client:
+        assert client.get("/mail").status_code == 301
+        for path in ("/mail/", "/mail/?_task=mail&_mbox=INBOX", "/mail/sso"):
+            page = client.get(path)
+            assert page.status_code == 302, (path, page.text[:500])
+            assert where(page).startswith("/sso/login?url=/mail/"), path
+        # The sign-in page is the web's own, never guarded: it answers.
+        assert client.get(where(page)).status_code == 200
+        # Roundcube's static files need no session; its internal endpoints are nginx's.
+        page = client.get("/mail/skins/elastic/styles/styles.min.css")
+        assert page.status_code == 200 and "text/css" in page.headers["content-type"]
+        assert client.get("/sso/webmail/token").status_code == 404
+        assert client.get("/sso/webmail/auth").status_code == 404
+        # A client header cannot hand Roundcube a token or an address.
+        forged = client.get("/mail/", headers={"X-Roost-Webmail-Token": "x", "Roost-Sso-User": "y"})
+        assert forged.status_code == 302
+
+
+def test_only_roundcubes_entry_point_runs_php(stack: Stack) -> None:
+    with client_for(stack) as client:
+        assert client.get("/mail/program/include/iniset.php").status_code == 404
+        assert client.get("/mail/installer/index.php").status_code == 404
+        assert client.get("/mail/.htaccess").status_code == 404
+        assert client.get("/mail/plugins/jqueryui/config.inc.php.dist").status_code == 404
+        assert client.get("/mail/plugins/roost/roost.php").status_code == 404
+        assert client.get("/webmail/").status_code == 404
+
+
+def test_signed_in_once_the_inbox_opens_and_php_runs_as_roundcubes_user(stack: Stack) -> None:
+    user, password = new_user(stack, "direct")
+    with client_for(stack) as client:
+        sso_sign_in(client, user, password)
+        inbox = client.get("/mail/", follow_redirects=True)
+        assert inbox.status_code == 200, inbox.text[:2000]
+        assert inbox.url.path == "/mail/" and inbox.url.params["_task"] == "mail", inbox.url
+        assert f'"username":"{user}"' in inbox.text
+        # Roundcube's password form is gone.
+        assert 'name="_pass"' not in inbox.text
+    stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/imap/{WEBMAIL_IMAP} .*webmail token")
     status = stack.roost("status")
     assert re.search(r"roundcube\b.*running", status.stdout), status.stdout
-    assert client.get("/mail/").status_code == 200  # ondemand: a worker now exists
     table = subprocess.run(
         ["ps", "-e", "-o", "pid=,ppid=,user:16=,args="], capture_output=True, text=True
     ).stdout
@@ -77,114 +164,181 @@ def test_php_fpm_workers_are_roundcubes_user(stack: Stack, client: httpx.Client)
     assert workers and all(r[2] == "_roundcube" for r in workers), table
 
 
-def sign_in(client: httpx.Client, user: str, password: str) -> str:
-    """Roundcube's login form, as a browser posts it; returns the page's request token."""
-    form = client.get("/mail/")
-    token = re.search(r'name="_token" value="([^"]+)"', form.text)
-    assert token, form.text[:2000]
-    fields = {"_token": token.group(1), "_task": "login", "_action": "login"}
-    fields |= {"_timezone": "UTC", "_url": "", "_user": user, "_pass": password}
-    inbox = client.post("/mail/?_task=login", data=fields, follow_redirects=True)
-    request_token = re.search(r'"request_token":"([^"]+)"', inbox.text)
-    assert inbox.status_code == 200 and request_token, inbox.text[:2000]
-    return request_token.group(1)
-
-
-def test_a_user_signs_in_and_sees_a_message_that_arrived_over_smtp(
-    stack: Stack, client: httpx.Client
+def test_a_token_opens_the_webmail_listeners_only_and_dies_with_the_sso_session(
+    stack: Stack,
 ) -> None:
-    password = secrets.token_urlsafe(12)
-    user = stack.add_user("reader", password)
-    subject = f"for webmail {uuid.uuid4()}"
-    with stack.smtp() as smtp:
-        smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, subject))
-    stack.wait_for_message(user, password, subject)
-    request_token = sign_in(client, user, password)
-    listing = client.get(
-        "/mail/",
-        params={"_task": "mail", "_action": "list", "_mbox": "INBOX", "_remote": "1"},
-        headers={"X-Roundcube-Request": request_token},
-    )
-    assert listing.status_code == 200 and subject in listing.text, listing.text[:2000]
-
-    # The filters page (managesieve plugin) signs in to Dovecot's ManageSieve over TLS.
-    filters = client.get("/mail/", params={"_task": "settings", "_action": "plugin.managesieve"})
-    assert filters.status_code == 200 and "managesieve" in filters.text, filters.text[:2000]
-    assert "Unable to connect to server" not in filters.text
-    stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/sieve/4190 .*success")
-
-    # markasjunk moves the message to Junk (where Dovecot's IMAPSieve hands it to Rspamd).
-    uid = re.search(r"this.add_message_row\((\d+)", listing.text)
-    assert uid, listing.text[:2000]
-    junk = client.post(
-        "/mail/?_task=mail&_action=plugin.markasjunk.junk",
-        data={"_uid": uid.group(1), "_mbox": "INBOX", "_remote": "1"},
-        headers={"X-Roundcube-Request": request_token},
-    )
-    assert junk.status_code == 200 and 'markasjunk_move(\\"Junk\\"' in junk.text, junk.text
-    # The page's script then moves it, as a browser does.
-    moved = client.post(
-        "/mail/?_task=mail&_action=move",
-        data={"_uid": uid.group(1), "_mbox": "INBOX", "_target_mbox": "Junk", "_remote": "1"},
-        headers={"X-Roundcube-Request": request_token},
-    )
-    assert moved.status_code == 200, moved.text[:2000]
-    imap = stack.imap()
-    imap.login(user, password)
-    imap.select("Junk", readonly=True)
-    _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-    imap.logout()
-    assert len(found[0].split()) == 1, junk.text[:2000]
+    user, password = new_user(stack, "tokens")
+    with client_for(stack) as client:
+        sso_sign_in(client, user, password)
+        minted = mint(stack, client)
+        token = minted["x-roost-webmail-token"]
+        assert minted["x-roost-webmail-user"] == user
+        assert webmail_imap(stack, user, token) == "OK"
+        # Submission for the webmail takes it too (Postfix's SASL through Dovecot).
+        with smtplib.SMTP(stack.address, WEBMAIL_SUBMISSION, timeout=30) as smtp:
+            smtp.ehlo("roundcube")
+            assert smtp.login(user, token)[0] == 235
+        # Another account's address with this token, and a password: refused there.
+        other, other_password = new_user(stack, "other")
+        assert webmail_imap(stack, other, token).startswith("NO")
+        assert webmail_imap(stack, user, password + "-2").startswith("NO")
+        stack.wait_for_log(r"failed: webmail: password refused: the webmail's listeners take")
+        # The public IMAP and submission ports refuse it.
+        imap = stack.imap()
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login(user, token)
+        imap.shutdown()
+        with stack.smtps() as smtp, pytest.raises(smtplib.SMTPAuthenticationError):
+            smtp.login(user, token)
+        stack.wait_for_log(r"webmail token outside the webmail's listeners")
+        # A newer token replaces it.
+        newer = mint(stack, client)["x-roost-webmail-token"]
+        assert webmail_imap(stack, user, token).startswith("NO")
+        assert webmail_imap(stack, user, newer) == "OK"
+        # Signed out of the SSO: refused.
+        form = client.get("/sso/logout")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert csrf, form.text[:2000]
+        client.post("/sso/logout", data={"csrf_token": csrf.group(1)})
+    assert webmail_imap(stack, user, newer).startswith("NO")
+    stack.wait_for_log(r"webmail token unknown, expired or revoked")
 
 
-def test_a_user_sends_a_message_an_outside_peer_receives(stack: Stack, receiver: Receiver) -> None:
-    password = secrets.token_urlsafe(12)
-    user = stack.add_user("sender", password)
-    with httpx.Client(base_url=f"https://{stack.address}", verify=False, timeout=20) as client:
-        token = sign_in(client, user, password)
-        compose = client.get("/mail/", params={"_task": "mail", "_action": "compose"})
-        compose = client.get(compose.headers["location"]) if compose.is_redirect else compose
-        compose_id = re.search(r'"compose_id":"([^"]+)"', compose.text)
-        identity = re.search(r'<select name="_from"[^>]*>\s*<option value="(\d+)"', compose.text)
-        assert compose_id and identity, compose.text[:3000]
-        subject = f"from webmail {uuid.uuid4()}"
-        rcpt = f"friend@{REMOTE_DOMAIN}"
-        fields = {"_token": token, "_task": "mail", "_action": "send"}
-        fields |= {"_id": compose_id.group(1), "_from": identity.group(1), "_to": rcpt}
-        fields |= {"_subject": subject, "_message": "Sent from Roundcube.", "_is_html": "0"}
-        sent = client.post("/mail/?_task=mail&_unlock=1&_framed=1", data=fields)
-        assert sent.status_code == 200, sent.text[:2000]
-    deadline = time.monotonic() + 20
-    while not receiver.by_subject(subject):
-        assert time.monotonic() < deadline, stack.log_tail()
-        time.sleep(0.3)
-    mail_from, rcpts, received = receiver.by_subject(subject)[0]
-    assert (mail_from, rcpts) == (user, [rcpt])
-    assert "Sent from Roundcube." in received.get_payload()
+def sso_in_browser(page: Any, base: str, user: str, password: str) -> None:
+    """Roost's sign-in page (and the first sign-in's password change)."""
+    page.fill("#email", user)
+    page.fill("#password", password)
+    page.click("main button[type=submit]")
+    page.wait_for_load_state()
+    if page.url == f"{base}/sso/pw_change":
+        page.fill("#current", password)
+        page.fill("#password", password + "-2")
+        page.fill("#password2", password + "-2")
+        page.click("main button[type=submit]")
+        page.wait_for_load_state()
 
 
-def test_in_chromium_sign_in_read_and_log_out(stack: Stack) -> None:
+def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
+    stack: Stack, receiver: Receiver
+) -> None:
     browsing = pytest.importorskip("tests.e2e.browsing")
     browsing.need_chromium()
-    password = secrets.token_urlsafe(12)
-    user = stack.add_user("browser", password)
+    base = browsing.BASE
+    user, password = new_user(stack, "browser")
     subject = f"in the browser {uuid.uuid4()}"
     with stack.smtp() as smtp:
         smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, subject))
     stack.wait_for_message(user, password, subject)
     with browsing.chromium_for(stack) as chromium:
-        page = browsing.new_context(chromium).new_page()
-        page.goto(f"{browsing.BASE}/mail/")
-        page.fill("#rcmloginuser", user)
-        page.fill("#rcmloginpwd", password)
-        page.click("#rcmloginsubmit")
+        context = browsing.new_context(chromium)
+        page = context.new_page()
+        # The webmail sends the browser to sign in once, and back to the inbox.
+        page.goto(f"{base}/mail/")
+        assert page.url.startswith(f"{base}/sso/login?url=/mail/"), page.url
+        sso_in_browser(page, base, user, password)
         row = page.locator("#messagelist tr", has_text=subject)
-        row.wait_for(timeout=15_000)
+        row.wait_for(timeout=20_000)
+        assert page.locator("#rcmloginpwd").count() == 0
         row.dblclick()
         page.wait_for_url(re.compile(r"_action=show"), timeout=15_000)
         page.locator("#messagebody", has_text="Hello from the test.").wait_for(timeout=15_000)
+
+        # Send one to an outside peer (submission on the webmail's listener, the token).
+        sent_subject = f"from webmail {uuid.uuid4()}"
+        rcpt = f"friend@{REMOTE_DOMAIN}"
+        page.goto(f"{base}/mail/?_task=mail&_action=compose")
+        page.locator("#compose-subject").wait_for(timeout=15_000)
+        page.fill("#compose-to input", rcpt)
+        page.fill("#compose-subject", sent_subject)
+        page.fill("#composebody", "Sent from Roundcube.")
+        page.click("button.send, a.send")
+        deadline = time.monotonic() + 30
+        while not receiver.by_subject(sent_subject):
+            assert time.monotonic() < deadline, stack.log_tail()
+            time.sleep(0.3)
+        mail_from, rcpts, received = receiver.by_subject(sent_subject)[0]
+        assert (mail_from, rcpts) == (user, [rcpt])
+        assert "Sent from Roundcube." in received.get_payload()
+        stack.wait_for_log(
+            rf"Login attempt for: {re.escape(user)}/smtp/{WEBMAIL_SUBMISSION} .*webmail token"
+        )
+
+        # A filter (managesieve on the webmail's ManageSieve listener).
+        page.goto(f"{base}/mail/?_task=settings&_action=plugin.managesieve")
+        page.click("a.create, button.create")
+        frame = page.frame_locator("#preferences-frame")
+        frame.locator("input[name=_name]").fill("From the boss")
+        frame.locator("input[name='_rule_target[]']").first.fill("boss@example.test")
+        frame.locator("select[name='_action_type[]']").first.select_option("fileinto")
+        frame.locator("button.submit, input.submit, .formbuttons .btn-primary").first.click()
+        page.locator("#filtersetslist, #filterslist", has_text="From the boss").first.wait_for(
+            timeout=15_000
+        )
+        stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/sieve/14190 .*webmail token")
+        script = subprocess.run(
+            ["doveadm", "-c", str(stack.root / "etc" / "dovecot" / "dovecot.conf"),
+             "sieve", "get", "-u", user, "roundcube"],
+            capture_output=True, text=True, check=False,
+        )
+        assert "boss@example.test" in script.stdout, (script.stdout, script.stderr)
+
+        # Signing out of Roundcube signs out of the SSO too.
+        page.goto(f"{base}/mail/?_task=mail")
         page.click("a.logout")
-        page.locator("#rcmloginuser").wait_for(timeout=15_000)
-        # Signed out: the inbox asks for the password again.
-        page.goto(f"{browsing.BASE}/mail/?_task=mail")
-        page.locator("#rcmloginuser").wait_for(timeout=15_000)
+        page.wait_for_url(re.compile(r"/sso/login"), timeout=15_000)
+        page.goto(f"{base}/admin/account")
+        assert page.url.startswith(f"{base}/sso/login"), page.url
+        page.goto(f"{base}/mail/?_task=mail")
+        assert page.url.startswith(f"{base}/sso/login?url=/mail/"), page.url
+
+        # The reverse: signed in again, the SSO's sign-out ends the webmail as well.
+        sso_in_browser(page, base, user, password + "-2")
+        page.locator("#messagelist tr", has_text=subject).wait_for(timeout=20_000)
+        page.goto(f"{base}/sso/logout")
+        page.click("main button[type=submit]")
+        page.wait_for_load_state()
+        page.goto(f"{base}/mail/?_task=mail")
+        assert page.url.startswith(f"{base}/sso/login?url=/mail/"), page.url
+        # Another account signing in on the same browser gets its own mailbox, not the
+        # stale Roundcube session's.
+        second, second_password = new_user(stack, "second")
+        sso_in_browser(page, base, second, second_password)
+        page.wait_for_url(re.compile(r"/mail/\?_task=mail"), timeout=20_000)
+        assert second in page.content()
+        assert page.locator("#messagelist tr", has_text=subject).count() == 0
+        context.close()
+
+
+def test_a_two_factor_user_needs_the_code_for_webmail(stack: Stack) -> None:
+    browsing = pytest.importorskip("tests.e2e.browsing")
+    browsing.need_chromium()
+    base = browsing.BASE
+    user, password = new_user(stack, "totp")
+    with client_for(stack) as client:
+        sso_sign_in(client, user, password)  # the first sign-in's password change
+    password += "-2"
+    enrolled = subprocess.run(
+        [sys.executable, "-c", ENROL.replace('print("enrolled")', "print(secret)")]
+        + [str(stack.env_file), user],
+        capture_output=True,
+        text=True,
+        env=stack.environ(),
+        timeout=60,
+    )
+    secret = enrolled.stdout.strip()
+    assert re.fullmatch(r"[A-Z2-7]{32}", secret), enrolled.stderr
+    with client_for(stack) as client:
+        first = sso_sign_in(client, user, password, url="/mail/")
+        assert where(first) == "/sso/2fa"
+        # The password alone: the webmail still sends the browser to sign in.
+        webmail = client.get("/mail/")
+        assert webmail.status_code == 302 and where(webmail).startswith("/sso/login")
+        assert client.get("/mail/sso").status_code == 302
+    with browsing.chromium_for(stack) as chromium:
+        page = browsing.new_context(chromium).new_page()
+        page.goto(f"{base}/mail/")
+        sso_in_browser(page, base, user, password)
+        assert page.url == f"{base}/sso/2fa"
+        page.fill("#code", pyotp.TOTP(secret).at(time.time() + 30))
+        page.click("main button[type=submit]")
+        page.wait_for_url(re.compile(r"/mail/\?_task=mail"), timeout=20_000)

@@ -101,12 +101,28 @@ def test_config_data_and_socket(root: Path) -> None:
     )
     assert check.returncode == 0, check.stderr
     assert php_config(service.etc, "request_path") == '"/mail/"'
-    # Implicit TLS where PORTS opens it, checking the served name.
-    assert php_config(service.etc, "imap_host") == f'"ssl://{ADDRESS}:993"'
-    assert php_config(service.etc, "smtp_host") == f'"ssl://{ADDRESS}:465"'
-    assert '"peer_name":"mail.example.test"' in php_config(service.etc, "imap_conn_options")
-    assert php_config(service.etc, "plugins") == '["markasjunk","managesieve"]'
-    assert php_config(service.etc, "managesieve_host") == f'"tls://{ADDRESS}"'
+    # The webmail's own listeners on the internal address (the test's bind address), from
+    # that address, with the single sign-on token (%p), never the public ports.
+    assert php_config(service.etc, "imap_host") == f'"{ADDRESS}:10143"'
+    assert php_config(service.etc, "smtp_host") == f'"{ADDRESS}:10027"'
+    assert php_config(service.etc, "smtp_pass") == '"%p"'
+    assert f'"bindto":"{ADDRESS}:0"' in php_config(service.etc, "imap_conn_options")
+    assert php_config(service.etc, "managesieve_host") == f'"{ADDRESS}"'
+    assert php_config(service.etc, "managesieve_port") == "14190"
+    # Roost's plugin first, then ROUNDCUBE_PLUGINS' default.
+    assert php_config(service.etc, "plugins") == (
+        '["roost","archive","zipdownload","markasjunk","managesieve"]'
+    )
+    assert php_config(service.etc, "roost_sso_entry") == '"/mail/sso"'
+    assert php_config(service.etc, "roost_password_url") == '"/admin/account"'
+    # Roundcube loads its plugins from Roost's directory: Debian's, and Roost's own.
+    plugins = service.etc / "plugins"
+    assert (plugins / "managesieve").resolve() == Path("/usr/share/roundcube/plugins/managesieve")
+    assert (plugins / "roost" / "roost.php").is_file()
+    assert f"define('RCUBE_PLUGINS_DIR', '{plugins}/');" in (service.etc / "prepend.php").read_text()
+    assert f"auto_prepend_file] = {service.etc}/prepend.php" in service.fpm_conf.read_text()
+    lint = subprocess.run(["php", "-l", str(plugins / "roost" / "roost.php")], check=False)
+    assert lint.returncode == 0
     assert php_config(service.etc, "des_key") == f'"{des_key(layout.settings.SECRET_KEY)}"'
     assert str(root / "webmail" / "roundcube.db") in php_config(service.etc, "db_dsnw")
     config = (service.etc / "config.inc.php").stat()
@@ -120,14 +136,16 @@ def test_config_data_and_socket(root: Path) -> None:
     assert service.readiness().unix_sockets == (layout.roundcube_socket,)
 
 
-def test_it_needs_a_listener_to_read_and_send_through(root: Path) -> None:
-    layout = layout_of(root, WEBMAIL="roundcube", PORTS=(25, 80, 443, 465))
-    with pytest.raises(ServiceConfigError, match="add 993 or 143 to PORTS"):
+def test_roundcube_plugins_as_mailu_with_roosts_own_always(root: Path) -> None:
+    layout = layout_of(root, WEBMAIL="roundcube", ROUNDCUBE_PLUGINS=("managesieve", "roost"))
+    assert RoundcubeService(layout).context()["plugins"] == ["roost", "managesieve"]
+    layout = layout_of(root, WEBMAIL="roundcube", ROUNDCUBE_PLUGINS=("markasjunk", "nosuch"))
+    with pytest.raises(ServiceConfigError, match="ROUNDCUBE_PLUGINS: no such .*: nosuch"):
         RoundcubeService(layout).context()
-    layout = layout_of(root, WEBMAIL="roundcube", PORTS=(25, 80, 143, 587), TLS_FLAVOR="notls")
-    context = RoundcubeService(layout).context()
-    assert (context["imap_host"], context["smtp_host"]) == (f"{ADDRESS}:143", f"{ADDRESS}:587")
-    assert context["managesieve_host"] is None  # PORTS has no 4190: no filters plugin
+    environ = {"WEBMAIL": "roundcube", "ROUNDCUBE_PLUGINS": " Archive , markasjunk,,"}
+    assert load_settings(environ=environ).ROUNDCUBE_PLUGINS == ("archive", "markasjunk")
+    with pytest.raises(SettingsError, match=r"ROUNDCUBE_PLUGINS=.*'\.\./x' is not a plugin"):
+        load_settings(environ={"ROUNDCUBE_PLUGINS": "markasjunk,../x"})
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nginx -t runs as root")
@@ -139,6 +157,15 @@ def test_nginx_serves_it_under_web_webmail_only_when_on(root: Path) -> None:
     assert "alias /var/lib/roundcube/public_html/;" in webmail
     assert f"fastcgi_pass unix:{root}/run/roundcube/php-fpm.sock;" in webmail
     assert "fastcgi_param SCRIPT_FILENAME /var/lib/roundcube/public_html/index.php;" in webmail
+    # Every PHP request asks the web application first; the token goes to PHP only on the
+    # SSO entry path, and nowhere else can a request set it.
+    assert "auth_request /sso/webmail/auth;" in webmail
+    assert 'fastcgi_param ROOST_SSO_TOKEN "";' in webmail
+    entry = directives(block(https, "location = /webmail/sso {"))
+    assert "auth_request /sso/webmail/token;" in entry
+    assert "fastcgi_param ROOST_SSO_TOKEN $roost_webmail_token;" in entry
+    for endpoint in ("/sso/webmail/auth", "/sso/webmail/token"):
+        assert "internal;" in directives(block(https, f"location = {endpoint} {{"))
     # A path is matched as itself, not as a regular expression.
     text = nginx_conf(root, WEBMAIL="roundcube", WEB_WEBMAIL="/web.mail")
     assert r"location ~ ^/web\.mail/(?:index\.php)?$ {" in text

@@ -71,12 +71,13 @@ def _host_port(address: str, port: int) -> str:
 
 def plugins(settings: Settings, available: Path = DEBIAN_PLUGINS) -> list[str]:
     """Roost's own plugin, then ROUNDCUBE_PLUGINS, each of which Debian must ship."""
-    missing = [name for name in settings.ROUNDCUBE_PLUGINS if not (available / name).is_dir()]
+    chosen = [name for name in settings.ROUNDCUBE_PLUGINS if name != PLUGIN]
+    missing = [name for name in chosen if not (available / name).is_dir()]
     if missing:
         raise ServiceConfigError(
             f"ROUNDCUBE_PLUGINS: no such Roundcube plugin in {available}: {', '.join(missing)}"
         )
-    return [PLUGIN, *(n for n in settings.ROUNDCUBE_PLUGINS if n != PLUGIN)]
+    return [PLUGIN, *chosen]
 
 
 @dataclass
