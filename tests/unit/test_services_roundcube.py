@@ -107,8 +107,7 @@ def test_config_data_and_socket(root: Path) -> None:
     assert php_config(service.etc, "smtp_host") == f'"{ADDRESS}:10027"'
     assert php_config(service.etc, "smtp_pass") == '"%p"'
     assert f'"bindto":"{ADDRESS}:0"' in php_config(service.etc, "imap_conn_options")
-    assert php_config(service.etc, "managesieve_host") == f'"{ADDRESS}"'
-    assert php_config(service.etc, "managesieve_port") == "14190"
+    assert php_config(service.etc, "managesieve_host") == f'"{ADDRESS}:14190"'
     # Roost's plugin first, then ROUNDCUBE_PLUGINS' default.
     assert php_config(service.etc, "plugins") == (
         '["roost","archive","zipdownload","markasjunk","managesieve"]'

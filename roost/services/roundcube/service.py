@@ -116,9 +116,9 @@ class RoundcubeService(Service):
             # the connection never leaves the host), where the gate takes its tokens.
             "imap_host": _host_port(internal, WEBMAIL_IMAP_PORT),
             "smtp_host": _host_port(internal, WEBMAIL_SUBMISSION_PORT),
-            # Filters through Dovecot's ManageSieve (RFC 5804).
-            "managesieve_host": f"[{internal}]" if ":" in internal else internal,
-            "sieve_port": WEBMAIL_SIEVE_PORT,
+            # Filters through Dovecot's ManageSieve (RFC 5804); the managesieve plugin
+            # takes the port from the host (its managesieve_port is no longer read).
+            "managesieve_host": _host_port(internal, WEBMAIL_SIEVE_PORT),
             "bind_to": _host_port(internal, 0),
             "plugins": plugins(settings),
             # Roost's own password page instead of a password plugin.
