@@ -38,6 +38,8 @@ from tests.e2e.test_two_factor_mail import ENROL
 
 pytestmark = pytest.mark.e2e
 
+#: Prints the secret of the enrolment it confirms (test_two_factor_mail.py's script).
+SCRIPT = (sys.executable, "-c", ENROL.replace('print("enrolled")', "print(secret)"))
 WEBMAIL_IMAP = 10143
 WEBMAIL_SUBMISSION = 10027
 
@@ -193,7 +195,7 @@ def test_a_token_opens_the_webmail_listeners_only_and_dies_with_the_sso_session(
             smtp.ehlo("roundcube")
             assert smtp.login(user, token)[0] == 235
         # Another account's address with this token, and a password: refused there.
-        other, other_password = new_user(stack, "other")
+        other, _ = new_user(stack, "other")
         assert webmail_imap(stack, other, token).startswith("NO")
         assert webmail_imap(stack, user, password + "-2").startswith("NO")
         stack.wait_for_log(r"failed: webmail: password refused: the webmail's listeners take")
@@ -293,9 +295,19 @@ def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
         page.locator("#filterslist", has_text="From the boss").wait_for(timeout=15_000)
         stack.wait_for_log(rf"Login attempt for: {re.escape(user)}/sieve/14190 .*webmail token")
         script = subprocess.run(
-            ["doveadm", "-c", str(stack.root / "etc" / "dovecot" / "dovecot.conf"),
-             "sieve", "get", "-u", user, "roundcube"],
-            capture_output=True, text=True, check=False,
+            [
+                "doveadm",
+                "-c",
+                str(stack.root / "etc" / "dovecot" / "dovecot.conf"),
+                "sieve",
+                "get",
+                "-u",
+                user,
+                "roundcube",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert "From the boss" in script.stdout, (script.stdout, script.stderr)
 
@@ -335,8 +347,7 @@ def test_a_two_factor_user_needs_the_code_for_webmail(stack: Stack) -> None:
         sso_sign_in(client, user, password)  # the first sign-in's password change
     password += "-2"
     enrolled = subprocess.run(
-        [sys.executable, "-c", ENROL.replace('print("enrolled")', "print(secret)")]
-        + [str(stack.env_file), user],
+        [*SCRIPT, str(stack.env_file), user],
         capture_output=True,
         text=True,
         env=stack.environ(),

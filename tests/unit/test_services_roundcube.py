@@ -118,7 +118,9 @@ def test_config_data_and_socket(root: Path) -> None:
     plugins = service.etc / "plugins"
     assert (plugins / "managesieve").resolve() == Path("/usr/share/roundcube/plugins/managesieve")
     assert (plugins / "roost" / "roost.php").is_file()
-    assert f"define('RCUBE_PLUGINS_DIR', '{plugins}/');" in (service.etc / "prepend.php").read_text()
+    assert (
+        f"define('RCUBE_PLUGINS_DIR', '{plugins}/');" in (service.etc / "prepend.php").read_text()
+    )
     assert f"auto_prepend_file] = {service.etc}/prepend.php" in service.fpm_conf.read_text()
     lint = subprocess.run(["php", "-l", str(plugins / "roost" / "roost.php")], check=False)
     assert lint.returncode == 0
@@ -139,7 +141,7 @@ def test_roundcube_plugins_as_mailu_with_roosts_own_always(root: Path) -> None:
     layout = layout_of(root, WEBMAIL="roundcube", ROUNDCUBE_PLUGINS=("managesieve", "roost"))
     assert RoundcubeService(layout).context()["plugins"] == ["roost", "managesieve"]
     layout = layout_of(root, WEBMAIL="roundcube", ROUNDCUBE_PLUGINS=("markasjunk", "nosuch"))
-    with pytest.raises(ServiceConfigError, match="ROUNDCUBE_PLUGINS: no such .*: nosuch"):
+    with pytest.raises(ServiceConfigError, match=r"ROUNDCUBE_PLUGINS: no such .*: nosuch"):
         RoundcubeService(layout).context()
     environ = {"WEBMAIL": "roundcube", "ROUNDCUBE_PLUGINS": " Archive , markasjunk,,"}
     assert load_settings(environ=environ).ROUNDCUBE_PLUGINS == ("archive", "markasjunk")
