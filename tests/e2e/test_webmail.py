@@ -129,6 +129,13 @@ def test_a_browser_without_sso_is_sent_to_sign_in_and_never_loops(stack: Stack) 
             page = client.get(path)
             assert page.status_code == 302, (path, page.text[:500])
             assert where(page).startswith("/sso/login?url=/mail/"), path
+        # Roundcube's background requests get 403, on which its page reloads itself.
+        ajax = client.get(
+            "/mail/",
+            params={"_task": "mail", "_action": "refresh"},
+            headers={"X-Roundcube-Request": "x"},
+        )
+        assert ajax.status_code == 403
         # The sign-in page is the web's own, never guarded: it answers.
         assert client.get(where(page)).status_code == 200
         # Roundcube's static files need no session; its internal endpoints are nginx's.

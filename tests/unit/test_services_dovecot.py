@@ -400,3 +400,25 @@ def test_without_proxy_protocol_no_listener_takes_a_header(root: Path) -> None:
     for login, listener in (("imap-login", "imaps"), ("pop3-login", "pop3s")):
         assert effective(service, f"service/{login}/inet_listener/{listener}/haproxy") == "no"
     assert effective(service, "haproxy_trusted_networks") == ""
+
+
+def test_the_webmails_own_listeners_on_the_internal_address(root: Path) -> None:
+    """WEBMAIL=roundcube: IMAP and ManageSieve for Roundcube alone, even with PORTS closed to
+    both, where the gate takes its single sign-on tokens (roost/gate/webmail.py)."""
+    service = dovecot(root, PORTS=(25, 443), WEBMAIL="roundcube")
+    service.render()
+    assert effective(service, "protocols").split() == ["imap", "sieve", "lmtp"]
+    listener = "service/imap-login/inet_listener/imap-webmail"
+    assert effective(service, f"{listener}/port") == "10143"
+    assert effective(service, f"{listener}/address") == service.layout.internal_address
+    assert effective(service, "service/imap-login/inet_listener/imaps/port") == "0"
+    assert effective(service, "service/managesieve-login/inet_listener/sieve-webmail/port") == (
+        "14190"
+    )
+    # Postfix's webmail listener is known by the SASL service name it gives Dovecot.
+    lua = service.lua_file.read_text()
+    assert 'local webmail_smtp_service = "smtp-webmail"' in lua
+    assert 'local webmail_smtp_port = "10027"' in lua
+    plain = dovecot(root)
+    plain.render()
+    assert "webmail" not in plain.config_file.read_text()

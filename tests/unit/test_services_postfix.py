@@ -536,3 +536,17 @@ def test_proxy_protocol_moves_submission_behind_nginx(root: Path) -> None:
     assert service_param(service, "587", "smtpd_upstream_proxy_protocol") == ""
     # Port 25's header is nginx's mail proxy's; Postfix hears XCLIENT there as before.
     assert service_param(service, f"{internal}:10025", "smtpd_upstream_proxy_protocol") == ""
+
+
+def test_the_webmails_submission_listener(root: Path) -> None:
+    """WEBMAIL=roundcube: submission for Roundcube alone on the internal address, naming
+    its SASL service so that the gate knows the listener (tokens only there)."""
+    service = rendered(root, WEBMAIL="roundcube")
+    listener = f"{ADDRESS}:10027"
+    assert f"{listener}/inet" in services(service)
+    assert service_param(service, listener, "smtpd_sasl_service") == "smtp-webmail"
+    assert service_param(service, listener, "smtpd_sasl_auth_enable") == "yes"
+    assert service_param(service, listener, "smtpd_relay_restrictions") == (
+        "$roost_submission_relay_restrictions"
+    )
+    assert f"{listener}/inet" not in services(rendered(root))
