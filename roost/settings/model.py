@@ -632,7 +632,7 @@ class Settings:
         "webmail served elsewhere), empty: 404",
     )
     ROUNDCUBE_PLUGINS: tuple[str, ...] = setting(
-        ("archive", "zipdownload", "markasjunk", "managesieve"),
+        ("archive", "markasjunk", "managesieve"),
         p.plugin_names,
         "web",
         "WEBMAIL=roundcube: Roundcube's plugins, a comma list of Debian's "

@@ -227,6 +227,18 @@ def test_a_token_opens_the_webmail_listeners_only_and_dies_with_the_sso_session(
     stack.wait_for_log(r"webmail token unknown, expired or revoked")
 
 
+def in_folder(stack: Stack, user: str, password: str, folder: str, subject: str) -> bool:
+    imap = stack.imap()
+    try:
+        imap.login(user, password)
+        if imap.select(folder, readonly=True)[0] != "OK":
+            return False
+        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+        return bool(found[0].split())
+    finally:
+        imap.logout()
+
+
 def sso_in_browser(page: Any, base: str, user: str, password: str) -> None:
     """Roost's sign-in page (and the first sign-in's password change)."""
     page.fill("#email", user)
@@ -249,9 +261,12 @@ def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
     base = browsing.BASE
     user, password = new_user(stack, "browser")
     subject = f"in the browser {uuid.uuid4()}"
+    junk = f"junk for the browser {uuid.uuid4()}"
     with stack.smtp() as smtp:
-        smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, subject))
+        for title in (subject, junk):
+            smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, title))
     stack.wait_for_message(user, password, subject)
+    stack.wait_for_message(user, password, junk)
     with browsing.chromium_for(stack) as chromium:
         context = browsing.new_context(chromium)
         page = context.new_page()
@@ -265,6 +280,18 @@ def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
         row.dblclick()
         page.wait_for_url(re.compile(r"_action=show"), timeout=15_000)
         page.locator("#messagebody", has_text="Hello from the test.").wait_for(timeout=15_000)
+
+        # markasjunk moves a message to Junk (where Dovecot's IMAPSieve hands it to Rspamd).
+        page.goto(f"{base}/mail/?_task=mail&_mbox=INBOX")
+        page.locator("#messagelist tr", has_text=junk).click()
+        # Roundcube ignores a command while it is busy loading the message's preview.
+        page.wait_for_load_state("networkidle")
+        with page.expect_response(lambda r: "plugin.markasjunk.junk" in r.url, timeout=15_000):
+            page.locator("a.button.junk:not(.disabled)").first.click()
+        deadline = time.monotonic() + 20
+        while not in_folder(stack, user, password + "-2", "Junk", junk):
+            assert time.monotonic() < deadline, stack.log_tail()
+            time.sleep(0.5)
 
         # Send one to an outside peer (submission on the webmail's listener, the token).
         sent_subject = f"from webmail {uuid.uuid4()}"
@@ -320,6 +347,7 @@ def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
 
         # Signing out of Roundcube signs out of the SSO too.
         page.goto(f"{base}/mail/?_task=mail")
+        page.locator("#messagelist tr", has_text=subject).wait_for(timeout=20_000)
         page.click("a.logout")
         page.wait_for_url(re.compile(r"/sso/login"), timeout=15_000)
         page.goto(f"{base}/admin/account")

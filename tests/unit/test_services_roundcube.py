@@ -110,7 +110,7 @@ def test_config_data_and_socket(root: Path) -> None:
     assert php_config(service.etc, "managesieve_host") == f'"{ADDRESS}:14190"'
     # Roost's plugin first, then ROUNDCUBE_PLUGINS' default.
     assert php_config(service.etc, "plugins") == (
-        '["roost","archive","zipdownload","markasjunk","managesieve"]'
+        '["roost","archive","markasjunk","managesieve"]'
     )
     assert php_config(service.etc, "roost_sso_entry") == '"/mail/sso"'
     assert php_config(service.etc, "roost_password_url") == '"/admin/account"'
