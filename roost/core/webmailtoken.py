@@ -10,10 +10,12 @@ only while :func:`refusal` finds nothing wrong:
 * the token's record (``webmail-token:<sha256(token)>`` in the web's Redis database) still
   exists: the web deletes it at sign-out and when it mints the session's next token, and
   it expires with the session's absolute lifetime at the latest;
+* it is the SSO session's current token (``webmail-current:<sha256(session id)>``, a key
+  of its own, so that the session's other requests, which write the session back, never
+  undo a newer token);
 * the SSO session it names still exists (it ends at sign-out, after SESSION_TIMEOUT idle,
-  after PERMANENT_SESSION_LIFETIME, and at every password change of the account), is
-  signed in (two-factor login done, when the account has it) as the same address, and
-  names this token as its current one;
+  after PERMANENT_SESSION_LIFETIME, and at every password change of the account) and is
+  signed in (two-factor login done, when the account has it) as the same address;
 * the session's password fingerprint still matches the account's stored password.
 
 Redis holds SHA-256 digests of tokens and session ids, never either, so a copy of its
@@ -31,8 +33,10 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "CURRENT_KEY",
     "TOKEN_KEY",
     "TOKEN_PREFIX",
+    "current_key",
     "digest",
     "looks_like_token",
     "new_token",
@@ -46,6 +50,8 @@ __all__ = [
 TOKEN_PREFIX = "roost-webmail-"
 #: Redis key prefix of a token's record (the web's session database).
 TOKEN_KEY = "webmail-token:"
+#: Redis key prefix of a session's current token (its digest), by the session's digest.
+CURRENT_KEY = "webmail-current:"
 #: Random bytes in a token (256 bits: never guessed, so no rate limit is needed on them).
 _TOKEN_BYTES = 32
 #: The length of a token: the prefix and 43 base64url characters.
@@ -68,6 +74,10 @@ def looks_like_token(password: str) -> bool:
 
 def token_key(token_digest: str) -> str:
     return TOKEN_KEY + token_digest
+
+
+def current_key(session_digest: str) -> str:
+    return CURRENT_KEY + session_digest
 
 
 def record(user: str, session_digest: str) -> str:
@@ -95,6 +105,7 @@ def refusal(
     token: str,
     email: str,
     raw_record: bytes | str | None,
+    raw_current: bytes | str | None,
     raw_session: bytes | str | None,
     password_mark: str,
     lifetime: int,
@@ -102,8 +113,9 @@ def refusal(
 ) -> str | None:
     """Why ``token`` does not log ``email`` in (the tail of the gate's log line), or None.
 
-    ``raw_record`` is what :func:`token_key` holds, ``raw_session`` what the session key it
-    names holds (either None when missing), ``password_mark`` the fingerprint of the
+    ``raw_record`` is what :func:`token_key` holds, ``raw_current`` and ``raw_session`` what
+    :func:`current_key` and the session key of the session it names hold (None when
+    missing), ``password_mark`` the fingerprint of the
     account's stored password (``roost.core.websession.password_fingerprint``) and
     ``lifetime`` PERMANENT_SESSION_LIFETIME.
     """
@@ -114,14 +126,14 @@ def refusal(
         return "webmail token unknown, expired or revoked"
     if entry.get("user") != email:
         return "webmail token of another account"
+    current = raw_current.decode() if isinstance(raw_current, bytes) else raw_current
+    if current is None or not hmac.compare_digest(current, digest(token)):
+        return "webmail token replaced by a newer one"
     session = _load(raw_session)
     if session is None:
         return "webmail token of an SSO session that has ended"
     if session.get("user") != email:
         return "webmail token of an SSO session not signed in as this account"
-    current = session.get("webmail")
-    if not isinstance(current, str) or not hmac.compare_digest(current, digest(token)):
-        return "webmail token replaced by a newer one"
     created = session.get("created")
     moment = time.time() if now is None else now
     if not isinstance(created, (int, float)) or moment - created > lifetime:

@@ -60,17 +60,19 @@ class WebmailTokens:
         token_digest = webmailtoken.digest(token)
         try:
             raw_record = await self._redis.get(webmailtoken.token_key(token_digest))
-            raw_session = None
-            if raw_record is not None:
-                session = webmailtoken.session_of(raw_record)
-                if session is not None:
-                    raw_session = await self._redis.get(websession.SESSION_KEY + session)
+            raw_current = raw_session = None
+            session = None if raw_record is None else webmailtoken.session_of(raw_record)
+            if session is not None:
+                raw_current, raw_session = await self._redis.mget(
+                    webmailtoken.current_key(session), websession.SESSION_KEY + session
+                )
         except RedisError as exc:
             return f"webmail token not checked: Redis: {exc}"
         return webmailtoken.refusal(
             token,
             user.email,
             raw_record,
+            raw_current,
             raw_session,
             websession.password_fingerprint(self._settings.SECRET_KEY, user.password_hash),
             self._settings.PERMANENT_SESSION_LIFETIME,

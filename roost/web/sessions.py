@@ -184,11 +184,17 @@ class SessionStore(ABC):
         """End every session of ``email``; the number ended."""
 
     @abstractmethod
-    async def save_webmail_token(self, token_digest: str, record: str, ttl: int) -> None:
-        """Keep a webmail token's record (:mod:`roost.core.webmailtoken`) for ``ttl`` s."""
+    async def save_webmail_token(self, sid: str, token_digest: str, record: str, ttl: int) -> None:
+        """Keep a webmail token's record as session ``sid``'s current token for ``ttl`` s
+        (:mod:`roost.core.webmailtoken`)."""
 
     @abstractmethod
-    async def delete_webmail_token(self, token_digest: str) -> None: ...
+    async def current_webmail_token(self, sid: str) -> str | None:
+        """The digest of session ``sid``'s current webmail token, or None."""
+
+    @abstractmethod
+    async def delete_webmail_token(self, sid: str) -> None:
+        """Revoke session ``sid``'s current webmail token."""
 
     async def close(self) -> None:
         return None
@@ -245,11 +251,22 @@ class RedisSessionStore(SessionStore):
         await self._redis.delete(_USER_KEY + email)
         return ended
 
-    async def save_webmail_token(self, token_digest: str, record: str, ttl: int) -> None:
-        await self._redis.set(webmailtoken.token_key(token_digest), record, ex=max(1, ttl))
+    async def save_webmail_token(self, sid: str, token_digest: str, record: str, ttl: int) -> None:
+        pipe = self._redis.pipeline()
+        pipe.set(webmailtoken.token_key(token_digest), record, ex=max(1, ttl))
+        pipe.set(webmailtoken.current_key(webmailtoken.digest(sid)), token_digest, ex=max(1, ttl))
+        await pipe.execute()
 
-    async def delete_webmail_token(self, token_digest: str) -> None:
-        await self._redis.delete(webmailtoken.token_key(token_digest))
+    async def current_webmail_token(self, sid: str) -> str | None:
+        raw = await self._redis.get(webmailtoken.current_key(webmailtoken.digest(sid)))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def delete_webmail_token(self, sid: str) -> None:
+        current = await self.current_webmail_token(sid)
+        keys = [webmailtoken.current_key(webmailtoken.digest(sid))]
+        if current is not None:
+            keys.append(webmailtoken.token_key(current))
+        await self._redis.delete(*keys)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -261,7 +278,7 @@ class MemorySessionStore(SessionStore):
     def __init__(self, clock: Any = time.time) -> None:
         self._clock = clock
         self.items: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.tokens: dict[str, tuple[float, str]] = {}
+        self.tokens: dict[str, tuple[float, str, str]] = {}
 
     async def load(self, sid: str) -> dict[str, Any] | None:
         item = self.items.get(webmailtoken.digest(sid))
@@ -281,11 +298,15 @@ class MemorySessionStore(SessionStore):
             del self.items[key]
         return len(keys)
 
-    async def save_webmail_token(self, token_digest: str, record: str, ttl: int) -> None:
-        self.tokens[token_digest] = (self._clock() + ttl, record)
+    async def save_webmail_token(self, sid: str, token_digest: str, record: str, ttl: int) -> None:
+        self.tokens[sid] = (self._clock() + ttl, token_digest, record)
 
-    async def delete_webmail_token(self, token_digest: str) -> None:
-        self.tokens.pop(token_digest, None)
+    async def current_webmail_token(self, sid: str) -> str | None:
+        item = self.tokens.get(sid)
+        return None if item is None or item[0] <= self._clock() else item[1]
+
+    async def delete_webmail_token(self, sid: str) -> None:
+        self.tokens.pop(sid, None)
 
 
 def get_session(request: Request) -> Session:

@@ -21,6 +21,7 @@ from roost.gate.control import request_reload
 from roost.store import work
 from roost.store.entities import user as users
 from roost.web.app import create_app
+from roost.web.sessions import RedisSessionStore
 from tests.unit.test_gate_support import (
     DOMAIN,
     GateHarness,
@@ -44,12 +45,11 @@ BADAUTH = "Authentication credentials invalid"
 # -- the rule ------------------------------------------------------------------------------
 
 
-def session_json(user: str | None = READER, token: str = "", **changes: object) -> str:
+def session_json(user: str | None = READER, **changes: object) -> str:
     data: dict[str, object] = {
         "user": user,
         "created": 1000.0,
         "pw": password_fingerprint(SECRET, "hash-1"),
-        "webmail": webmailtoken.digest(token),
     }
     data.update(changes)
     return json.dumps(data)
@@ -61,6 +61,7 @@ def test_the_rule_accepts_only_the_sessions_current_token_for_its_own_account() 
     assert token != webmailtoken.new_token()
     record = webmailtoken.record(READER, webmailtoken.digest("the-session-id"))
     assert webmailtoken.session_of(record) == webmailtoken.digest("the-session-id")
+    assert webmailtoken.session_of("{}") is None
     mark = password_fingerprint(SECRET, "hash-1")
 
     def why(**given: object) -> str | None:
@@ -68,7 +69,8 @@ def test_the_rule_accepts_only_the_sessions_current_token_for_its_own_account() 
             "token": token,
             "email": READER,
             "raw_record": record,
-            "raw_session": session_json(token=token),
+            "raw_current": webmailtoken.digest(token).encode(),
+            "raw_session": session_json(),
             "password_mark": mark,
             "lifetime": 3600,
             "now": 2000.0,
@@ -84,12 +86,13 @@ def test_the_rule_accepts_only_the_sessions_current_token_for_its_own_account() 
     assert why(email=OTHER) == "webmail token of another account"
     assert why(raw_session=None) == "webmail token of an SSO session that has ended"
     # A session still waiting for its second factor has no user: not signed in.
-    pending = session_json(token=token, user=None, pending=READER)
+    pending = session_json(user=None, pending=READER)
     assert why(raw_session=pending) == (
         "webmail token of an SSO session not signed in as this account"
     )
-    newer = session_json(token=webmailtoken.new_token())
-    assert why(raw_session=newer) == "webmail token replaced by a newer one"
+    newer = webmailtoken.digest(webmailtoken.new_token())
+    assert why(raw_current=newer) == "webmail token replaced by a newer one"
+    assert why(raw_current=None) == "webmail token replaced by a newer one"
     assert why(now=1000.0 + 3601) == (
         "webmail token of an SSO session past PERMANENT_SESSION_LIFETIME"
     )
@@ -158,8 +161,15 @@ def test_a_token_opens_the_webmail_listeners_only_while_it_is_the_sessions(
         assert status(gate, OTHER, token, "imap", 10143) == BADAUTH
         assert status(gate, READER, PASSWORD, "imap", 10143) == BADAUTH
         assert status(gate, READER, PASSWORD, "imap", 993) == "OK"
-        # The next token replaces it.
+        # The next token replaces it, even when a request that began before it writes the
+        # session back afterwards (as every signed-in request does).
+        store = RedisSessionStore.for_layout(gate.layout)
+        sid = next(value for name, value in client.cookies.items() if "session" in name)
+        before = await store.load(sid)
+        assert before is not None
         newer = await mint(client)
+        await store.save(sid, before, 600)
+        await store.close()
         assert status(gate, READER, token, "imap", 10143) == BADAUTH
         assert status(gate, READER, newer, "imap", 10143) == "OK"
 

@@ -12,7 +12,9 @@ webmail's SSO entry path ``WEB_WEBMAIL/sso`` (:data:`TOKEN_PATH`); both location
   sign-in, another account) and sends Roundcube's sign-out on to ``/sso/logout?key=``.
   The entry's answer also carries a new token and the address (``X-Roost-Webmail-Token``,
   ``X-Roost-Webmail-User``), which nginx hands to the plugin on that path only; the token
-  replaces (and revokes) the session's previous one.
+  replaces (and revokes) the session's previous one. The session's current token is a
+  Redis key of its own (:func:`roost.core.webmailtoken.current_key`), not part of the
+  session's data, which the session's parallel requests write back.
 * 401 with ``X-Roost-Signin``: nobody (whole) is signed in; nginx sends the browser there
   (``/sso/login?url=<the webmail page>``, or ``/sso/pw_change``). The sign-in page is
   the web's own and never guarded, so this cannot loop.
@@ -64,9 +66,8 @@ def logout_key(secret_key: str, sid: str) -> str:
 
 async def revoke(request: Request, session: Session) -> None:
     """Delete the session's webmail token, so the gate refuses it from now on."""
-    current = session.get("webmail")
-    if isinstance(current, str):
-        await request.app.state.sessions.delete_webmail_token(current)
+    if session.sid is not None:
+        await request.app.state.sessions.delete_webmail_token(session.sid)
 
 
 def _refused(signin: str) -> Response:
@@ -87,6 +88,7 @@ async def _answer(request: Request, mint: bool) -> Response:
         return _refused(PASSWORD_CHANGE_PAGE)
     session = get_session(request)
     assert session.sid is not None  # signed in
+    store = request.app.state.sessions
     headers = {LOGOUT_HEADER: logout_key(settings.SECRET_KEY, session.sid)}
     if mint:
         await revoke(request, session)
@@ -95,11 +97,10 @@ async def _answer(request: Request, mint: bool) -> Response:
         created = float(session.get("created", time.time()))
         left = int(settings.PERMANENT_SESSION_LIFETIME - (time.time() - created))
         record = webmailtoken.record(account.email, webmailtoken.digest(session.sid))
-        await request.app.state.sessions.save_webmail_token(token_digest, record, left)
-        session["webmail"] = token_digest
-        headers |= {USER_HEADER: account.email, TOKEN_HEADER: token}
-    current = session.get("webmail")
-    headers[ID_HEADER] = current if isinstance(current, str) else ""
+        await store.save_webmail_token(session.sid, token_digest, record, left)
+        headers |= {USER_HEADER: account.email, TOKEN_HEADER: token, ID_HEADER: token_digest}
+    else:
+        headers[ID_HEADER] = await store.current_webmail_token(session.sid) or ""
     return Response(status_code=204, headers=headers)
 
 
