@@ -109,9 +109,7 @@ def test_config_data_and_socket(root: Path) -> None:
     assert f'"bindto":"{ADDRESS}:0"' in php_config(service.etc, "imap_conn_options")
     assert php_config(service.etc, "managesieve_host") == f'"{ADDRESS}:14190"'
     # Roost's plugin first, then ROUNDCUBE_PLUGINS' default.
-    assert php_config(service.etc, "plugins") == (
-        '["roost","archive","markasjunk","managesieve"]'
-    )
+    assert php_config(service.etc, "plugins") == ('["roost","archive","markasjunk","managesieve"]')
     assert php_config(service.etc, "roost_sso_entry") == '"/mail/sso"'
     assert php_config(service.etc, "roost_password_url") == '"/admin/account"'
     # Roundcube loads its plugins from Roost's directory: Debian's, and Roost's own.
