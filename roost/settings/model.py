@@ -277,8 +277,9 @@ class Settings:
         "unbound",
         p.resolver,
         "network",
-        "the DNS resolver of outgoing mail. `unbound`: Roost runs its own DNSSEC-validating "
-        "resolver on the internal address, which DANE needs (docs/outbound-tls.md); "
+        "the DNS resolver of outgoing mail and of Rspamd's checks. `unbound`: Roost runs "
+        "its own DNSSEC-validating resolver on the internal address, which DANE needs "
+        "(docs/outbound-tls.md); "
         "`system`: the host's /etc/resolv.conf as it is (DANE works only if that resolver "
         "validates, over a path no one can tamper with); an IP address: an existing validating "
         "resolver",

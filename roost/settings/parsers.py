@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from roost.core.ratelimit import RateError, parse_rate
+
 __all__ = [
     "Parser",
     "SettingsError",
@@ -142,15 +144,14 @@ def items(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-_RATE = re.compile(
-    r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day|month|year)s?\s*$", re.I
-)
-
-
 def rate(name: str, raw: str) -> str:
-    """The ``limits`` library's syntax that Mailu uses (``5/hour``, ``50 per day``)."""
-    if not _RATE.match(raw):
-        raise SettingsError(f"{name}={raw!r}: accepts a rate such as 5/hour, 50/day or 10/minute")
+    """The ``limits`` library's syntax that Mailu uses (``5/hour``, ``50 per day``), checked
+    by the parser the rate limits themselves use, so a value that loads also works."""
+    try:
+        parse_rate(raw)
+    except RateError as exc:
+        # RateError's text starts with the value: "'five' is not a rate such as 5/hour".
+        raise SettingsError(f"{name}={exc}") from None
     return raw.strip()
 
 
@@ -386,7 +387,8 @@ def dkim_selector(name: str, raw: str) -> str:
     try:
         return check_selector(raw)
     except DkimKeyError as exc:
-        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+        # RateError's text starts with the value: "'five' is not a rate such as 5/hour".
+        raise SettingsError(f"{name}={exc}") from None
 
 
 def dkim_path(name: str, raw: str) -> str:
@@ -396,4 +398,5 @@ def dkim_path(name: str, raw: str) -> str:
     try:
         return check_path_template(raw.strip())
     except DkimKeyError as exc:
-        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+        # RateError's text starts with the value: "'five' is not a rate such as 5/hour".
+        raise SettingsError(f"{name}={exc}") from None
