@@ -570,6 +570,37 @@ class Settings:
     SQLALCHEMY_DATABASE_URI: str = setting(
         "", p.url, "database", "a full URL instead of the above", secret=True
     )
+    ROUNDCUBE_DB_FLAVOR: str = setting(
+        "",
+        p.optional(p.choice(DB_FLAVORS)),
+        "database",
+        "WEBMAIL=roundcube: Roundcube's database, `sqlite` (`ROOT/webmail/roundcube.db`), "
+        "`postgresql` or `mysql`; empty: SQLALCHEMY_DATABASE_URI_ROUNDCUBE when set, else "
+        "the same flavour as DB_FLAVOR ([webmail.md](webmail.md#database))",
+    )
+    ROUNDCUBE_DB_HOST: str = setting(
+        "",
+        p.optional(p.db_host),
+        "database",
+        "Roundcube's database server, `host` or `host:port`; empty: DB_HOST",
+    )
+    ROUNDCUBE_DB_USER: str = setting(
+        "roundcube", p.text, "database", "Roundcube's database user (server flavours)"
+    )
+    ROUNDCUBE_DB_PW: str = setting(
+        "", p.text, "database", "its password (server flavours)", secret=True
+    )
+    ROUNDCUBE_DB_NAME: str = setting(
+        "roundcube", p.text, "database", "Roundcube's database name (server flavours)"
+    )
+    SQLALCHEMY_DATABASE_URI_ROUNDCUBE: str = setting(
+        "",
+        p.roundcube_url,
+        "database",
+        "Roundcube's database as one URL in Roundcube's form, `pgsql://user:password@host/"
+        "database` or `mysql://...`, used when ROUNDCUBE_DB_FLAVOR is empty",
+        secret=True,
+    )
 
     # -- first account -------------------------------------------------------------------
     INITIAL_ADMIN_ACCOUNT: str = setting(
