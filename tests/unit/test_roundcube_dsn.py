@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from roost.layout import Layout
 from roost.services.base import ServiceConfigError
 from roost.services.roundcube.database import Database, _problem, choose, php_quoted
-from roost.layout import Layout
 from roost.services.roundcube.service import _TEMPLATES, DEBIAN_CONFIG, RoundcubeService
 from roost.settings import Settings, SettingsError, load_settings
 
