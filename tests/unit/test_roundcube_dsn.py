@@ -7,6 +7,9 @@ tables on a real server: tests/db/test_roundcube_schema.py.
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,8 @@ import pytest
 
 from roost.layout import Layout
 from roost.services.base import ServiceConfigError
-from roost.services.roundcube.database import Database, _problem, choose, php_quoted
-from roost.services.roundcube.service import _TEMPLATES, DEBIAN_CONFIG, RoundcubeService
+from roost.services.roundcube.database import SQL_DIR, Database, _problem, choose, php_quoted
+from roost.services.roundcube.service import _TEMPLATES, DEBIAN_CONFIG, USER, RoundcubeService
 from roost.settings import Settings, SettingsError, load_settings
 
 SQLITE = Path("/var/lib/roost/webmail/roundcube.db")
@@ -159,3 +162,21 @@ def test_roundcube_reads_back_user_password_host_and_name(base: Path) -> None:
         "6432",
         "rc/db",
     )
+
+
+@pytest.mark.skipif(not (DEBIAN_CONFIG / "defaults.inc.php").is_file(), reason="no Roundcube")
+@pytest.mark.skipif(os.geteuid() != 0, reason="Roundcube's tools run as its own user")
+def test_the_sqlite_file_is_made_at_start_by_roundcubes_user_at_the_packages_version(
+    base: Path,
+) -> None:
+    settings = Settings(ROOT=base, WEBMAIL="roundcube", PORTS=(25, 143, 587), TLS_FLAVOR="notls")
+    service = RoundcubeService(Layout(settings))
+    service.render()
+    service.render()  # the next start finds the tables there
+    database = base / "webmail" / "roundcube.db"
+    owner = database.stat()
+    assert (owner.st_uid, owner.st_mode & 0o777) == (pwd.getpwnam(USER).pw_uid, 0o600)
+    newest = max(path.stem for path in (SQL_DIR / "sqlite").glob("*.sql"))
+    with sqlite3.connect(database) as connection:
+        row = connection.execute("SELECT value FROM system WHERE name = 'roundcube-version'")
+        assert row.fetchone() == (newest,)
