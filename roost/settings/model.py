@@ -857,6 +857,11 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
     mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),
+    mailu_only(
+        "ROUNDCUBE_DB_PORT",
+        "named in some of Mailu's documentation, never read by Mailu: give "
+        "ROUNDCUBE_DB_HOST as `host:port`",
+    ),
     mailu_only("SESSION_KEY_BITS", "strength of web session keys"),
     mailu_only("SUBNET", "the Docker network of Mailu's containers"),
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),

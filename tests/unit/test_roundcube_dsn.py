@@ -93,7 +93,9 @@ def test_a_bad_url_is_refused_without_repeating_its_password() -> None:
 
 
 def test_a_host_that_cannot_be_in_a_url_is_refused_when_it_comes_from_db_host() -> None:
-    with pytest.raises(ServiceConfigError, match=r"DB_HOST='a@b'.*set ROUNDCUBE_DB_HOST"):
+    with pytest.raises(
+        ServiceConfigError, match=r"DB_HOST='a@b': accepts a host.*set ROUNDCUBE_DB_HOST"
+    ):
         chosen(DB_FLAVOR="postgresql", DB_HOST="a@b")
     with pytest.raises(ServiceConfigError, match="ROUNDCUBE_DB_NAME is empty"):
         chosen(ROUNDCUBE_DB_FLAVOR="mysql", ROUNDCUBE_DB_NAME="")

@@ -17,7 +17,6 @@ with Roundcube's own error line; the password never appears in a message.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from urllib.parse import quote, unquote
 
 from roost.services.base import SYSTEM_PATH, ServiceConfigError, confined
 from roost.settings import Settings
-from roost.settings.parsers import MAILU_ROUNDCUBE_SQLITE
+from roost.settings.parsers import MAILU_ROUNDCUBE_SQLITE, SettingsError, db_host
 
 __all__ = ["Database", "choose", "php_quoted", "prepare"]
 
@@ -38,7 +37,6 @@ _PACKAGES = {"pgsql": "roundcube-pgsql", "mysql": "roundcube-mysql", "sqlite": "
 #: Seconds to wait for the server before giving up (libpq's PGCONNECT_TIMEOUT, and PHP's
 #: default_socket_timeout, which mysqlnd uses to connect).
 CONNECT_TIMEOUT = 10
-_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?")
 #: Creates the tables when there are none (Roundcube's own initdb.sh, which Debian leaves
 #: out); ``users`` has been in every schema Roundcube ever had.
 _INIT = (
@@ -80,11 +78,12 @@ def choose(settings: Settings, sqlite_file: Path) -> Database:
         return Database(f"sqlite:///{sqlite_file}?mode=0600", f"SQLite file {sqlite_file}")
     host = settings.ROUNDCUBE_DB_HOST or settings.DB_HOST
     source = "ROUNDCUBE_DB_HOST" if settings.ROUNDCUBE_DB_HOST else "DB_HOST"
-    if not _HOST.fullmatch(host):
+    try:
+        db_host(source, host)
+    except SettingsError as exc:
         raise ServiceConfigError(
-            f"WEBMAIL=roundcube: {source}={host!r} is not a database server for Roundcube; "
-            "set ROUNDCUBE_DB_HOST to a host name or address, optionally with :port"
-        )
+            f"WEBMAIL=roundcube: {exc}; Roundcube needs one: set ROUNDCUBE_DB_HOST"
+        ) from None
     for name in ("ROUNDCUBE_DB_USER", "ROUNDCUBE_DB_NAME"):
         if not getattr(settings, name):
             raise ServiceConfigError(f"WEBMAIL=roundcube: {name} is empty; it needs one")
