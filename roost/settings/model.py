@@ -571,6 +571,37 @@ class Settings:
     SQLALCHEMY_DATABASE_URI: str = setting(
         "", p.url, "database", "a full URL instead of the above", secret=True
     )
+    ROUNDCUBE_DB_FLAVOR: str = setting(
+        "",
+        p.optional(p.choice(DB_FLAVORS)),
+        "database",
+        "WEBMAIL=roundcube: Roundcube's database, `sqlite` (`ROOT/webmail/roundcube.db`), "
+        "`postgresql` or `mysql`; empty: SQLALCHEMY_DATABASE_URI_ROUNDCUBE when set, else "
+        "the same flavour as DB_FLAVOR ([webmail.md](webmail.md#database))",
+    )
+    ROUNDCUBE_DB_HOST: str = setting(
+        "",
+        p.optional(p.db_host),
+        "database",
+        "Roundcube's database server, `host` or `host:port`; empty: DB_HOST",
+    )
+    ROUNDCUBE_DB_USER: str = setting(
+        "roundcube", p.text, "database", "Roundcube's database user (server flavours)"
+    )
+    ROUNDCUBE_DB_PW: str = setting(
+        "", p.text, "database", "its password (server flavours)", secret=True
+    )
+    ROUNDCUBE_DB_NAME: str = setting(
+        "roundcube", p.text, "database", "Roundcube's database name (server flavours)"
+    )
+    SQLALCHEMY_DATABASE_URI_ROUNDCUBE: str = setting(
+        "",
+        p.roundcube_url,
+        "database",
+        "Roundcube's database as one URL in Roundcube's form, `pgsql://user:password@host/"
+        "database` or `mysql://...`, used when ROUNDCUBE_DB_FLAVOR is empty",
+        secret=True,
+    )
 
     # -- first account -------------------------------------------------------------------
     INITIAL_ADMIN_ACCOUNT: str = setting(
@@ -827,6 +858,11 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
     mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),
+    mailu_only(
+        "ROUNDCUBE_DB_PORT",
+        "named in some of Mailu's documentation, never read by Mailu: give "
+        "ROUNDCUBE_DB_HOST as `host:port`",
+    ),
     mailu_only("SESSION_KEY_BITS", "strength of web session keys"),
     mailu_only("SUBNET", "the Docker network of Mailu's containers"),
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),

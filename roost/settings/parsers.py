@@ -22,6 +22,7 @@ __all__ = [
     "address",
     "boolean",
     "choice",
+    "db_host",
     "dkim_path",
     "dkim_selector",
     "email_list",
@@ -40,6 +41,7 @@ __all__ = [
     "recipient_delimiter",
     "relayhost",
     "resolver",
+    "roundcube_url",
     "text",
     "url",
     "verbatim",
@@ -304,6 +306,17 @@ def recipient_delimiter(name: str, raw: str) -> str:
     return value
 
 
+def db_host(name: str, raw: str) -> str:
+    """A database server: a host name or IPv4 address, optionally ``:port``."""
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", value):
+        raise SettingsError(
+            f"{name}={raw!r}: accepts a host name or address, optionally with :port, "
+            "such as db.example.com:5432"
+        )
+    return value
+
+
 def relayhost(name: str, raw: str) -> str:
     """Postfix's ``relayhost`` syntax: a host or ``[host]``, optionally ``:port``."""
     value = raw.strip()
@@ -318,6 +331,44 @@ def url(name: str, raw: str) -> str:
     if value and not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", value):
         raise SettingsError(f"{name}={raw!r}: accepts a sqlite://, postgresql:// or mysql:// URL")
     return value
+
+
+#: Mailu's default SQLALCHEMY_DATABASE_URI_ROUNDCUBE: SQLite in the webmail's own data.
+MAILU_ROUNDCUBE_SQLITE = "sqlite:////data/roundcube.db"
+#: The URL schemes Roundcube's rcube_db::factory() knows for PostgreSQL and MySQL/MariaDB,
+#: and SQLAlchemy's spellings of the same, each to Roundcube's.
+_ROUNDCUBE_DRIVERS = {
+    "pgsql": "pgsql",
+    "postgres": "pgsql",
+    "postgresql": "pgsql",
+    "mysql": "mysql",
+    "mysqli": "mysql",
+}
+
+
+def roundcube_url(name: str, raw: str) -> str:
+    """A Roundcube database URL (``db_dsnw``: ``pgsql://`` or ``mysql://``), or empty.
+
+    SQLAlchemy's scheme spellings (``postgresql+psycopg://``) become Roundcube's. The
+    message never repeats the value: it may hold a password.
+    """
+    value = raw.strip()
+    if not value or value == MAILU_ROUNDCUBE_SQLITE:
+        return value
+    scheme, sep, rest = value.partition("://")
+    if scheme.lower().startswith("sqlite"):
+        raise SettingsError(
+            f"{name}: a sqlite URL is not used; Roundcube's SQLite database is always "
+            "ROOT/webmail/roundcube.db: set ROUNDCUBE_DB_FLAVOR=sqlite instead"
+        )
+    driver = _ROUNDCUBE_DRIVERS.get(scheme.lower().split("+")[0])
+    if not sep or driver is None or "/" not in rest:
+        raise SettingsError(
+            f"{name}: accepts a URL such as pgsql://user:password@host/database or "
+            "mysql://user:password@host:3306/database (the value is not shown: it may hold "
+            "a password)"
+        )
+    return f"{driver}://{rest}"
 
 
 def https_url(name: str, raw: str) -> str:

@@ -5,8 +5,9 @@ runner's stderr, which only root may reopen); its workers, which run Roundcube, 
 system user ``_roundcube`` (made here on first use). Its one pool listens on a Unix socket in a
 directory ``0750 _roundcube:www-data``, so only nginx's workers reach it
 (``webmail.conf.j2``). Roundcube reads only the configuration rendered in
-``ROOT/etc/roundcube`` (``ROUNDCUBE_CONFIG_DIR``), and keeps its SQLite database and
-temporary files in ``ROOT/webmail``, ``0700`` of its user.
+``ROOT/etc/roundcube`` (``ROUNDCUBE_CONFIG_DIR``), and keeps its temporary files (and its
+SQLite database, when that is its flavour) in ``ROOT/webmail``, ``0700`` of its user. Its
+database is made ready before php-fpm starts (``database.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from roost.services.base import (
     template_environment,
     write_file,
 )
+from roost.services.roundcube.database import Database, choose, php_quoted, prepare
 from roost.settings import Settings
 
 __all__ = ["DEBIAN_CONFIG", "PUBLIC_HTML", "USER", "RoundcubeService", "webmail_enabled"]
@@ -80,6 +82,10 @@ class RoundcubeService(Service):
         return webmail_enabled(settings)
 
     @property
+    def database(self) -> Database:
+        return choose(self.layout.settings, self.layout.webmail / "roundcube.db")
+
+    @property
     def fpm_conf(self) -> Path:
         return self.etc / "php-fpm.conf"
 
@@ -99,7 +105,7 @@ class RoundcubeService(Service):
             "config_dir": self.etc,
             "data": self.layout.webmail,
             "temp": self.layout.webmail / "temp",
-            "database": self.layout.webmail / "roundcube.db",
+            "db_dsnw": php_quoted(self.database.dsn),
             "imap_host": imap,
             "smtp_host": smtp,
             # Filters through Dovecot's ManageSieve (RFC 5804) when PORTS opens it.
@@ -148,6 +154,7 @@ class RoundcubeService(Service):
         config = self.etc / "config.inc.php"
         write_file(config, _TEMPLATES.get_template("config.inc.php.j2").render(context), 0o640)
         os.chown(config, 0, account.pw_gid)
+        prepare(self.database, self.etc, USER)
 
     def command(self) -> list[str]:
         fpm = shutil.which(_PHP_FPM, path=SYSTEM_PATH)
