@@ -11,7 +11,7 @@ Names, defaults and meanings are Mailu's (https://mailu.io/master/configuration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +89,9 @@ class Setting:
     default: Any = ""
     #: False: read and checked, but Roost does not act on it yet.
     acts: bool = True
+    #: A password or key: never shown, and kept out of the environment of other
+    #: programs' daemons (roost.runner.stack).
+    secret: bool = False
 
 
 _META = "roost.setting"
@@ -110,7 +113,7 @@ def setting(
     """
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}")
-    row = {"section": section, "meaning": meaning, "parse": parse, "acts": acts}
+    row = {"section": section, "meaning": meaning, "parse": parse, "acts": acts, "secret": secret}
     return field(default=default, repr=not secret, metadata={_META: row})
 
 
@@ -855,7 +858,7 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("LOGO_URL", "logo of the web interfaces"),
     mailu_only("MEMORY_SESSIONS", "keep web sessions in memory instead of Redis"),
     mailu_only("POSTFIX_LOG_FILE", "also write Postfix's log to this file"),
-    mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
+    replace(mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"), secret=True),
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
     mailu_only("ROUNDCUBE_PLUGINS", "Roundcube plugins to load"),
     mailu_only(
@@ -885,9 +888,14 @@ def declarations() -> tuple[Setting, ...]:
                 parse=row["parse"],
                 default=f.default,
                 acts=row["acts"],
+                secret=row["secret"],
             )
         )
     return (*rows, *MAILU_ONLY)
+
+
+#: The names of secret settings (passwords, keys, URLs that may hold a password).
+SECRET_SETTINGS = frozenset(row.name for row in declarations() if row.secret)
 
 
 def declared() -> dict[str, Setting]:
