@@ -904,12 +904,18 @@ def doctor(domain: tuple[str, ...], as_json: bool, resolver: str | None) -> None
     from roost.doctor import DomainFacts, Probe, diagnose, read_certificate
     from roost.layout import Layout
     from roost.store.entities.names import domain_name, require_domain
+    from roost.store.snapshot import load_directory
 
     settings = _settings()
     try:
         server = dnscheck.parse_resolver(resolver) if resolver else None
     except ValueError as exc:
         _fail(str(exc))
+    store = work.open_store(settings)
+    try:
+        directory = load_directory(store)
+    finally:
+        store.dispose()
     with _session() as session:
         if domain:
             found = [require_domain(session, domain_name(name)) for name in domain]
@@ -920,6 +926,7 @@ def doctor(domain: tuple[str, ...], as_json: bool, resolver: str | None) -> None
                 d.name,
                 tuple(sorted(a.name for a in d.alternatives)),
                 tuple(domains.dkim_published(session, settings, d.name)),
+                directory.resolve(f"{settings.POSTMASTER}@{d.name}") is not None,
             )
             for d in found
         ]

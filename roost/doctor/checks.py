@@ -418,6 +418,22 @@ def check_tlsrpt(domain: str, txt: Looked, expected: Record | None) -> Finding:
     return Finding("tls-rpt", OK, f"reports go to {', '.join(uris)}", "", ref)
 
 
+def check_postmaster(domain: str, localpart: str, delivered: bool) -> Finding:
+    """Every mail domain must accept mail for its postmaster (RFC 5321 §4.5.1); bounces,
+    abuse reports and DMARC reports are sent there."""
+    ref = "RFC 5321 §4.5.1"
+    postmaster = f"{localpart}@{domain}"
+    if delivered:
+        return Finding("postmaster", OK, f"{postmaster} receives mail", "", ref)
+    return Finding(
+        "postmaster",
+        WARNING,
+        f"{postmaster} is neither a user nor an alias: mail to it is refused",
+        f"roost alias {localpart} {domain} <an administrator's address>",
+        ref,
+    )
+
+
 # -- the mail host -------------------------------------------------------------------------
 
 

@@ -38,12 +38,14 @@ DNSSEC_NOTE = (
 
 @dataclass(frozen=True, slots=True)
 class DomainFacts:
-    """A domain as the store knows it: its alternatives and its DKIM keys
-    (selector, public key; the signing key first)."""
+    """A domain as the store knows it: its alternatives, its DKIM keys (selector, public
+    key; the signing key first) and whether mail to its postmaster (POSTMASTER@name) is
+    delivered."""
 
     name: str
     alternatives: tuple[str, ...] = ()
     dkim_keys: tuple[tuple[str, str], ...] = ()
+    postmaster: bool = True
 
 
 Task = Callable[[], list[Finding]]
@@ -108,6 +110,10 @@ def _domain_tasks(
         return [checks.check_tlsrpt(name, probe.lookup(f"_smtp._tls.{name}", "TXT"), tlsrpt)]
 
     return [mx_check, spf_check, dkim_check, dmarc_check, mta_sts_check, tls_rpt_check]
+
+
+def _postmaster_task(settings: Settings, facts: DomainFacts) -> Task:
+    return lambda: [checks.check_postmaster(facts.name, settings.POSTMASTER, facts.postmaster)]
 
 
 def _host_tasks(
@@ -175,6 +181,8 @@ def diagnose(
         for name in (facts.name, *facts.alternatives):
             note = "" if name == facts.name else f"alternative of {facts.name}"
             tasks = _domain_tasks(settings, probe, name, records, facts.dkim_keys, certificate)
+            if name == facts.name:  # an alternative's postmaster is the primary's
+                tasks.append(_postmaster_task(settings, facts))
             plan.append((name, "domain", note, tasks))
     plan.append((settings.hostname, "host", "", _host_tasks(settings, probe, certificate, now)))
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

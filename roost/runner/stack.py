@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from roost.layout import Layout
 from roost.runner.supervisor import ChildSpec
 from roost.services.base import Service, ServiceConfigError
+from roost.settings import SECRET_SETTINGS
 
 
 def enabled_services(
@@ -56,8 +57,13 @@ def in_start_order(services: Sequence[Service]) -> list[Service]:
 
 
 def child_spec(service: Service, environ: Mapping[str, str] | None = None) -> ChildSpec:
-    """The supervisor's view of a service: the runner's environment plus the service's own."""
-    base = os.environ if environ is None else environ
+    """The supervisor's view of a service: the runner's environment less any secret
+    setting given there (DB_PW=... roost up), plus the service's own. Other programs'
+    daemons never need Roost's passwords; Roost's own processes get the settings they
+    need from :func:`roost.services.base.roost_environment`, as Mailu's containers get
+    only the secrets derived for them."""
+    inherited = os.environ if environ is None else environ
+    base = {k: v for k, v in inherited.items() if k not in SECRET_SETTINGS}
     stop = service.stop_command()
     refresh = service.refresh_command()
     reload = service.reload_command()

@@ -11,7 +11,7 @@ Names, defaults and meanings are Mailu's (https://mailu.io/master/configuration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +89,9 @@ class Setting:
     default: Any = ""
     #: False: read and checked, but Roost does not act on it yet.
     acts: bool = True
+    #: A password or key: never shown, and kept out of the environment of other
+    #: programs' daemons (roost.runner.stack).
+    secret: bool = False
 
 
 _META = "roost.setting"
@@ -110,7 +113,7 @@ def setting(
     """
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}")
-    row = {"section": section, "meaning": meaning, "parse": parse, "acts": acts}
+    row = {"section": section, "meaning": meaning, "parse": parse, "acts": acts, "secret": secret}
     return field(default=default, repr=not secret, metadata={_META: row})
 
 
@@ -277,8 +280,9 @@ class Settings:
         "unbound",
         p.resolver,
         "network",
-        "the DNS resolver of outgoing mail. `unbound`: Roost runs its own DNSSEC-validating "
-        "resolver on the internal address, which DANE needs (docs/outbound-tls.md); "
+        "the DNS resolver of outgoing mail and of Rspamd's checks. `unbound`: Roost runs "
+        "its own DNSSEC-validating resolver on the internal address, which DANE needs "
+        "(docs/outbound-tls.md); "
         "`system`: the host's /etc/resolv.conf as it is (DANE works only if that resolver "
         "validates, over a path no one can tamper with); an IP address: an existing validating "
         "resolver",
@@ -570,6 +574,37 @@ class Settings:
     SQLALCHEMY_DATABASE_URI: str = setting(
         "", p.url, "database", "a full URL instead of the above", secret=True
     )
+    ROUNDCUBE_DB_FLAVOR: str = setting(
+        "",
+        p.optional(p.choice(DB_FLAVORS)),
+        "database",
+        "WEBMAIL=roundcube: Roundcube's database, `sqlite` (`ROOT/webmail/roundcube.db`), "
+        "`postgresql` or `mysql`; empty: SQLALCHEMY_DATABASE_URI_ROUNDCUBE when set, else "
+        "the same flavour as DB_FLAVOR ([webmail.md](webmail.md#database))",
+    )
+    ROUNDCUBE_DB_HOST: str = setting(
+        "",
+        p.optional(p.db_host),
+        "database",
+        "Roundcube's database server, `host` or `host:port`; empty: DB_HOST",
+    )
+    ROUNDCUBE_DB_USER: str = setting(
+        "roundcube", p.text, "database", "Roundcube's database user (server flavours)"
+    )
+    ROUNDCUBE_DB_PW: str = setting(
+        "", p.text, "database", "its password (server flavours)", secret=True
+    )
+    ROUNDCUBE_DB_NAME: str = setting(
+        "roundcube", p.text, "database", "Roundcube's database name (server flavours)"
+    )
+    SQLALCHEMY_DATABASE_URI_ROUNDCUBE: str = setting(
+        "",
+        p.roundcube_url,
+        "database",
+        "Roundcube's database as one URL in Roundcube's form, `pgsql://user:password@host/"
+        "database` or `mysql://...`, used when ROUNDCUBE_DB_FLAVOR is empty",
+        secret=True,
+    )
 
     # -- first account -------------------------------------------------------------------
     INITIAL_ADMIN_ACCOUNT: str = setting(
@@ -831,8 +866,13 @@ MAILU_ONLY: tuple[Setting, ...] = (
     mailu_only("LOGO_URL", "logo of the web interfaces"),
     mailu_only("MEMORY_SESSIONS", "keep web sessions in memory instead of Redis"),
     mailu_only("POSTFIX_LOG_FILE", "also write Postfix's log to this file"),
-    mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"),
+    replace(mailu_only("RECAPTCHA_PRIVATE_KEY", "reCAPTCHA key for the sign-up page"), secret=True),
     mailu_only("RECAPTCHA_PUBLIC_KEY", "reCAPTCHA site key for the sign-up page"),
+    mailu_only(
+        "ROUNDCUBE_DB_PORT",
+        "named in some of Mailu's documentation, never read by Mailu: give "
+        "ROUNDCUBE_DB_HOST as `host:port`",
+    ),
     mailu_only("SESSION_KEY_BITS", "strength of web session keys"),
     mailu_only("SUBNET", "the Docker network of Mailu's containers"),
     mailu_only("SUBNET6", "the IPv6 Docker network of Mailu's containers"),
@@ -855,9 +895,14 @@ def declarations() -> tuple[Setting, ...]:
                 parse=row["parse"],
                 default=f.default,
                 acts=row["acts"],
+                secret=row["secret"],
             )
         )
     return (*rows, *MAILU_ONLY)
+
+
+#: The names of secret settings (passwords, keys, URLs that may hold a password).
+SECRET_SETTINGS = frozenset(row.name for row in declarations() if row.secret)
 
 
 def declared() -> dict[str, Setting]:

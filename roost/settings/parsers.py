@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from roost.core.ratelimit import RateError, parse_rate
+
 __all__ = [
     "Parser",
     "SettingsError",
@@ -20,6 +22,7 @@ __all__ = [
     "address",
     "boolean",
     "choice",
+    "db_host",
     "dkim_path",
     "dkim_selector",
     "email_list",
@@ -38,6 +41,7 @@ __all__ = [
     "recipient_delimiter",
     "relayhost",
     "resolver",
+    "roundcube_url",
     "text",
     "url",
     "verbatim",
@@ -156,15 +160,14 @@ def plugin_names(name: str, raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-_RATE = re.compile(
-    r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day|month|year)s?\s*$", re.I
-)
-
-
 def rate(name: str, raw: str) -> str:
-    """The ``limits`` library's syntax that Mailu uses (``5/hour``, ``50 per day``)."""
-    if not _RATE.match(raw):
-        raise SettingsError(f"{name}={raw!r}: accepts a rate such as 5/hour, 50/day or 10/minute")
+    """The ``limits`` library's syntax that Mailu uses (``5/hour``, ``50 per day``), checked
+    by the parser the rate limits themselves use, so a value that loads also works."""
+    try:
+        parse_rate(raw)
+    except RateError as exc:
+        # RateError's text starts with the value: "'five' is not a rate such as 5/hour".
+        raise SettingsError(f"{name}={exc}") from None
     return raw.strip()
 
 
@@ -317,6 +320,17 @@ def recipient_delimiter(name: str, raw: str) -> str:
     return value
 
 
+def db_host(name: str, raw: str) -> str:
+    """A database server: a host name or IPv4 address, optionally ``:port``."""
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", value):
+        raise SettingsError(
+            f"{name}={raw!r}: accepts a host name or address, optionally with :port, "
+            "such as db.example.com:5432"
+        )
+    return value
+
+
 def relayhost(name: str, raw: str) -> str:
     """Postfix's ``relayhost`` syntax: a host or ``[host]``, optionally ``:port``."""
     value = raw.strip()
@@ -331,6 +345,44 @@ def url(name: str, raw: str) -> str:
     if value and not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", value):
         raise SettingsError(f"{name}={raw!r}: accepts a sqlite://, postgresql:// or mysql:// URL")
     return value
+
+
+#: Mailu's default SQLALCHEMY_DATABASE_URI_ROUNDCUBE: SQLite in the webmail's own data.
+MAILU_ROUNDCUBE_SQLITE = "sqlite:////data/roundcube.db"
+#: The URL schemes Roundcube's rcube_db::factory() knows for PostgreSQL and MySQL/MariaDB,
+#: and SQLAlchemy's spellings of the same, each to Roundcube's.
+_ROUNDCUBE_DRIVERS = {
+    "pgsql": "pgsql",
+    "postgres": "pgsql",
+    "postgresql": "pgsql",
+    "mysql": "mysql",
+    "mysqli": "mysql",
+}
+
+
+def roundcube_url(name: str, raw: str) -> str:
+    """A Roundcube database URL (``db_dsnw``: ``pgsql://`` or ``mysql://``), or empty.
+
+    SQLAlchemy's scheme spellings (``postgresql+psycopg://``) become Roundcube's. The
+    message never repeats the value: it may hold a password.
+    """
+    value = raw.strip()
+    if not value or value == MAILU_ROUNDCUBE_SQLITE:
+        return value
+    scheme, sep, rest = value.partition("://")
+    if scheme.lower().startswith("sqlite"):
+        raise SettingsError(
+            f"{name}: a sqlite URL is not used; Roundcube's SQLite database is always "
+            "ROOT/webmail/roundcube.db: set ROUNDCUBE_DB_FLAVOR=sqlite instead"
+        )
+    driver = _ROUNDCUBE_DRIVERS.get(scheme.lower().split("+")[0])
+    if not sep or driver is None or "/" not in rest:
+        raise SettingsError(
+            f"{name}: accepts a URL such as pgsql://user:password@host/database or "
+            "mysql://user:password@host:3306/database (the value is not shown: it may hold "
+            "a password)"
+        )
+    return f"{driver}://{rest}"
 
 
 def https_url(name: str, raw: str) -> str:
@@ -400,7 +452,8 @@ def dkim_selector(name: str, raw: str) -> str:
     try:
         return check_selector(raw)
     except DkimKeyError as exc:
-        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+        # RateError's text starts with the value: "'five' is not a rate such as 5/hour".
+        raise SettingsError(f"{name}={exc}") from None
 
 
 def dkim_path(name: str, raw: str) -> str:
@@ -410,4 +463,5 @@ def dkim_path(name: str, raw: str) -> str:
     try:
         return check_path_template(raw.strip())
     except DkimKeyError as exc:
-        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+        # RateError's text starts with the value: "'five' is not a rate such as 5/hour".
+        raise SettingsError(f"{name}={exc}") from None

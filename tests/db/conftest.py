@@ -59,7 +59,7 @@ SERVERS = {
 DEFAULT_SERVERS = ("mariadb", "postgresql")
 
 
-def _admin_engine(server: Server) -> Engine:
+def admin_engine(server: Server) -> Engine:
     engine = create_engine(
         server.admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
     )
@@ -79,7 +79,7 @@ def _admin_engine(server: Server) -> Engine:
 def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of an empty database created for this test on one server."""
     server = SERVERS[request.param]
-    admin = _admin_engine(server)
+    admin = admin_engine(server)
     database = f"roost_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.execute(text(server.create.format(database=database)))

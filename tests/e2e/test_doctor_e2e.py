@@ -173,6 +173,8 @@ def worlds() -> Iterator[tuple[World, World]]:
     subprocess.run(["rm", "-rf", str(base)], check=True)
     base.mkdir()
     good, broken = make_world(base, "good.test", GOOD), make_world(base, "broken.test", BROKEN)
+    good.roost("user", "admin", "good.test", "doctor-test-password")
+    good.roost("alias", "postmaster", "good.test", "admin@good.test")
     spki = ca_signed_pair(good)
     tls.ensure(Layout(load_settings(env_file=broken.env_file, environ={})))  # self-signed
     add_records(
@@ -213,7 +215,7 @@ def findings(report: dict[str, Any], group: str) -> dict[str, list[dict[str, str
     return out
 
 
-CHECKS = {"mx", "spf", "dkim", "dmarc", "mta-sts", "tls-rpt"}
+CHECKS = {"mx", "spf", "dkim", "dmarc", "mta-sts", "tls-rpt", "postmaster"}
 HOST_CHECKS = {"address", "reverse-dns", "certificate", "tlsa", "ports"}
 
 
@@ -255,6 +257,7 @@ def test_a_broken_domain_gets_each_problem_and_its_fix(worlds: tuple[World, Worl
         "dmarc": ["error"],
         "mta-sts": ["ok"],
         "tls-rpt": ["ok"],
+        "postmaster": ["warning"],
         "address": ["ok"],
         "reverse-dns": ["warning"],
         "certificate": ["warning"],
@@ -280,7 +283,7 @@ def test_a_broken_domain_gets_each_problem_and_its_fix(worlds: tuple[World, Worl
     assert lines[0] == "broken.test"
     assert "          fix: broken.test. 600 IN MX 10 mail.broken.test." in lines
     assert "host mail.broken.test" in lines
-    assert lines[-1].startswith("6 error(s), 3 warning(s), 0 not checked")
+    assert lines[-1].startswith("6 error(s), 4 warning(s), 0 not checked")
 
 
 def test_a_resolver_that_does_not_answer_is_not_a_missing_record(

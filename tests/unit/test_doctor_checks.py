@@ -451,7 +451,7 @@ def test_one_run_groups_domains_alternatives_and_the_host() -> None:
         ("ptr:192.0.2.1", "PTR"): found(HOST),
     }
     probe = TableProbe(zone, {25, 443})
-    facts = [DomainFacts("example.com", ("alt.example",), (("dkim", "KEY"),))]
+    facts = [DomainFacts("example.com", ("alt.example",), (("dkim", "KEY"),), postmaster=False)]
     certificate = dataclasses.replace(CERT, names=(HOST, "mta-sts.example.com"))
     report = diagnose(s, facts, probe, certificate, NOW)  # type: ignore[arg-type]
     assert [(g.name, g.kind, g.note) for g in report.groups] == [
@@ -461,14 +461,20 @@ def test_one_run_groups_domains_alternatives_and_the_host() -> None:
     ]
     by_check = {f.check: f for f in report.groups[0].findings}
     assert [f.check for f in report.groups[0].findings] == [
-        "mx", "spf", "dkim", "dmarc", "mta-sts", "tls-rpt"
+        "mx", "spf", "dkim", "dmarc", "mta-sts", "tls-rpt", "postmaster"
     ]  # fmt: skip
+    # RFC 5321 §4.5.1: the postmaster must receive mail; an alternative's is the primary's.
+    assert by_check["postmaster"].severity == WARNING
+    assert by_check["postmaster"].fix == (
+        "roost alias postmaster example.com <an administrator's address>"
+    )
     assert by_check["spf"].severity == OK and by_check["dkim"].severity == OK
     # A probe that fails is that check's "unknown", not the run's end.
     assert by_check["mta-sts"].severity == UNKNOWN
     assert by_check["mta-sts"].message == "the check failed: RuntimeError: no network in unit tests"
     assert by_check["tls-rpt"].severity == WARNING  # served MTA-STS, but no TLS-RPT record
     alt = {f.check: f for f in report.groups[1].findings}
+    assert "postmaster" not in alt
     assert (
         alt["mx"].severity == ERROR
         and alt["mx"].fix == "alt.example. 600 IN MX 10 mail.example.com."

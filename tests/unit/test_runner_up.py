@@ -24,7 +24,8 @@ from roost.runner.summary import listening, summary_lines
 from roost.runner.supervisor import Policy
 from roost.services.base import Readiness, Service, ServiceConfigError
 from roost.services.gate import GateService
-from roost.settings import Settings, load_settings
+from roost.services.redis import RedisService
+from roost.settings import SECRET_SETTINGS, Settings, load_settings
 
 FAST = Policy(ready_timeout=5, stop_grace=2, probe_interval=0.05, adopt_orphans=False)
 # Prints, then listens on the socket named by argv[2]: ready means it has printed.
@@ -285,9 +286,9 @@ def test_the_registry_makes_the_ten_daemons_in_start_order(base: Path) -> None:
         "redis",
         "gate",
         "rspamd-redis",
-        "rspamd",
         "dovecot",
         "unbound",
+        "rspamd",
         "mtasts",
         "postfix",
         "web",
@@ -335,6 +336,19 @@ def test_the_gate_runs_this_roost_with_the_same_settings(base: Path) -> None:
     assert load_settings(environ=spec.env) == settings
     source = Path(spec.env["PYTHONPATH"].split(os.pathsep)[0])
     assert (source / "roost" / "runner" / "__init__.py").exists()
+
+
+def test_secrets_in_the_runners_environment_reach_only_roosts_own_processes(
+    base: Path,
+) -> None:
+    settings = make_settings(base, DB_PW="from-the-file")
+    layout = Layout(settings)
+    environ = {"PATH": "/usr/bin", "DB_PW": "given-to-roost-up", "RELAYPASSWORD": "x"}
+    assert {"DB_PW", "RELAYPASSWORD", "SECRET_KEY", "ROUNDCUBE_DB_PW"} <= SECRET_SETTINGS
+    redis = child_spec(RedisService(layout), environ=environ)
+    assert redis.env == {"PATH": "/usr/bin", **RedisService(layout).environment()}
+    gate = child_spec(GateService(layout), environ=environ)
+    assert gate.env is not None and gate.env["DB_PW"] == "from-the-file"
 
 
 def test_summary_names_ports_host_and_admin(base: Path) -> None:

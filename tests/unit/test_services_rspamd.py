@@ -59,6 +59,23 @@ def test_rendered_configuration_passes_rspamadm_and_hides_the_controller_passwor
     assert "enabled = false;" in (service.local_d / "fuzzy_check.conf").read_text()
 
 
+@pytest.mark.parametrize(
+    ("resolver", "nameserver"),
+    [("unbound", f"{ADDRESS}:53"), ("2001:db8::53", "[2001:db8::53]:53"), ("system", None)],
+)
+def test_rspamd_asks_the_resolver_postfix_asks(
+    root: Path, resolver: str, nameserver: str | None
+) -> None:
+    service = RspamdService(Layout(make_settings(root, ADDRESS, DNS_RESOLVER=resolver)))
+    service.render()  # rspamadm configtest judges the dns block
+    options = (service.local_d / "options.inc").read_text()
+    if nameserver is None:
+        assert "nameserver" not in options
+    else:
+        assert f'nameserver = ["{nameserver}"];' in options
+    assert "unbound" in service.after
+
+
 def test_overrides_merge_copy_and_replace(root: Path) -> None:
     service = service_for(root)
     overrides = service.overrides

@@ -50,7 +50,12 @@ def test_booleans_follow_mailus_words(raw: str, expected: bool) -> None:
         ("PORTS", "25,2525", "PORTS='25,2525': '2525' is not a mail or web port"),
         ("BIND_ADDRESS4", "::1", "BIND_ADDRESS4='::1': accepts one IPv4 address"),
         ("MESSAGE_SIZE_LIMIT", "50MB", "MESSAGE_SIZE_LIMIT='50MB': accepts a whole number"),
-        ("AUTH_RATELIMIT_IP", "five", "AUTH_RATELIMIT_IP='five': accepts a rate such as"),
+        ("AUTH_RATELIMIT_IP", "five", "AUTH_RATELIMIT_IP='five' is not a rate such as"),
+        (
+            "MESSAGE_RATELIMIT",
+            "5 per 0 hours",
+            "MESSAGE_RATELIMIT='5 per 0 hours': the period must be at least 1 hour",
+        ),
         ("RELAYNETS", "10.0.0.0/8,nope", "RELAYNETS='10.0.0.0/8,nope': 'nope' is not a network"),
         ("DOMAIN", "exa mple.com", "DOMAIN='exa mple.com': accepts a host name"),
         ("DB_FLAVOR", "oracle", "DB_FLAVOR='oracle': accepts sqlite, postgresql, mysql"),

@@ -215,6 +215,8 @@ def test_the_same_wrong_code_counts_again_in_another_time_step(gate: GateHarness
         return (await post_code(client, code)).status_code
 
     before = len(limiter_keys(gate, f"dedup2-{email}-*"))
+    if 30 - time.time() % 30 < 10:  # the two guesses must fall in one 30 s step
+        time.sleep(30 - time.time() % 30 + 0.2)
     assert browse(gate, guess, ip="203.0.113.6") == 401
     assert browse(gate, guess, ip="203.0.113.6") == 401
     assert len(limiter_keys(gate, f"dedup2-{email}-*")) == before + 1  # same step: once

@@ -5,8 +5,9 @@ runner's stderr, which only root may reopen); its workers, which run Roundcube, 
 system user ``_roundcube`` (made here on first use). Its one pool listens on a Unix socket in a
 directory ``0750 _roundcube:www-data``, so only nginx's workers reach it
 (``webmail.conf.j2``). Roundcube reads only the configuration rendered in
-``ROOT/etc/roundcube`` (``ROUNDCUBE_CONFIG_DIR``), and keeps its SQLite database and
-temporary files in ``ROOT/webmail``, ``0700`` of its user.
+``ROOT/etc/roundcube`` (``ROUNDCUBE_CONFIG_DIR``), and keeps its temporary files (and its
+SQLite database, when that is its flavour) in ``ROOT/webmail``, ``0700`` of its user. Its
+database is made ready before php-fpm starts (``database.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from roost.services.base import (
     template_environment,
     write_file,
 )
+from roost.services.roundcube.database import Database, choose, php_quoted, prepare
 from roost.settings import Settings
 
 __all__ = ["DEBIAN_CONFIG", "PUBLIC_HTML", "USER", "RoundcubeService", "webmail_enabled"]
@@ -89,6 +91,10 @@ class RoundcubeService(Service):
         return webmail_enabled(settings)
 
     @property
+    def database(self) -> Database:
+        return choose(self.layout.settings, self.layout.webmail / "roundcube.db")
+
+    @property
     def fpm_conf(self) -> Path:
         return self.etc / "php-fpm.conf"
 
@@ -111,7 +117,7 @@ class RoundcubeService(Service):
             "prepend": self.etc / "prepend.php",
             "data": self.layout.webmail,
             "temp": self.layout.webmail / "temp",
-            "database": self.layout.webmail / "roundcube.db",
+            "db_dsnw": php_quoted(self.database.dsn),
             # The webmail's own listeners on the internal loopback address (no TLS there:
             # the connection never leaves the host), where the gate takes its tokens.
             "imap_host": _host_port(internal, WEBMAIL_IMAP_PORT),
@@ -177,6 +183,7 @@ class RoundcubeService(Service):
         config = self.etc / "config.inc.php"
         write_file(config, _TEMPLATES.get_template("config.inc.php.j2").render(context), 0o640)
         os.chown(config, 0, account.pw_gid)
+        prepare(self.database, self.etc, USER)
 
     def command(self) -> list[str]:
         fpm = shutil.which(_PHP_FPM, path=SYSTEM_PATH)

@@ -32,7 +32,7 @@ from roost.core.spamhold import HoldRule
 from roost.gate.holds import CHANNEL as VERDICT_CHANNEL
 from roost.gate.rspamdpublish import KEYS_HASH as DKIM_KEYS_HASH
 from roost.gate.rspamdpublish import local_domains_path, selector_map_path
-from roost.layout import NGINX_USER, POSTFIX_FRONT_PORT
+from roost.layout import DNS_PORT, NGINX_USER, POSTFIX_FRONT_PORT
 from roost.services.base import (
     Readiness,
     Service,
@@ -92,6 +92,19 @@ def _account(name: str, lookup: Any, package: str) -> Any:
         ) from None
 
 
+def _nameserver(resolver: str | None) -> str | None:
+    """Rspamd's ``dns.nameserver`` entry for DNS_RESOLVER, or None for the host's resolver.
+
+    DNS blocklists answer only resolvers that ask them directly: Spamhaus, for one, refuses
+    queries that come through large public resolvers, so Rspamd asks the same resolver as
+    Postfix (Roost's Unbound by default), as Mailu's Rspamd asks Mailu's own resolver.
+    """
+    if resolver is None:
+        return None
+    host = f"[{resolver}]" if ":" in resolver else resolver
+    return f"{host}:{DNS_PORT}"
+
+
 @dataclass
 class RspamdService(Service):
     """Renders rspamd.conf and local.d, applies overrides, checks with rspamadm."""
@@ -99,8 +112,10 @@ class RspamdService(Service):
     name: str = field(init=False, default="rspamd")
     # Its statistics, greylisting and the DKIM keys the gate writes are in its own Redis;
     # with ANTIVIRUS=clamav it hands every part to clamd, with SCAN_MACROS Office
-    # documents to the olefy server.
-    after: Sequence[str] = field(init=False, default=("rspamd-redis", "clamav", "oletools"))
+    # documents to the olefy server; its DNS questions go to Roost's resolver.
+    after: Sequence[str] = field(
+        init=False, default=("rspamd-redis", "clamav", "oletools", "unbound")
+    )
 
     @property
     def conf(self) -> Path:
@@ -163,6 +178,7 @@ class RspamdService(Service):
                 for network in dict.fromkeys(("127.0.0.0/8", "::1/128", *settings.mynetworks))
             ),
             "local_addrs": ", ".join(f'"{network}"' for network in settings.mynetworks),
+            "nameserver": _nameserver(self.layout.validating_resolver),
             # DMARC aggregate reports (DMARC_SEND_REPORTS), sent through Postfix's front
             # listener from 127.0.0.1 (mynetworks), so Rspamd signs them as local mail.
             "reporting": settings.DMARC_SEND_REPORTS,
