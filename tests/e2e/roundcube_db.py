@@ -1,7 +1,7 @@
 """WEBMAIL=roundcube with its database on a server (test_webmail_postgresql.py,
 test_webmail_mariadb.py): a stack whose Roundcube has a database and user of its own on
 the local PostgreSQL or MariaDB, its password given as ROUNDCUBE_DB_PW_FILE, and the
-check that a sign-in through Roundcube's login form lands in that database.
+check that a sign-in (Roost's single sign-on, then the webmail) lands in that database.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def check_a_missing_database_stops_the_start(stack: Stack, account: Account) -> 
 
 
 def check_sign_in_lands_in_the_server(stack: Stack, account: Account) -> None:
-    """A user signs in through Roundcube's form: Roundcube's row for the user and the
-    session are in the server's database, no SQLite file was made, and the database
-    password is only in config.inc.php, which the world cannot read."""
+    """A user signs in (single sign-on) and opens the webmail: Roundcube's row for the
+    user and the session are in the server's database, no SQLite file was made, and the
+    database password is only in config.inc.php, which the world cannot read."""
     password = secrets.token_urlsafe(12)
     user = stack.add_user(f"rc{secrets.token_hex(3)}", password)
     with httpx.Client(base_url=f"https://{stack.address}", verify=False, timeout=20) as client:

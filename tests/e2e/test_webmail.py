@@ -87,6 +87,15 @@ def sso_sign_in(client: httpx.Client, user: str, password: str, url: str = "") -
     return page
 
 
+def sign_in(client: httpx.Client, user: str, password: str) -> httpx.Response:
+    """Sign in once at Roost's SSO and open the webmail: the inbox it lands in."""
+    sso_sign_in(client, user, password)
+    inbox = client.get("/mail/", follow_redirects=True)
+    assert inbox.status_code == 200, inbox.text[:2000]
+    assert inbox.url.path == "/mail/" and inbox.url.params["_task"] == "mail", inbox.url
+    return inbox
+
+
 def mint(stack: Stack, client: httpx.Client) -> httpx.Headers:
     """Ask the web application for a webmail token as nginx does on the SSO entry path
     (the endpoint is internal to nginx: here straight over the web's socket)."""
@@ -161,10 +170,7 @@ def test_only_roundcubes_entry_point_runs_php(stack: Stack) -> None:
 def test_signed_in_once_the_inbox_opens_and_php_runs_as_roundcubes_user(stack: Stack) -> None:
     user, password = new_user(stack, "direct")
     with client_for(stack) as client:
-        sso_sign_in(client, user, password)
-        inbox = client.get("/mail/", follow_redirects=True)
-        assert inbox.status_code == 200, inbox.text[:2000]
-        assert inbox.url.path == "/mail/" and inbox.url.params["_task"] == "mail", inbox.url
+        inbox = sign_in(client, user, password)
         assert user in inbox.text
         # Roundcube's password form is gone.
         assert 'name="_pass"' not in inbox.text
