@@ -32,13 +32,13 @@ one-signature test database (tests/unit/eicar.py) and measures it the same way, 
 each stack's processes grouped by name.
 
 Seen on a shared 2-core machine while other work ran beside it (load 11 to 16, so noisy),
-2026-12-05, ``--messages 1000 --rounds 3``, two runs each: Roost at 73 % and 76 % of the
-bare chain's median rate (45 % and 79 % before Dovecot's quota became Maildir++, with
-rounds from 44 % to 87 %: the rates alone cannot tell the two apart); CPU per message 9.9
-to 10.7 ms against 5.2 to 5.5 (before: 11.5 to 12.4 against 5.3 to 5.7), so the bare
-chain's CPU is 0.51 to 0.52 of Roost's (0.46 before). Dovecot's LMTP delivery went from
-4.2 to 4.5 ms to 2.9 to 3.3 (the bare chain's 1.5 to 1.75). Memory (sum of PSS): idle 348
-to 352 MiB, peak under load 502 to 508 MiB.
+2026-12-05, ``--messages 1000 --rounds 3``: Roost at 73 %, 76 % and (at a load of 17)
+35 % of the bare chain's median rate (45 % and 79 % in two runs before Dovecot's quota
+became Maildir++, with rounds from 44 % to 87 %: the rates alone cannot tell the two
+apart); CPU per message 9.9 to 10.7 ms against 5.2 to 5.5 (before: 11.5 to 12.4 against
+5.3 to 5.7), so the bare chain's CPU is 0.51 to 0.52 of Roost's (0.46 before). Dovecot's
+LMTP delivery went from 4.2 to 4.5 ms to 2.9 to 3.3 (the bare chain's 1.5 to 1.75).
+Memory (sum of PSS): idle 348 to 388 MiB, peak under load 502 to 531 MiB.
 docs/filtering.md ("Speed and memory") has the breakdown.
 
     ROOST_E2E_NET=127.0.49 .venv/bin/python bench/inbound_rspamd.py \
