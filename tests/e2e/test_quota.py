@@ -50,6 +50,17 @@ def test_quota_defaults_caps_and_changes(stack: Stack) -> None:
     assert rows[plain] == (0, 0)
     assert rows[capped] == (0, 5000000)  # DEFAULT_QUOTA (10^9), capped by the domain
 
+    # Unlimited is not untracked: the usage still reaches the store.
+    sender = f"ann-{uuid.uuid4().hex[:8]}@{REMOTE_DOMAIN}"
+    subject = f"counted {uuid.uuid4()}"
+    with stack.smtp() as client:
+        client.sendmail(sender, [plain], message(sender, plain, subject))
+    stack.wait_for_message(plain, PASSWORD, subject)
+    deadline = time.monotonic() + 10
+    while quota_rows(stack, plain)[plain][0] == 0:
+        assert time.monotonic() < deadline, quota_rows(stack, plain)
+        time.sleep(0.5)
+
 
 def test_mail_over_quota_bounces_and_usage_is_recorded(stack: Stack, receiver: Receiver) -> None:
     user = stack.add_user("full", PASSWORD)
