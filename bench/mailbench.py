@@ -739,6 +739,10 @@ def print_cpu(bare: Chain, roost: Chain) -> None:
         if max(base.get(name, 0), ours.get(name, 0)) >= 0.05:
             print(f"  {name:<28} {base.get(name, 0):9.2f} {ours.get(name, 0):9.2f}")
     print(f"  {'total':<28} {sum(base.values()):9.2f} {sum(ours.values()):9.2f}")
+    # On a shared machine the rates of single rounds swing with the neighbours' load; the
+    # CPU each chain spends per message is steadier, and is what a fully loaded host
+    # would see as the ratio of the rates.
+    print(f"  baseline / Roost CPU per message: {sum(base.values()) / sum(ours.values()):.2f}")
 
 
 def measure_memory(chain: Chain, args: argparse.Namespace, label: str) -> None:

@@ -50,6 +50,17 @@ def test_quota_defaults_caps_and_changes(stack: Stack) -> None:
     assert rows[plain] == (0, 0)
     assert rows[capped] == (0, 5000000)  # DEFAULT_QUOTA (10^9), capped by the domain
 
+    # Unlimited is not untracked: the usage still reaches the store.
+    sender = f"ann-{uuid.uuid4().hex[:8]}@{REMOTE_DOMAIN}"
+    subject = f"counted {uuid.uuid4()}"
+    with stack.smtp() as client:
+        client.sendmail(sender, [plain], message(sender, plain, subject))
+    stack.wait_for_message(plain, PASSWORD, subject)
+    deadline = time.monotonic() + 10
+    while quota_rows(stack, plain)[plain][0] == 0:
+        assert time.monotonic() < deadline, quota_rows(stack, plain)
+        time.sleep(0.5)
+
 
 def test_mail_over_quota_bounces_and_usage_is_recorded(stack: Stack, receiver: Receiver) -> None:
     user = stack.add_user("full", PASSWORD)
@@ -74,12 +85,15 @@ def test_mail_over_quota_bounces_and_usage_is_recorded(stack: Stack, receiver: R
     client = stack.imap()
     try:
         client.login(user, PASSWORD)
-        client.select("INBOX", readonly=True)
-        _, sizes = client.fetch("1:*", "(RFC822.SIZE)")
         _, roots = client.getquotaroot("INBOX")
     finally:
         client.logout()
-    used = sum(int(re.search(rb"RFC822.SIZE (\d+)", item).group(1)) for item in sizes)
+    # Maildir++ quota counts the message files as stored (LF line ends), in every folder.
+    home = stack.root / "mail" / user
+    used = sum(
+        path.stat().st_size for path in home.glob("**/*") if path.parent.name in ("new", "cur")
+    )
+    assert used > 0
     # IMAP QUOTA (RFC 9208) counts kibibytes, which Dovecot rounds up: 3000 bytes is 3.
     assert re.search(rb"STORAGE \d+ 3\)", roots[1][0]), roots
 

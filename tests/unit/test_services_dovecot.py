@@ -228,8 +228,7 @@ def test_delivery_quota_and_sieve(root: Path) -> None:
         assert os.access(learn / name, os.X_OK)
         assert str(service.layout.rspamd_learn_socket) in (learn / name).read_text()
     assert effective(service, "mail_plugins", "protocol=pop3").split() == mail_plugins
-    assert effective(service, "plugin/quota") == "count:User quota"
-    assert effective(service, "plugin/quota_vsizes") == "yes"
+    assert effective(service, "plugin/quota") == "maildir:User quota"
     assert effective(service, "plugin/quota_full_tempfail") == "no"
     assert effective(service, "plugin/sieve") == "file:~/sieve;active=~/.dovecot.sieve"
     # Postfix's listener for mail Dovecot sends (Sieve redirect, vacation).
