@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gatebench import (
     BenchGate,
+    bench_address,
     cpu_seconds,
     populate_users,
     wait_for_tcp,
@@ -49,7 +50,7 @@ from gatebench import (
 from roost.gate.secret import SECRET_HEADER
 from roost.layout import GATE_HTTP_PORT
 
-BIND = "127.0.201.1"
+BIND = bench_address(1)
 TRIVIAL_PORT = 18080
 CONNECTIONS = 10
 

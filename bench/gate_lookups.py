@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatebench import populate_users, wait_for_socket
+from gatebench import bench_address, populate_users, wait_for_socket
 from sqlalchemy import insert
 
 from roost.layout import Layout
@@ -45,7 +45,7 @@ from roost.store.db import Store
 DOMAINS = 100
 USERS = 10_000
 ALIASES = 10_000
-BIND = "127.0.200.1"
+BIND = bench_address(2)
 
 
 def netstring(data: bytes) -> bytes:

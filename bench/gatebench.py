@@ -28,7 +28,20 @@ from roost.settings import load_settings
 from roost.store import models
 from roost.store.db import Store
 
-__all__ = ["BenchGate", "cpu_seconds", "populate_users", "wait_for_socket", "wait_for_tcp"]
+__all__ = [
+    "BenchGate",
+    "bench_address",
+    "cpu_seconds",
+    "populate_users",
+    "wait_for_socket",
+    "wait_for_tcp",
+]
+
+
+def bench_address(host: int) -> str:
+    """An address of ROOST_E2E_NET (default 127.0.201) for one benchmark's listeners, so
+    benchmarks and test stacks run beside each other on one machine do not collide."""
+    return f"{os.environ.get('ROOST_E2E_NET', '127.0.201')}.{host}"
 
 
 def populate_users(store: Store, domains: int, users: int, password: str) -> list[str]:
