@@ -56,6 +56,7 @@ CONNECTIONS = 10
 
 TRIVIAL_SERVER = r"""
 import asyncio, sys
+import uvloop  # the gate's own event loop (roost.gate.server.new_event_loop)
 
 ANSWER = (b"HTTP/1.1 200 OK\r\nAuth-Status: OK\r\nAuth-User: user@example.test\r\n"
           b"Content-Length: 0\r\n\r\n")
@@ -72,7 +73,8 @@ async def main(host, port):
     server = await asyncio.start_server(serve, host, int(port), backlog=512)
     await server.serve_forever()
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    runner.run(main(sys.argv[1], sys.argv[2]))
 """
 
 #: wrk's script: rotate over the warm users, count answers that are not Auth-Status OK.
@@ -177,19 +179,28 @@ def main() -> None:
         )
         gate_url = f"http://{gate.layout.internal_address}:{GATE_HTTP_PORT}/auth/email"
         trivial_url = f"http://{BIND}:{TRIVIAL_PORT}/auth/email"
-        print(f"{'round':<7}{'gate/s':>9}{'trivial/s':>11}{'ratio':>8}{'gate ms CPU/login':>19}")
+        print(
+            f"{'round':<7}{'gate/s':>9}{'trivial/s':>11}{'ratio':>8}"
+            f"{'gate CPU ms':>13}{'Redis CPU ms':>14}{'logins/read':>13}"
+        )
         ratios, gate_rates, cpu_per_login = [], [], []
         for number in range(1, args.rounds + 1):
             cpu_before = cpu_seconds(gate.pid)
+            redis_before = cpu_seconds(gate.redis_pid)
+            scripts_before, reads_before = gate.redis_stats()
             gate_rate, gate_total = run_wrk(gate_url, script, args.seconds)
             cpu_ms = (cpu_seconds(gate.pid) - cpu_before) * 1000 / gate_total
+            redis_ms = (cpu_seconds(gate.redis_pid) - redis_before) * 1000 / gate_total
+            scripts, reads = gate.redis_stats()
+            per_read = (scripts - scripts_before) / max(1, reads - reads_before - 1)
             trivial_rate, _ = run_wrk(trivial_url, script, args.seconds)
             ratios.append(gate_rate / trivial_rate)
             gate_rates.append(gate_rate)
             cpu_per_login.append(cpu_ms)
             print(
                 f"{number:<7}{gate_rate:>9.0f}{trivial_rate:>11.0f}"
-                f"{gate_rate / trivial_rate:>8.2f}{cpu_ms:>19.3f}",
+                f"{gate_rate / trivial_rate:>8.2f}{cpu_ms:>13.3f}{redis_ms:>14.3f}"
+                f"{per_read:>13.1f}",
                 flush=True,
             )
         print(

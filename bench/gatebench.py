@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis
 from sqlalchemy import insert
 
 from roost.core.passwords import hash_password
@@ -137,7 +138,23 @@ class BenchGate:
 
     @property
     def pid(self) -> int:
+        """The gate's process id."""
         return self._processes[-1].pid
+
+    @property
+    def redis_pid(self) -> int:
+        return self._processes[0].pid
+
+    def redis_stats(self) -> tuple[int, int]:
+        """Scripts Redis ran by SHA (EVALSHA, one per login) and socket reads it made so
+        far (INFO): their ratio says how many logins share a round trip."""
+        client = redis.Redis(unix_socket_path=str(self.layout.redis_socket))
+        try:
+            info = client.info("all")
+        finally:
+            client.close()
+        scripts = info.get("cmdstat_evalsha", {}).get("calls", 0)
+        return int(scripts), int(info["total_reads_processed"])
 
     def _run(
         self, service: Service, env: dict[str, str], profile: Path | None = None

@@ -28,7 +28,7 @@ import hashlib
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -66,8 +66,8 @@ class _Protocol(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.lost:
@@ -188,7 +188,8 @@ class RedisConnection:
         try:
             protocol = await self._live()
         except OSError as exc:
-            raise ConnectionError(f"cannot connect to Redis at {self._path}: {exc}") from exc
+            reason = exc or type(exc).__name__
+            raise ConnectionError(f"cannot connect to Redis at {self._path}: {reason}") from exc
         return await protocol.send(command)
 
     async def close(self) -> None:
