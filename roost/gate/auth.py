@@ -491,11 +491,12 @@ class Gate:
         # password still waiting for its code only once the code is right (_second_step).
         if request.port != 25 and needs != SECOND_FACTOR_REQUIRED:
             await self._limiter.succeeded(request.client_ip, login.user.email, renew=renew_trust)
-        how = f"token-{login.token_id}" if login.via_token else "password"
-        log.info("Login attempt for: %s: success: %s", self._where(request), how)
+        if log.isEnabledFor(logging.INFO):  # the line is not even formatted otherwise
+            how = f"token-{login.token_id}" if login.via_token else "password"
+            log.info("Login attempt for: %s: success: %s", self._where(request), how)
+            if needs is not None:
+                log.info("Login attempt for: %s: second factor: %s", self._where(request), needs)
         server, port = self._backend(request)
-        if needs is not None:
-            log.info("Login attempt for: %s: second factor: %s", self._where(request), needs)
         return AuthAnswer(
             STATUS_OK,
             server=server,

@@ -41,14 +41,18 @@ class ReplyError(Exception):
     """Redis answered a command with an error reply (``-ERR ...``)."""
 
 
-def _bulk(arg: Arg) -> bytes:
-    data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
 def encode(args: tuple[Arg, ...]) -> bytes:
     """One command as a RESP array of bulk strings."""
-    return b"*%d\r\n" % len(args) + b"".join(map(_bulk, args))
+    parts = []
+    for arg in args:
+        if isinstance(arg, str):
+            data = arg.encode("utf-8")
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        else:
+            data = arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"*%d\r\n" % len(args) + b"".join(parts)
 
 
 class _Protocol(asyncio.Protocol):
