@@ -38,14 +38,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatebench import BenchGate, bench_address, populate_users, wait_for_socket
+from gatebench import SIZES, BenchGate, bench_address, populate_users, wait_for_socket
 from sqlalchemy import insert
 
 from roost.store import models
 from roost.store.db import Store
 
-#: (label, domains, users); as many aliases as users.
-SIZES = (("small", 10, 100), ("large", 10_000, 100_000))
 #: Keys per map, the same number for both sizes (drawn with repetition from the small one).
 KEYS = 2000
 
@@ -211,7 +209,7 @@ def main() -> None:
         [sys.executable, "-c", FLOOR_SERVER, str(floor_path)], stdout=subprocess.DEVNULL
     )
     try:
-        for number, (label, domains, users) in enumerate(SIZES):
+        for number, (label, domains, users) in enumerate(SIZES):  # as many aliases as users
             print(f"{label}: {domains} domains, {users} users, {users} aliases ...", flush=True)
             started = time.monotonic()
             gate = BenchGate(base / label, bench_address(2 + number))

@@ -30,6 +30,7 @@ from roost.store import models
 from roost.store.db import Store
 
 __all__ = [
+    "SIZES",
     "BenchGate",
     "bench_address",
     "cpu_seconds",
@@ -37,6 +38,11 @@ __all__ = [
     "wait_for_socket",
     "wait_for_tcp",
 ]
+
+
+#: The directory sizes the gate benchmarks compare (issue 13: the large one within 2x of
+#: the small one): (label, domains, users).
+SIZES = (("small", 10, 100), ("large", 10_000, 100_000))
 
 
 def bench_address(host: int) -> str:
