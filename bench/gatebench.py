@@ -8,6 +8,7 @@ gate as it runs in a stack, not a copy set up by hand.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import secrets
 import signal
@@ -204,6 +205,17 @@ class BenchGate:
             if response.getheader("Auth-Status") != "OK":
                 raise RuntimeError(f"{user} could not log in: {response.getheader('Auth-Status')}")
         connection.close()
+
+    def rate_limits(self) -> str:
+        """Where the gate counts rate limits now (its /health): "redis", or "memory" when
+        it fell back, which would make a login benchmark measure the wrong thing."""
+        secret = self.layout.gate_http_secret.read_text().strip()
+        connection = http.client.HTTPConnection(self.layout.internal_address, GATE_HTTP_PORT)
+        try:
+            connection.request("GET", "/health", headers={SECRET_HEADER: secret})
+            return str(json.loads(connection.getresponse().read())["rate_limits"])
+        finally:
+            connection.close()
 
     def stop(self) -> None:
         for process in reversed(self._processes):
