@@ -64,9 +64,9 @@ _REASONS = {
     505: "HTTP Version Not Supported",
 }
 
-# RFC 9110 §5.6.2 token characters, the syntax of methods and field names; §5.5: field
-# values are visible characters, spaces and tabs (obs-text allowed). The head is decoded
-# as Latin-1 (one character per byte) before it is checked.
+# RFC 9110 §5.6.2 token characters, the syntax of methods and field names. RFC 9110
+# §5.5: field values are visible characters, spaces and tabs (obs-text allowed). The head
+# is decoded as Latin-1 (one character per byte) before it is checked.
 _TOKEN_CHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _VALUE_CHARS = r"[^\x00-\x08\x0a-\x1f\x7f]*"
 _TOKEN = re.compile(_TOKEN_CHARS)
