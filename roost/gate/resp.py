@@ -164,7 +164,11 @@ class RedisConnection:
                 lambda: _Protocol(loop, self._timeout), self._path
             )
             if self._db:
-                await protocol.send(encode(("SELECT", self._db)))
+                try:
+                    await protocol.send(encode(("SELECT", self._db)))
+                except BaseException:
+                    protocol.close()
+                    raise
         return protocol
 
     async def _live(self) -> _Protocol:
