@@ -500,7 +500,7 @@ class AuthLimiter:
             network_window=self._ip_window(network),
             account_window=self._user_window(user) if user is not None else "",
         )
-        counters = await self._counters()
+        counters = self.redis if not self._in_memory else await self._counters()
         now = self._clock()
         try:
             code, left = await counters.refusal(keys, self.ip_rate, self.user_rate, now)

@@ -171,13 +171,10 @@ class RedisConnection:
                     raise
         return protocol
 
-    async def _live(self) -> _Protocol:
+    async def _connected(self) -> _Protocol:
+        """A new connection, made once for every command that asks meanwhile."""
         loop = asyncio.get_running_loop()
-        protocol = self._protocol
-        if protocol is not None and not protocol.lost and self._loop is loop:
-            return protocol
         if self._connecting is None or self._loop is not loop:
-            # One connect for every command that arrives meanwhile.
             self._loop = loop
             self._connecting = loop.create_task(self._connect())
             self._connecting.add_done_callback(_retrieve)
@@ -193,11 +190,13 @@ class RedisConnection:
     async def call(self, *args: Arg) -> Any:
         """Send one command; its reply (ReplyError for an error reply)."""
         command = encode(args)
-        try:
-            protocol = await self._live()
-        except OSError as exc:
-            reason = exc or type(exc).__name__
-            raise ConnectionError(f"cannot connect to Redis at {self._path}: {reason}") from exc
+        protocol = self._protocol
+        if protocol is None or protocol.lost or self._loop is not asyncio.get_running_loop():
+            try:
+                protocol = await self._connected()
+            except OSError as exc:
+                reason = exc or type(exc).__name__
+                raise ConnectionError(f"cannot connect to Redis at {self._path}: {reason}") from exc
         return await protocol.send(command)
 
     async def close(self) -> None:
