@@ -156,6 +156,14 @@ def _percent_decode(value: str) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+@functools.lru_cache(maxsize=4096)
+def _client_ip(text: str) -> str | None:
+    """Client-Ip in its canonical form, or None (memoised: the same clients log in again
+    and again, and formatting an address is dearer than the rest of the header)."""
+    addr = parse_ip(text)
+    return None if addr is None else str(addr)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
     """One auth_http request, decoded (ngx_mail_auth_http_module's request headers)."""
@@ -183,8 +191,8 @@ class AuthRequest:
         port_text = headers.get("auth-port", "").strip() or "0"
         if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
             raise RequestError(f"Auth-Port {port_text!r} is not a port number")
-        addr = parse_ip(headers.get("client-ip", ""))
-        if addr is None:
+        client_ip = _client_ip(headers.get("client-ip", ""))
+        if client_ip is None:
             raise RequestError(f"Client-Ip {headers.get('client-ip', '')!r} is not an address")
         client_port = headers.get("client-port", "").strip()
         return cls(
@@ -193,7 +201,7 @@ class AuthRequest:
             password=_percent_decode(headers.get("auth-pass", "")),
             protocol=protocol,
             port=int(port_text),
-            client_ip=str(addr),
+            client_ip=client_ip,
             client_port=client_port if client_port.isascii() and client_port.isdigit() else "0",
             ssl=headers.get("auth-ssl", "").strip().lower() == "on",
             second_factor=headers.get(SECOND_FACTOR_HEADER.lower(), "").strip().lower(),
