@@ -144,6 +144,10 @@ def _check_token(token: TokenEntry, raw: str, cache: CredentialCache) -> tuple[b
     return ok, rehash
 
 
+#: Longest login name whose parsed form is memoised (an address has at most 64 + 1 + 255).
+_MEMO_MAX = 320
+
+
 @functools.lru_cache(maxsize=4096)
 def _address_text(username: str) -> str | None:
     """``username`` as a parsed address (memoised: every login asks about the same few
@@ -158,7 +162,10 @@ def find_user(directory: Directory, username: str) -> UserEntry | None:
     """The account ``username`` names (``x@alternative`` is ``x@primary``), or None."""
     if not isinstance(username, str):
         return None
-    address = _address_text(username)
+    # Only names that can be addresses are memoised: 4,096 long junk names would pin
+    # megabytes.
+    parse = _address_text if len(username) <= _MEMO_MAX else _address_text.__wrapped__
+    address = parse(username)
     return None if address is None else directory.user(address)
 
 
