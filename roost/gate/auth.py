@@ -192,7 +192,7 @@ class AuthRequest:
         if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
             raise RequestError(f"Auth-Port {port_text!r} is not a port number")
         ip_text = headers.get("client-ip", "")
-        # Only what can be an address is memoised (the longest IPv6 form with a zone).
+        # Longer than any address (IPv6 with a zone) is none, and is not memoised.
         client_ip = _client_ip(ip_text) if len(ip_text) <= 64 else None
         if client_ip is None:
             raise RequestError(f"Client-Ip {ip_text!r} is not an address")
