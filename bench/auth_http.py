@@ -181,15 +181,20 @@ def prepare(base: Path, label: str, domains: int, users: int, host: int, args: A
     return Size(label, gate, script, url)
 
 
-def measure(size: Size, seconds: float) -> tuple[float, float, float]:
-    """Logins per second, and the gate's and its Redis's CPU milliseconds per login."""
+def measure(size: Size, seconds: float) -> tuple[float, float, float, float]:
+    """Logins per second, the gate's and its Redis's CPU milliseconds per login, and the
+    logins per Redis read (how many share a round trip)."""
     gate = size.gate
     cpu_before = cpu_seconds(gate.pid)
     redis_before = cpu_seconds(gate.redis_pid)
+    scripts_before, reads_before = gate.redis_stats()
     rate, total = run_wrk(size.url, size.script, seconds)
     cpu_ms = (cpu_seconds(gate.pid) - cpu_before) * 1000 / total
     redis_ms = (cpu_seconds(gate.redis_pid) - redis_before) * 1000 / total
-    return rate, cpu_ms, redis_ms
+    scripts, reads = gate.redis_stats()
+    # less the INFO command of the first redis_stats() call
+    per_read = (scripts - scripts_before) / max(1, reads - reads_before - 1)
+    return rate, cpu_ms, redis_ms, per_read
 
 
 def main() -> None:
@@ -218,14 +223,16 @@ def main() -> None:
         )
         ratios: dict[str, list[float]] = {size.label: [] for size in sizes}
         cpu: dict[str, list[float]] = {size.label: [] for size in sizes}
+        shared: dict[str, list[float]] = {size.label: [] for size in sizes}
         scales = []
         for number in range(1, args.rounds + 1):
             results = [measure(size, args.seconds) for size in sizes]
             trivial_rate, _ = run_wrk(trivial_url, sizes[0].script, args.seconds)
             line = f"{number:<6}{trivial_rate:>10.0f}"
-            for size, (rate, cpu_ms, redis_ms) in zip(sizes, results, strict=True):
+            for size, (rate, cpu_ms, redis_ms, per_read) in zip(sizes, results, strict=True):
                 ratios[size.label].append(rate / trivial_rate)
                 cpu[size.label].append(cpu_ms)
+                shared[size.label].append(per_read)
                 line += f"{rate:>9.0f}{rate / trivial_rate:>6.2f}{cpu_ms:>8.3f}{redis_ms:>9.3f}"
             scales.append(results[1][0] / results[0][0])
             print(f"{line}{scales[-1]:>12.2f}", flush=True)
@@ -236,7 +243,8 @@ def main() -> None:
             print(
                 f"median, {size.label}: {statistics.median(ratios[size.label]):.2f} of the "
                 f"constant server (target 0.6), {statistics.median(cpu[size.label]):.3f} ms "
-                "of gate CPU per login"
+                f"of gate CPU per login, {statistics.median(shared[size.label]):.1f} logins "
+                "per Redis read"
             )
         cpu_scale = statistics.median(cpu["large"]) / statistics.median(cpu["small"])
         print(
