@@ -1,19 +1,25 @@
-"""Benchmark: the gate's Postfix socketmap lookups against the protocol floor.
+"""Benchmark: the gate's Postfix socketmap lookups against the protocol floor, with a small
+and a large directory.
 
-Builds a store with 10,000 users and 10,000 aliases (some wildcard) in 100 domains, starts
-the real gate (`roost gate`) on it, and next to it a trivial socketmap server that answers
-every key with a constant: the floor, the most any server could do with this client. The same
-client then drives both with 1, 10 and 100 concurrent connections on the mailbox, alias and
-senderlogin maps, and the report prints lookups per second, p50/p99 latency, and the gate's
-throughput as a ratio of the floor measured in the same run.
+Builds two stores: a small one (100 users and 100 aliases in 10 domains) and a large one
+(100,000 users and 100,000 aliases, some wildcard, in 10,000 domains), starts the real gate
+(``roost gate``, with its Redis) on each, and next to them a trivial socketmap server that
+answers every key with a constant: the floor, the most any server could do with this
+client. The same client then drives all three in turn with 1, 10 and 100 concurrent
+connections on the mailbox, alias and senderlogin maps, and each row prints lookups per
+second, the gate's p99 latency, its throughput as a ratio of the floor measured in the same
+row, and the large directory's throughput as a ratio of the small one's.
 
 The gate memoises answers per index generation (Postfix repeats keys constantly), so the
-rows above measure mostly that; the "alias, distinct keys" rows send keys never seen before
+first rows measure mostly that; the "alias, distinct keys" rows send keys never seen before
 (an address extension makes each unique), so every lookup parses and resolves for real.
 
-Targets (issue 2): at least 50% of the floor with 1 client, 25% with 10, p99 under 2 ms at 10.
+Targets: issue 2, at least 50% of the floor with 1 client, 25% with 10, p99 under 2 ms at
+10; issue 13, the large directory within 2x of the small one (large/small at least 0.5).
 
     .venv/bin/python bench/gate_lookups.py [--seconds 3]
+
+Needs root (the gate's sockets are root's).
 """
 
 from __future__ import annotations
@@ -22,9 +28,7 @@ import argparse
 import asyncio
 import os
 import random
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,18 +38,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatebench import populate_users, wait_for_socket
+from gatebench import SIZES, BenchGate, bench_address, populate_users, wait_for_socket
 from sqlalchemy import insert
 
-from roost.layout import Layout
-from roost.settings import load_settings
 from roost.store import models
 from roost.store.db import Store
 
-DOMAINS = 100
-USERS = 10_000
-ALIASES = 10_000
-BIND = "127.0.200.1"
+#: Keys per map, the same number for both sizes (drawn with repetition from the small one).
+KEYS = 2000
 
 
 def netstring(data: bytes) -> bytes:
@@ -54,6 +54,7 @@ def netstring(data: bytes) -> bytes:
 
 FLOOR_SERVER = r"""
 import asyncio, os, sys
+import uvloop  # the gate's own event loop (roost.gate.server.new_event_loop)
 
 class Constant(asyncio.Protocol):
     # Answers every complete netstring with the same OK reply: the protocol floor.
@@ -83,42 +84,45 @@ async def main(path):
     print("ready", flush=True)
     await server.serve_forever()
 
-asyncio.run(main(sys.argv[1]))
+with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    runner.run(main(sys.argv[1]))
 """
 
 
-def populate(store: Store) -> tuple[list[str], list[str], list[str]]:
+def populate(store: Store, domains: int, users: int) -> tuple[list[str], list[str], list[str]]:
     """Fill the store; return sample keys for the mailbox, alias and senderlogin maps."""
     rng = random.Random(42)
-    users = populate_users(store, DOMAINS, USERS, "bench-password")
-    domains = [f"domain{n}.test" for n in range(DOMAINS)]
+    addresses = populate_users(store, domains, users, "bench-password")
+    names = [f"domain{n}.test" for n in range(domains)]
     aliases = []
+    alias_rows = []
+    for n in range(users):
+        domain = names[n % domains]
+        wildcard = n % 50 == 0
+        local = f"team{n}%" if wildcard else f"alias{n}"
+        if not wildcard:
+            aliases.append(f"{local}@{domain}")
+        alias_rows.append(
+            {
+                "email": f"{local}@{domain}",
+                "localpart": local,
+                "domain_name": domain,
+                "wildcard": wildcard,
+                "destination": [addresses[rng.randrange(users)], addresses[rng.randrange(users)]],
+            }
+        )
     with store.session() as session:
-        alias_rows = []
-        for n in range(ALIASES):
-            domain = domains[n % DOMAINS]
-            wildcard = n % 50 == 0
-            local = f"team{n}%" if wildcard else f"alias{n}"
-            if not wildcard:
-                aliases.append(f"{local}@{domain}")
-            alias_rows.append(
-                {
-                    "email": f"{local}@{domain}",
-                    "localpart": local,
-                    "domain_name": domain,
-                    "wildcard": wildcard,
-                    "destination": [users[rng.randrange(USERS)], users[rng.randrange(USERS)]],
-                }
-            )
-        session.execute(insert(models.Alias), alias_rows)
+        for start in range(0, len(alias_rows), 10_000):
+            session.execute(insert(models.Alias), alias_rows[start : start + 10_000])
     # Mix in misses and wildcard hits, as real traffic has.
-    mailbox_keys = rng.sample(users, 2000) + [f"nobody{n}@domain1.test" for n in range(200)]
+    mailbox_keys = rng.choices(addresses, k=KEYS) + [f"nobody{n}@domain1.test" for n in range(200)]
+    wildcards = [n for n in range(0, users, 50)]
     alias_keys = (
-        rng.sample(aliases, 1500)
-        + rng.sample(users, 500)
-        + [f"team{n * 50}x@domain{n % DOMAINS}.test" for n in range(200)]
+        rng.choices(aliases, k=KEYS * 3 // 4)
+        + rng.choices(addresses, k=KEYS // 4)
+        + [f"team{n}x@{names[n % domains]}" for n in rng.choices(wildcards, k=200)]
     )
-    sender_keys = rng.sample(users, 1500) + rng.sample(aliases, 500)
+    sender_keys = rng.choices(addresses, k=KEYS * 3 // 4) + rng.choices(aliases, k=KEYS // 4)
     return mailbox_keys, alias_keys, sender_keys
 
 
@@ -161,20 +165,34 @@ async def drive(path: str, requests: list[bytes], clients: int, seconds: float) 
     )
 
 
-def report(
-    label: str, clients: int, gate: str, floor: str, requests: list[bytes], seconds: float
-) -> None:
-    """Drive the gate and the floor with the same requests; print one row of ratios."""
-    gate_result = asyncio.run(drive(gate, requests, clients, seconds))
-    floor_result = asyncio.run(drive(floor, requests, clients, seconds))
-    ratio = gate_result.lookups_per_second / floor_result.lookups_per_second
+def row(
+    label: str,
+    clients: int,
+    gates: list[str],
+    floor: str,
+    requests: list[list[bytes]],
+    seconds: float,
+) -> float:
+    """Drive each gate and the floor with the same kind of requests; print one row and
+    return the large directory's throughput as a ratio of the small one's."""
+    results = [
+        asyncio.run(drive(path, keys, clients, seconds))
+        for path, keys in zip(gates, requests, strict=True)
+    ]
+    floor_result = asyncio.run(drive(floor, requests[0], clients, seconds))
+    small, large = results
+    scale = large.lookups_per_second / small.lookups_per_second
+    floor_rate = floor_result.lookups_per_second
     print(
-        f"{label:<22}{clients:>8}{gate_result.lookups_per_second:>10.0f}"
-        f"{floor_result.lookups_per_second:>10.0f}{ratio:>8.0%}"
-        f"{gate_result.p50_ms:>9.3f}{gate_result.p99_ms:>9.3f}"
-        f"{floor_result.p99_ms:>11.3f}",
+        f"{label:<22}{clients:>8}{floor_rate:>9.0f}"
+        + "".join(
+            f"{r.lookups_per_second:>9.0f}{r.lookups_per_second / floor_rate:>7.0%}{r.p99_ms:>8.3f}"
+            for r in results
+        )
+        + f"{scale:>9.2f}",
         flush=True,
     )
+    return scale
 
 
 def main() -> None:
@@ -184,68 +202,63 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="roost-bench-"))
     os.chmod(base, 0o755)
-    env = {
-        "ROOT": str(base / "root"),
-        "BIND_ADDRESS4": BIND,
-        "DOMAIN": "domain0.test",
-        "HOSTNAMES": "mail.domain0.test",
-        "SECRET_KEY": secrets.token_hex(16),
-        "LOG_LEVEL": "WARNING",
-        "RECIPIENT_DELIMITER": "+",
-    }
-    settings = load_settings(environ=env)
-    layout = Layout(settings)
-    store = Store.from_settings(settings)
-    store.upgrade()
-    print(f"populating: {DOMAINS} domains, {USERS} users, {ALIASES} aliases ...", flush=True)
-    keys = populate(store)
-    store.dispose()
-
-    child_env = {**os.environ, **settings.to_environ()}
-    gate = subprocess.Popen([sys.executable, "-m", "roost", "gate"], env=child_env)
+    gates: list[BenchGate] = []
+    keys: list[tuple[list[str], list[str], list[str]]] = []
     floor_path = base / "floor.sock"
     floor = subprocess.Popen(
         [sys.executable, "-c", FLOOR_SERVER, str(floor_path)], stdout=subprocess.DEVNULL
     )
     try:
-        wait_for_socket(layout.gate_socketmap, gate)
+        for number, (label, domains, users) in enumerate(SIZES):  # as many aliases as users
+            print(f"{label}: {domains} domains, {users} users, {users} aliases ...", flush=True)
+            started = time.monotonic()
+            gate = BenchGate(base / label, bench_address(2 + number))
+            store = gate.store()
+            keys.append(populate(store, domains, users))
+            store.dispose()
+            print(f"  populated in {time.monotonic() - started:.1f} s", flush=True)
+            started = time.monotonic()
+            gates.append(gate)
+            gate.start()
+            print(f"  gate ready in {time.monotonic() - started:.1f} s", flush=True)
         wait_for_socket(floor_path, floor)
+        paths = [str(gate.layout.gate_socketmap) for gate in gates]
         print(
-            f"{'map':<22}{'clients':>8}{'gate/s':>10}{'floor/s':>10}{'ratio':>8}"
-            f"{'p50 ms':>9}{'p99 ms':>9}{'floor p99':>11}"
+            f"{'':<30}{'floor':>9}{'small':>24}{'large':>24}"
+            f"\n{'map':<22}{'clients':>8}{'/s':>9}"
+            + f"{'/s':>9}{'ratio':>7}{'p99 ms':>8}" * 2
+            + f"{'large/small':>12}"
         )
-        for map_name, map_keys in zip(("mailbox", "alias", "senderlogin"), keys, strict=True):
-            requests = [netstring(f"{map_name} {key}".encode()) for key in map_keys]
+        scales = []
+        for number, map_name in enumerate(("mailbox", "alias", "senderlogin")):
+            requests = [
+                [netstring(f"{map_name} {key}".encode()) for key in size_keys[number]]
+                for size_keys in keys
+            ]
             for clients in (1, 10, 100):
-                report(
-                    map_name,
-                    clients,
-                    str(layout.gate_socketmap),
-                    str(floor_path),
-                    requests,
-                    args.seconds,
+                scales.append(
+                    row(map_name, clients, paths, str(floor_path), requests, args.seconds)
                 )
-        alias_keys = keys[1]
         distinct = [
-            netstring(f"alias {key.replace('@', f'+n{n}@', 1)}".encode())
-            for n, key in enumerate(alias_keys * 150)
+            [
+                netstring(f"alias {key.replace('@', f'+n{n}@', 1)}".encode())
+                for n, key in enumerate(size_keys[1] * 150)
+            ]
+            for size_keys in keys
         ]
         for clients in (1, 10):
-            report(
-                "alias, distinct keys",
-                clients,
-                str(layout.gate_socketmap),
-                str(floor_path),
-                distinct,
-                args.seconds,
+            scales.append(
+                row("alias, distinct keys", clients, paths, str(floor_path), distinct, args.seconds)
             )
+        print(
+            f"large/small: lowest {min(scales):.2f}, median {sorted(scales)[len(scales) // 2]:.2f}"
+            " (target: at least 0.5, within 2x)"
+        )
     finally:
-        for process in (gate, floor):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        floor.terminate()
+        floor.wait(10)
+        for gate in gates:
+            gate.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

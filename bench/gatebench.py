@@ -8,6 +8,7 @@ gate as it runs in a stack, not a copy set up by hand.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import secrets
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis
 from sqlalchemy import insert
 
 from roost.core.passwords import hash_password
@@ -28,7 +30,26 @@ from roost.settings import load_settings
 from roost.store import models
 from roost.store.db import Store
 
-__all__ = ["BenchGate", "cpu_seconds", "populate_users", "wait_for_socket", "wait_for_tcp"]
+__all__ = [
+    "SIZES",
+    "BenchGate",
+    "bench_address",
+    "cpu_seconds",
+    "populate_users",
+    "wait_for_socket",
+    "wait_for_tcp",
+]
+
+
+#: The directory sizes the gate benchmarks compare (issue 13: the large one within 2x of
+#: the small one): (label, domains, users).
+SIZES = (("small", 10, 100), ("large", 10_000, 100_000))
+
+
+def bench_address(host: int) -> str:
+    """An address of ROOST_E2E_NET (default 127.0.201) for one benchmark's listeners, so
+    benchmarks and test stacks run beside each other on one machine do not collide."""
+    return f"{os.environ.get('ROOST_E2E_NET', '127.0.201')}.{host}"
 
 
 def populate_users(store: Store, domains: int, users: int, password: str) -> list[str]:
@@ -124,7 +145,23 @@ class BenchGate:
 
     @property
     def pid(self) -> int:
+        """The gate's process id."""
         return self._processes[-1].pid
+
+    @property
+    def redis_pid(self) -> int:
+        return self._processes[0].pid
+
+    def redis_stats(self) -> tuple[int, int]:
+        """Scripts Redis ran by SHA (EVALSHA, one per login) and socket reads it made so
+        far (INFO): their ratio says how many logins share a round trip."""
+        client = redis.Redis(unix_socket_path=str(self.layout.redis_socket))
+        try:
+            info = client.info("all")
+        finally:
+            client.close()
+        scripts = info.get("cmdstat_evalsha", {}).get("calls", 0)
+        return int(scripts), int(info["total_reads_processed"])
 
     def _run(
         self, service: Service, env: dict[str, str], profile: Path | None = None
@@ -168,6 +205,17 @@ class BenchGate:
             if response.getheader("Auth-Status") != "OK":
                 raise RuntimeError(f"{user} could not log in: {response.getheader('Auth-Status')}")
         connection.close()
+
+    def rate_limits(self) -> str:
+        """Where the gate counts rate limits now (its /health): "redis", or "memory" when
+        it fell back, which would make a login benchmark measure the wrong thing."""
+        secret = self.layout.gate_http_secret.read_text().strip()
+        connection = http.client.HTTPConnection(self.layout.internal_address, GATE_HTTP_PORT)
+        try:
+            connection.request("GET", "/health", headers={SECRET_HEADER: secret})
+            return str(json.loads(connection.getresponse().read())["rate_limits"])
+        finally:
+            connection.close()
 
     def stop(self) -> None:
         for process in reversed(self._processes):

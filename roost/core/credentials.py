@@ -21,6 +21,7 @@ that is no account against a dummy hash of the same cost when one is given.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, replace
 
 from roost.core.address import AddressError, parse_address
@@ -143,13 +144,29 @@ def _check_token(token: TokenEntry, raw: str, cache: CredentialCache) -> tuple[b
     return ok, rehash
 
 
-def find_user(directory: Directory, username: str) -> UserEntry | None:
-    """The account ``username`` names (``x@alternative`` is ``x@primary``), or None."""
+#: Longest login name whose parsed form is memoised (an address has at most 64 + 1 + 255).
+_MEMO_MAX = 320
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_text(username: str) -> str | None:
+    """``username`` as a parsed address (memoised: every login asks about the same few
+    names again and again), or None when it is none."""
     try:
-        address = parse_address(username)
+        return str(parse_address(username))
     except (AddressError, TypeError):
         return None
-    return directory.user(str(address))
+
+
+def find_user(directory: Directory, username: str) -> UserEntry | None:
+    """The account ``username`` names (``x@alternative`` is ``x@primary``), or None."""
+    if not isinstance(username, str):
+        return None
+    # Only names that can be addresses are memoised: 4,096 long junk names would pin
+    # megabytes.
+    parse = _address_text if len(username) <= _MEMO_MAX else _address_text.__wrapped__
+    address = parse(username)
+    return None if address is None else directory.user(address)
 
 
 def token_login(

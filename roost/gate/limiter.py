@@ -57,12 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from roost.core.ratelimit import Rate, client_network, is_exempt, parse_rate
+from roost.gate.resp import RedisConnection, ReplyError, Script
 from roost.settings import Settings
 
 __all__ = [
@@ -89,6 +85,8 @@ RETRY_INTERVAL = 5.0
 MAX_RENEW_INTERVAL = 60.0
 #: The exemption marker of a check or hit that has none: nothing ever sets it.
 NO_EXEMPTION = ""
+#: What a Redis call raises when Redis cannot answer (ConnectionError is an OSError).
+_UNAVAILABLE = (ReplyError, OSError, TimeoutError)
 
 
 class Budget(enum.Enum):
@@ -210,26 +208,19 @@ return hits
 
 
 class RedisCounters:
-    """Counters in the stack's Redis (unix socket, db 2)."""
+    """Counters in the stack's Redis (unix socket, db 2), over one pipelined connection
+    (:mod:`roost.gate.resp`). It fails fast: the limiter's fallback is the retry."""
 
     def __init__(self, socket_path: Path, timeout: float = REDIS_TIMEOUT) -> None:
-        self.client = aioredis.Redis(
-            unix_socket_path=str(socket_path),
-            db=REDIS_DB,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # Fail fast: the fallback is the retry. redis-py's own retries would make a
-            # login wait several timeouts while Redis is down.
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._hit = self.client.register_script(_HIT)
-        self._refusal = self.client.register_script(_REFUSAL)
+        self.client = RedisConnection(socket_path, REDIS_DB, timeout)
+        self._hit = Script(self.client, _HIT)
+        self._refusal = Script(self.client, _REFUSAL)
 
     async def ping(self) -> None:
-        await self.client.ping()
+        await self.client.call("PING")
 
     async def exists(self, key: str, now: float) -> bool:
-        return bool(await self.client.exists(key))
+        return bool(await self.client.call("EXISTS", key))
 
     async def refusal(
         self, keys: RefusalKeys, ip_rate: Rate, user_rate: Rate, now: float
@@ -260,10 +251,10 @@ class RedisCounters:
         return int(await self._hit(keys=keys, args=args))
 
     async def mark(self, key: str, ttl: int, now: float) -> None:
-        await self.client.set(key, 1, ex=ttl)
+        await self.client.call("SET", key, 1, "EX", ttl)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
 
 class MemoryCounters:
@@ -436,7 +427,7 @@ class AuthLimiter:
             return self.memory
         try:
             await self.redis.ping()
-        except (RedisError, OSError, TimeoutError):
+        except _UNAVAILABLE:
             self._retry_at = time.monotonic() + self._retry_interval
             return self.memory
         log.warning("Redis is reachable again; rate limits are counted in Redis")
@@ -460,7 +451,7 @@ class AuthLimiter:
         now = self._clock()
         try:
             return await counters.exists(key, now)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNAVAILABLE as exc:
             return await self._fall_back(exc).exists(key, now)
 
     async def _hit(self, stages: tuple[Stage, ...]) -> int:
@@ -468,7 +459,7 @@ class AuthLimiter:
         now = self._clock()
         try:
             return await counters.hit(NO_EXEMPTION, stages, now)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNAVAILABLE as exc:
             return await self._fall_back(exc).hit(NO_EXEMPTION, stages, now)
 
     async def _mark(self, key: str, ttl: int) -> None:
@@ -476,7 +467,7 @@ class AuthLimiter:
         now = self._clock()
         try:
             await counters.mark(key, ttl, now)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNAVAILABLE as exc:
             await self._fall_back(exc).mark(key, ttl, now)
 
     # -- the login budgets --------------------------------------------------------------------
@@ -509,11 +500,11 @@ class AuthLimiter:
             network_window=self._ip_window(network),
             account_window=self._user_window(user) if user is not None else "",
         )
-        counters = await self._counters()
+        counters = self.redis if not self._in_memory else await self._counters()
         now = self._clock()
         try:
             code, left = await counters.refusal(keys, self.ip_rate, self.user_rate, now)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNAVAILABLE as exc:
             fallback = self._fall_back(exc)
             code, left = await fallback.refusal(keys, self.ip_rate, self.user_rate, now)
         fresh = left > self._trust_length - self.renew_interval

@@ -40,6 +40,8 @@ def main() -> int:
         log_config=None,
         log_level=settings.LOG_LEVEL.lower(),
         timeout_graceful_shutdown=5,
+        # asyncio's own loop: uvicorn would take uvloop (installed for the gate) by itself.
+        loop="asyncio",
     )
     return 0
 

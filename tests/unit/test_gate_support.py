@@ -29,7 +29,7 @@ import redis
 
 from roost.core.passwords import hash_password, hash_token
 from roost.gate.secret import read_secret
-from roost.gate.server import run
+from roost.gate.server import new_event_loop, run
 from roost.layout import Layout
 from roost.settings import Settings
 from roost.store.db import Store
@@ -223,7 +223,8 @@ class GateHarness:
                 await task  # a start-up failure raises here, before the test is told
 
             try:
-                asyncio.run(serve())
+                with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the gate's own
+                    runner.run(serve())
             except BaseException as exc:  # surfaced to the test thread
                 self.error = exc
             finally:

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # asyncio's own loop: uvicorn would take uvloop (installed for the gate) by itself.
+        loop="asyncio",
     )
     return 0
 
