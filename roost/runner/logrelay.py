@@ -4,20 +4,27 @@ Each child's stdout and stderr are one pipe the runner made (:func:`open_pipe`);
 runner reads it in blocks and writes whole lines, each behind the child's prefix
 (``postfix | ...``), to its own stdout, which is the journal under systemd.
 
-What this costs the runner is per *wake-up* (a poll, a read(2), a write(2), the Python
-around them), not per line: the per-line work (cutting lines, the prefix, invalid UTF-8
-replaced, trailing carriage returns dropped) is a handful of operations on the whole block,
-done in C by ``bytes`` and ``str`` methods. So the runner wakes up for its children's
-output at most about once per :data:`HOLD` while they write: a pipe that becomes readable
-is read at once (a quiet daemon's line goes out without delay), and is then *held*: left
-alone until a tick :data:`HOLD` later, common to every held pipe, reads all of them and
-writes what they gave in one write(2). A pipe goes back to waiting in epoll only once a
-read finds it empty. A busy daemon's lines therefore come in blocks, at most :data:`HOLD`
-late, and lines of different daemons within one tick are grouped by daemon. The pipe holds
-up to :data:`PIPE_SIZE` meanwhile (F_SETPIPE_SZ, fcntl(2)); a writer finding it full
-waits, as it would for any slow log reader.
+What this costs the runner is mostly per *wake-up* (the event loop's turn, a read(2) per
+pipe, a write(2), the Python around them), hardly per line: the per-line work (cutting
+lines, the prefix, invalid UTF-8 replaced, trailing carriage returns dropped) is a few
+``bytes`` methods over the whole block, done in C. So:
 
-A line longer than :data:`CHUNK` is cut into pieces of that size, so a child that never
+- while the children write little (under :data:`BUSY` lines a second in all, averaged
+  over about :data:`SMOOTH`), a pipe is read as soon as it becomes readable (epoll), and
+  what it gave is written at once;
+- while they write more (a stack under load: about 13 lines per inbound message), a pipe
+  that becomes readable is read at once and then *held*: out of epoll, read again with
+  every other held pipe at a common tick :data:`HOLD` later, whose lines leave in one
+  write(2). A pipe goes back to epoll once a read finds it empty, or the load has passed.
+  A tick then gathers hundreds of lines: the runner wakes up a few times a second, not
+  for every line. The load has passed when the rate falls under half of :data:`BUSY`.
+
+So a line is at most :data:`HOLD` late, and the lines of different daemons that one tick
+gathers are grouped by daemon (each daemon's in its order). The pipe holds up to
+:data:`PIPE_SIZE` meanwhile (F_SETPIPE_SZ, fcntl(2)); a writer finding it full waits, as
+it would for any slow reader of its log. bench/log_relay.py measures the cost.
+
+A line that has not ended after :data:`CHUNK` bytes is cut there, so a child that never
 ends its line cannot make the runner hold an unbounded buffer.
 """
 
@@ -26,18 +33,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import math
 import os
 import re
 from collections.abc import Callable
 from typing import BinaryIO
 
-__all__ = ["CHUNK", "HOLD", "Pipe", "Relay", "open_pipe", "to_stream"]
+__all__ = ["BUSY", "CHUNK", "HOLD", "Pipe", "Relay", "open_pipe", "to_stream"]
 
-#: how long the runner leaves a pipe alone after reading from it, in seconds
-HOLD = 0.02
-#: ... and while its children write more than BUSY lines/s in all
-HOLD_BUSY = 0.25
+#: lines a second, of all children together, from which pipes are held ...
 BUSY = 200
+#: ... and read every HOLD seconds; the rate is averaged over about SMOOTH seconds
+HOLD = 0.25
+SMOOTH = 1.0
 #: the pipe's capacity while the runner holds off: 1 MiB is 20 MiB/s of log lines
 PIPE_SIZE = 1 << 20
 #: the pipes are read into one buffer of this size: os.read would allocate (mmap) a new
@@ -72,23 +80,21 @@ def to_stream(stream: BinaryIO) -> Callable[[bytes], None]:
 
 
 class Relay:
-    """The merged output, and the pipes that feed it.
+    """The merged output, and the pipes that feed it (see the module's description).
 
-    A pipe that becomes readable is read at once; from then on it is *held*: read again,
-    with every other held pipe, at a common tick, and it goes back to waiting (epoll) only
-    once a read finds it empty. Ticks come :data:`HOLD` apart, or :data:`HOLD_BUSY` while
-    the last one found the children writing :data:`BUSY` lines a second or more. Each read
-    pass ends with one write of everything it gathered; the runner's own lines are written
-    at once, after what was gathered before them.
+    Each read pass ends with one write of everything it gathered; the runner's own lines
+    are written at once, after what was gathered before them.
     """
 
     def __init__(self, sink: Callable[[bytes], None]) -> None:
         self._sink = sink
         self._pending = bytearray()
         self._lines = 0
+        self._busy = False
+        self._rate = 0.0
+        self._last = (0.0, 0)  # when the rate was last updated, and the line count then
         self._held: dict[Pipe, None] = {}  # insertion-ordered set
         self._tick: asyncio.TimerHandle | None = None
-        self._since = 0.0
         self.buffer = memoryview(bytearray(READ_SIZE))
 
     def open(self, fd: int, prefix: str, seen: Callable[[bytes], None] | None = None) -> Pipe:
@@ -109,30 +115,33 @@ class Relay:
             self._pending.clear()
             self._sink(block)
 
+    def busy(self) -> bool:
+        """Whether the children write BUSY lines a second or more (until they write fewer
+        than half as many): the rate of lines, averaged exponentially over about SMOOTH."""
+        now = asyncio.get_running_loop().time()
+        since, counted = self._last
+        self._rate = (
+            self._rate * math.exp((since - now) / SMOOTH) + (self._lines - counted) / SMOOTH
+        )
+        self._last = (now, self._lines)
+        self._busy = self._rate >= (BUSY / 2 if self._busy else BUSY)
+        return self._busy
+
     def hold(self, pipe: Pipe) -> None:
         self._held[pipe] = None
         if self._tick is None:
-            self._schedule(HOLD)
+            self._tick = asyncio.get_running_loop().call_later(HOLD, self._read_held)
 
     def release(self, pipe: Pipe) -> None:
         self._held.pop(pipe, None)
 
-    def _schedule(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._since = loop.time()
-        self._tick = loop.call_later(delay, self._read_held)
-
     def _read_held(self) -> None:
         held = list(self._held)
         self._held.clear()
-        lines = self._lines
-        for pipe in held:
-            pipe.read()
-        self.flush()
         self._tick = None
-        if self._held:
-            rate = (self._lines - lines) / (asyncio.get_running_loop().time() - self._since)
-            self._schedule(HOLD_BUSY if rate >= BUSY else HOLD)
+        for pipe in held:
+            pipe.read(again=True)
+        self.flush()
 
 
 class Pipe:
@@ -154,12 +163,12 @@ class Pipe:
         self._loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
-        self._loop.remove_reader(self._fd)
-        self.read()
+        self.read(again=False)
         self._relay.flush()
 
-    def read(self) -> None:
-        """Read what the pipe holds; then hold it, wait for it, or close it at its end."""
+    def read(self, again: bool) -> None:
+        """Read what the pipe holds (``again``: at a tick, else as epoll said it could);
+        then hold it, leave it to epoll, or close it at its end."""
         if self.done.done():
             return
         data = b""
@@ -174,9 +183,11 @@ class Pipe:
                 self.close()
                 return
             self._feed(data)
-        if data:
+        if data and self._relay.busy():
+            if not again:
+                self._loop.remove_reader(self._fd)
             self._relay.hold(self)
-        else:
+        elif again:
             self._loop.add_reader(self._fd, self._readable)
 
     def _feed(self, data: bytes) -> None:
@@ -202,12 +213,15 @@ class Pipe:
         self._relay.add(self._prefix + whole[:-1].replace(b"\n", self._between) + b"\n")
 
     def close(self) -> None:
-        """Stop reading: the end of the output, or the runner is stopping; the last
-        unfinished line goes out as it is."""
+        """Stop reading: the end of the output, or the runner is stopping (what the pipe
+        holds still goes out); the last unfinished line goes out as it is."""
         if self.done.done():
             return
         self._relay.release(self)
         self._loop.remove_reader(self._fd)
+        with contextlib.suppress(OSError):  # BlockingIOError: nothing more for now
+            while size := os.readv(self._fd, [self._buffer]):
+                self._feed(self._buffer[:size].tobytes())
         os.close(self._fd)
         if self._rest:
             self._emit(self._rest + b"\n")
