@@ -34,12 +34,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -147,8 +149,7 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def wait_for(condition: object, timeout: float, what: str) -> None:
-    assert callable(condition)
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -251,6 +252,9 @@ def main() -> int:
     if args.runner:
         run_runner(args, args.work)
         return 0
+    if shutil.which("cc") is None:
+        print("log_relay: the writers are built with a C compiler: apt-get install gcc")
+        return 2
     total = args.lines * args.writers
     own: list[float] = []
     relay: list[float] = []
