@@ -736,7 +736,7 @@ def print_cpu(bare: Chain, roost: Chain) -> None:
     print("  (each process's own time, sampled every 0.2 s; the row", UNSEEN)
     print("  is what the exact totals saw beyond the samples)")
     for name in names:
-        if max(base.get(name, 0), ours.get(name, 0)) >= 0.05:
+        if max(base.get(name, 0), ours.get(name, 0)) >= 0.01:
             print(f"  {name:<28} {base.get(name, 0):9.2f} {ours.get(name, 0):9.2f}")
     print(f"  {'total':<28} {sum(base.values()):9.2f} {sum(ours.values()):9.2f}")
     # On a shared machine the rates of single rounds swing with the neighbours' load; the

@@ -98,14 +98,30 @@ def group_members(pgid: int, table: list[ProcInfo] | None = None) -> list[ProcIn
     return [info for info in table if info.pgid == pgid and not info.zombie]
 
 
+def children(parent: int) -> list[ProcInfo]:
+    """The live and dead children of ``parent``, from the lists the kernel keeps for each of
+    its threads (``/proc/PID/task/TID/children``, proc(5)); a scan of every process where
+    the kernel keeps none (CONFIG_PROC_CHILDREN)."""
+    try:
+        threads = os.listdir(f"/proc/{parent}/task")
+        pids: set[int] = set()
+        for thread in threads:
+            with open(f"/proc/{parent}/task/{thread}/children", "rb") as handle:
+                pids.update(int(pid) for pid in handle.read().split())
+    except FileNotFoundError:
+        return [info for info in all_processes() if info.ppid == parent]
+    found = (read_proc(pid) for pid in sorted(pids))
+    return [info for info in found if info is not None and info.ppid == parent]
+
+
 def reap_zombies(parent: int, keep: set[int]) -> None:
     """Collect the exit status of adopted orphans that died, so they do not linger.
 
     Only specific pids are waited for: the event loop's child watcher waits for the pids
     it started (``keep``), and a ``waitpid(-1)`` here would steal their status.
     """
-    for info in all_processes():
-        if info.ppid == parent and info.zombie and info.pid not in keep:
+    for info in children(parent):
+        if info.zombie and info.pid not in keep:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(info.pid, os.WNOHANG)
 

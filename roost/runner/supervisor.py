@@ -3,7 +3,7 @@
 Each daemon runs as a child in a process group (and session) of its own, so one signal
 reaches all of its processes and a terminal's Ctrl-C reaches only the runner, which then
 stops the children in reverse order. Everything the children print is merged into the
-runner's stdout, line by line, behind the service's name.
+runner's stdout, line by line, behind the service's name (roost.runner.logrelay).
 
 A child that dies is restarted after a back-off (1 s, 2 s, 4 s ... capped at 30 s, reset once
 it has stayed up a minute), but only after whatever it left behind is gone: a daemon's
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.runner import procs
+from roost.runner.logrelay import Pipe, Relay, open_pipe, to_stream
 from roost.runner.probe import first_silent
 from roost.runner.statusfile import (
     FAILED,
@@ -49,11 +50,8 @@ from roost.services.base import Readiness
 __all__ = ["ChildSpec", "Policy", "Supervisor"]
 
 TAIL_LINES = 15
-#: how often to look whether a child has exited (see _exit_of): while stopping one, and
-#: while it runs (a crash is noticed this much later at most)
+#: how often to look whether a child being stopped has exited (or a second signal came)
 EXIT_POLL = 0.05
-WATCH_POLL = 0.2
-CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ class _Child:
         self.groups: set[int] = set()
         self.group_ticks: dict[int, int] = {}
         self.life: asyncio.Task[None] | None = None
-        self.pumps: list[asyncio.Task[None]] = []
+        self.pipes: list[Pipe] = []
         self.first_ready: asyncio.Future[str | None] | None = None
 
     @property
@@ -126,6 +124,17 @@ class _Child:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def note(self, block: bytes) -> None:
+        """Keep the last lines of a block of output, while the first start may still fail
+        (they explain why); afterwards nobody reads them."""
+        if self.first_ready is None or not self.first_ready.done():
+            self.tail.extend(block[:-1].decode().split("\n"))
+
+    def reading(self) -> list[asyncio.Future[None]]:
+        """Its pipes still being read: a daemon's orphaned workers may hold one open."""
+        self.pipes = [pipe for pipe in self.pipes if not pipe.done.done()]
+        return [pipe.done for pipe in self.pipes]
 
 
 class Supervisor:
@@ -145,7 +154,8 @@ class Supervisor:
         self.policy = policy or Policy()
         self.status_file = status_file
         self.on_ready = on_ready
-        self._out = out or _print_to(sys.stdout)
+        #: the merged output: stdout, or ``out`` line by line (for an embedding program)
+        self._output = Relay(to_stream(sys.stdout.buffer) if out is None else _by_line(out))
         self._err = err or _print_to(sys.stderr)
         self._width = max((len(spec.name) for spec in specs), default=0)
         self._tracked: set[int] = set()
@@ -174,6 +184,7 @@ class Supervisor:
             code = await self._start_all()
             if code == 0 and not self._stopping.is_set():
                 if self.on_ready is not None:
+                    self._output.flush()
                     self.on_ready()
                 background = [asyncio.create_task(self._watch(w)) for w in self.watchers]
                 await self._stopping.wait()
@@ -229,6 +240,7 @@ class Supervisor:
                     return 0
                 problem = child.first_ready.result()
                 if problem is not None:
+                    self._output.flush()
                     self._err(f"roost: error: {problem}")
                     return 1
             return 0
@@ -252,7 +264,7 @@ class Supervisor:
                 else:
                     await self._refresh_dependants(child)
                 assert child.process is not None
-                returncode = await _exit_of(child.process, WATCH_POLL)
+                returncode = await child.process.wait()
                 if self._stopping.is_set():
                     return
                 problem = f"exited with {procs.signal_name(returncode)}"
@@ -260,8 +272,9 @@ class Supervisor:
                 return
             await self._end(child)
             if not child.first_ready.done():
-                if child.pumps:
-                    await asyncio.wait(child.pumps, timeout=1)
+                reading = child.reading()
+                if reading:
+                    await asyncio.wait(reading, timeout=1)
                 child.state = FAILED
                 self._write_status()
                 child.first_ready.set_result(self._explain(child, problem))
@@ -317,19 +330,12 @@ class Supervisor:
         """Run a helper command of ``child`` (with its environment and output prefix) to
         the end; its exit status, or None when it could not be started."""
         try:
-            helper = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=dict(child.spec.env) if child.spec.env is not None else None,
-            )
+            helper, pipe = await self._spawn(child, argv, new_session=False)
         except OSError as exc:
             self._say(f"cannot {what}: {exc}")
             return None
         self._tracked.add(helper.pid)
-        assert helper.stdout is not None
-        await self._pump(child, helper.stdout)
+        await pipe.done
         code = await helper.wait()
         self._tracked.discard(helper.pid)
         return code
@@ -342,15 +348,7 @@ class Supervisor:
         child.tail.clear()
         child.groups = set()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *child.spec.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=dict(child.spec.env) if child.spec.env is not None else None,
-                start_new_session=True,
-                limit=CHUNK,
-            )
+            process, _ = await self._spawn(child, child.spec.argv, new_session=True)
         except OSError as exc:
             child.process = None
             return f"could not be started ({child.spec.argv[0]}: {exc.strerror or exc})"
@@ -358,9 +356,6 @@ class Supervisor:
         child.ticks = procs.start_ticks(process.pid)
         child.groups = {process.pid}
         self._tracked.add(process.pid)
-        assert process.stdout is not None
-        child.pumps = [p for p in child.pumps if not p.done()]
-        child.pumps.append(asyncio.create_task(self._pump(child, process.stdout)))
         self._write_status()
         return await self._wait_ready(child)
 
@@ -397,30 +392,33 @@ class Supervisor:
     def _prefix(self, child: _Child) -> str:
         return f"{child.name:<{self._width}} | "
 
-    async def _pump(self, child: _Child, stream: asyncio.StreamReader) -> None:
-        """Copy the child's output to ours line by line; long lines are cut into pieces."""
-        buffer = b""
-        while True:
-            chunk = await stream.read(CHUNK)
-            if not chunk:
-                break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                self._emit(child, line)
-            if len(buffer) >= CHUNK:
-                self._emit(child, buffer)
-                buffer = b""
-        if buffer:
-            self._emit(child, buffer)
-
-    def _emit(self, child: _Child, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r")
-        child.tail.append(text)
-        self._out(self._prefix(child) + text)
+    async def _spawn(
+        self, child: _Child, argv: Sequence[str], new_session: bool
+    ) -> tuple[asyncio.subprocess.Process, Pipe]:
+        """Start a process of ``child`` (the daemon, or a command of its) with its
+        environment, its stdout and stderr on a pipe whose lines join the merged output."""
+        read, write = open_pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(child.spec.env) if child.spec.env is not None else None,
+                start_new_session=new_session,
+            )
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        pipe = self._output.open(read, self._prefix(child), child.note)
+        child.reading()
+        child.pipes.append(pipe)
+        return process, pipe
 
     def _say(self, text: str) -> None:
-        self._out(f"roost: {text}")
+        self._output.line(f"roost: {text}")
 
     def say(self, text: str) -> None:
         """A line of the runner's own in the merged output (for watchers)."""
@@ -439,11 +437,12 @@ class Supervisor:
         for child in reversed(self.children):
             if child.alive:
                 await self._stop_child(child)
-        pumps = [pump for child in self.children for pump in child.pumps]
-        if pumps:
-            await asyncio.wait(pumps, timeout=2)
-            for pump in pumps:
-                pump.cancel()
+        reading = [done for child in self.children for done in child.reading()]
+        if reading:
+            await asyncio.wait(reading, timeout=2)
+        for child in self.children:
+            for pipe in child.pipes:
+                pipe.close()
         self._say("stopped")
 
     async def _stop_child(self, child: _Child) -> None:
@@ -480,28 +479,19 @@ class Supervisor:
                 self._say(f"{child.name} did not stop in {self.policy.stop_grace:g}s, killing it")
             for pgid in self._groups_to_signal(child):
                 procs.signal_group(pgid, signal.SIGKILL)
-            await _exit_of(child.process)
+            await child.process.wait()
         if stopper is not None and stopper.returncode is None:
             procs.signal_group(stopper.pid, signal.SIGKILL)
-            await _exit_of(stopper)
+            await stopper.wait()
 
     async def _run_stop_command(self, child: _Child) -> asyncio.subprocess.Process | None:
         assert child.spec.stop_argv is not None
         try:
-            stopper = await asyncio.create_subprocess_exec(
-                *child.spec.stop_argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=dict(child.spec.env) if child.spec.env is not None else None,
-                start_new_session=True,
-            )
+            stopper, _ = await self._spawn(child, child.spec.stop_argv, new_session=True)
         except OSError as exc:
             self._say(f"cannot run the stop command of {child.name}: {exc}; sending SIGTERM")
             return None
         self._tracked.add(stopper.pid)
-        assert stopper.stdout is not None
-        child.pumps.append(asyncio.create_task(self._pump(child, stopper.stdout)))
         return stopper
 
     async def _end(self, child: _Child) -> None:
@@ -513,7 +503,7 @@ class Supervisor:
         if child.process is not None and child.alive:
             for pgid in self._groups_to_signal(child):
                 procs.signal_group(pgid, signal.SIGKILL)
-            await _exit_of(child.process)
+            await child.process.wait()
         if child.process is not None:
             self._tracked.discard(child.process.pid)
         deadline = time.monotonic() + self.policy.stop_grace
@@ -629,15 +619,12 @@ class Supervisor:
         }
 
 
-async def _exit_of(process: asyncio.subprocess.Process, poll: float = EXIT_POLL) -> int:
-    """Wait for the process itself to exit.
+def _by_line(out: Callable[[str], None]) -> Callable[[bytes], None]:
+    def write(block: bytes) -> None:
+        for line in block.decode("utf-8", "replace").split("\n")[:-1]:
+            out(line)
 
-    Not ``process.wait()``: before Python 3.12 it also waits until every holder of the
-    child's stdout pipe has closed it, and a daemon's orphaned workers hold it open.
-    """
-    while process.returncode is None:
-        await asyncio.sleep(poll)
-    return process.returncode
+    return write
 
 
 def _print_to(stream: Any) -> Callable[[str], None]:
