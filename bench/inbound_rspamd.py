@@ -38,6 +38,8 @@ became Maildir++, with rounds from 44 % to 87 %: the rates alone cannot tell the
 apart); CPU per message 9.9 to 10.7 ms against 5.2 to 5.5 (before: 11.5 to 12.4 against
 5.3 to 5.7), so the bare chain's CPU is 0.51 to 0.52 of Roost's (0.46 before). Dovecot's
 LMTP delivery went from 4.2 to 4.5 ms to 2.9 to 3.3 (the bare chain's 1.5 to 1.75).
+Two later runs: 70 % and 63 %, CPU 0.54 and 0.56 of Roost's; Rspamd's proxy workers
+2.25 to 2.33 ms against 1.58 to 1.65 (bench/rspamd_settings.py has them by setting).
 Memory (sum of PSS): idle 348 to 388 MiB, peak under load 502 to 531 MiB.
 docs/filtering.md ("Speed and memory") has the breakdown.
 

@@ -208,7 +208,8 @@ def name_of(pid: int, argv: list[bytes]) -> str:
         if "up" in words:
             return "roost runner"
         return "python " + " ".join(words[1:3])
-    if program.startswith("redis-server"):
+    # Redis names itself "redis-server <address>" in one word: take the program's name.
+    if os.path.basename(words[0].split()[0]).startswith("redis-server"):
         return "redis (Rspamd's)" if "rspamd-redis" in " ".join(words) else "redis (gate, web)"
     if words[0].startswith("rspamd:"):
         # "rspamd: rspamd_proxy process (socket ...)", "rspamd: main process; 30 msg/sec"
