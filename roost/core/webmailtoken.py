@@ -29,7 +29,6 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -85,7 +84,9 @@ def record(user: str, session_digest: str) -> str:
     return json.dumps({"user": user, "session": session_digest, "minted": time.time()})
 
 
-def _load(raw: bytes | str | None) -> Mapping[str, Any] | None:
+def json_object(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A stored JSON object (a session, a token's record), or None when it is missing or
+    is not one."""
     if raw is None:
         return None
     try:
@@ -97,7 +98,7 @@ def _load(raw: bytes | str | None) -> Mapping[str, Any] | None:
 
 def session_of(raw_record: bytes | str) -> str | None:
     """The digest of the SSO session a token's record names, or None."""
-    session = (_load(raw_record) or {}).get("session")
+    session = (json_object(raw_record) or {}).get("session")
     return session if isinstance(session, str) and len(session) == 64 else None
 
 
@@ -121,7 +122,7 @@ def refusal(
     """
     if not looks_like_token(token) or len(token) != _TOKEN_LENGTH:
         return "not a webmail token"
-    entry = _load(raw_record)
+    entry = json_object(raw_record)
     if entry is None:
         return "webmail token unknown, expired or revoked"
     if entry.get("user") != email:
@@ -129,7 +130,7 @@ def refusal(
     current = raw_current.decode() if isinstance(raw_current, bytes) else raw_current
     if current is None or not hmac.compare_digest(current, digest(token)):
         return "webmail token replaced by a newer one"
-    session = _load(raw_session)
+    session = json_object(raw_session)
     if session is None:
         return "webmail token of an SSO session that has ended"
     if session.get("user") != email:

@@ -222,14 +222,7 @@ class RedisSessionStore(SessionStore):
         return cls(client, layout.settings.PERMANENT_SESSION_LIFETIME)
 
     async def load(self, sid: str) -> dict[str, Any] | None:
-        raw = await self._redis.get(_KEY + webmailtoken.digest(sid))
-        if raw is None:
-            return None
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
+        return webmailtoken.json_object(await self._redis.get(_KEY + webmailtoken.digest(sid)))
 
     async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None:
         key = webmailtoken.digest(sid)

@@ -1,7 +1,7 @@
-"""WEBMAIL=roundcube with its database on a server (test_webmail_postgresql.py,
-test_webmail_mariadb.py): a stack whose Roundcube has a database and user of its own on
-the local PostgreSQL or MariaDB, its password given as ROUNDCUBE_DB_PW_FILE, and the
-check that a sign-in (Roost's single sign-on, then the webmail) lands in that database.
+"""WEBMAIL=roundcube with its database on a server (test_webmail_servers.py): a stack
+whose Roundcube has a database and user of its own on the local PostgreSQL or MariaDB,
+its password given as ROUNDCUBE_DB_PW_FILE, and the check that a sign-in (Roost's single
+sign-on, then the webmail) lands in that database.
 """
 
 from __future__ import annotations
