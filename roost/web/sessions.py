@@ -16,6 +16,14 @@ The cookie is ``HttpOnly``, ``SameSite=Lax`` and ``Secure`` per SESSION_COOKIE_S
 (RFC 6265bis §4.1.3.2): the browser then refuses it unless it is Secure, for ``/`` and
 without a Domain, so no sibling host can plant a session id (session fixation).
 
+Requests of one session run side by side (a page and its background requests, two tabs),
+so a request writes back only what it changed, and never brings back a session another
+request ended meanwhile: a new id is stored as new, a changed session only while it still
+exists (``SET ... XX``), and a signed-in session's idle timeout is renewed with ``EXPIRE``,
+which renews nothing that is gone. Otherwise a slow page that began before a logout, a
+password change or a sign-in elsewhere would write the session back when it finished,
+and its cookie with it: the logout would be undone.
+
 A password change ends the account's sessions wherever it is made (CLI, API, import, an
 admin's page), not only on the web's own form: a session records, when it is signed in,
 a fingerprint of the account's stored password hash (``pw``: an HMAC under a key derived
@@ -90,6 +98,10 @@ class Session:
     data: dict[str, Any] = field(default_factory=dict)
     #: set when the data changed and must be written back
     modified: bool = False
+    #: set when ``sid`` was made by this request, so nothing in the store has it yet
+    new: bool = False
+    #: set for a signed-in session loaded from the store: its idle timeout is renewed
+    renew: bool = False
     #: the id the browser sent, to be deleted when the session is rotated or ended
     stale: list[str] = field(default_factory=list)
     ended: bool = False
@@ -124,7 +136,7 @@ class Session:
         if self.sid is None:
             self.sid = secrets.token_urlsafe(32)
             self.data.setdefault("created", time.time())
-            self.modified = True
+            self.modified = self.new = True
             self.ended = False
 
     def rotate(self, user: str) -> None:
@@ -144,7 +156,7 @@ class Session:
         if carried is not None:
             self.data["pw"] = carried
         self.fingerprint_due = carried is None
-        self.modified = True
+        self.modified = self.new = True
         self.ended = False
 
     def rotate_pending(self, user: str, second_factor: str, target: str) -> None:
@@ -162,9 +174,17 @@ class Session:
             self.stale.append(self.sid)
         self.sid = None
         self.data = {}
-        self.modified = False
+        self.modified = self.new = self.renew = False
         self.ended = True
         self.fingerprint_due = False
+
+    def lost(self) -> None:
+        """The store no longer has this session (another request ended it, or it expired
+        while this one ran): answer as if it had ended, without deleting anything."""
+        self.sid = None
+        self.data = {}
+        self.modified = self.new = self.renew = False
+        self.ended = True
 
 
 class SessionStore(ABC):
@@ -174,7 +194,13 @@ class SessionStore(ABC):
     async def load(self, sid: str) -> dict[str, Any] | None: ...
 
     @abstractmethod
-    async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None: ...
+    async def save(self, sid: str, data: dict[str, Any], ttl: int, *, new: bool) -> bool:
+        """Store ``data`` for ``ttl`` s: as a new session when ``new``, else only if the
+        session still exists. False: it did not, and nothing was stored."""
+
+    @abstractmethod
+    async def renew(self, sid: str, user: str, ttl: int) -> bool:
+        """Give an existing session another ``ttl`` s; False if it is gone."""
 
     @abstractmethod
     async def delete(self, sid: str) -> None: ...
@@ -224,15 +250,23 @@ class RedisSessionStore(SessionStore):
     async def load(self, sid: str) -> dict[str, Any] | None:
         return webmailtoken.json_object(await self._redis.get(_KEY + webmailtoken.digest(sid)))
 
-    async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None:
+    async def save(self, sid: str, data: dict[str, Any], ttl: int, *, new: bool) -> bool:
         key = webmailtoken.digest(sid)
-        pipe = self._redis.pipeline()
-        pipe.set(_KEY + key, json.dumps(data), ex=max(1, ttl))
+        stored = await self._redis.set(_KEY + key, json.dumps(data), ex=max(1, ttl), xx=not new)
         user = data.get("user")
-        if isinstance(user, str):
+        if stored and isinstance(user, str):
+            pipe = self._redis.pipeline()
             pipe.sadd(_USER_KEY + user, key)
             pipe.expire(_USER_KEY + user, self._lifetime)
-        await pipe.execute()
+            await pipe.execute()
+        return bool(stored)
+
+    async def renew(self, sid: str, user: str, ttl: int) -> bool:
+        pipe = self._redis.pipeline()
+        pipe.expire(_KEY + webmailtoken.digest(sid), max(1, ttl))
+        pipe.expire(_USER_KEY + user, self._lifetime)
+        renewed, _ = await pipe.execute()
+        return bool(renewed)
 
     async def delete(self, sid: str) -> None:
         await self._redis.delete(_KEY + webmailtoken.digest(sid))
@@ -274,13 +308,26 @@ class MemorySessionStore(SessionStore):
         self.tokens: dict[str, tuple[float, str, str]] = {}
 
     async def load(self, sid: str) -> dict[str, Any] | None:
-        item = self.items.get(webmailtoken.digest(sid))
-        if item is None or item[0] <= self._clock():
-            return None
-        return json.loads(json.dumps(item[1]))
+        key = webmailtoken.digest(sid)
+        return json.loads(json.dumps(self.items[key][1])) if self._alive(key) else None
 
-    async def save(self, sid: str, data: dict[str, Any], ttl: int) -> None:
-        self.items[webmailtoken.digest(sid)] = (self._clock() + ttl, json.loads(json.dumps(data)))
+    def _alive(self, key: str) -> bool:
+        item = self.items.get(key)
+        return item is not None and item[0] > self._clock()
+
+    async def save(self, sid: str, data: dict[str, Any], ttl: int, *, new: bool) -> bool:
+        key = webmailtoken.digest(sid)
+        if not new and not self._alive(key):
+            return False
+        self.items[key] = (self._clock() + ttl, json.loads(json.dumps(data)))
+        return True
+
+    async def renew(self, sid: str, user: str, ttl: int) -> bool:
+        key = webmailtoken.digest(sid)
+        if not self._alive(key):
+            return False
+        self.items[key] = (self._clock() + ttl, self.items[key][1])
+        return True
 
     async def delete(self, sid: str) -> None:
         self.items.pop(webmailtoken.digest(sid), None)
@@ -348,8 +395,8 @@ class SessionMiddleware:
         ):
             await self.store.delete(sid)
             return Session()
-        # A signed-in session is saved at each request, which refreshes its idle timeout.
-        return Session(sid=sid, data=data, modified=isinstance(data.get("user"), str))
+        # A signed-in session's idle timeout is renewed at each request.
+        return Session(sid=sid, data=data, renew=isinstance(data.get("user"), str))
 
     def _ttl(self, session: Session) -> int:
         if session.user is None:
@@ -360,7 +407,7 @@ class SessionMiddleware:
 
     def _cookie(self, session: Session) -> str | None:
         parts: list[str]
-        if session.sid is not None and session.modified:
+        if session.sid is not None and (session.modified or session.renew):
             parts = [f"{self.cookie}={session.sid}", f"Max-Age={self._ttl(session)}"]
         elif session.ended:
             parts = [f"{self.cookie}=", "Max-Age=0"]
@@ -370,6 +417,21 @@ class SessionMiddleware:
         if self.secure:
             parts.append("Secure")
         return "; ".join(parts)
+
+    async def _write_back(self, session: Session) -> None:
+        """Store what this request changed; a session gone meanwhile stays gone."""
+        if session.sid is None:
+            return
+        if session.modified:
+            kept = await self.store.save(
+                session.sid, session.data, self._ttl(session), new=session.new
+            )
+        elif session.renew and session.user is not None:
+            kept = await self.store.renew(session.sid, session.user, self._ttl(session))
+        else:
+            return
+        if not kept:
+            session.lost()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -388,8 +450,7 @@ class SessionMiddleware:
                     mark = self.fingerprint(email) if isinstance(email, str) else None
                     session.data["pw"] = mark or ""  # "" matches no account: ended at once
                     session.fingerprint_due = False
-                if session.sid is not None and session.modified:
-                    await self.store.save(session.sid, session.data, self._ttl(session))
+                await self._write_back(session)
                 cookie = self._cookie(session)
                 if cookie is not None:
                     headers = list(message.get("headers", []))

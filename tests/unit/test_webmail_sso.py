@@ -168,7 +168,7 @@ def test_a_token_opens_the_webmail_listeners_only_while_it_is_the_sessions(
         before = await store.load(sid)
         assert before is not None
         newer = await mint(client)
-        await store.save(sid, before, 600)
+        assert await store.save(sid, before, 600, new=False)
         await store.close()
         assert status(gate, READER, token, "imap", 10143) == BADAUTH
         assert status(gate, READER, newer, "imap", 10143) == "OK"
