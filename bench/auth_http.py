@@ -11,8 +11,11 @@ large one (100,000 users in 10,000 domains), starts the real gate (``roost gate`
 Redis on each, logs ``--warm-users`` users of each in once, then drives both gates with wrk
 (Debian's package), rotating over those users, and the same wrk against a trivial server
 that answers every request with a constant ``Auth-Status: OK`` on the gate's event loop:
-the most any server in Python could do for this client. Each round measures all three;
-the report prints logins per second, the ratio to the trivial server, the gate's and its
+the most any server in Python could do for this client. A second constant server is the
+gate's own HTTP layer (``roost.gate.http.HttpServer``, with its secret check, connection
+caps and response encoding) around a handler that answers the same constant: the ratio to
+it is what the login itself costs, the HTTP framing left out. Each round measures all
+four; the report prints logins per second, the ratios to both constant servers, the gate's and its
 Redis's CPU milliseconds per login (from /proc, independent of the load generator) and
 the large directory's rate as a ratio of the small one's. wrk checks every answer: a login
 that was not ``Auth-Status: OK`` fails the run.
@@ -56,6 +59,7 @@ from roost.layout import GATE_HTTP_PORT
 
 BIND = bench_address(1)
 TRIVIAL_PORT = 18080
+FRAMED_PORT = 18081
 CONNECTIONS = 10
 
 TRIVIAL_SERVER = r"""
@@ -79,6 +83,24 @@ async def main(host, port):
 
 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
     runner.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+FRAMED_SERVER = r"""
+import asyncio, sys
+from roost.gate.http import HttpServer, Response
+from roost.gate.server import new_event_loop
+
+ANSWER = Response(200, [("Auth-Status", "OK"), ("Auth-User", "user@example.test")])
+
+async def constant(request):
+    return ANSWER
+
+async def main(host, port, secret):
+    await HttpServer(constant, secret=secret).start(host, int(port))
+    await asyncio.Event().wait()
+
+with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    runner.run(main(*sys.argv[1:4]))
 """
 
 #: wrk's script: rotate over the warm users, count answers that are not Auth-Status OK.
@@ -210,27 +232,37 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="roost-bench-"))
     os.chmod(base, 0o755)
     trivial = subprocess.Popen([sys.executable, "-c", TRIVIAL_SERVER, BIND, str(TRIVIAL_PORT)])
+    framed: subprocess.Popen[bytes] | None = None
     sizes: list[Size] = []
     try:
         for host, (label, domains, users) in zip((1, 4), SIZES, strict=True):
             sizes.append(prepare(base, label, domains, users, host, args))
+        secret = sizes[0].gate.layout.gate_http_secret.read_text().strip()
+        framed = subprocess.Popen(
+            [sys.executable, "-c", FRAMED_SERVER, BIND, str(FRAMED_PORT), secret]
+        )
         wait_for_tcp(BIND, TRIVIAL_PORT, trivial)
+        wait_for_tcp(BIND, FRAMED_PORT, framed)
         trivial_url = f"http://{BIND}:{TRIVIAL_PORT}/auth/email"
+        framed_url = f"http://{BIND}:{FRAMED_PORT}/auth/email"
         print(
-            f"{'':<16}{'small':>30}{'large':>30}\n{'round':<6}{'trivial/s':>10}"
+            f"{'':<25}{'small':>30}{'large':>30}\n{'round':<6}{'trivial/s':>10}{'http/s':>9}"
             + f"{'logins/s':>9}{'ratio':>6}{'gate ms':>8}{'Redis ms':>9}" * 2
             + f"{'large/small':>12}"
         )
         ratios: dict[str, list[float]] = {size.label: [] for size in sizes}
+        framed_ratios: dict[str, list[float]] = {size.label: [] for size in sizes}
         cpu: dict[str, list[float]] = {size.label: [] for size in sizes}
         shared: dict[str, list[float]] = {size.label: [] for size in sizes}
         scales = []
         for number in range(1, args.rounds + 1):
             results = [measure(size, args.seconds) for size in sizes]
             trivial_rate, _ = run_wrk(trivial_url, sizes[0].script, args.seconds)
-            line = f"{number:<6}{trivial_rate:>10.0f}"
+            framed_rate, _ = run_wrk(framed_url, sizes[0].script, args.seconds)
+            line = f"{number:<6}{trivial_rate:>10.0f}{framed_rate:>9.0f}"
             for size, (rate, cpu_ms, redis_ms, per_read) in zip(sizes, results, strict=True):
                 ratios[size.label].append(rate / trivial_rate)
+                framed_ratios[size.label].append(rate / framed_rate)
                 cpu[size.label].append(cpu_ms)
                 shared[size.label].append(per_read)
                 line += f"{rate:>9.0f}{rate / trivial_rate:>6.2f}{cpu_ms:>8.3f}{redis_ms:>9.3f}"
@@ -242,7 +274,9 @@ def main() -> None:
         for size in sizes:
             print(
                 f"median, {size.label}: {statistics.median(ratios[size.label]):.2f} of the "
-                f"constant server (target 0.6), {statistics.median(cpu[size.label]):.3f} ms "
+                f"constant server (target 0.6), "
+                f"{statistics.median(framed_ratios[size.label]):.2f} of the gate's HTTP layer "
+                f"answering a constant, {statistics.median(cpu[size.label]):.3f} ms "
                 f"of gate CPU per login, {statistics.median(shared[size.label]):.1f} logins "
                 "per Redis read"
             )
@@ -252,8 +286,10 @@ def main() -> None:
             f"(target: at least 0.5, within 2x), {cpu_scale:.2f} of the CPU per login"
         )
     finally:
-        trivial.terminate()
-        trivial.wait(10)
+        for server in (trivial, framed):
+            if server is not None:
+                server.terminate()
+                server.wait(10)
         for size in sizes:
             size.gate.stop()
         shutil.rmtree(base, ignore_errors=True)
