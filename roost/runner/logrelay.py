@@ -42,7 +42,7 @@ from typing import BinaryIO
 __all__ = ["BUSY", "CHUNK", "HOLD", "Pipe", "Relay", "open_pipe", "to_stream"]
 
 #: lines a second, of all children together, from which pipes are held ...
-BUSY = 200
+BUSY = 20
 #: ... and read every HOLD seconds; the rate is averaged over about SMOOTH seconds
 HOLD = 0.25
 SMOOTH = 1.0
