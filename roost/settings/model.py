@@ -667,12 +667,13 @@ class Settings:
         "webmail served elsewhere), empty: 404",
     )
     ROUNDCUBE_PLUGINS: tuple[str, ...] = setting(
-        ("archive", "markasjunk", "managesieve"),
+        ("archive", "zipdownload", "markasjunk", "managesieve", "enigma"),
         p.plugin_names,
         "web",
         "WEBMAIL=roundcube: Roundcube's plugins, a comma list of Debian's "
         "(`/usr/share/roundcube/plugins`); Roost's own single sign-on plugin `roost` is "
-        "always added ([webmail.md](webmail.md))",
+        "always added. The default is Mailu's without `carddav`, which Debian does not "
+        "ship ([webmail.md](webmail.md#plugins))",
     )
     WEBDAV: str = setting(
         "none",

@@ -5,9 +5,10 @@ Roundcube is served under WEB_WEBMAIL only to browsers signed in to Roost's SSO 
 asks the web application before every PHP request); it never sees a password: it logs in
 to IMAP, submission and ManageSieve with a token minted for the SSO session, which the
 gate takes on the webmail's internal listeners only, while the session lives. In headless
-Chromium a user signs in once, reads a message that arrived over SMTP, sends one that an
-outside peer receives, sets a filter and signs out of Roundcube, which ends the SSO
-session too (and the reverse); a user with two-factor login gets nowhere with the
+Chromium a user signs in once, reads a message that arrived over SMTP, downloads two as a
+zip (zipdownload), sends one that an outside peer receives, sets a filter, imports a PGP
+key and reads a message encrypted to it (enigma), and signs out of Roundcube, which ends
+the SSO session too (and the reverse); a user with two-factor login gets nowhere with the
 password alone. With imaplib and smtplib against Dovecot and Postfix directly, a token is
 refused outside its listeners and after the sign-out, and a password on the webmail's.
 (With WEBMAIL off there is no such service or route: tests/unit/test_services_roundcube.py.)
@@ -16,15 +17,20 @@ refused outside its listeners and after the sign-out, and a password on the webm
 from __future__ import annotations
 
 import imaplib
+import pwd
 import re
 import secrets
 import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -245,6 +251,51 @@ def in_folder(stack: Stack, user: str, password: str, folder: str, subject: str)
         imap.logout()
 
 
+def pgp_key_pair(user: str, home: Path) -> str:
+    """A key pair for ``user`` made with gpg in ``home`` (ed25519 with a cv25519
+    encryption subkey, no passphrase): its secret key, armored, as a user would import
+    it (Debian's enigma cannot make keys in the browser: it ships without OpenPGP.js)."""
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
+    subprocess.run(
+        [*gpg, "--passphrase", "", "--quick-generate-key", user, "future-default", "default"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    exported = subprocess.run(
+        [*gpg, "--passphrase", "", "--armor", "--export-secret-keys", user],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return exported.stdout
+
+
+def pgp_mime(home: Path, sender: str, rcpt: str, subject: str, text: str) -> str:
+    """A PGP/MIME message (RFC 3156 section 4) encrypted to ``rcpt``'s key in ``home``."""
+    inner = f"Content-Type: text/plain; charset=us-ascii\r\n\r\n{text}\r\n"
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--trust-model", "always", "--armor"]
+    encrypted = subprocess.run(
+        [*gpg, "--encrypt", "--recipient", rcpt],
+        input=inner,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    boundary = f"pgp-{uuid.uuid4().hex}"
+    return (
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4()}@outside.test>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
+        f'boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+        f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n{encrypted}\r\n"
+        f"--{boundary}--\r\n"
+    )
+
+
 def sso_in_browser(page: Any, base: str, user: str, password: str) -> None:
     """Roost's sign-in page (and the first sign-in's password change)."""
     page.fill("#email", user)
@@ -268,11 +319,21 @@ def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
     user, password = new_user(stack, "browser")
     subject = f"in the browser {uuid.uuid4()}"
     junk = f"junk for the browser {uuid.uuid4()}"
+    secret = f"encrypted for the browser {uuid.uuid4()}"
+    # The user's PGP key pair, made outside Roundcube; a message encrypted to it.
+    with tempfile.TemporaryDirectory(prefix="gpg-") as gnupg:
+        try:
+            armored_key = pgp_key_pair(user, Path(gnupg))
+            encrypted = pgp_mime(Path(gnupg), "a@sender.test", user, secret, "The secret is 42.")
+        finally:
+            subprocess.run(["gpgconf", "--homedir", gnupg, "--kill", "gpg-agent"], check=False)
     with stack.smtp() as smtp:
         for title in (subject, junk):
             smtp.sendmail("a@sender.test", [user], message("a@sender.test", user, title))
+        smtp.sendmail("a@sender.test", [user], encrypted)
     stack.wait_for_message(user, password, subject)
     stack.wait_for_message(user, password, junk)
+    stack.wait_for_message(user, password, secret)
     with browsing.chromium_for(stack) as chromium:
         context = browsing.new_context(chromium)
         page = context.new_page()
@@ -286,6 +347,21 @@ def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
         row.dblclick()
         page.wait_for_url(re.compile(r"_action=show"), timeout=15_000)
         page.locator("#messagebody", has_text="Hello from the test.").wait_for(timeout=15_000)
+
+        # zipdownload: two messages selected, More > Download > Maildir: a zip of .eml files.
+        page.goto(f"{base}/mail/?_task=mail&_mbox=INBOX")
+        page.locator("#messagelist tr", has_text=subject).click()
+        page.wait_for_load_state("networkidle")
+        page.locator("#messagelist tr", has_text=junk).click(modifiers=["Control"])
+        page.click("#messagemenulink")
+        page.click("#message-menu a.download")
+        with page.expect_download(timeout=15_000) as download:
+            page.click("#zipdownload-menu a.download.maildir")
+        with zipfile.ZipFile(download.value.path()) as archive:
+            names = archive.namelist()
+            subjects = {message_from_bytes(archive.read(name))["Subject"] for name in names}
+        assert all(name.endswith(".eml") for name in names), names
+        assert subjects == {subject, junk}
 
         # markasjunk moves a message to Junk (where Dovecot's IMAPSieve hands it to Rspamd).
         page.goto(f"{base}/mail/?_task=mail&_mbox=INBOX")
@@ -350,6 +426,27 @@ def test_in_chromium_sign_in_once_read_send_filter_and_sign_out_of_both(
             check=False,
         )
         assert "From the boss" in script.stdout, (script.stdout, script.stderr)
+
+        # enigma: Settings > PGP Keys imports the user's key pair; GnuPG keeps it in the
+        # user's key ring under ROOT/webmail/gpg, and the encrypted message reads in clear.
+        page.goto(f"{base}/mail/?_task=settings")
+        page.click("#settings-menu a.enigma.keys")
+        page.wait_for_url(re.compile(r"_action=plugin\.enigmakeys"), timeout=15_000)
+        page.wait_for_load_state("networkidle")  # the key list, and commands enabled
+        page.click("a.import:not(.disabled)[onclick*='plugin.enigma-key-import']")
+        dialog = page.frame_locator("iframe[src*='_a=import']")
+        dialog.locator("#rcmimportfile").set_input_files(
+            {"name": "key.asc", "mimeType": "application/pgp-keys", "buffer": armored_key.encode()}
+        )
+        page.click(".ui-dialog-buttonpane button.mainaction")
+        page.locator("#keys-table tr", has_text=user).wait_for(timeout=15_000)
+        keyring = stack.root / "webmail" / "gpg" / user
+        assert keyring.stat().st_uid == pwd.getpwnam("_roundcube").pw_uid
+        assert list((keyring / "private-keys-v1.d").glob("*.key")), list(keyring.iterdir())
+        page.goto(f"{base}/mail/?_task=mail&_mbox=INBOX")
+        page.locator("#messagelist tr", has_text=secret).dblclick()
+        page.wait_for_url(re.compile(r"_action=show"), timeout=15_000)
+        page.locator("#messagebody", has_text="The secret is 42.").wait_for(timeout=15_000)
 
         # Signing out of Roundcube signs out of the SSO too.
         page.goto(f"{base}/mail/?_task=mail")

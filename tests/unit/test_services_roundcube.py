@@ -23,7 +23,7 @@ from roost.runner.stack import enabled_services
 from roost.services.base import ServiceConfigError
 from roost.services.nginx import NginxService
 from roost.services.roundcube import RoundcubeService
-from roost.services.roundcube.service import USER, des_key
+from roost.services.roundcube.service import USER, des_key, missing_packages
 from roost.settings import SettingsError, load_settings
 
 ADDRESS = "127.0.50.32"
@@ -108,8 +108,20 @@ def test_config_data_and_socket(root: Path) -> None:
     assert php_config(service.etc, "smtp_pass") == '"%p"'
     assert f'"bindto":"{ADDRESS}:0"' in php_config(service.etc, "imap_conn_options")
     assert php_config(service.etc, "managesieve_host") == f'"{ADDRESS}:14190"'
-    # Roost's plugin first, then ROUNDCUBE_PLUGINS' default.
-    assert php_config(service.etc, "plugins") == ('["roost","archive","markasjunk","managesieve"]')
+    # Roost's plugin first, then ROUNDCUBE_PLUGINS' default: Mailu's but carddav.
+    assert php_config(service.etc, "plugins") == (
+        '["roost","archive","zipdownload","markasjunk","managesieve","enigma"]'
+    )
+    # enigma's key rings under ROOT/webmail, GnuPG's programs by path, which php-fpm's
+    # open_basedir lets PHP see.
+    assert php_config(service.etc, "enigma_pgp_homedir") == f'"{root}/webmail/gpg"'
+    assert php_config(service.etc, "enigma_pgp_binary") == '"/usr/bin/gpg"'
+    basedir = next(
+        line for line in service.fpm_conf.read_text().splitlines() if "open_basedir" in line
+    )
+    assert basedir.endswith(
+        f":{root}/webmail/temp:/usr/bin/gpg:/usr/bin/gpg-agent:/usr/bin/gpgconf"
+    )
     assert php_config(service.etc, "roost_sso_entry") == '"/mail/sso"'
     assert php_config(service.etc, "roost_password_url") == '"/admin/account"'
     # Roundcube loads its plugins from Roost's directory: Debian's, and Roost's own.
@@ -126,8 +138,9 @@ def test_config_data_and_socket(root: Path) -> None:
     assert str(root / "webmail" / "roundcube.db") in php_config(service.etc, "db_dsnw")
     config = (service.etc / "config.inc.php").stat()
     assert (config.st_gid, config.st_mode & 0o777) == (account.pw_gid, 0o640)
-    data = (root / "webmail").stat()
-    assert (data.st_uid, data.st_mode & 0o777) == (account.pw_uid, 0o700)
+    for data in (root / "webmail", root / "webmail" / "gpg"):
+        mode = data.stat()
+        assert (mode.st_uid, mode.st_mode & 0o777) == (account.pw_uid, 0o700), data
     run = layout.roundcube_socket.parent.stat()
     assert (run.st_uid, run.st_gid) == (account.pw_uid, grp.getgrnam("www-data").gr_gid)
     assert run.st_mode & 0o777 == 0o750
@@ -145,6 +158,15 @@ def test_roundcube_plugins_as_mailu_with_roosts_own_always(root: Path) -> None:
     assert load_settings(environ=environ).ROUNDCUBE_PLUGINS == ("archive", "markasjunk")
     with pytest.raises(SettingsError, match=r"ROUNDCUBE_PLUGINS=.*'\.\./x' is not a plugin"):
         load_settings(environ={"ROUNDCUBE_PLUGINS": "markasjunk,../x"})
+
+
+def test_plugins_name_the_debian_packages_they_need() -> None:
+    # Debian's php-fpm loads the zip extension (php-zip), Crypt_GPG and GnuPG are there.
+    default = list(load_settings(environ={}).ROUNDCUBE_PLUGINS)
+    assert missing_packages(default, "php-fpm8.2") == []
+    # A php-fpm without the zip extension (a stand-in that lists no module): the package.
+    assert missing_packages(default, "/bin/true") == ["php-zip (zipdownload)"]
+    assert missing_packages(["archive", "enigma"], "/bin/true") == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nginx -t runs as root")

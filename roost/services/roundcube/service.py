@@ -6,8 +6,14 @@ system user ``_roundcube`` (made here on first use). Its one pool listens on a U
 directory ``0750 _roundcube:www-data``, so only nginx's workers reach it
 (``webmail.conf.j2``). Roundcube reads only the configuration rendered in
 ``ROOT/etc/roundcube`` (``ROUNDCUBE_CONFIG_DIR``), and keeps its temporary files (and its
-SQLite database, when that is its flavour) in ``ROOT/webmail``, ``0700`` of its user. Its
-database is made ready before php-fpm starts (``database.py``).
+SQLite database, when that is its flavour) in ``ROOT/webmail``, ``0700`` of its user, with
+the enigma plugin's GnuPG key rings in ``ROOT/webmail/gpg``. Its database is made ready
+before php-fpm starts (``database.py``).
+
+Debian's roundcube-plugins only suggests what two of Mailu's default plugins need:
+zipdownload PHP's zip extension (php-zip), enigma the Crypt_GPG library (php-crypt-gpg)
+and GnuPG. A start with such a plugin chosen and its package missing stops with the
+package's name, rather than Roundcube failing only when the plugin is used.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import hmac
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,16 @@ DEBIAN_PLUGINS = Path("/usr/share/roundcube/plugins")
 PLUGIN = "roost"
 _PLUGIN_SOURCE = Path(__file__).parent / "plugin" / PLUGIN
 _PHP_FPM = "php-fpm8.2"
+#: The enigma plugin's PGP library (Debian's php-crypt-gpg).
+CRYPT_GPG = "/usr/share/php/Crypt/GPG.php"
+#: GnuPG for the enigma plugin: Crypt_GPG runs gpg, which starts gpg-agent in the key
+#: ring's directory (secret keys) and stops it with gpgconf at the end of each request.
+#: php-fpm's open_basedir lets PHP see these three files and no other program.
+GPG_PROGRAMS = {
+    "binary": "/usr/bin/gpg",
+    "agent": "/usr/bin/gpg-agent",
+    "gpgconf": "/usr/bin/gpgconf",
+}
 
 
 def webmail_enabled(settings: Settings) -> bool:
@@ -69,6 +86,26 @@ def des_key(secret_key: str) -> str:
 
 def _host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _fpm_has_zip(fpm: str) -> bool:
+    """Whether php-fpm loads PHP's zip extension (``php-fpm8.2 -m`` reads the ini files
+    of the fpm SAPI, ``/etc/php/8.2/fpm/conf.d``, where php-zip's postinst enables it)."""
+    modules = subprocess.run([fpm, "-m"], capture_output=True, text=True, timeout=30, check=False)
+    return "zip" in modules.stdout.split()
+
+
+def missing_packages(chosen: list[str], fpm: str) -> list[str]:
+    """The Debian packages the chosen plugins need that are not installed."""
+    missing = []
+    if "zipdownload" in chosen and not _fpm_has_zip(fpm):
+        missing.append("php-zip (zipdownload)")
+    if "enigma" in chosen:
+        if not Path(CRYPT_GPG).is_file():
+            missing.append("php-crypt-gpg (enigma)")
+        if not all(os.access(program, os.X_OK) for program in GPG_PROGRAMS.values()):
+            missing.append("gpg and gpg-agent (enigma)")
+    return missing
 
 
 def plugins(settings: Settings, available: Path = DEBIAN_PLUGINS) -> list[str]:
@@ -99,6 +136,13 @@ class RoundcubeService(Service):
         return self.etc / "php-fpm.conf"
 
     @property
+    def gpg_home(self) -> Path:
+        """The enigma plugin's key rings (``enigma_pgp_homedir``), one GnuPG home
+        directory per user below it, made by the plugin; Mailu keeps them in its data
+        volume too."""
+        return self.layout.webmail / "gpg"
+
+    @property
     def plugins_dir(self) -> Path:
         """Roundcube's plugin directory (RCUBE_PLUGINS_DIR, set by ``prepend.php``): links
         to Debian's plugins and a copy of Roost's own."""
@@ -117,6 +161,8 @@ class RoundcubeService(Service):
             "prepend": self.etc / "prepend.php",
             "data": self.layout.webmail,
             "temp": self.layout.webmail / "temp",
+            "gpg_home": self.gpg_home,
+            "gpg": GPG_PROGRAMS,
             "db_dsnw": php_quoted(self.database.dsn),
             # The webmail's own listeners on the internal loopback address (no TLS there:
             # the connection never leaves the host), where the gate takes its tokens.
@@ -162,7 +208,14 @@ class RoundcubeService(Service):
                 "roundcube-core, roundcube-sqlite3, roundcube-plugins and php-fpm"
             )
         context = self.context()
-        for directory in (self.layout.webmail, context["temp"]):
+        fpm = self.command()[0]
+        missing = missing_packages(context["plugins"], fpm)
+        if missing:
+            raise ServiceConfigError(
+                f"ROUNDCUBE_PLUGINS: install the Debian packages {', '.join(missing)}, or "
+                "leave those plugins out"
+            )
+        for directory in (self.layout.webmail, context["temp"], self.gpg_home):
             directory.mkdir(parents=True, exist_ok=True)
             os.chown(directory, account.pw_uid, account.pw_gid)
             directory.chmod(0o700)
