@@ -3,6 +3,7 @@
 #
 #   sudo ./setup.sh [--env FILE] [--no-start] [--systemd]
 #   sudo DOMAIN=example.com HOSTNAMES=mail.example.com ./setup.sh
+#   sudo ./setup.sh --uninstall
 #
 # What it does, each step safe to repeat:
 #   1. installs the Debian packages Roost drives (Postfix, Dovecot, nginx, Redis, ...);
@@ -18,6 +19,12 @@
 #   5. prepares ROOT (roost init), installs deploy/systemd/roost.service (enabled and
 #      started only with --systemd), and runs `roost up` in the foreground unless
 #      --no-start or --systemd.
+#
+# --uninstall undoes steps 3 to 5 outside the data: it stops roost.service, takes this
+# stack out of the host Postfix's alternate_config_directories and removes the unit, the
+# virtualenv and the roost link. The settings and ROOT (mail, store, keys) stay, as do the
+# Debian packages and the system services step 2 disabled; it prints how to remove or
+# re-enable those by hand.
 set -euo pipefail
 
 VENV=/opt/roost/venv
@@ -34,6 +41,7 @@ die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }
 usage() {
     cat <<'EOF'
 Usage: sudo ./setup.sh [--env FILE] [--no-start] [--systemd]
+       sudo ./setup.sh --uninstall
 
 Installs Roost on this Debian 12 machine and starts it in the foreground.
 
@@ -42,18 +50,21 @@ Installs Roost on this Debian 12 machine and starts it in the foreground.
                sudo DOMAIN=example.com HOSTNAMES=mail.example.com ./setup.sh)
   --no-start   install only; start later with: roost up
   --systemd    enable and start roost.service instead of running in the foreground
+  --uninstall  stop Roost and remove the program; the settings and the mail stay
 EOF
 }
 
 ENV_FILE=""
 START=1
 SYSTEMD=0
+UNINSTALL=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --env) [ $# -ge 2 ] || die "--env needs a file name"; ENV_FILE=$2; shift 2 ;;
         --env=*) ENV_FILE=${1#--env=}; shift ;;
         --no-start) START=0; shift ;;
         --systemd) SYSTEMD=1; shift ;;
+        --uninstall) UNINSTALL=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -90,6 +101,45 @@ systemd_running() { [ -d /run/systemd/system ]; }
 
 if [ "$SYSTEMD" -eq 1 ] && ! systemd_running; then
     die "--systemd: systemd is not running on this machine; start Roost with: roost up"
+fi
+
+uninstall() {
+    local root=""
+    if systemd_running && { systemctl is-enabled --quiet roost.service 2>/dev/null \
+        || systemctl is-active --quiet roost.service 2>/dev/null; }; then
+        say "stopping and disabling roost.service"
+        systemctl disable --now roost.service
+    fi
+    if [ -x "$VENV/bin/python" ] && [ -f "$SETTINGS" ]; then
+        # Refuses while a `roost up` runs; prints ROOT.
+        root=$("$VENV/bin/python" -m roost.bootstrap.install uninstall --env "$SETTINGS") || exit 1
+    fi
+    if [ -f "$UNIT" ]; then
+        rm -f "$UNIT"
+        if systemd_running; then systemctl daemon-reload; fi
+        say "removed $UNIT"
+    fi
+    if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$VENV/bin/roost" ]; then
+        rm -f "$LINK"
+        say "removed $LINK"
+    fi
+    if [ -d "$VENV" ]; then
+        rm -rf "$VENV"
+        rmdir "$(dirname "$VENV")" 2>/dev/null || true
+        say "removed $VENV"
+    fi
+    echo
+    echo "Roost is uninstalled. Kept, to be removed by hand once you no longer need them:"
+    [ -f "$SETTINGS" ] && echo "  settings:  $ETC (rm -r $ETC)"
+    [ -n "$root" ] && echo "  data:      $root: the mail, the store and the keys (rm -r $root)"
+    echo "  packages:  the Debian packages of deploy/debian-packages.txt (apt-get remove ...)"
+    echo "  services:  ${CONFLICTING[*]} were disabled for Roost's ports:"
+    echo "             systemctl enable --now ${CONFLICTING[*]}"
+}
+
+if [ "$UNINSTALL" -eq 1 ]; then
+    uninstall
+    exit 0
 fi
 
 # -- 1. Debian packages -----------------------------------------------------------------------

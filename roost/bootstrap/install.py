@@ -6,6 +6,7 @@ derive DOMAIN and HOSTNAMES from the machine's name, and whether the result load
 
     python -m roost.bootstrap.install new-settings --output /etc/roost/mailu.env [--from FILE]
     python -m roost.bootstrap.install postfix-prerequisites --env /etc/roost/mailu.env
+    python -m roost.bootstrap.install uninstall --env /etc/roost/mailu.env
 
 ``new-settings`` prints the admin password it generated (if it generated one) on stdout and
 nothing else there: the password is not written into the file, so it is seen only once.
@@ -158,6 +159,25 @@ def _postfix_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _uninstall_command(args: argparse.Namespace) -> int:
+    """Undo what the installer did outside ROOT, once no ``roost up`` runs for it; prints
+    ROOT, which stays (the mail, the store, the keys)."""
+    from roost.runner.lock import LOCK_NAME, is_held
+    from roost.services.postfix import system_prerequisites
+
+    layout = Layout(load_settings(env_file=args.env))
+    if is_held(layout.run / LOCK_NAME):
+        raise InstallError(
+            f"Roost is running for {layout.root}: stop it first (Ctrl-C where `roost up` "
+            "runs, or: systemctl stop roost), then run ./setup.sh --uninstall again"
+        )
+    message = system_prerequisites(layout, remove=True)
+    if message:
+        print(message, file=sys.stderr)
+    print(layout.root)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m roost.bootstrap.install")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     postfix.add_argument("--env", type=Path, required=True)
     postfix.set_defaults(run=_postfix_command)
+    uninstall = commands.add_parser(
+        "uninstall", help="undo the host's Postfix tweak; print ROOT (setup.sh --uninstall)"
+    )
+    uninstall.add_argument("--env", type=Path, required=True)
+    uninstall.set_defaults(run=_uninstall_command)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

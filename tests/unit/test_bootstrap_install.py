@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from roost.bootstrap.install import InstallError, main, new_settings, write_settings
+from roost.runner.lock import LOCK_NAME, RunLock
 from roost.settings import SettingsError, load_settings
 
 SETUP = Path(__file__).resolve().parents[2] / "setup.sh"
@@ -113,6 +114,25 @@ def test_new_settings_prints_only_the_generated_password(
     assert f"ROOT={tmp_path / 'root'}" in text
 
 
+def test_uninstall_waits_for_roost_to_stop_and_keeps_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values, _ = new_settings({}, {"ROOT": str(tmp_path / "root")}, "mail.example.org")
+    output = tmp_path / "mailu.env"
+    write_settings(output, values)
+    lock = RunLock(tmp_path / "root" / "run" / LOCK_NAME)
+    lock.acquire()
+    try:
+        assert main(["uninstall", "--env", str(output)]) == 2
+        assert "Roost is running for" in capsys.readouterr().err
+    finally:
+        lock.release()
+    # Stopped: the host's Postfix never listed this ROOT, so nothing changes there.
+    assert main(["uninstall", "--env", str(output)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "root")
+    assert (tmp_path / "root" / "run").is_dir()
+
+
 # -- setup.sh refuses early, before installing anything --------------------------------------
 
 
@@ -167,6 +187,7 @@ def test_setup_explains_its_options() -> None:
     result = run_setup("--help")
     assert result.returncode == 0
     assert "--no-start" in result.stdout and "--systemd" in result.stdout
+    assert "--uninstall" in result.stdout
     result = run_setup("--frobnicate")
     assert result.returncode == 1
     assert "unknown argument: --frobnicate" in result.stderr

@@ -515,6 +515,25 @@ def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
         check=True,
     ).stdout.strip()
     assert value == f"/srv/other/etc/postfix, {root}/etc/postfix"
+    # The uninstaller takes only its own entry out, and the setting once it is empty.
+    for remaining in ("/srv/other/etc/postfix", ""):
+        settle(system)
+        message = system_prerequisites(layout, default_config_dir=system, remove=True)
+        assert message is not None and "removed" in message
+        settle(system)
+        assert system_prerequisites(layout, default_config_dir=system, remove=True) is None
+        value = subprocess.run(
+            ["postconf", "-c", str(system), "-h", "alternate_config_directories"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert value == remaining
+        if remaining:
+            settle(system)
+            postconf_set = f"alternate_config_directories = {root}/etc/postfix"
+            subprocess.run(["postconf", "-c", str(system), "-e", postconf_set], check=True)
+    assert "alternate_config_directories" not in main_cf.read_text()
 
 
 def test_proxy_protocol_moves_submission_behind_nginx(root: Path) -> None:

@@ -353,8 +353,11 @@ class PostfixService(Service):
         compile_map(self.etc, source, shown_as=source, mode=0o600)
 
 
-def system_prerequisites(layout: Layout, default_config_dir: Path | None = None) -> str | None:
-    """List this stack's config dir in the system main.cf's alternate_config_directories.
+def system_prerequisites(
+    layout: Layout, default_config_dir: Path | None = None, *, remove: bool = False
+) -> str | None:
+    """List this stack's config dir in the system main.cf's alternate_config_directories
+    (or, with ``remove``, take it out again, as the uninstaller does).
 
     postqueue(1) and postdrop(1) are set-gid programs: they accept ``-c`` or MAIL_CONFIG
     for a directory other than the default one only when the default main.cf lists it
@@ -366,8 +369,15 @@ def system_prerequisites(layout: Layout, default_config_dir: Path | None = None)
     ours = str(layout.service_etc("postfix"))
     current = postconf(directory, ["-h", "alternate_config_directories"]).stdout.strip()
     entries = [e for e in re.split(r"[\s,]+", current) if e]
-    if ours in entries:
+    if (ours in entries) != remove:
         return None
-    entries.append(ours)
-    postconf(directory, ["-e", f"alternate_config_directories = {', '.join(entries)}"])
-    return f"{directory}/main.cf: added {ours} to alternate_config_directories"
+    if remove:
+        entries.remove(ours)
+    else:
+        entries.append(ours)
+    if entries:
+        postconf(directory, ["-e", f"alternate_config_directories = {', '.join(entries)}"])
+    else:
+        postconf(directory, ["-X", "alternate_config_directories"])
+    change = f"removed {ours} from" if remove else f"added {ours} to"
+    return f"{directory}/main.cf: {change} alternate_config_directories"
