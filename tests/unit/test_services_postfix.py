@@ -497,6 +497,15 @@ def test_runner_interface(root: Path) -> None:
     assert list(service.after) == ["gate", "dovecot", "rspamd", "unbound", "mtasts"]
 
 
+def alternate_directories(system: Path) -> str:
+    return subprocess.run(
+        ["postconf", "-c", str(system), "-h", "alternate_config_directories"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
     system = root / "system-postfix"
     system.mkdir()
@@ -508,13 +517,7 @@ def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
     assert message is not None and "alternate_config_directories" in message
     settle(system)
     assert system_prerequisites(layout, default_config_dir=system) is None
-    value = subprocess.run(
-        ["postconf", "-c", str(system), "-h", "alternate_config_directories"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert value == f"/srv/other/etc/postfix, {root}/etc/postfix"
+    assert alternate_directories(system) == f"/srv/other/etc/postfix, {root}/etc/postfix"
     # The uninstaller takes only its own entry out, and the setting once it is empty.
     for remaining in ("/srv/other/etc/postfix", ""):
         settle(system)
@@ -522,13 +525,7 @@ def test_system_prerequisites_lists_the_instance_once(root: Path) -> None:
         assert message is not None and "removed" in message
         settle(system)
         assert system_prerequisites(layout, default_config_dir=system, remove=True) is None
-        value = subprocess.run(
-            ["postconf", "-c", str(system), "-h", "alternate_config_directories"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        assert value == remaining
+        assert alternate_directories(system) == remaining
         if remaining:
             settle(system)
             postconf_set = f"alternate_config_directories = {root}/etc/postfix"
