@@ -7,7 +7,9 @@ so the caller decides where they go.
 
 Owners and modes matter because the daemons drop privileges: Dovecot writes mail as the
 ``mail`` user, Postfix's daemons run as ``postfix``, and both must be able to traverse
-every directory from ``/`` down to theirs.
+every directory from ``/`` down to theirs. The web application runs as ``_roost-web``
+(roost.services.web): when the stack runs it, the SQLite store and the DKIM keys are given
+to that group, which is made here on first use.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost import tls
-from roost.layout import Layout
+from roost.core import dkim
+from roost.layout import WEB_USER, Layout
+from roost.services.base import ServiceConfigError
+from roost.services.web.service import web_account, web_enabled
 from roost.settings import Settings
 from roost.store.db import Store
 from roost.store.entities import user as users
@@ -53,14 +58,32 @@ def directories(layout: Layout) -> list[Directory]:
     (tlsmgr, verify) must traverse it. ``mail`` is the mail user's alone (Dovecot's
     mail_uid), ``redis`` the redis user's (Redis runs as it). ``queue`` must belong to
     root: Postfix builds its queue inside it. The service modules set the same owners.
+
+    When the stack runs the web application (``web_group``), ``data`` is ``1771
+    root:_roost-web`` instead: SQLite must create the store's ``-wal`` and ``-shm`` files
+    beside it (sqlite.org/wal.html), so the web's group may add files there, and the sticky
+    bit keeps it from removing or renaming any it did not make (Postfix's and Dovecot's
+    directories); others, Postfix's daemons among them, may traverse it but not list it,
+    and each entry has its own mode closed to them. ``dkim`` is ``2770 root:_roost-web``:
+    the web makes, shows and removes keys (admin pages, API), and every file made there
+    takes the group (setgid). Under an ACME flavor, ``certs/letsencrypt`` is ``0750
+    root:_roost-web``: the web reads port 25's chain there (the TLSA record it suggests);
+    the key in it is ``0600`` and certbot's own directories ``0700``, root's alone.
     """
+    web = web_group(layout.settings)
+    data = (
+        Directory(layout.data, 0o1771, group=web)
+        if web
+        else Directory(layout.data, 0o750, group=_existing_group("postfix"))
+    )
     return [
         Directory(layout.root, 0o755),
-        Directory(layout.data, 0o750, group=_existing_group("postfix")),
+        data,
         Directory(layout.mail, 0o700, user="mail", group="mail"),
         Directory(layout.queue, 0o755),
         Directory(layout.certs, 0o755),
-        Directory(layout.dkim, 0o750),
+        Directory(layout.dkim, 0o2770, group=web) if web else Directory(layout.dkim, 0o750),
+        *([Directory(layout.acme, 0o750, group=web)] if layout.settings.acme else []),
         Directory(layout.overrides, 0o755),
         *(Directory(layout.overrides / name, 0o755) for name in OVERRIDE_SERVICES),
         Directory(layout.redis_data, 0o750, user=_existing_user("redis")),
@@ -80,6 +103,7 @@ def initialise(settings: Settings) -> list[str]:
     for directory in directories(layout):
         ensure_directory(directory)
     messages += prepare_store(settings)
+    messages += share_dkim_keys(layout)
     messages += ensure_admin(settings)
     messages += tls.ensure(layout)
     messages += protect_key(layout)
@@ -140,6 +164,84 @@ def _ids(directory: Directory) -> tuple[int, int]:
         ) from None
 
 
+def web_group(settings: Settings) -> str | None:
+    """``_roost-web`` when the stack runs the web application (its user is made here if
+    missing, so the group exists before the files are given to it); else None."""
+    if not web_enabled(settings):
+        return None
+    if os.geteuid() == 0:
+        try:
+            web_account()
+        except ServiceConfigError as exc:
+            raise BootstrapError(str(exc)) from None
+    return _existing_group(WEB_USER)
+
+
+def _share_file(path: Path, mode: int, gid: int) -> bool:
+    """Give the regular file ``path`` to ``gid`` with ``mode``; True when something changed.
+
+    Opened without following a symbolic link: the directories this runs on are writable by
+    the web's group, and root must not be led to change a file elsewhere.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # missing, or a symbolic link (ELOOP)
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        changed = False
+        if os.geteuid() == 0 and info.st_gid != gid:
+            os.fchown(fd, -1, gid)
+            changed = True
+        if stat.S_IMODE(info.st_mode) != mode:
+            os.fchmod(fd, mode)
+            changed = True
+        return changed
+    finally:
+        os.close(fd)
+
+
+def _group_id(name: str | None) -> int:
+    return grp.getgrnam(name).gr_gid if name else 0
+
+
+def share_dkim_keys(layout: Layout) -> list[str]:
+    """The DKIM key files: ``0640``, of the web's group when it runs (it shows each key's
+    record and makes new keys), else of root's.
+
+    A DKIM_PATH elsewhere under ROOT gets the directory ``dkim`` has; one outside ROOT is
+    the administrator's, so only a message says what the web needs there.
+    """
+    web = web_group(layout.settings)
+    gid = _group_id(web)
+    mode = 0o2770 if web else 0o750
+    directories = [layout.dkim]
+    template = Path(layout.settings.DKIM_PATH)
+    keys = dkim.key_path(layout.settings.DKIM_PATH, layout.root, "example.org", "s").parent
+    messages = []
+    if "{" not in str(template.parent) and keys != layout.dkim and keys.is_dir():
+        if keys.is_relative_to(layout.root):
+            ensure_directory(Directory(keys, mode, group=web))
+            directories.append(keys)
+        elif web and (keys.stat().st_gid != gid or keys.stat().st_mode & 0o070 != 0o070):
+            messages.append(
+                f"DKIM_PATH: the web runs as {WEB_USER} and cannot make or show keys in {keys}; "
+                f"give it the directory: chgrp {WEB_USER} {keys}; chmod 2770 {keys}"
+            )
+    changed = [
+        entry.name
+        for directory in directories
+        for entry in sorted(directory.iterdir())
+        if not entry.name.startswith(".") and _share_file(entry, 0o640, gid)
+    ]
+    if changed:
+        owner = f"group {web}" if web else "root alone"
+        messages.append(f"DKIM keys given to {owner} (0640): {', '.join(changed)}")
+    return messages
+
+
 def _existing_user(name: str) -> str:
     """``name`` when that system user exists (Debian's package made it), else root."""
     try:
@@ -158,7 +260,8 @@ def _existing_group(name: str) -> str | None:
 
 
 def prepare_store(settings: Settings) -> list[str]:
-    """Create or migrate the store's schema; an SQLite file is made readable by root only."""
+    """Create or migrate the store's schema; an SQLite file is made readable by root only,
+    and by the web's group when the stack runs the web."""
     store = Store.from_settings(settings)
     try:
         before = store.revision()
@@ -173,11 +276,34 @@ def prepare_store(settings: Settings) -> list[str]:
         messages.append(f"migrated the store {store.url} from {before} to {after}")
     database = store.engine.url.database
     if store.engine.url.get_backend_name() == "sqlite" and database:
-        path = Path(database)
-        # SQLite gives its -wal and -shm files the database file's permissions.
-        if path.exists() and stat.S_IMODE(path.stat().st_mode) != 0o600:
-            os.chmod(path, 0o600)
+        _share_sqlite(settings, Path(database))
     return messages
+
+
+def _share_sqlite(settings: Settings, path: Path) -> None:
+    """The SQLite file: ``0600`` root's, or ``0660 root:_roost-web`` when the web runs.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode, and,
+    run as root, its owner and group too (its unix VFS, ``robustFchown``): so the gate's and
+    the CLI's are the web's to open as well, and the web's own are its group's. Files
+    already there from before get the same. The directory must let the web's group create
+    files: ``ROOT/data`` does (:func:`directories`); any other is refused until it does.
+    """
+    web = web_group(settings)
+    gid = _group_id(web)
+    mode = 0o660 if web else 0o600
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        _share_file(path.with_name(name), mode, gid)
+    directory = path.parent
+    if web and directory.resolve() != Layout(settings).data.resolve():
+        info = directory.stat()
+        if info.st_gid != gid or (info.st_mode & 0o070) != 0o070:
+            raise BootstrapError(
+                f"SQLITE_DATABASE_FILE: the web runs as {WEB_USER} and must create files "
+                f"beside the store in {directory}; give it the directory "
+                f"(chgrp {WEB_USER} {directory}; chmod 1770 {directory}), or keep the store "
+                "under ROOT/data"
+            )
 
 
 def ensure_admin(settings: Settings) -> list[str]:
