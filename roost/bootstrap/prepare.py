@@ -21,6 +21,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from roost import tls
 from roost.core import dkim
 from roost.layout import WEB_USER, Layout
@@ -59,26 +61,19 @@ def directories(layout: Layout) -> list[Directory]:
     mail_uid), ``redis`` the redis user's (Redis runs as it). ``queue`` must belong to
     root: Postfix builds its queue inside it. The service modules set the same owners.
 
-    When the stack runs the web application (``web_group``), ``data`` is ``1771
-    root:_roost-web`` instead: SQLite must create the store's ``-wal`` and ``-shm`` files
-    beside it (sqlite.org/wal.html), so the web's group may add files there, and the sticky
-    bit keeps it from removing or renaming any it did not make (Postfix's and Dovecot's
-    directories); others, Postfix's daemons among them, may traverse it but not list it,
-    and each entry has its own mode closed to them. ``dkim`` is ``2770 root:_roost-web``:
+    When the stack runs the web application (``web_group``), ``data`` is ``0751``: the web
+    must reach the store in it, and may traverse it without listing it or adding anything
+    (each entry has its own mode closed to others: the store ``0660 root:_roost-web``,
+    Postfix's and Dovecot's directories their daemons'). ``dkim`` is ``2770 root:_roost-web``:
     the web makes, shows and removes keys (admin pages, API), and every file made there
     takes the group (setgid). Under an ACME flavor, ``certs/letsencrypt`` is ``0750
     root:_roost-web``: the web reads port 25's chain there (the TLSA record it suggests);
     the key in it is ``0600`` and certbot's own directories ``0700``, root's alone.
     """
     web = web_group(layout.settings)
-    data = (
-        Directory(layout.data, 0o1771, group=web)
-        if web
-        else Directory(layout.data, 0o750, group=_existing_group("postfix"))
-    )
     return [
         Directory(layout.root, 0o755),
-        data,
+        Directory(layout.data, 0o751 if web else 0o750, group=_existing_group("postfix")),
         Directory(layout.mail, 0o700, user="mail", group="mail"),
         Directory(layout.queue, 0o755),
         Directory(layout.certs, 0o755),
@@ -103,6 +98,7 @@ def initialise(settings: Settings) -> list[str]:
     for directory in directories(layout):
         ensure_directory(directory)
     messages += prepare_store(settings)
+    check_store_reachable(settings)
     messages += share_dkim_keys(layout)
     messages += ensure_admin(settings)
     messages += tls.ensure(layout)
@@ -283,27 +279,52 @@ def prepare_store(settings: Settings) -> list[str]:
 def _share_sqlite(settings: Settings, path: Path) -> None:
     """The SQLite file: ``0600`` root's, or ``0660 root:_roost-web`` when the web runs.
 
-    SQLite gives the ``-wal`` and ``-shm`` files it creates the database file's mode, and,
-    run as root, its owner and group too (its unix VFS, ``robustFchown``): so the gate's and
-    the CLI's are the web's to open as well, and the web's own are its group's. Files
-    already there from before get the same. The directory must let the web's group create
-    files: ``ROOT/data`` does (:func:`directories`); any other is refused until it does.
+    The web never creates a file beside the store, so its directory stays closed to it:
+    SQLite, run as root, gives the ``-wal`` and ``-shm`` files it creates the database
+    file's owner, group and mode (its unix VFS), and the gate, which starts before the web
+    and keeps the store open, has made them; a process that is not the last to close the
+    store does not remove them (sqlite.org/wal.html), and the web, which cannot, leaves
+    them to root. Files left from before get the same mode and group here.
     """
     web = web_group(settings)
     gid = _group_id(web)
     mode = 0o660 if web else 0o600
     for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
         _share_file(path.with_name(name), mode, gid)
-    directory = path.parent
-    if web and directory.resolve() != Layout(settings).data.resolve():
-        info = directory.stat()
-        if info.st_gid != gid or (info.st_mode & 0o070) != 0o070:
-            raise BootstrapError(
-                f"SQLITE_DATABASE_FILE: the web runs as {WEB_USER} and must create files "
-                f"beside the store in {directory}; give it the directory "
-                f"(chgrp {WEB_USER} {directory}; chmod 1770 {directory}), or keep the store "
-                "under ROOT/data"
-            )
+
+
+def check_store_reachable(settings: Settings) -> None:
+    """Refuse an SQLite store outside ``ROOT/data`` that the web could not reach (ROOT's
+    parents are :func:`check_parents`'s, ``ROOT/data`` is :func:`directories`')."""
+    url = make_url(settings.database_uri)
+    web = web_group(settings)
+    if url.get_backend_name() != "sqlite" or not url.database or web is None:
+        return
+    directory = Path(url.database).parent
+    if directory.resolve() == Layout(settings).data.resolve():
+        return
+    if not _traversable(directory, pwd.getpwnam(WEB_USER).pw_uid, _group_id(web)):
+        raise BootstrapError(
+            f"SQLITE_DATABASE_FILE: the web runs as {WEB_USER} and cannot reach the store in "
+            f"{directory}; let it traverse that directory and its parents "
+            f"(chgrp {WEB_USER} DIR; chmod g+x DIR), or keep the store under ROOT/data"
+        )
+
+
+def _traversable(directory: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid`` (whose only group that matters is ``gid``) may search ``directory``
+    and every directory above it."""
+    for step in (directory, *directory.parents):
+        info = step.stat()
+        if info.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
 
 
 def ensure_admin(settings: Settings) -> list[str]:

@@ -220,10 +220,17 @@ def test_the_web_runs_as_its_own_user_with_no_capabilities(stack: Stack) -> None
         account.pw_gid,
         0o640,
     )
-    # The store's files are its group's; the gate's sockets for it are its group's alone.
-    for path in (stack.root / "data" / "main.db", stack.root / "data" / "main.db-wal"):
+    # The store's files are root's, of its group; it wrote them and made none beside them.
+    data = stack.root / "data"
+    for path in (data / "main.db", data / "main.db-wal", data / "main.db-shm"):
         info = path.stat()
-        assert (info.st_gid, stat.S_IMODE(info.st_mode)) == (account.pw_gid, 0o660), path
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+            0,
+            account.pw_gid,
+            0o660,
+        ), path
+    assert all(path.stat().st_uid != account.pw_uid for path in data.iterdir())
+    # The gate's sockets for it are its group's alone.
     gate_web = (stack.root / "run" / "gate-web").stat()
     assert (gate_web.st_uid, gate_web.st_gid) == (0, account.pw_gid)
     assert stat.S_IMODE(gate_web.st_mode) == 0o750

@@ -5,7 +5,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,10 +85,9 @@ def test_directories_belong_to_the_users_the_daemons_run_as(base: Path) -> None:
     assert (info.st_uid, info.st_gid) == (mail.pw_uid, mail.pw_gid)
     assert layout.queue.stat().st_uid == 0
     assert layout.data.stat().st_uid == 0
-    # The web's group may add files beside the store (SQLite's -wal, -shm), not remove
-    # others'; Postfix's daemons traverse it to their data_directory.
-    assert grp.getgrgid(layout.data.stat().st_gid).gr_name == WEB_USER
-    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o1771
+    # The web traverses it to the store, without listing it or adding anything.
+    assert grp.getgrgid(layout.data.stat().st_gid).gr_name == "postfix"
+    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o751
     database = layout.data / "main.db"
     assert (database.stat().st_uid, grp.getgrgid(database.stat().st_gid).gr_name) == (
         0,
@@ -131,16 +133,45 @@ def test_files_from_before_are_given_to_the_web_without_following_links(base: Pa
 
 
 @as_root
-def test_a_store_outside_root_data_needs_its_directory_given_to_the_web(base: Path) -> None:
+def test_a_store_outside_root_data_must_be_reachable_by_the_web(base: Path) -> None:
     outside = base / "db"
-    outside.mkdir()
+    outside.mkdir(mode=0o700)
     settings = make_settings(base, SQLITE_DATABASE_FILE=str(outside / "main.db"))
-    with pytest.raises(BootstrapError, match=f"chgrp {WEB_USER} {outside}"):
+    with pytest.raises(BootstrapError, match=f"cannot reach the store in {outside}"):
         initialise(settings)
     os.chown(outside, 0, grp.getgrnam(WEB_USER).gr_gid)
-    outside.chmod(0o1770)
+    outside.chmod(0o710)
     initialise(settings)
     assert stat.S_IMODE((outside / "main.db").stat().st_mode) == 0o660
+
+
+@as_root
+def test_the_web_user_writes_the_store_it_cannot_add_files_beside(base: Path) -> None:
+    """SQLite run as root makes the -wal and -shm files with the store's owner, group and
+    mode; with the gate holding the store open, the web's own user writes it, and leaves
+    nothing of its own in ROOT/data."""
+    settings = make_settings(base)
+    layout = Layout(settings)
+    initialise(settings)
+    database = layout.data / "main.db"
+    held = sqlite3.connect(database)  # the gate's part
+    try:
+        held.execute("SELECT count(*) FROM alembic_version").fetchall()
+        script = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+            "c.execute('CREATE TABLE web_wrote (x)'); c.commit(); c.close()"
+        )
+        as_web = ["setpriv", f"--reuid={WEB_USER}", f"--regid={WEB_USER}", "--clear-groups"]
+        subprocess.run([*as_web, sys.executable, "-c", script, database], check=True)
+        assert held.execute("SELECT count(*) FROM web_wrote").fetchone() == (0,)
+        web_gid = grp.getgrnam(WEB_USER).gr_gid
+        for name in ("main.db-wal", "main.db-shm"):
+            info = (layout.data / name).stat()
+            assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, web_gid, 0o660)
+        probe = [*as_web, "touch", str(layout.data / "web-made")]
+        assert subprocess.run(probe, capture_output=True).returncode != 0
+    finally:
+        held.close()
 
 
 def test_a_second_run_changes_nothing_and_says_nothing(base: Path) -> None:
@@ -162,7 +193,7 @@ def test_modes_and_owners_are_put_back(base: Path) -> None:
     if os.geteuid() == 0:
         os.chown(layout.mail, 0, 0)
     initialise(settings)
-    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o1771
+    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o751
     assert stat.S_IMODE(layout.root.stat().st_mode) == 0o755
     if os.geteuid() == 0:
         assert layout.mail.stat().st_uid == pwd.getpwnam("mail").pw_uid
