@@ -59,6 +59,9 @@ MAIL_OWNER = "mail"
 #: The user nginx's workers run as (nginx.conf ``user``); its group alone may open
 #: ``gate_http_socket``.
 NGINX_USER = "www-data"
+#: The system user the web application runs as (roost.services.web); its group alone (and
+#: root) may use the store's directory, the DKIM keys and the gate's sockets for the web.
+WEB_USER = "_roost-web"
 
 
 class UnsafeHome(ValueError):
@@ -196,7 +199,8 @@ class Layout:
 
     @property
     def gate_control(self) -> Path:
-        """Reload requests from the CLI and the web app after they change the store."""
+        """Reload requests from the CLI after it changes the store, and ``roost hold``;
+        ``0600`` root (the web has its own, ``gate_web_control``)."""
         return self.run / "gate" / "control.sock"
 
     @property
@@ -226,8 +230,21 @@ class Layout:
         return self.run / "gate-secret" / "dovecot-http.secret"
 
     @property
+    def gate_web_http_socket(self) -> Path:
+        """The gate's HTTP side for the web application (its sign-ins): the same routes as
+        ``gate_http_socket``, in a directory ``0750 root:<web group>``, as the web does not
+        belong to nginx's group (which reaches Radicale, Roundcube and Rspamd's controller)."""
+        return self.run / "gate-web" / "http.sock"
+
+    @property
+    def gate_web_control(self) -> Path:
+        """The gate's control socket for the web, beside ``gate_web_http_socket``: it takes
+        ``reload`` only (the held senders are root's ``roost hold``)."""
+        return self.run / "gate-web" / "control.sock"
+
+    @property
     def web_socket(self) -> Path:
-        """The web application (uvicorn) for nginx: directory ``0750 root:<nginx group>``.
+        """The web application (uvicorn) for nginx: directory ``0750 <web user>:<nginx group>``.
 
         Only root and nginx's workers can open it, so the client address nginx puts in
         ``X-Real-IP`` is the only one a request here can carry.

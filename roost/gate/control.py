@@ -1,7 +1,9 @@
 """The gate's control socket: "reload now", asked by whoever just changed the store, and
 the held senders (``roost hold``).
 
-Line protocol over the Unix socket ``layout.gate_control`` (``0600 root``): the client
+Line protocol over the Unix socket ``layout.gate_control`` (``0600 root``), and over
+``layout.gate_web_control`` (``0660 root:_roost-web``), where the web application, which
+runs as its own user, asks for ``reload`` and nothing else is answered. The client
 writes one command and a newline, the gate answers one line, ``ok ...`` or
 ``error <reason>``:
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 from dataclasses import asdict
 from pathlib import Path
@@ -107,9 +110,9 @@ async def start_control_server(
     return server
 
 
-def _ask(layout: Layout, command: str, timeout: float) -> str | None:
+def _ask(layout: Layout, command: str, timeout: float, path: Path | None = None) -> str | None:
     """Send one command; the gate's answer line, or None when no gate is running."""
-    path = layout.gate_control
+    path = path or layout.gate_control
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -141,8 +144,12 @@ def request_reload(layout: Layout, timeout: float = 5.0) -> int | None:
     Returns None when no gate is running (no socket, or nobody listening on it), which is
     normal when the stack is stopped: the gate reads the store when it starts. Raises
     :class:`GateControlError` when a gate is there but fails or does not answer in time.
+
+    Root (the CLI) asks on ``gate_control``; any other process, which can only be the web
+    application as its own user, on ``gate_web_control``, the one socket it may open.
     """
-    text = _ask(layout, "reload", timeout)
+    path = layout.gate_control if os.geteuid() == 0 else layout.gate_web_control
+    text = _ask(layout, "reload", timeout, path)
     if text is None:
         return None
     if text.startswith("ok ") and text[3:].isdigit():

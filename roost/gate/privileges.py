@@ -61,8 +61,8 @@ def _last_capability() -> int:
 
 
 def drop_capabilities(keep: tuple[int, ...] = KEPT) -> bool:
-    """Keep only ``keep`` (the gate's :data:`KEPT`; the web daemon keeps less); True when
-    done, False when not root (nothing to drop)."""
+    """Keep only ``keep`` (the gate's :data:`KEPT`; ``()`` for none); True when done, False
+    when not root (nothing to drop)."""
     if os.geteuid() != 0:
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

@@ -18,6 +18,11 @@ Sockets (``roost.layout``):
   only: any local process can connect, so every request must carry the stack's secret
   (``run/gate-secret/dovecot-http.secret``, ``0640 root:dovecot``), else it gets a 403.
 * ``run/gate/control.sock`` — reload requests and the held senders (``roost hold``).
+* ``run/gate-web/http.sock`` and ``run/gate-web/control.sock`` — the web application's
+  (when the stack runs it): the HTTP routes of ``http.sock`` for its sign-ins, and a
+  control socket that takes ``reload`` only. The directory is ``0750 root:_roost-web`` and
+  the sockets ``0660 root:_roost-web``: the web runs as that user, in no other group of
+  these sockets, and nobody else may ask here.
 * ``run/gate-dict/dict.sock`` — Dovecot's dict lookups (before scripts, quota usage). The
   directory is ``0750 root:mail`` and the socket ``0660 root:mail``: Dovecot's mail
   processes run as the mail user, and nobody else needs it.
@@ -52,8 +57,9 @@ from roost.gate.secret import read_secret, write_secret
 from roost.gate.socketmap import SocketmapProtocol, Socketmaps
 from roost.gate.userdbfile import UserdbFile
 from roost.gate.webmail import WebmailTokens
-from roost.layout import GATE_HTTP_PORT, NGINX_USER, Layout
+from roost.layout import GATE_HTTP_PORT, NGINX_USER, WEB_USER, Layout
 from roost.process import log_to_stderr
+from roost.services.web.service import web_enabled
 from roost.settings import Settings
 from roost.store.db import Store
 
@@ -103,6 +109,14 @@ def _prepare_private_socket(path: Path, group: str, who: str) -> None:
     path.parent.chmod(0o750)
     _give_to_group(path.parent, group, who)
     path.unlink(missing_ok=True)
+
+
+def _web_group(settings: Settings) -> str | None:
+    """The web's group when the stack runs the web and its user exists (the web service
+    made it before the gate starts); None: no sockets for the web."""
+    if not web_enabled(settings) or _group_id(WEB_USER) is None:
+        return None
+    return WEB_USER
 
 
 def _prepare_dict_socket(layout: Layout) -> None:
@@ -227,6 +241,16 @@ async def run(
         http_tcp = HttpServer(routes, secret=secret)
         servers.append(await http_tcp.start(layout.internal_address, http_port))
         servers.append(await start_control_server(index, layout.gate_control, holds))
+        web_group = _web_group(settings)
+        if web_group is not None:
+            _prepare_private_socket(layout.gate_web_http_socket, web_group, "the web")
+            layout.gate_web_control.unlink(missing_ok=True)
+            servers.append(await HttpServer(routes).start_unix(layout.gate_web_http_socket))
+            # No holds: this control socket answers reload and nothing else.
+            servers.append(await start_control_server(index, layout.gate_web_control))
+            for path in (layout.gate_web_http_socket, layout.gate_web_control):
+                path.chmod(0o660)
+                _give_to_group(path, web_group, "the web")
         mailbox_dict = MailboxDict(index, usage)
         servers.append(await start_dict_server(mailbox_dict, layout.gate_dict, counters))
         layout.gate_dict.chmod(0o660)
@@ -271,6 +295,8 @@ async def run(
                 layout.gate_control,
                 layout.gate_dict,
                 layout.gate_http_socket,
+                layout.gate_web_http_socket,
+                layout.gate_web_control,
             ):
                 path.unlink(missing_ok=True)
         if own_store:

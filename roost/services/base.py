@@ -117,10 +117,12 @@ def roost_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def confined(user: str, group: str, argv: Sequence[str]) -> list[str]:
-    """``argv`` run as ``user:group`` with no other groups, no capabilities and no way to
-    gain privileges (setpriv(1) from util-linux): for daemons that parse what strangers
-    send (Office documents, MTA-STS policies) and need nothing of root's."""
+def confined(user: str, group: str, argv: Sequence[str], groups: Sequence[str] = ()) -> list[str]:
+    """``argv`` run as ``user:group`` with no other groups than ``groups``, no capabilities
+    and no way to gain privileges (setpriv(1) from util-linux): for daemons that parse what
+    strangers send (Office documents, MTA-STS policies, web requests) and need nothing of
+    root's. The supplementary groups are named here, not taken from /etc/group, so what the
+    process may open is decided by Roost alone."""
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
     if setpriv is None:
         raise ServiceConfigError("setpriv is not installed; install the Debian package util-linux")
@@ -128,7 +130,7 @@ def confined(user: str, group: str, argv: Sequence[str]) -> list[str]:
         setpriv,
         f"--reuid={user}",
         f"--regid={group}",
-        "--clear-groups",
+        f"--groups={','.join(groups)}" if groups else "--clear-groups",
         "--no-new-privs",
         "--bounding-set=-all",
         "--",

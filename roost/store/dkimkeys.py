@@ -2,9 +2,11 @@
 
 A key is a file, not a column: ``DKIM_PATH`` (default ``ROOT/dkim/{domain}.{selector}.key``)
 filled in with the domain's punycode name and DKIM_SELECTOR, an unencrypted PKCS#8 PEM,
-mode ``0600`` root. Nothing but root reads it: the gate (root) reads every key when it
-loads its index and writes them into Rspamd's own Redis, from which Rspamd signs
-(docs/ARCHITECTURE.md, "Secrets and privileges").
+mode ``0640``. Its group is the directory's: ``_roost-web`` when the stack runs the web
+application, which makes keys and shows their records (``ROOT/dkim`` is ``2770
+root:_roost-web``, :mod:`roost.bootstrap.prepare`), else root's. No other user reads it:
+the gate (root) reads every key when it loads its index and writes them into Rspamd's own
+Redis, from which Rspamd signs (docs/ARCHITECTURE.md, "Secrets and privileges").
 
 Changes that come with a store transaction follow it: :func:`stage` records a key to
 write or remove, and a domain deleted in the transaction takes its key with it; the files
@@ -165,7 +167,9 @@ class DkimKeys:
         """
         path = self.path(domain, selector)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            # No symbolic link, nor a FIFO left to make root wait: the web's group writes here.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(path, flags)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -197,7 +201,8 @@ class DkimKeys:
         return out
 
     def write(self, domain: str, pem: str, selector: str | None = None) -> Path:
-        """Replace the domain's key file at once (a new file renamed over the old), 0600."""
+        """Replace the domain's key file at once (a new file renamed over the old), 0640:
+        the directory's group (the web's, or root's) reads it, nobody else."""
         path = self.path(domain, selector)
         self._replace(path, pem)
         return path
@@ -209,8 +214,9 @@ class DkimKeys:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
         try:
+            os.fchmod(fd, 0o640)  # whatever the umask
             with os.fdopen(fd, "w", encoding="ascii") as handle:
                 handle.write(text)
                 handle.flush()

@@ -1,10 +1,10 @@
 """``python -m roost.web``: serve the web application on the stack's Unix socket.
 
-Started by the runner (:mod:`roost.services.web`) with every setting in its environment.
-The process keeps root's uid, because the store and the gate's sockets are root's, but
-only ``CAP_DAC_OVERRIDE`` of root's capabilities (to open Redis's socket, ``0700 redis``),
-with ``no_new_privs`` set (capabilities(7)): it cannot bind ports, change users, signal
-or trace other processes. docs/web.md says what would let it run as its own user.
+Started by the runner (:mod:`roost.services.web`) with every setting in its environment,
+as the system user ``_roost-web`` with no capabilities and ``no_new_privs`` (setpriv(1)):
+what it opens (the store, the DKIM keys, Redis's and the gate's sockets, its own socket's
+directory) is given to its groups, so it needs nothing of root's. Started by hand as root,
+it drops every capability itself before serving (capabilities(7)).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 import uvicorn
 
-from roost.gate.privileges import CAP_DAC_OVERRIDE, drop_capabilities
+from roost.gate.privileges import drop_capabilities
 from roost.layout import Layout
 from roost.process import settings_or_exit
 from roost.web.app import create_app
@@ -26,8 +26,8 @@ def main() -> int:
     settings = settings_or_exit("web")
     layout = Layout(settings)
     socket = layout.web_socket
-    if drop_capabilities((CAP_DAC_OVERRIDE,)):
-        log.info("capabilities dropped to dac_override")
+    if drop_capabilities(()):
+        log.warning("started as root: every capability dropped, uid 0 kept")
     socket.unlink(missing_ok=True)
     uvicorn.run(
         create_app(settings),

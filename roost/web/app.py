@@ -133,7 +133,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sessions = store
-    app.state.gate = gate if gate is not None else GateClient(layout.gate_http_socket)
+    app.state.gate = gate if gate is not None else GateClient(layout.gate_web_http_socket)
     app.state.paths = {
         "admin": settings.WEB_ADMIN,
         "api": getattr(settings, "WEB_API", "/api"),

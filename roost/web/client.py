@@ -1,7 +1,7 @@
 """The browser's address, port and scheme, as nginx saw them.
 
 In a stack the web application listens only on a Unix socket that root and nginx's
-workers alone can open (``ROOT/run/web``, ``0750 root:www-data``), and nginx sets
+workers alone can open (``ROOT/run/web``, ``0750 _roost-web:www-data``), and nginx sets
 ``X-Real-IP``, ``X-Real-Port``, ``X-Forwarded-By``, ``X-Forwarded-Port`` and
 ``X-Forwarded-Proto`` itself, replacing whatever the browser sent. Behind a proxy of
 REAL_IP_FROM, ``X-Real-IP`` is the client that proxy names and ``X-Forwarded-By`` the

@@ -7,16 +7,22 @@ also saves the screenshots in docs/screenshots/ (desktop 1280 and phone 390 wide
 
 from __future__ import annotations
 
+import grp
+import json
+import pwd
 import re
+import stat
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from roost.layout import WEB_USER
 from tests.e2e.browsing import (
     BASE,
     PHONE,
@@ -180,3 +186,58 @@ def test_port_80_redirects_to_https(stack: Stack) -> None:
         opener.open(request, timeout=10)
     assert caught.value.code == 301
     assert caught.value.headers["Location"] == f"https://{HOSTNAME}/admin/account"
+
+
+def test_the_web_runs_as_its_own_user_with_no_capabilities(stack: Stack) -> None:
+    """The running web process is the web user's, in its own group and Redis's only, with
+    no capability at all; what it changes through the API still reaches the store, the
+    DKIM keys (its group's, not the world's) and the gate (its own control socket)."""
+    status_file = json.loads((stack.root / "run" / "status.json").read_text())
+    pid = int(status_file["services"]["web"]["pid"])
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    status = {name: value.split() for name, value in (line.split(":", 1) for line in lines)}
+    account = pwd.getpwnam(WEB_USER)
+    assert status["Uid"] == [str(account.pw_uid)] * 4
+    assert status["Gid"] == [str(account.pw_gid)] * 4
+    assert status["Groups"] == [str(grp.getgrnam("redis").gr_gid)]
+    for name in ("CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"):
+        assert int(status[name][0], 16) == 0, name
+    assert status["NoNewPrivs"] == ["1"]
+
+    domain = f"webuser-{uuid.uuid4().hex[:8]}.test"
+    headers = {"Host": HOSTNAME, "Authorization": stack.settings["API_TOKEN"]}
+    with httpx.Client(verify=False, base_url=f"https://{stack.address}", headers=headers) as api:
+        assert api.post("/api/v1/domain", json={"name": domain}).status_code == 200
+        assert api.post(f"/api/v1/domain/{domain}/dkim").status_code == 200
+        shown = api.get(f"/api/v1/domain/{domain}").json()
+        assert "p=" in shown["dns_dkim"]  # the web read the key back
+        user = {"email": f"bob@{domain}", "raw_password": "web-made-pw-1"}
+        assert api.post("/api/v1/user", json=user).status_code == 200
+    [key] = (stack.root / "dkim").glob(f"{domain}.*.key")
+    info = key.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+        account.pw_uid,
+        account.pw_gid,
+        0o640,
+    )
+    # The store's files are root's, of its group; it wrote them and made none beside them.
+    data = stack.root / "data"
+    for path in (data / "main.db", data / "main.db-wal", data / "main.db-shm"):
+        info = path.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+            0,
+            account.pw_gid,
+            0o660,
+        ), path
+    assert all(path.stat().st_uid != account.pw_uid for path in data.iterdir())
+    # The gate's sockets for it are its group's alone.
+    gate_web = (stack.root / "run" / "gate-web").stat()
+    assert (gate_web.st_uid, gate_web.st_gid) == (0, account.pw_gid)
+    assert stat.S_IMODE(gate_web.st_mode) == 0o750
+    # Its reload requests were answered: none refused, and the new user logs in at once.
+    assert "cannot reach the gate" not in stack.log_text()
+    imap = stack.imap()
+    try:
+        assert imap.login(f"bob@{domain}", "web-made-pw-1")[0] == "OK"
+    finally:
+        imap.logout()

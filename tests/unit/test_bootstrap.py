@@ -5,14 +5,17 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from roost.bootstrap import BootstrapError, directories, initialise
 from roost.core.passwords import verify_password
-from roost.layout import Layout
+from roost.layout import WEB_USER, Layout
 from roost.settings import Settings, load_settings
 from roost.store.db import Store
 from roost.store.models import User
@@ -67,7 +70,8 @@ def test_creates_every_directory_with_its_mode_and_the_store(base: Path) -> None
     for name in ("postfix", "dovecot", "nginx", "rspamd"):
         assert (layout.overrides / name).is_dir()
     database = layout.data / "main.db"
-    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    # The web (WEB_ADMIN's default) runs as its own user: the store is its group's too.
+    assert stat.S_IMODE(database.stat().st_mode) == 0o660
     assert Store.from_settings(settings).revision() is not None
 
 
@@ -81,7 +85,93 @@ def test_directories_belong_to_the_users_the_daemons_run_as(base: Path) -> None:
     assert (info.st_uid, info.st_gid) == (mail.pw_uid, mail.pw_gid)
     assert layout.queue.stat().st_uid == 0
     assert layout.data.stat().st_uid == 0
+    # The web traverses it to the store, without listing it or adding anything.
     assert grp.getgrgid(layout.data.stat().st_gid).gr_name == "postfix"
+    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o751
+    database = layout.data / "main.db"
+    assert (database.stat().st_uid, grp.getgrgid(database.stat().st_gid).gr_name) == (
+        0,
+        WEB_USER,
+    )
+    assert grp.getgrgid(layout.dkim.stat().st_gid).gr_name == WEB_USER
+    assert stat.S_IMODE(layout.dkim.stat().st_mode) == 0o2770
+
+
+@as_root
+def test_without_the_web_the_store_and_keys_are_roots_alone(base: Path) -> None:
+    settings = make_settings(base, WEB_ADMIN="", API="false")
+    layout = Layout(settings)
+    initialise(settings)
+    assert grp.getgrgid(layout.data.stat().st_gid).gr_name == "postfix"
+    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o750
+    database = layout.data / "main.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert database.stat().st_gid == 0
+    assert (layout.dkim.stat().st_gid, stat.S_IMODE(layout.dkim.stat().st_mode)) == (0, 0o750)
+
+
+@as_root
+def test_files_from_before_are_given_to_the_web_without_following_links(base: Path) -> None:
+    """A store and keys made while the web ran as root (0600 root) become its group's; a
+    symbolic link its group could have put there is left alone, as is what it names."""
+    off = make_settings(base, WEB_ADMIN="", API="false")
+    layout = Layout(off)
+    initialise(off)
+    key = layout.dkim / "example.test.mail.key"
+    key.write_text("not a real key\n")
+    key.chmod(0o600)
+    elsewhere = base / "elsewhere"
+    elsewhere.write_text("root's\n")
+    elsewhere.chmod(0o600)
+    (layout.dkim / "trap.key").symlink_to(elsewhere)
+    messages = initialise(make_settings(base))
+    web_gid = grp.getgrnam(WEB_USER).gr_gid
+    for path, mode in ((key, 0o640), (layout.data / "main.db", 0o660)):
+        assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (mode, web_gid), path
+    assert (stat.S_IMODE(elsewhere.stat().st_mode), elsewhere.stat().st_gid) == (0o600, 0)
+    assert f"DKIM keys given to group {WEB_USER} (0640): example.test.mail.key" in messages
+
+
+@as_root
+def test_a_store_outside_root_data_must_be_reachable_by_the_web(base: Path) -> None:
+    outside = base / "db"
+    outside.mkdir(mode=0o700)
+    settings = make_settings(base, SQLITE_DATABASE_FILE=str(outside / "main.db"))
+    with pytest.raises(BootstrapError, match=f"cannot reach the store in {outside}"):
+        initialise(settings)
+    os.chown(outside, 0, grp.getgrnam(WEB_USER).gr_gid)
+    outside.chmod(0o710)
+    initialise(settings)
+    assert stat.S_IMODE((outside / "main.db").stat().st_mode) == 0o660
+
+
+@as_root
+def test_the_web_user_writes_the_store_it_cannot_add_files_beside(base: Path) -> None:
+    """SQLite run as root makes the -wal and -shm files with the store's owner, group and
+    mode; with the gate holding the store open, the web's own user writes it, and leaves
+    nothing of its own in ROOT/data."""
+    settings = make_settings(base)
+    layout = Layout(settings)
+    initialise(settings)
+    database = layout.data / "main.db"
+    held = sqlite3.connect(database)  # the gate's part
+    try:
+        held.execute("SELECT count(*) FROM alembic_version").fetchall()
+        script = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+            "c.execute('CREATE TABLE web_wrote (x)'); c.commit(); c.close()"
+        )
+        as_web = ["setpriv", f"--reuid={WEB_USER}", f"--regid={WEB_USER}", "--clear-groups"]
+        subprocess.run([*as_web, sys.executable, "-c", script, database], check=True)
+        assert held.execute("SELECT count(*) FROM web_wrote").fetchone() == (0,)
+        web_gid = grp.getgrnam(WEB_USER).gr_gid
+        for name in ("main.db-wal", "main.db-shm"):
+            info = (layout.data / name).stat()
+            assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, web_gid, 0o660)
+        probe = [*as_web, "touch", str(layout.data / "web-made")]
+        assert subprocess.run(probe, capture_output=True).returncode != 0
+    finally:
+        held.close()
 
 
 def test_a_second_run_changes_nothing_and_says_nothing(base: Path) -> None:
@@ -103,7 +193,7 @@ def test_modes_and_owners_are_put_back(base: Path) -> None:
     if os.geteuid() == 0:
         os.chown(layout.mail, 0, 0)
     initialise(settings)
-    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o750
+    assert stat.S_IMODE(layout.data.stat().st_mode) == 0o751
     assert stat.S_IMODE(layout.root.stat().st_mode) == 0o755
     if os.geteuid() == 0:
         assert layout.mail.stat().st_uid == pwd.getpwnam("mail").pw_uid

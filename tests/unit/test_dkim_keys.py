@@ -138,7 +138,9 @@ def test_generate_writes_a_private_file_and_shows_the_records(stack: Stack) -> N
     out = ok(stack, "dkim", "generate", IDN).splitlines()
     path = key_file(stack, IDN_ASCII)
     mode = path.stat().st_mode
-    assert stat.S_IMODE(mode) == 0o600 and path.stat().st_uid == 0
+    # Readable by the directory's group (the web's, when it runs) and root, nobody else.
+    assert stat.S_IMODE(mode) == 0o640 and path.stat().st_uid == 0
+    assert path.stat().st_gid == path.parent.stat().st_gid
     public = dkim.public_key(path.read_text())
     assert out[0] == f"DKIM key generated for {IDN}; publish these records:"
     text = f"v=DKIM1; k=rsa; p={public}"
@@ -215,7 +217,7 @@ def test_import_generate_and_export_hidden_unless_secrets(stack: Stack) -> None:
     out = ok(stack, "config-import", input=f"domain:\n  - name: {IDN}\n    dkim_key: -generate-\n")
     assert out.endswith("Created: domain(1)\n")
     pem = key_file(stack, IDN_ASCII).read_text()
-    assert stat.S_IMODE(key_file(stack, IDN_ASCII).stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file(stack, IDN_ASCII).stat().st_mode) == 0o640
     hidden = ok(stack, "config-export")
     assert yaml.safe_load(hidden)["domain"] == [{"name": IDN, "dkim_key": "<hidden>"}]
     shown = ok(stack, "config-export", "--secrets")

@@ -39,7 +39,9 @@ def test_redis_answers_on_its_socket_only(service: RedisService) -> None:
         assert client.config_get("save") == {"save": ""}
         assert client.config_get("appendonly") == {"appendonly": "no"}
         assert client.config_get("dir") == {"dir": str(layout.redis_data)}
-        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o700
+        # The group is redis's own, which the web's process alone joins (its --groups).
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o770
+        assert socket_path.group() == "redis"
         owner = subprocess.run(
             ["ps", "-o", "user=", "-p", str(process.pid)], capture_output=True, text=True
         ).stdout.strip()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from roost import tls
 from roost.layout import Layout
 from roost.services.nginx import NginxService
 from roost.services.web import WebService
-from roost.services.web.service import web_enabled
+from roost.services.web.service import REDIS_GROUP, USER, web_enabled
 from tests.unit.test_services_nginx import block, directives
 from tests.unit.test_services_postfix_support import make_settings, roost_root
 
@@ -120,9 +122,45 @@ def test_web_service_prepares_a_socket_directory_only_nginx_can_enter(root: Path
     assert stat.S_IMODE(info.st_mode) == 0o750
     assert info.st_gid == grp.getgrnam("www-data").gr_gid
     if os.geteuid() == 0:
-        assert info.st_uid == 0
+        # The web makes its socket there as its own user.
+        assert info.st_uid == pwd.getpwnam(USER).pw_uid
     assert not layout.web_socket.exists()
-    assert service.command() == [sys.executable, "-m", "roost.web"]
+    command = service.command()
+    assert command[0].endswith("/setpriv") and command[1:3] == [
+        f"--reuid={USER}",
+        f"--regid={USER}",
+    ]
+    assert f"--groups={REDIS_GROUP}" in command and "--clear-groups" not in command
+    assert "--no-new-privs" in command and "--bounding-set=-all" in command
+    assert command[-4:] == [sys.executable, "-P", "-m", "roost.web"]
     assert service.readiness().unix_sockets == (layout.web_socket,)
     assert set(service.after) == {"redis", "gate"}
     assert service.environment()["WEB_ADMIN"] == "/admin"
+
+
+#: What the confined process reports of itself: uid, gid, groups, capabilities, no_new_privs.
+_PROBE = """
+import os
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(os.getuid(), os.geteuid(), os.getgid(), sorted(os.getgroups()))
+print(status["CapEff"].strip(), status["CapPrm"].strip(), status["CapBnd"].strip())
+print(status["NoNewPrivs"].strip())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can start a process as another user")
+def test_the_web_process_runs_as_its_own_user_without_capabilities(root: Path) -> None:
+    """The runner's command, its program swapped for a probe: the process it starts is the
+    web user's, in its own group and Redis's only, with no capability at all."""
+    service = WebService(Layout(make_settings(root, ADDRESS)))
+    service.render()
+    command = service.command()
+    probe = [*command[: command.index("--") + 1], sys.executable, "-c", _PROBE]
+    out = subprocess.run(probe, capture_output=True, text=True, check=True, timeout=30).stdout
+    ids, caps, no_new_privs = out.splitlines()
+    account = pwd.getpwnam(USER)
+    groups = [grp.getgrnam(REDIS_GROUP).gr_gid]  # the only supplementary group
+    assert ids == f"{account.pw_uid} {account.pw_uid} {account.pw_gid} {groups}"
+    assert account.pw_uid != 0 and account.pw_shell.endswith("nologin")
+    assert caps == "0000000000000000 0000000000000000 0000000000000000"
+    assert no_new_privs == "1"

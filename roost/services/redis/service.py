@@ -3,7 +3,9 @@
 Roost starts its own Redis with its own configuration, listening on a Unix socket under
 ROOT only, so stacks never share data and nothing listens on TCP. It runs as the Debian
 ``redis`` user: it holds no secrets the gate needs to protect from it, and a Redis bug
-should not hand out root.
+should not hand out root. Its socket is ``0770 redis:redis`` in a directory ``0750
+redis:redis``: root (the gate) and the web application, which runs as ``_roost-web`` with
+``redis`` as its one supplementary group (roost.services.web), may connect.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ REDIS_SERVER = "redis-server"
 # and exit status pass straight through to redis-server.
 SETPRIV = "setpriv"
 USER = "redis"
-# Only the owner (redis) and root (the gate) may connect; other clients that need it
-# later (Rspamd) will get a shared group instead of a wider mode.
-SOCKET_MODE = "700"
+# The owner (redis), its group (the web application's process is in it) and root (the
+# gate) may connect; nobody else.
+SOCKET_MODE = "770"
 
 
 @dataclass
@@ -50,6 +52,8 @@ class RedisService(Service):
     package: ClassVar[str] = "redis-server"
     #: keep a snapshot on disk across restarts
     persistent: ClassVar[bool] = False
+    #: unixsocketperm
+    socket_mode: ClassVar[str] = SOCKET_MODE
 
     @property
     def conf(self) -> Path:
@@ -74,7 +78,7 @@ class RedisService(Service):
     def context(self) -> dict[str, Any]:
         return {
             "socket": self.socket,
-            "socket_mode": SOCKET_MODE,
+            "socket_mode": self.socket_mode,
             "data": self.data,
             "persistent": self.persistent,
         }
@@ -124,6 +128,8 @@ class RspamdRedisService(RedisService):
     user: ClassVar[str] = "_rspamd"
     package: ClassVar[str] = "rspamd"
     persistent: ClassVar[bool] = True
+    #: Rspamd (the owner) and root (the gate) only: no group of this one is shared.
+    socket_mode: ClassVar[str] = "700"
 
     @property
     def socket(self) -> Path:
