@@ -135,6 +135,11 @@ uninstall() {
     echo "  packages:  the Debian packages of deploy/debian-packages.txt (apt-get remove ...)"
     echo "  services:  ${CONFLICTING[*]} were disabled for Roost's ports:"
     echo "             systemctl enable --now ${CONFLICTING[*]}"
+    for user in _roost-web _radicale; do
+        if id "$user" >/dev/null 2>&1; then
+            echo "  user:      $user, made for Roost (userdel $user)"
+        fi
+    done
 }
 
 if [ "$UNINSTALL" -eq 1 ]; then
